@@ -1,0 +1,60 @@
+"""Common command-line plumbing of both stages.
+
+``main(prog, description, verbs, argv)`` parses ``<verb> --config FILE [--set key=value ...]
+[--dry-run]``, loads and validates the config, and calls the verb. A ``UserError``
+becomes one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from shared.errors import UserError
+
+Verb = Callable[["object"], None]
+
+
+def _parser(prog: str, description: str, verbs: dict[str, tuple[Verb, str]]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, (_, help_text) in verbs.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", required=True, help="experiment YAML file, e.g. configs/demo.yaml")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set generator.iterations=200 (repeatable)")
+        p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(prog: str, description: str, verbs: dict[str, tuple[Verb, str]], argv: list[str] | None = None) -> int:
+    args = _parser(prog, description, verbs).parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("matplotlib", "PIL", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        from shared.config import dump_yaml, load_config
+
+        cfg = load_config(args.config, args.overrides)
+        if args.dry_run:
+            sys.stdout.write(dump_yaml(cfg))
+            return 0
+        verbs[args.verb][0](cfg)
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; finished steps are kept and a rerun resumes from them\n")
+        return 130
+    except MemoryError:
+        sys.stderr.write("error: out of memory; lower decoder.chunk_units or features.batch_size\n")
+        return 2
+    return 0
+
+
+def run_module(prog: str, description: str, verbs: dict[str, tuple[Verb, str]]) -> None:
+    sys.exit(main(prog, description, verbs))

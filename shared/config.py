@@ -1,0 +1,386 @@
+"""Typed experiment configuration: dataclass schemas, YAML loading, ``--set`` overrides.
+
+A config file is YAML whose keys mirror the nested dataclasses below. Loading merges,
+in order: the dataclass defaults, the YAML file, then ``--set key.sub=value``
+overrides. Unknown keys and values of the wrong type are ``UserError``s that name the
+key (and suggest the closest valid one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared.errors import UserError
+
+NETWORKS = ("vgg19", "alexnet")
+
+
+@dataclass
+class SimulationConfig:
+    """The simulated experiment written when ``data.source`` is ``simulated``.
+
+    Sizes default to the real study's design (Shen et al. 2019); the demo shrinks
+    nothing but the image resolution. Noise is set per voxel from a target single-trial
+    reliability (see ``shared/simulate/brain.py``), never tuned against a decoder.
+    """
+
+    seed: int = 0
+    image_size: int = 64
+    n_train_images: int = 1200
+    n_train_reps: int = 5
+    n_test_natural: int = 50
+    n_test_natural_reps: int = 24
+    n_test_artificial: int = 40
+    n_test_artificial_reps: int = 20
+    n_test_letter: int = 10
+    n_test_letter_reps: int = 12
+    subjects: int = 1
+    # Voxel counts per ROI, close to the real VC files (about 10-12k voxels in VC).
+    voxels_v1: int = 2000
+    voxels_v2: int = 2000
+    voxels_v3: int = 1700
+    voxels_v4: int = 900
+    voxels_loc: int = 1400
+    voxels_ffa: int = 800
+    voxels_ppa: int = 800
+    voxels_other: int = 1200
+    # Share of a retinotopic voxel's signal variance carried by luminance and colour,
+    # relative to its contrast-energy variance (V1-V4 respond mainly to contrast).
+    luminance_share: float = 0.05
+    colour_share: float = 0.02
+    # Median target single-trial reliability of retinotopic voxels (higher ROIs lower).
+    reliability_median: float = 0.22
+    fixation_jitter_deg: float = 0.3
+    image_extent_deg: float = 12.0
+    trial_gain_sd: float = 0.15
+    # Split of each voxel's noise variance into shared, spatially smooth and independent.
+    noise_shared: float = 0.2
+    noise_spatial: float = 0.3
+
+
+@dataclass
+class SplitFiles:
+    """Where one split's BData file, image-index list and image folder are.
+
+    ``bdata`` may contain ``{subject}``; paths are relative to ``data.root``.
+    """
+
+    bdata: str = ""
+    image_list: str = ""
+    images: str = ""
+    reps: int = 0  # informative only; the loader counts repetitions itself
+
+
+def _default_tests() -> dict[str, SplitFiles]:
+    return {
+        "natural": SplitFiles(
+            bdata="{subject}_perceptionNaturalImageTest_original_VC.h5",
+            image_list="image_list_test.tsv",
+            images="images/test",
+        )
+    }
+
+
+@dataclass
+class DataConfig:
+    """The fMRI experiment: BData files per subject, image lists, stimulus folders."""
+
+    source: str = "simulated"  # 'simulated' (written into root if absent) or 'bdata'
+    root: str = "data/demo"
+    subjects: list[str] = field(default_factory=lambda: ["sub-01"])
+    rois: list[str] = field(default_factory=lambda: ["VC"])
+    train: SplitFiles = field(
+        default_factory=lambda: SplitFiles(
+            bdata="{subject}_perceptionNaturalImageTraining_original_VC.h5",
+            image_list="image_list_training.tsv",
+            images="images/training",
+        )
+    )
+    test: dict[str, SplitFiles] = field(default_factory=_default_tests)
+
+
+@dataclass
+class FeaturesConfig:
+    """The DNN whose layer activations are decoded."""
+
+    network: str = "vgg19"
+    weights: str = "imagenet"  # 'imagenet', a .pth path, or 'random:<seed>'
+    layers: list[str] = field(default_factory=lambda: ["conv3_4", "conv5_4", "fc7"])
+    input_size: int = 224
+    batch_size: int = 16
+
+
+@dataclass
+class DecoderConfig:
+    """Linear decoders from voxels to features."""
+
+    kind: str = "ridge"
+    # Candidate ridge penalties; with more than one, the penalty is chosen per layer by
+    # cross-validation over image-grouped folds of the training trials.
+    alphas: list[float] = field(default_factory=lambda: [1e2, 1e3, 1e4, 1e5])
+    cv_folds: int = 5
+    cv_units: int = 2000  # units sampled per layer to score the penalties
+    chunk_units: int = 8192  # units per streamed chunk of a layer
+
+
+@dataclass
+class GeneratorConfig:
+    """WGAN-GP generator conditioned on features, with its losses and optimiser.
+
+    Defaults follow Gulrajani et al. 2017: lambda_gp 10, five critic steps per
+    generator step, Adam(1e-4, betas=(0.5, 0.9)).
+    """
+
+    condition_layers: list[str] = field(default_factory=lambda: ["conv3_4"])
+    image_size: int = 64
+    base_channels: int = 64
+    iterations: int = 2000  # generator steps
+    batch_size: int = 32
+    n_critic: int = 5
+    lambda_gp: float = 10.0
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.9
+    loss_adversarial: float = 0.01
+    loss_pixel: float = 1.0
+    loss_perceptual: float = 1.0
+    loss_feature_matching: float = 0.0
+    comparator_network: str = "alexnet"
+    comparator_weights: str = "random:1"
+    comparator_layers: list[str] = field(default_factory=lambda: ["conv2", "conv5"])
+    # During training each true conditioning input is mixed with noise at a random
+    # correlation in [condition_corr_min, 1], so the generator tolerates decoded features.
+    condition_corr_min: float = 0.3
+    tick_every: int = 100  # generator steps between status lines, grids and checkpoints
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Scoring of reconstructions."""
+
+    comparator_network: str = "alexnet"
+    comparator_weights: str = "random:1"
+    comparator_layers: list[str] = field(default_factory=lambda: ["conv2", "conv5"])
+    pixel_ridge_size: int = 32  # resolution of the voxels-to-pixels baseline
+    grid_columns: int = 10
+
+
+@dataclass
+class Config:
+    """One experiment: what data, which features, how to decode and generate."""
+
+    experiment: str = "demo"
+    seed: int = 0
+    device: str = "auto"  # 'auto' (cuda when present), 'cpu', 'cuda', 'cuda:1', ...
+    results_dir: str = "results"
+    work_dir: str = "work"  # feature store and checkpoints: <work_dir>/<experiment>/
+    data: DataConfig = field(default_factory=DataConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def results_path(self) -> Path:
+        return Path(self.results_dir) / self.experiment
+
+    @property
+    def work_path(self) -> Path:
+        return Path(self.work_dir) / self.experiment
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.data.root)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read ``path`` (YAML), apply ``key=value`` overrides, validate, return a ``Config``."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise UserError(f"config file '{path}'{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"config file '{path}' must hold a mapping of keys at the top level")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value (e.g. generator.iterations=100); '{item}' was given")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        _set_dotted(raw, key.strip(), value)
+    cfg = _build(Config, raw, "")
+    validate(cfg)
+    return cfg
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(choices))}"
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        raise UserError(f"config key '{where}' must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise UserError(f"unknown config key '{prefix}{key}'{_suggest(str(key), names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in raw:
+            kwargs[f.name] = _coerce(hints[f.name], raw[f.name], f"{prefix}{f.name}")
+    default = cls()
+    for name, value in kwargs.items():
+        setattr(default, name, value)
+    return default
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise UserError(f"config key '{key}' must be a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
+        return {str(k): _coerce(val_tp, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise UserError(f"config key '{key}' must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in the schema, not user error
+
+
+# ------------------------------------------------------------------------ validation
+
+
+def _one_of(key: str, value: Any, allowed: tuple | list) -> None:
+    if value not in allowed:
+        raise UserError(f"'{key}' must be one of {list(allowed)}; {value!r} was given")
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise UserError(f"'{key}' must be positive; {value!r} was given")
+
+
+def validate(cfg: Config) -> None:
+    """Check values that types alone cannot (choices, ranges, layer names)."""
+    from shared.layers import check_layers  # torch-free layer tables
+
+    _one_of("data.source", cfg.data.source, ("simulated", "bdata"))
+    _one_of("features.network", cfg.features.network, NETWORKS)
+    _one_of("generator.comparator_network", cfg.generator.comparator_network, NETWORKS)
+    _one_of("eval.comparator_network", cfg.eval.comparator_network, NETWORKS)
+    _one_of("decoder.kind", cfg.decoder.kind, ("ridge",))
+    if not cfg.experiment or "/" in cfg.experiment:
+        raise UserError(f"'experiment' must be a plain name without '/'; {cfg.experiment!r} was given")
+    if not cfg.data.subjects:
+        raise UserError("'data.subjects' must list at least one subject, e.g. [sub-01]")
+    if not cfg.data.rois:
+        raise UserError("'data.rois' must list at least one ROI, e.g. [VC]")
+    if not cfg.data.test:
+        raise UserError("'data.test' must name at least one test set, e.g. natural")
+    check_layers("features.layers", cfg.features.network, cfg.features.layers)
+    check_layers("generator.comparator_layers", cfg.generator.comparator_network, cfg.generator.comparator_layers)
+    check_layers("eval.comparator_layers", cfg.eval.comparator_network, cfg.eval.comparator_layers)
+    for layer in cfg.generator.condition_layers:
+        if layer not in cfg.features.layers:
+            raise UserError(
+                f"'generator.condition_layers' entry {layer!r} is not decoded; add it to 'features.layers' "
+                f"({cfg.features.layers})"
+            )
+    if not cfg.generator.condition_layers:
+        raise UserError("'generator.condition_layers' must name at least one layer")
+    for key, value in [
+        ("decoder.alphas", min(cfg.decoder.alphas) if cfg.decoder.alphas else 0),
+        ("decoder.chunk_units", cfg.decoder.chunk_units),
+        ("generator.iterations", cfg.generator.iterations),
+        ("generator.batch_size", cfg.generator.batch_size),
+        ("generator.n_critic", cfg.generator.n_critic),
+        ("generator.tick_every", cfg.generator.tick_every),
+        ("features.batch_size", cfg.features.batch_size),
+        ("features.input_size", cfg.features.input_size),
+        ("simulation.image_size", cfg.simulation.image_size),
+        ("simulation.reliability_median", cfg.simulation.reliability_median),
+    ]:
+        _positive(key, value)
+    if cfg.decoder.cv_folds < 2 and len(cfg.decoder.alphas) > 1:
+        raise UserError(f"'decoder.cv_folds' must be at least 2 to choose among alphas; {cfg.decoder.cv_folds} was given")
+    if not 0 < cfg.simulation.reliability_median < 1:
+        raise UserError(f"'simulation.reliability_median' must lie in (0, 1); {cfg.simulation.reliability_median} was given")
+    if cfg.generator.image_size not in (32, 64, 128, 256):
+        raise UserError(f"'generator.image_size' must be one of [32, 64, 128, 256]; {cfg.generator.image_size} was given")
+    from shared.weights import parse_weights
+
+    for key, value in [
+        ("features.weights", cfg.features.weights),
+        ("generator.comparator_weights", cfg.generator.comparator_weights),
+        ("eval.comparator_weights", cfg.eval.comparator_weights),
+    ]:
+        parse_weights(value, key)
+
+
+def to_dict(cfg: Config) -> dict:
+    """The resolved config as plain data (for YAML dumps and hashing)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

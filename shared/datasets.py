@@ -1,0 +1,161 @@
+"""Read an fMRI experiment in the Kamitani lab's BData format, and its stimulus images.
+
+The same code reads the real Deep Image Reconstruction files and the simulated ones:
+``BData`` from bdpy opens the HDF5 file, ``select('ROI_<name> = 1')`` picks the voxels,
+the ``image_index`` column (1-based) is mapped to stimulus names through the split's
+tab-separated image list (``<file stem>\\t<index>``), and test samples are averaged
+over repetitions per image.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.config import Config, SplitFiles
+from shared.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPEG", ".JPG", ".bmp", ".tif", ".tiff")
+ROI_ALIASES = {"V4": ("V4", "hV4"), "hV4": ("hV4", "V4")}
+
+
+@dataclass
+class SplitData:
+    """Brain data of one (subject, split, ROI).
+
+    X: ``(n_samples, n_voxels)`` float32 voxel responses. names: ``(n_samples,)``
+    stimulus name of each row. When averaged, rows are one per image, in image-list
+    order; otherwise one per trial, in file order.
+    """
+
+    X: np.ndarray
+    names: np.ndarray
+    roi_key: str
+    path: Path
+
+
+def split_files(cfg: Config, split: str) -> SplitFiles:
+    if split == "train":
+        return cfg.data.train
+    if split not in cfg.data.test:
+        raise UserError(f"split {split!r} is not configured; 'data.test' has {list(cfg.data.test)}")
+    return cfg.data.test[split]
+
+
+def bdata_path(cfg: Config, subject: str, split: str) -> Path:
+    return cfg.data_root / split_files(cfg, split).bdata.format(subject=subject)
+
+
+def read_image_list(path: Path) -> dict[int, str]:
+    """``{index: stem}`` from a two-column tab-separated file (``stem<TAB>index``)."""
+    if not path.is_file():
+        raise UserError(f"image list {path} not found; put the tab-separated '<image stem>\\t<index>' list there "
+                        f"or set data.*.image_list")
+    mapping: dict[int, str] = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        try:
+            stem, index = parts[0].strip(), int(float(parts[1]))
+        except (IndexError, ValueError):
+            raise UserError(f"{path} line {lineno} is not '<image stem>\\t<index>': {line!r}") from None
+        mapping[index] = Path(stem).stem if Path(stem).suffix in IMAGE_SUFFIXES else stem
+    return mapping
+
+
+def split_image_names(cfg: Config, split: str) -> list[str]:
+    """Stimulus names of a split in image-list order (the row order of the feature store)."""
+    mapping = read_image_list(cfg.data_root / split_files(cfg, split).image_list)
+    return [mapping[i] for i in sorted(mapping)]
+
+
+@functools.lru_cache(maxsize=2)
+def _open_bdata(path: str):
+    import bdpy
+
+    return bdpy.BData(path)
+
+
+def resolve_roi(bdata, roi: str, path: Path) -> str:
+    """The metadata key for ``roi`` ('VC' or 'ROI_VC'); V4 and hV4 are interchangeable."""
+    name = roi[4:] if roi.startswith("ROI_") else roi
+    keys = list(bdata.metadata.key)
+    for alias in ROI_ALIASES.get(name, (name,)):
+        if f"ROI_{alias}" in keys:
+            return f"ROI_{alias}"
+    available = sorted(k[4:] for k in keys if k.startswith("ROI_"))
+    raise UserError(f"ROI {roi!r} is not in {path}; 'data.rois' must be among {available}")
+
+
+def load_split(cfg: Config, subject: str, split: str, roi: str, average: bool) -> SplitData:
+    """Voxels of ``roi`` for one subject and split, labelled by stimulus name."""
+    path = bdata_path(cfg, subject, split)
+    if not path.is_file():
+        raise UserError(f"fMRI file {path} not found; put the subject's BData .h5 file there "
+                        f"(figshare collection 7033577) or set data.root")
+    try:
+        bdata = _open_bdata(str(path))
+    except OSError as exc:
+        raise UserError(f"{path} is not a readable BData HDF5 file: {exc}") from None
+    key = resolve_roi(bdata, roi, path)
+    X = np.asarray(bdata.select(f"{key} = 1", verbose=False), dtype=np.float32)
+    if "image_index" not in bdata.metadata.key:
+        raise UserError(f"{path} has no 'image_index' column; it is not a Deep Image Reconstruction BData file")
+    index = bdata.select("image_index", verbose=False).ravel().astype(int)
+    spec = split_files(cfg, split)
+    stems = read_image_list(cfg.data_root / spec.image_list)
+    missing = sorted(set(index) - set(stems))
+    if missing:
+        raise UserError(f"{path} uses image_index {missing[0]} which is not in {cfg.data_root / spec.image_list}")
+    if average:
+        order = sorted(set(index))
+        X = np.stack([X[index == i].mean(axis=0) for i in order]).astype(np.float32)
+        names = np.array([stems[i] for i in order])
+    else:
+        names = np.array([stems[i] for i in index])
+    return SplitData(X=X, names=names, roi_key=key, path=path)
+
+
+def image_paths(folder: Path, names: list[str] | np.ndarray) -> list[Path]:
+    """The file of each stimulus name in ``folder`` (any common image suffix)."""
+    if not folder.is_dir():
+        raise UserError(f"stimulus image folder {folder} not found; put the images there or set data.*.images")
+    by_stem = {p.stem: p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES}
+    paths = []
+    for name in names:
+        if name not in by_stem:
+            raise UserError(f"stimulus image {name!r} not found in {folder}; put {name}.JPEG (or .png/.jpg) there")
+        paths.append(by_stem[name])
+    return paths
+
+
+def load_images(folder: Path, names: list[str] | np.ndarray, size: int) -> np.ndarray:
+    """Images as ``(n, 3, size, size)`` float32 RGB in [0, 1] (centre-cropped square, resized)."""
+    from PIL import Image
+
+    out = np.empty((len(names), 3, size, size), dtype=np.float32)
+    for i, path in enumerate(image_paths(folder, names)):
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            side = min(w, h)
+            im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+            if side != size:
+                im = im.resize((size, size), Image.BICUBIC)
+            out[i] = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return out
+
+
+def unique_names(names: np.ndarray) -> list[str]:
+    """Stimulus names in order of first appearance."""
+    seen: dict[str, None] = {}
+    for n in names:
+        seen.setdefault(str(n), None)
+    return list(seen)

@@ -1,0 +1,150 @@
+"""Feature network: torchvision VGG19 / AlexNet, canonical layer names, batched extraction.
+
+``FeatureNet(network, weights)`` wraps the torchvision model, runs it only as far as
+the deepest requested layer, and returns activations keyed by canonical layer name
+(``conv1_1 ... fc8`` for VGG19, ``conv1 ... fc8`` for AlexNet).
+
+Weights are never downloaded: ``imagenet`` reads torchvision's file from the local
+torch cache (or fails with the exact path to put it at), a ``.pth`` path is loaded as
+a state dict, and ``random:<seed>`` builds seeded untrained weights for offline tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from shared.errors import UserError
+from shared.layers import LAYERS, layer_order
+from shared.weights import WeightsSpec, parse_weights
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_BUILDERS = {
+    "vgg19": (torchvision.models.vgg19, torchvision.models.VGG19_Weights.IMAGENET1K_V1),
+    "alexnet": (torchvision.models.alexnet, torchvision.models.AlexNet_Weights.IMAGENET1K_V1),
+}
+
+
+def imagenet_weights_path(network: str) -> tuple[Path, str]:
+    """Where torchvision's cache keeps the ImageNet file of ``network``, and its URL."""
+    url = _BUILDERS[network][1].url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name, url
+
+
+def build_model(network: str, weights: str | WeightsSpec) -> nn.Module:
+    """The torchvision model with the requested weights, in eval mode, on the CPU.
+
+    Its ReLUs are made out-of-place: torchvision's in-place ReLUs would overwrite the
+    pre-activation outputs that ``FeatureNet`` hands out.
+    """
+    model = _load_model(network, weights)
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    return model
+
+
+def _load_model(network: str, weights: str | WeightsSpec) -> nn.Module:
+    spec = parse_weights(weights) if isinstance(weights, str) else weights
+    builder, _ = _BUILDERS[network]
+    if spec.kind == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            model = builder(weights=None)
+        return model.eval()
+    if spec.kind == "imagenet":
+        path, url = imagenet_weights_path(network)
+        if not path.is_file():
+            raise UserError(
+                f"ImageNet weights for {network} not found at {path}; download {url} on a machine with "
+                f"internet and put the file there (or set the weights to a .pth path)"
+            )
+    else:
+        path = spec.path
+        if not path.is_file():
+            raise UserError(f"weights file {path} for {network} does not exist; give an existing .pth state dict")
+    model = builder(weights=None)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, OSError) as exc:
+        raise UserError(f"weights file {path} is not a {network} state dict: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+class FeatureNet(nn.Module):
+    """Activations of named layers for a batch of images.
+
+    ``forward(images)`` takes ``(batch, 3, H, W)`` RGB in [0, 1] (any H, W; resized to
+    ``input_size``) and returns ``{layer: (batch, *unit_shape)}``.
+    """
+
+    def __init__(self, network: str, weights: str | WeightsSpec, layers: list[str], input_size: int = 224):
+        super().__init__()
+        self.network = network
+        self.spec = parse_weights(weights) if isinstance(weights, str) else weights
+        self.layers = layer_order(network, list(layers))
+        self.input_size = input_size
+        self.model = build_model(network, self.spec)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        table = LAYERS[network]
+        self._targets = {table[name]: name for name in self.layers}
+        self._needs_classifier = any(table[name][0] == "classifier" for name in self.layers)
+        last_feat = [idx for (part, idx) in self._targets if part == "features"]
+        self._last_feature = len(self.model.features) - 1 if self._needs_classifier else max(last_feat)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        assert images.ndim == 4 and images.shape[1] == 3, f"expected (B, 3, H, W), got {tuple(images.shape)}"
+        x = images
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                                          align_corners=False, antialias=True)
+        x = (x - self.mean) / self.std
+        out: dict[str, torch.Tensor] = {}
+        for i, module in enumerate(self.model.features):
+            x = module(x)
+            if ("features", i) in self._targets:
+                out[self._targets[("features", i)]] = x
+            if i >= self._last_feature:
+                break
+        if self._needs_classifier:
+            x = torch.flatten(self.model.avgpool(x), 1)
+            for i, module in enumerate(self.model.classifier):
+                x = module(x)
+                if ("classifier", i) in self._targets:
+                    out[self._targets[("classifier", i)]] = x
+        return out
+
+    @torch.no_grad()
+    def unit_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of one image's activation per layer (without the batch axis)."""
+        device = self.mean.device
+        probe = torch.zeros(1, 3, self.input_size, self.input_size, device=device)
+        return {k: tuple(v.shape[1:]) for k, v in self.forward(probe).items()}
+
+
+def extract(net: FeatureNet, images: np.ndarray, batch_size: int, device, desc: str = "features"):
+    """Yield ``(start, {layer: (batch, n_units) float32 array})`` batch by batch.
+
+    ``images`` is ``(n, 3, H, W)`` float in [0, 1]; progress is shown with tqdm.
+    """
+    from tqdm import tqdm
+
+    net = net.to(device).eval()
+    with torch.no_grad():
+        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).float().to(device)
+            feats = net(batch)
+            yield start, {k: v.flatten(1).float().cpu().numpy() for k, v in feats.items()}

@@ -1,0 +1,129 @@
+"""Evaluation metrics, vectorised over samples and units.
+
+Definitions follow bdpy.evals.metrics and Shen et al. 2019:
+
+* profile correlation: per unit, Pearson r across images between prediction and truth;
+* pattern correlation: per image, Pearson r across units (after z-scoring both with
+  training statistics);
+* pairwise identification: per prediction, the fraction of distractor images whose
+  truth is less correlated with the prediction than the correct image's truth
+  (chance 0.5);
+* PixCorr: per image, Pearson r across pixels; SSIM: Wang et al. 2004 (Gaussian
+  window 11, sigma 1.5) on luminance;
+* single-trial reliability: per voxel, Pearson r across images between repetitions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _zscore_rows(a: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=1, keepdims=True)
+    return a / (np.linalg.norm(a, axis=1, keepdims=True) + 1e-12)
+
+
+def corr_matrix(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """``(n_pred, n_true)`` Pearson r between rows of ``pred`` and rows of ``true``."""
+    p = _zscore_rows(pred.reshape(len(pred), -1).astype(np.float64))
+    t = _zscore_rows(true.reshape(len(true), -1).astype(np.float64))
+    return p @ t.T
+
+
+def profile_correlation(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per-unit r across samples, ``(n_units,)``; inputs ``(n_samples, n_units)``."""
+    p = pred - pred.mean(axis=0)
+    t = true - true.mean(axis=0)
+    denom = np.sqrt((p**2).sum(axis=0) * (t**2).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (p * t).sum(axis=0) / denom
+
+
+def pattern_correlation(pred: np.ndarray, true: np.ndarray, mean=None, std=None) -> np.ndarray:
+    """Per-sample r across units, ``(n_samples,)``, after optional z-scoring by mean/std."""
+    if mean is not None:
+        pred = (pred - mean) / std
+        true = (true - mean) / std
+    return np.einsum("ij,ij->i", _zscore_rows(pred.astype(np.float64)), _zscore_rows(true.astype(np.float64)))
+
+
+def pairwise_identification(pred: np.ndarray, true: np.ndarray, corr: np.ndarray | None = None) -> np.ndarray:
+    """Per-prediction 2-way identification accuracy, ``(n,)``; row i of ``true`` is correct.
+
+    ``corr`` may pass a precomputed ``corr_matrix(pred, true)`` (for chunked layers).
+    """
+    r = corr_matrix(pred, true) if corr is None else corr
+    n = r.shape[0]
+    correct = np.diag(r)[:, None]
+    wins = (r < correct).sum(axis=1)
+    return wins / (n - 1)
+
+
+def nway_identification(corr: np.ndarray, n_way: int, rng: np.random.Generator, n_draws: int = 200) -> float:
+    """Mean n-way identification accuracy from a ``corr_matrix`` (chance 1/n_way)."""
+    n = corr.shape[0]
+    hits = []
+    for i in range(n):
+        others = np.delete(np.arange(n), i)
+        for _ in range(n_draws // 10):
+            pick = rng.choice(others, n_way - 1, replace=False)
+            hits.append(corr[i, i] > corr[i, pick].max())
+    return float(np.mean(hits))
+
+
+def pixcorr(recon: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per-image Pearson r across all pixels and channels, ``(n,)``."""
+    return pattern_correlation(recon.reshape(len(recon), -1), true.reshape(len(true), -1))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    x = np.arange(size) - size // 2
+    g = np.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _filter2(img: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Separable 'valid' filtering of ``(n, H, W)`` by the 1-D kernel ``g``."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    tmp = np.einsum("nhwk,k->nhw", sliding_window_view(img, len(g), axis=2), g)
+    return np.einsum("nhwk,k->nhw", sliding_window_view(tmp, len(g), axis=1), g)
+
+
+def ssim(recon: np.ndarray, true: np.ndarray, data_range: float = 1.0) -> np.ndarray:
+    """Per-image SSIM on luminance of ``(n, 3, H, W)`` images in [0, data_range], ``(n,)``."""
+    w = np.array([0.299, 0.587, 0.114])[None, :, None, None]
+    x = (recon * w).sum(axis=1).astype(np.float64)
+    y = (true * w).sum(axis=1).astype(np.float64)
+    g = _gaussian_window()
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = _filter2(x, g), _filter2(y, g)
+    sxx = _filter2(x * x, g) - mx**2
+    syy = _filter2(y * y, g) - my**2
+    sxy = _filter2(x * y, g) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.mean(axis=(1, 2))
+
+
+def single_trial_reliability(X: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """Per-voxel r across images between repetitions, averaged over disjoint rep pairs.
+
+    X: ``(n_trials, n_voxels)``; names: ``(n_trials,)`` stimulus of each trial. Images
+    with fewer than two repetitions are ignored.
+    """
+    uniq, inverse = np.unique(names, return_inverse=True)
+    rows_by_image = [np.flatnonzero(inverse == k) for k in range(len(uniq))]
+    n_reps = min(len(r) for r in rows_by_image)
+    if n_reps < 2:
+        raise ValueError("single-trial reliability needs at least two repetitions of every image")
+    rs = []
+    for a in range(0, n_reps - 1, 2):
+        first = X[[r[a] for r in rows_by_image]]
+        second = X[[r[a + 1] for r in rows_by_image]]
+        rs.append(profile_correlation(first, second))
+    return np.mean(rs, axis=0)
+
+
+def summarise(values: np.ndarray) -> float:
+    """Mean ignoring NaN (constant units give NaN correlations), as a plain float."""
+    return float(np.nanmean(values))

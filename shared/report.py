@@ -1,0 +1,87 @@
+"""Human-readable results: Markdown and CSV tables, and the experiment summary.
+
+Everything here is rendered from ``metrics.json``, so the summary always shows what
+the metrics say; each stage rewrites the summary after updating its section.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from shared.runs import atomic_write_text
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def fmt(v) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_table(base: Path, rows: list[dict], columns: list[str]) -> None:
+    """``<base>.md`` and ``<base>.csv``."""
+    atomic_write_text(base.with_suffix(".md"), markdown_table(rows, columns))
+    atomic_write_text(base.with_suffix(".csv"), csv_table(rows, columns))
+
+
+DECODING_COLUMNS = ["subject", "roi", "layer", "profile_corr", "pattern_corr", "pairwise_id", "alpha", "n_voxels",
+                    "n_units"]
+RECON_COLUMNS = ["subject", "method", "pairwise_id_pixel", "pixcorr", "ssim", "pairwise_id_comparator",
+                 "nway10_id_pixel"]
+
+
+def decoding_rows(decoding: dict) -> list[dict]:
+    return [{"subject": s, "roi": r, "layer": layer, **{k: v for k, v in m.items() if not isinstance(v, dict)}}
+            for s, by_roi in decoding.items() for r, by_layer in by_roi.items() for layer, m in by_layer.items()]
+
+
+def recon_rows(recon: dict) -> list[dict]:
+    return [{"subject": s, "method": method, **{k: v for k, v in m.items() if not isinstance(v, dict)}}
+            for s, by_method in recon.items() for method, m in by_method.items()]
+
+
+def write_summary(results: Path, metrics: dict) -> None:
+    """Render ``summary.md`` from ``metrics`` (whatever sections exist so far)."""
+    parts = [f"# Results: {metrics.get('experiment', results.name)}\n"]
+    info = metrics.get("info", {})
+    if info:
+        parts.append(f"Feature network: **{info.get('network')}**, weights **{info.get('weights_label')}**, "
+                     f"layers {', '.join(info.get('layers', []))}; data: {info.get('data')}.\n")
+    data = metrics.get("data", {})
+    if data:
+        parts.append("## Data\n")
+        rows = [{"subject": s, "roi": r, **v} for s, by_roi in data.items() for r, v in by_roi.items()]
+        parts.append(markdown_table(rows, ["subject", "roi", "n_voxels", "n_train_trials", "n_train_images",
+                                           "reliability_median"]))
+        parts.append("`reliability_median`: median over voxels of the correlation across training images "
+                     "between two repetitions (single trials).\n")
+    for key, value in metrics.items():
+        if key.startswith("decoding") and value:
+            split = key.split("decoding_", 1)[1] if "_" in key else metrics.get("info", {}).get("test_set", "test")
+            parts.append(f"## Feature decoding ({split} test images)\n")
+            parts.append(markdown_table(decoding_rows(value), DECODING_COLUMNS))
+    if (results / "decoding.png").is_file():
+        parts.append("![decoding accuracy per layer](decoding.png)\n")
+    for key, value in metrics.items():
+        if key.startswith("reconstruction") and value:
+            split = key.split("reconstruction_", 1)[1] if "_" in key else metrics.get("info", {}).get("test_set", "test")
+            parts.append(f"## Reconstruction ({split} test images)\n")
+            parts.append(markdown_table(recon_rows(value), RECON_COLUMNS))
+            parts.append("Chance: 0.5 for pairwise identification, 0.1 for 10-way. `wgan_gp`: generator from "
+                         "decoded features; `pixel_ridge`: ridge from voxels to pixels; `nearest_train`: the "
+                         "training image whose true features best match the decoded ones.\n")
+    for grid in sorted(results.glob("grid*.png")):
+        parts.append(f"![{grid.stem}]({grid.name})\n")
+    atomic_write_text(results / "summary.md", "\n".join(parts))

@@ -1,0 +1,134 @@
+"""Run directories, run metadata and atomic writes of result files.
+
+Every invocation of a stage gets a new directory ``results/<experiment>/runs/<stage>-NNN``
+holding the resolved config and metadata (versions, seed, device, git revision, input
+hashes), written before the first step. Result files (``metrics.json``, tables, plots)
+are written atomically: to a temporary name, then renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from shared.config import Config, dump_yaml
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any):
+    import numpy as np
+
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def update_metrics(path: Path, section: str, value: dict) -> dict:
+    """Replace one top-level ``section`` of ``metrics.json`` and rewrite it atomically."""
+    path = Path(path)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[section] = value
+    atomic_write_json(path, data)
+    return data
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        rev = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def file_hash(path: Path, limit: int = 64 * 1024**2) -> str:
+    """SHA-256 of a file's first ``limit`` bytes plus its size (fast on large files)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(limit))
+    h.update(str(path.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for mod in ("numpy", "torch", "torchvision", "bdpy", "h5py", "sklearn"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing optional package is just not listed
+            pass
+    return out
+
+
+class Run:
+    """One invocation of a stage: its directory, log file and metadata."""
+
+    def __init__(self, cfg: Config, stage: str, device: str, inputs: dict[str, Path] | None = None):
+        base = cfg.results_path / "runs"
+        base.mkdir(parents=True, exist_ok=True)
+        n = 1 + max([int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{stage}-*") if p.name.rsplit("-", 1)[1].isdigit()],
+                    default=0)
+        self.dir = base / f"{stage}-{n:03d}"
+        self.dir.mkdir()
+        self.stage = stage
+        atomic_write_text(self.dir / "config.yaml", dump_yaml(cfg))
+        meta = {
+            "stage": stage,
+            "command": " ".join(sys.argv),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seed": cfg.seed,
+            "device": device,
+            "git_revision": git_revision(),
+            "versions": versions(),
+            "inputs": {k: {"path": str(p), "sha256_16": file_hash(p)} for k, p in (inputs or {}).items()
+                       if Path(p).is_file()},
+        }
+        atomic_write_json(self.dir / "meta.json", meta)
+        handler = logging.FileHandler(self.dir / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        self._handler = handler
+        self._t0 = time.time()
+        log.info("run directory %s", self.dir)
+
+    def finish(self, **extra) -> None:
+        meta_path = self.dir / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        meta.update({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - self._t0, 1)},
+                    **extra)
+        atomic_write_json(meta_path, meta)
+        logging.getLogger().removeHandler(self._handler)
+        self._handler.close()

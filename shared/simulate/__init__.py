@@ -1,0 +1,1 @@
+"""The simulated experiment: stimuli, a brain-like encoding model, BData writing."""

@@ -1,0 +1,169 @@
+"""Fit ridge decoders from voxels to a layer, predict test features, score them.
+
+For one (subject, ROI): voxels are z-scored with training-trial statistics and the
+kernel is factorised once (``shared.ridge.KernelRidge``). For each layer the penalty
+is chosen by image-grouped cross-validation on a sample of units, then the layer is
+streamed through in chunks of units: true training features (z-scored with training
+statistics) -> hat-matrix product -> decoded features (back in feature units) -> store.
+Scores accumulate chunk by chunk, so no step holds a whole layer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from shared import metrics as M
+from shared.config import Config
+from shared.datasets import SplitData
+from shared.runs import atomic_write_json
+from shared.ridge import KernelRidge, Standardiser, select_alpha, trials_to_images
+from shared.store import ExperimentStore, FeatureArray
+from shared.weights import parse_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LayerStats:
+    """Training statistics of a layer (over trials), per unit, float32."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def layer_stats(true_train: FeatureArray, counts: np.ndarray, chunk: int) -> LayerStats:
+    """Mean and SD of each unit over training trials (images weighted by repetitions)."""
+    w = (counts / counts.sum())[:, None]
+    means, stds = [], []
+    for _, block in true_train.iter_units(chunk):
+        m = (w * block).sum(axis=0)
+        v = (w * (block - m) ** 2).sum(axis=0)
+        means.append(m)
+        stds.append(np.sqrt(v))
+    std = np.concatenate(stds).astype(np.float32)
+    return LayerStats(np.concatenate(means).astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
+
+
+class _ScoreAccumulator:
+    """Accumulates decoding scores of one test split over chunks of units."""
+
+    def __init__(self, n: int):
+        self.profile: list[np.ndarray] = []
+        self.sp = np.zeros(n)
+        self.st = np.zeros(n)
+        self.spp = np.zeros(n)
+        self.stt = np.zeros(n)
+        self.cross = np.zeros((n, n))  # sum over units of z_pred[i] * z_true[j]
+        self.units = 0
+
+    def add(self, pred: np.ndarray, true: np.ndarray, stats_mean: np.ndarray, stats_std: np.ndarray) -> None:
+        self.profile.append(M.profile_correlation(pred, true))
+        zp = ((pred - stats_mean) / stats_std).astype(np.float64)
+        zt = ((true - stats_mean) / stats_std).astype(np.float64)
+        self.sp += zp.sum(1)
+        self.st += zt.sum(1)
+        self.spp += (zp**2).sum(1)
+        self.stt += (zt**2).sum(1)
+        self.cross += zp @ zt.T
+        self.units += pred.shape[1]
+
+    def result(self) -> dict:
+        u = self.units
+        cov = self.cross - np.outer(self.sp, self.st) / u
+        var_p = self.spp - self.sp**2 / u
+        var_t = self.stt - self.st**2 / u
+        corr = cov / np.sqrt(np.outer(var_p, var_t) + 1e-30)
+        return {
+            "profile_corr": M.summarise(np.concatenate(self.profile)),
+            "pattern_corr": M.summarise(np.diag(corr)),
+            "pairwise_id": M.summarise(M.pairwise_identification(None, None, corr=corr)),
+        }
+
+
+def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: str, train: SplitData,
+                       tests: dict[str, SplitData], device, train_names: list[str]) -> dict:
+    """Decode every configured layer for one subject and ROI; return scores per layer and split."""
+    from tqdm import tqdm
+
+    spec = parse_weights(cfg.features.weights)
+    done_paths = {layer: store.decoded_file(subject, roi, layer, "done").with_suffix(".json")
+                  for layer in cfg.features.layers}
+    out: dict = {}
+    for layer, path in done_paths.items():
+        if path.is_file():
+            done = json.loads(path.read_text())
+            if set(done) == set(tests):
+                log.info("%s %s %s: already decoded (%s)", subject, roi, layer, path)
+                out[layer] = done
+    if len(out) == len(done_paths):
+        return out
+    x_std = Standardiser().fit(train.X)
+    ridge = KernelRidge(x_std.transform(train.X), device)
+    img_index = {n: i for i, n in enumerate(train_names)}
+    trial_img = np.array([img_index[n] for n in train.names])
+    counts = np.bincount(trial_img, minlength=len(train_names)).astype(np.float64)
+    E = trials_to_images(trial_img, len(train_names), ridge.device)
+    rng = np.random.default_rng(cfg.seed)
+    for layer in cfg.features.layers:
+        if layer in out:
+            continue
+        true_train = store.open_true(layer, "train", names=train_names)
+        with true_train:
+            stats = layer_stats(true_train, counts, cfg.decoder.chunk_units)
+            sample = np.sort(rng.choice(true_train.n_units, min(cfg.decoder.cv_units, true_train.n_units), replace=False))
+            Yz_sample = (true_train.read(units=slice(None))[:, sample] if true_train.n_units <= cfg.decoder.cv_units
+                         else _read_columns(true_train, sample, cfg.decoder.chunk_units))
+            Yz_sample = (Yz_sample - stats.mean[sample]) / stats.std[sample]
+            alpha, cv_scores = select_alpha(ridge, trial_img, Yz_sample, cfg.decoder.alphas, cfg.decoder.cv_folds,
+                                            cfg.seed)
+            log.info("%s %s %s: alpha %g (cv profile r %s)", subject, roi, layer, alpha, cv_scores)
+            hats = {split: (ridge.hat(x_std.transform(d.X), alpha) @ E) for split, d in tests.items()}
+            trues, writers, scores = {}, {}, {}
+            for split, d in tests.items():
+                trues[split] = store.open_true(layer, split)
+                writers[split] = store.writer(
+                    store.decoded_file(subject, roi, layer, split), d.names, true_train.n_units,
+                    {**store.decoded_expect(subject, roi, layer, split), "unit_shape": list(true_train.unit_shape),
+                     "alpha": alpha, "weights_label": spec.label, "n_voxels": int(train.X.shape[1]),
+                     "provenance": {"bdata": str(train.path), "roi_key": train.roi_key}})
+                scores[split] = _ScoreAccumulator(len(d.names))
+            try:
+                rows = {split: trues[split].rows_for(d.names) for split, d in tests.items()}
+                n_chunks = -(-true_train.n_units // cfg.decoder.chunk_units)
+                for units, block in tqdm(true_train.iter_units(cfg.decoder.chunk_units), total=n_chunks,
+                                         desc=f"decode {subject}/{roi}/{layer}", unit="chunk", leave=False):
+                    Yz = torch.as_tensor((block - stats.mean[units]) / stats.std[units], device=ridge.device)
+                    for split in tests:
+                        pred = (hats[split] @ Yz).cpu().numpy() * stats.std[units] + stats.mean[units]
+                        writers[split].write_units(units, pred)
+                        scores[split].add(pred, trues[split].read(rows[split], units), stats.mean[units],
+                                          stats.std[units])
+            except BaseException:
+                for w in writers.values():
+                    w.abort()
+                raise
+            finally:
+                for t in trues.values():
+                    t.close()
+            for w in writers.values():
+                w.commit()
+        out[layer] = {split: {**scores[split].result(), "alpha": alpha, "n_voxels": int(train.X.shape[1]),
+                              "n_units": int(true_train.n_units), "cv_profile_corr": cv_scores}
+                      for split in tests}
+        atomic_write_json(done_paths[layer], out[layer])  # the "done" marker, written last
+    return {layer: out[layer] for layer in cfg.features.layers}
+
+
+def _read_columns(arr: FeatureArray, cols: np.ndarray, chunk: int) -> np.ndarray:
+    """Selected unit columns of all rows, read chunk by chunk."""
+    parts = []
+    for units, block in arr.iter_units(chunk):
+        sel = cols[(cols >= units.start) & (cols < units.stop)]
+        if len(sel):
+            parts.append(block[:, sel - units.start])
+    return np.concatenate(parts, axis=1)

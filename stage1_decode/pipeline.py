@@ -1,0 +1,99 @@
+"""Stage 1 verbs: ``simulate`` and ``run`` (features -> decoders -> decoded features -> scores)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from shared import metrics as M
+from shared.config import Config
+from shared.datasets import bdata_path, load_split, split_image_names
+from shared.device import resolve_device
+from shared.plotting import decoding_plot
+from shared.report import DECODING_COLUMNS, decoding_rows, write_summary, write_table
+from shared.runs import Run, update_metrics
+from shared.store import ExperimentStore
+from shared.weights import parse_weights
+from stage1_decode.features import compute_true_features
+
+log = logging.getLogger(__name__)
+
+
+def ensure_data(cfg: Config) -> None:
+    """Write the simulated experiment if the config asks for one (a no-op when present)."""
+    if cfg.data.source == "simulated":
+        from shared.simulate.experiment import simulate_experiment
+
+        simulate_experiment(cfg)
+
+
+def simulate(cfg: Config) -> None:
+    if cfg.data.source != "simulated":
+        from shared.errors import UserError
+
+        raise UserError("'data.source' is 'bdata'; set data.source=simulated to write a simulated experiment")
+    ensure_data(cfg)
+    log.info("simulated experiment ready in %s", cfg.data_root)
+
+
+def run(cfg: Config) -> None:
+    from stage1_decode.decode import decode_subject_roi  # imports torch
+
+    t0 = time.time()
+    ensure_data(cfg)
+    device = resolve_device(cfg.device)
+    inputs = {f"{s}/{split}": bdata_path(cfg, s, split) for s in cfg.data.subjects
+              for split in ["train", *cfg.data.test]}
+    run_ = Run(cfg, "stage1", str(device), inputs)
+    store = ExperimentStore(cfg)
+    splits = ["train", *cfg.data.test]
+    compute_true_features(cfg, store, device, splits)
+    train_names = split_image_names(cfg, "train")
+    spec = parse_weights(cfg.features.weights)
+
+    decoding: dict = {}  # split -> subject -> roi -> layer -> scores
+    data_report: dict = {}
+    for subject in cfg.data.subjects:
+        for roi in cfg.data.rois:
+            train = load_split(cfg, subject, "train", roi, average=False)
+            tests = {split: load_split(cfg, subject, split, roi, average=True) for split in cfg.data.test}
+            reliability = M.single_trial_reliability(train.X, train.names)
+            data_report.setdefault(subject, {})[roi] = {
+                "n_voxels": int(train.X.shape[1]), "n_train_trials": int(train.X.shape[0]),
+                "n_train_images": int(len(set(train.names))),
+                "reliability_median": float(np.nanmedian(reliability)),
+            }
+            log.info("%s %s: %d voxels, median single-trial reliability %.3f", subject, roi, train.X.shape[1],
+                     data_report[subject][roi]["reliability_median"])
+            scores = decode_subject_roi(cfg, store, subject, roi, train, tests, device, train_names)
+            for layer, by_split in scores.items():
+                for split, s in by_split.items():
+                    decoding.setdefault(split, {}).setdefault(subject, {}).setdefault(roi, {})[layer] = s
+
+    results = cfg.results_path
+    first = next(iter(cfg.data.test))
+    path = results / "metrics.json"
+    update_metrics(path, "experiment", cfg.experiment)
+    update_metrics(path, "info", {"network": cfg.features.network, "weights": cfg.features.weights,
+                                  "weights_label": spec.label, "layers": cfg.features.layers,
+                                  "decoder": cfg.decoder.kind, "test_set": first,
+                                  "data": f"{cfg.data.source} ({cfg.data_root})"})
+    update_metrics(path, "data", data_report)
+    metrics = None
+    for split, dec in decoding.items():
+        key = "decoding" if split == first else f"decoding_{split}"
+        metrics = update_metrics(path, key, dec)
+        write_table(results / key, decoding_rows(dec), DECODING_COLUMNS)
+    decoding_plot(decoding[first], cfg.features.layers, results / "decoding.png",
+                  title=f"{cfg.features.network} [{spec.label}], {first} test images")
+    write_summary(results, metrics)
+    run_.finish()
+    log.info("stage 1 done in %.0f s; results in %s", time.time() - t0, results)
+
+
+VERBS = {
+    "run": (run, "simulate data if configured, extract features, decode them, score and write results"),
+    "simulate": (simulate, "only write the simulated experiment (BData files, image lists, images)"),
+}

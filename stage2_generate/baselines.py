@@ -1,0 +1,45 @@
+"""Honest baselines beside every reconstruction.
+
+* ``pixel_ridge``: ridge regression straight from voxels to pixels (same kernel ridge,
+  z-scoring and cross-validated penalty as stage 1's feature decoders).
+* ``nearest_train``: the training image whose true conditioning features correlate
+  best with the decoded ones (retrieval from a gallery, no generation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from shared import metrics as M
+from shared.config import Config
+from shared.datasets import SplitData
+from shared.ridge import KernelRidge, Standardiser, select_alpha, trials_to_images
+
+
+def pixel_ridge(cfg: Config, train: SplitData, train_names: list[str], train_images: np.ndarray,
+                tests: dict[str, np.ndarray], device) -> tuple[dict[str, np.ndarray], float]:
+    """Reconstructions ``{split: (n, 3, S, S)}`` from test voxels ``{split: (n, n_voxels)}``."""
+    x_std = Standardiser().fit(train.X)
+    ridge = KernelRidge(x_std.transform(train.X), device)
+    index = {n: i for i, n in enumerate(train_names)}
+    trial_img = np.array([index[n] for n in train.names])
+    Y = train_images.reshape(len(train_images), -1)
+    y_std = Standardiser().fit(Y[trial_img])
+    Yz = y_std.transform(Y)
+    alpha, _ = select_alpha(ridge, trial_img, Yz, cfg.decoder.alphas, cfg.decoder.cv_folds, cfg.seed)
+    E = trials_to_images(trial_img, len(train_names), ridge.device)
+    Yt = torch.as_tensor(Yz, device=ridge.device)
+    out = {}
+    for split, X in tests.items():
+        pred = ((ridge.hat(x_std.transform(X), alpha) @ E) @ Yt).cpu().numpy()
+        out[split] = np.clip(y_std.inverse(pred), 0, 1).reshape(len(X), *train_images.shape[1:])
+    return out, alpha
+
+
+def nearest_train(decoded: list[np.ndarray], train_inputs: list[np.ndarray], train_images: np.ndarray) -> np.ndarray:
+    """For each decoded sample, the training image with the most correlated true features."""
+    flat_dec = np.concatenate([x.reshape(len(x), -1) for x in decoded], axis=1)
+    flat_tr = np.concatenate([x.reshape(len(x), -1) for x in train_inputs], axis=1)
+    best = M.corr_matrix(flat_dec, flat_tr).argmax(axis=1)
+    return train_images[best]

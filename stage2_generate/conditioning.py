@@ -1,0 +1,101 @@
+"""Conditioning inputs of the generator, read from the feature store.
+
+For each conditioning layer the features are z-scored per unit with the statistics
+of the true training features; conv layers are then average-pooled to a
+``pool x pool`` grid (``(C, pool, pool)``; this also averages out decoding noise) and
+fc layers stay vectors. Decoded features go through the same transform and are then
+rescaled per sample to the RMS of the true training inputs, because ridge shrinks
+predictions towards the mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from shared.config import Config
+from shared.store import ExperimentStore, FeatureArray
+
+POOL = 8
+
+
+@dataclass
+class LayerTransform:
+    """z-scoring statistics and shape of one conditioning layer."""
+
+    layer: str
+    unit_shape: tuple[int, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    rms: float = 1.0  # RMS of transformed true training inputs
+
+    @property
+    def is_conv(self) -> bool:
+        return len(self.unit_shape) == 3
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.unit_shape[0], min(POOL, self.unit_shape[1]), min(POOL, self.unit_shape[2])) if self.is_conv \
+            else self.unit_shape
+
+    def apply(self, arr: FeatureArray, rows=None, chunk_channels: int = 64) -> np.ndarray:
+        """``(n_rows, *out_shape)`` float32, read a few channels at a time."""
+        n = arr.shape[0] if rows is None else len(rows)
+        if not self.is_conv:
+            x = arr.read(rows)
+            return ((x - self.mean) / self.std).astype(np.float32)
+        c, h, w = self.unit_shape
+        out = np.empty((n, *self.out_shape), dtype=np.float32)
+        for c0 in range(0, c, chunk_channels):
+            c1 = min(c, c0 + chunk_channels)
+            units = slice(c0 * h * w, c1 * h * w)
+            block = (arr.read(rows, units) - self.mean[units]) / self.std[units]
+            t = torch.from_numpy(block.reshape(n, c1 - c0, h, w).astype(np.float32))
+            out[:, c0:c1] = torch.nn.functional.adaptive_avg_pool2d(t, self.out_shape[1:]).numpy()
+        return out
+
+
+def fit_transforms(cfg: Config, store: ExperimentStore, train_names: list[str]) -> tuple[list[LayerTransform], list[np.ndarray]]:
+    """Transforms of every conditioning layer and the transformed true training inputs."""
+    transforms, inputs = [], []
+    for layer in cfg.generator.condition_layers:
+        with store.open_true(layer, "train", names=train_names) as arr:
+            means, stds = [], []
+            for _, block in arr.iter_units(cfg.decoder.chunk_units):
+                means.append(block.mean(axis=0))
+                stds.append(block.std(axis=0))
+            std = np.concatenate(stds)
+            tf = LayerTransform(layer, arr.unit_shape, np.concatenate(means).astype(np.float32),
+                                np.where(std > 1e-8, std, 1.0).astype(np.float32))
+            x = tf.apply(arr)
+        tf.rms = float(np.sqrt((x.reshape(len(x), -1) ** 2).mean()))
+        transforms.append(tf)
+        inputs.append(x)
+    return transforms, inputs
+
+
+def true_inputs(store: ExperimentStore, transforms: list[LayerTransform], split: str,
+                names: list[str]) -> list[np.ndarray]:
+    out = []
+    for tf in transforms:
+        with store.open_true(tf.layer, split) as arr:
+            out.append(tf.apply(arr, arr.rows_for(names)))
+    return out
+
+
+def decoded_inputs(store: ExperimentStore, transforms: list[LayerTransform], subject: str, roi: str,
+                   split: str) -> tuple[list[np.ndarray], list[str]]:
+    """Transformed decoded features of a test split (rescaled per sample), and their names."""
+    out, names = [], None
+    for tf in transforms:
+        with store.open_decoded(subject, roi, tf.layer, split) as arr:
+            if names is not None and list(arr.names) != names:
+                arr.rows_for(names)
+            x = tf.apply(arr, None if names is None else arr.rows_for(names))
+            names = names or list(arr.names)
+        flat = x.reshape(len(x), -1)
+        rms = np.sqrt((flat**2).mean(axis=1))
+        out.append((x * (tf.rms / (rms + 1e-8)).reshape(-1, *[1] * (x.ndim - 1))).astype(np.float32))
+    return out, names

@@ -1,0 +1,47 @@
+"""Shared fixtures: a seeded rng and a tiny simulated experiment config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+# two BLAS pools on two cores slow each other down; tests stay single-threaded
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "experiment": "tiny",
+    "seed": 0,
+    "data": {"source": "simulated", "subjects": ["sub-01"], "rois": ["VC"]},
+    "simulation": {
+        "image_size": 32, "n_train_images": 60, "n_train_reps": 2, "n_test_natural": 8, "n_test_natural_reps": 3,
+        "voxels_v1": 120, "voxels_v2": 120, "voxels_v3": 100, "voxels_v4": 60, "voxels_loc": 60, "voxels_ffa": 40,
+        "voxels_ppa": 40, "voxels_other": 60,
+    },
+    "features": {"network": "vgg19", "weights": "random:0", "layers": ["conv3_4", "fc7"], "input_size": 32,
+                 "batch_size": 16},
+    "decoder": {"alphas": [10.0, 1000.0], "cv_folds": 2, "chunk_units": 1000},
+    "generator": {"condition_layers": ["conv3_4"], "image_size": 32, "base_channels": 8, "iterations": 4,
+                  "batch_size": 8, "n_critic": 2, "tick_every": 2},
+    "eval": {"grid_columns": 6},
+}
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    """A YAML config of a tiny simulated experiment whose outputs all live in tmp_path."""
+    cfg = {**TINY, "data": {**TINY["data"], "root": str(tmp_path / "data")},
+           "work_dir": str(tmp_path / "work"), "results_dir": str(tmp_path / "results")}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

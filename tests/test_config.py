@@ -1,0 +1,42 @@
+import pytest
+
+from shared.config import load_config
+from shared.errors import UserError
+
+
+def test_defaults_and_yaml_and_overrides(tiny_config):
+    cfg = load_config(tiny_config, ["generator.iterations=7", "data.rois=[VC, V1]", "decoder.alphas=[1, 2.5]"])
+    assert cfg.experiment == "tiny"
+    assert cfg.generator.iterations == 7
+    assert cfg.data.rois == ["VC", "V1"]
+    assert cfg.decoder.alphas == [1.0, 2.5]
+    assert cfg.generator.lambda_gp == 10.0  # untouched default
+    assert cfg.data.test["natural"].bdata.endswith("_perceptionNaturalImageTest_original_VC.h5")
+
+
+def test_unknown_key_suggests_the_right_one(tiny_config):
+    with pytest.raises(UserError, match=r"unknown config key 'generator.iteration'; did you mean 'iterations'"):
+        load_config(tiny_config, ["generator.iteration=5"])
+
+
+def test_wrong_type_names_the_key(tiny_config):
+    with pytest.raises(UserError, match=r"'generator.iterations' must be an integer"):
+        load_config(tiny_config, ["generator.iterations=many"])
+    with pytest.raises(UserError, match=r"'features.layers\[0\]' must be a string"):
+        load_config(tiny_config, ["features.layers=[[1]]"])
+
+
+def test_bad_values_are_refused(tiny_config):
+    with pytest.raises(UserError, match=r"'features.network' must be one of \['vgg19', 'alexnet'\]; 'resnet' was given"):
+        load_config(tiny_config, ["features.network=resnet"])
+    with pytest.raises(UserError, match=r"'features.layers' entry 'conv9' is not a vgg19 layer"):
+        load_config(tiny_config, ["features.layers=[conv9]"])
+    with pytest.raises(UserError, match=r"'features.weights' must be 'imagenet'"):
+        load_config(tiny_config, ["features.weights=pretrained"])
+    with pytest.raises(UserError, match=r"condition_layers' entry 'fc6' is not decoded"):
+        load_config(tiny_config, ["generator.condition_layers=[fc6]"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")

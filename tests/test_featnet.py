@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from shared.errors import UserError
+from shared.featnet import FeatureNet, build_model, imagenet_weights_path
+
+
+def test_vgg19_canonical_layers_and_shapes():
+    net = FeatureNet("vgg19", "random:0", ["fc7", "conv1_1", "conv5_4"], input_size=64)
+    assert net.layers == ["conv1_1", "conv5_4", "fc7"]  # forward order
+    shapes = net.unit_shapes()
+    assert shapes == {"conv1_1": (64, 64, 64), "conv5_4": (512, 4, 4), "fc7": (4096,)}
+
+
+def test_alexnet_layers_are_the_convolutions_not_bdpys_map():
+    net = FeatureNet("alexnet", "random:0", ["conv2", "conv5", "fc6"], input_size=64)
+    x = torch.rand(2, 3, 64, 64)
+    out = net(x)
+    # conv outputs are pre-ReLU: they have negative values (a ReLU or MaxPool output would not)
+    assert (out["conv2"] < 0).any() and (out["conv5"] < 0).any() and (out["fc6"] < 0).any()
+    assert out["conv2"].shape[1] == 192 and out["conv5"].shape[1] == 256
+
+
+def test_random_weights_are_seeded():
+    a = build_model("alexnet", "random:3").features[0].weight
+    b = build_model("alexnet", "random:3").features[0].weight
+    c = build_model("alexnet", "random:4").features[0].weight
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_missing_imagenet_weights_say_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path, url = imagenet_weights_path("vgg19")
+    assert str(path).startswith(str(tmp_path))
+    with pytest.raises(UserError, match=f"not found at {path}; download {url}"):
+        build_model("vgg19", "imagenet")
+
+
+def test_weights_from_a_file(tmp_path):
+    model = build_model("alexnet", "random:5")
+    path = tmp_path / "alex.pth"
+    torch.save(model.state_dict(), path)
+    loaded = build_model("alexnet", str(path))
+    assert torch.equal(loaded.features[0].weight, model.features[0].weight)
+    torch.save({"nonsense": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(UserError, match="is not a alexnet state dict"):
+        build_model("alexnet", str(tmp_path / "bad.pth"))

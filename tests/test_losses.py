@@ -1,0 +1,51 @@
+import torch
+
+from stage2_generate.losses import gradient_penalty
+from stage2_generate.models import Critic, Generator
+
+
+class LinearCritic(torch.nn.Module):
+    """D(x) = <w, x>: its gradient is w everywhere, so GP = lambda * (|w| - 1)^2."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(w)
+
+    def forward(self, x):
+        return (x.flatten(1) * self.w.flatten()).sum(1)
+
+
+def test_gradient_penalty_of_linear_critic_is_known():
+    w = torch.zeros(3, 4, 4)
+    w[0, 0, 0], w[1, 2, 3] = 3.0, 4.0  # |w| = 5
+    critic = LinearCritic(w)
+    real, fake = torch.rand(6, 3, 4, 4), torch.rand(6, 3, 4, 4)
+    gp = gradient_penalty(critic, real, fake, lambda_gp=10.0)
+    assert torch.isclose(gp, torch.tensor(160.0))  # 10 * (5 - 1)^2
+    gp.backward()  # create_graph=True: the penalty is differentiable in the critic's weights
+    # d/dw of 10 * (|w| - 1)^2 = 20 * (|w| - 1) * w / |w| = 16 * w
+    torch.testing.assert_close(critic.w.grad, 16 * w)
+
+
+def test_gradient_penalty_is_per_sample():
+    """A quadratic critic has different gradient norms per sample; the mean of per-sample
+    penalties differs from the penalty of the batch-mean gradient norm."""
+
+    class Quad(torch.nn.Module):
+        def forward(self, x):
+            return (x.flatten(1) ** 2).sum(1)
+
+    real = torch.stack([torch.full((1, 1, 1), 1.0), torch.full((1, 1, 1), 3.0)])
+    eps = torch.ones(2, 1, 1, 1)  # interpolates = real
+    gp = gradient_penalty(Quad(), real, torch.zeros_like(real), 1.0, eps=eps)
+    # gradients 2 and 6 -> ((2-1)^2 + (6-1)^2) / 2 = 13
+    assert torch.isclose(gp, torch.tensor(13.0))
+
+
+def test_networks_shapes_and_critic_has_no_batchnorm():
+    G = Generator([(16, 4, 4), (10,)], image_size=32, base=8)
+    img = G([torch.randn(2, 16, 4, 4), torch.randn(2, 10)])
+    assert img.shape == (2, 3, 32, 32) and img.min() >= 0 and img.max() <= 1
+    D = Critic(32, base=8)
+    assert D(img).shape == (2,)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in D.modules())
