@@ -53,7 +53,8 @@ def bdata_path(cfg: Config, subject: str, split: str) -> Path:
 
 
 def read_image_list(path: Path) -> dict[int, str]:
-    """``{index: stem}`` from a two-column tab-separated file (``stem<TAB>index``)."""
+    """``{index: stem}`` from a two-column list: an image file name (or stem) and its 1-based
+    index, tab- or comma-separated, in either order."""
     if not path.is_file():
         raise UserError(f"image list {path} not found; put the tab-separated '<image stem>\\t<index>' list there "
                         f"or set data.*.image_list")
@@ -61,13 +62,41 @@ def read_image_list(path: Path) -> dict[int, str]:
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        parts = line.split("\t")
-        try:
-            stem, index = parts[0].strip(), int(float(parts[1]))
-        except (IndexError, ValueError):
-            raise UserError(f"{path} line {lineno} is not '<image stem>\\t<index>': {line!r}") from None
+        parts = [p.strip() for p in (line.split("\t") if "\t" in line else line.split(","))]
+        numeric = [i for i, p in enumerate(parts[:2]) if _is_number(p)]
+        if len(parts) < 2 or len(numeric) != 1:
+            if lineno == 1 and not numeric:
+                continue  # a header line
+            raise UserError(f"{path} line {lineno} is not '<image stem>\\t<index>': {line!r}")
+        index = int(float(parts[numeric[0]]))
+        stem = parts[1 - numeric[0]]
         mapping[index] = Path(stem).stem if Path(stem).suffix in IMAGE_SUFFIXES else stem
     return mapping
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def check_inputs(cfg: Config) -> None:
+    """Fail before any work with one line naming the first missing input file or folder."""
+    for split in ["train", *cfg.data.test]:
+        spec = split_files(cfg, split)
+        for subject in cfg.data.subjects:
+            path = bdata_path(cfg, subject, split)
+            if not path.is_file():
+                raise UserError(f"fMRI file {path} not found; put the subject's BData .h5 file there "
+                                f"(figshare collection 7033577) or set data.root / data.*.bdata")
+        if not (cfg.data_root / spec.image_list).is_file():
+            raise UserError(f"image list {cfg.data_root / spec.image_list} not found; put the two-column "
+                            f"'<image file>\\t<index>' list there or set data.*.image_list")
+        if not (cfg.data_root / spec.images).is_dir():
+            raise UserError(f"stimulus image folder {cfg.data_root / spec.images} not found; put the {split} "
+                            f"images there or set data.*.images")
 
 
 def split_image_names(cfg: Config, split: str) -> list[str]:

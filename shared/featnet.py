@@ -40,6 +40,14 @@ def imagenet_weights_path(network: str) -> tuple[Path, str]:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name, url
 
 
+def check_weights(network: str, weights: str) -> None:
+    """Raise the same ``UserError`` as ``build_model`` would if the weights file is missing."""
+    spec = parse_weights(weights)
+    path = imagenet_weights_path(network)[0] if spec.kind == "imagenet" else spec.path
+    if spec.kind != "random" and not path.is_file():
+        _load_model(network, spec)
+
+
 def build_model(network: str, weights: str | WeightsSpec) -> nn.Module:
     """The torchvision model with the requested weights, in eval mode, on the CPU.
 

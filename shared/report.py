@@ -15,7 +15,9 @@ from shared.runs import atomic_write_text
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return f"{v:g}" if abs(v) >= 1000 else f"{v:.3f}"
+        return str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]

@@ -99,26 +99,35 @@ class Standardiser:
         return (A * self.std_ + self.mean_).astype(np.float32)
 
 
-def select_alpha(ridge: KernelRidge, trial_img: np.ndarray, Yz_img: np.ndarray, alphas: list[float],
-                 n_folds: int, seed: int = 0) -> tuple[float, dict[str, float]]:
+def cv_hats(ridge: KernelRidge, trial_img: np.ndarray, alphas: list[float], n_folds: int, seed: int = 0):
+    """Held-out hat matrices of image-grouped folds for every penalty (``KernelRidge.cv_hats``).
+
+    They depend on the voxels only, so one call serves every layer of a subject and ROI.
+    """
+    if len(alphas) == 1:
+        return []
+    return ridge.cv_hats(grouped_folds(trial_img, n_folds, seed=seed), list(alphas))
+
+
+def select_alpha(cv: list, trial_img: np.ndarray, Yz_img: np.ndarray, alphas: list[float]) -> tuple[float, dict[str, float]]:
     """The penalty with the best held-out mean profile correlation, and every penalty's score.
 
-    trial_img: ``(n_train,)`` image index of each training row; Yz_img: ``(n_images, n_units)``
-    standardised targets per image (a sample of a layer's units is enough). Folds keep
-    the repetitions of an image together.
+    cv: from ``cv_hats``; trial_img: ``(n_train,)`` image index of each training row;
+    Yz_img: ``(n_images, n_units)`` standardised targets per image (a sample of a layer's
+    units is enough).
     """
     from shared.metrics import profile_correlation, summarise
 
     alphas = list(alphas)
     if len(alphas) == 1:
         return alphas[0], {}
-    folds = grouped_folds(trial_img, n_folds, seed=seed)
     scores = np.zeros(len(alphas))
-    Y = torch.as_tensor(np.ascontiguousarray(Yz_img[trial_img]), dtype=torch.float32, device=ridge.device)
-    for held, train, hats in ridge.cv_hats(folds, alphas):
+    device = cv[0][2][0].device
+    Y = torch.as_tensor(np.ascontiguousarray(Yz_img[trial_img]), dtype=torch.float32, device=device)
+    for held, train, hats in cv:
         for k, H in enumerate(hats):
             pred = (H @ Y[train]).cpu().numpy()
-            scores[k] += summarise(profile_correlation(pred, Yz_img[trial_img[held]])) / len(folds)
+            scores[k] += summarise(profile_correlation(pred, Yz_img[trial_img[held]])) / len(cv)
     best = alphas[int(np.argmax(scores))]
     return best, {f"{a:g}": round(float(s), 4) for a, s in zip(alphas, scores)}
 

@@ -21,7 +21,7 @@ from shared import metrics as M
 from shared.config import Config
 from shared.datasets import SplitData
 from shared.runs import atomic_write_json
-from shared.ridge import KernelRidge, Standardiser, select_alpha, trials_to_images
+from shared.ridge import KernelRidge, Standardiser, cv_hats, select_alpha, trials_to_images
 from shared.store import ExperimentStore, FeatureArray
 from shared.weights import parse_weights
 
@@ -109,6 +109,8 @@ def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: s
     counts = np.bincount(trial_img, minlength=len(train_names)).astype(np.float64)
     E = trials_to_images(trial_img, len(train_names), ridge.device)
     rng = np.random.default_rng(cfg.seed)
+    cv = cv_hats(ridge, trial_img, cfg.decoder.alphas, cfg.decoder.cv_folds, cfg.seed)
+    hat_cache: dict[float, dict] = {}
     for layer in cfg.features.layers:
         if layer in out:
             continue
@@ -119,10 +121,11 @@ def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: s
             Yz_sample = (true_train.read(units=slice(None))[:, sample] if true_train.n_units <= cfg.decoder.cv_units
                          else _read_columns(true_train, sample, cfg.decoder.chunk_units))
             Yz_sample = (Yz_sample - stats.mean[sample]) / stats.std[sample]
-            alpha, cv_scores = select_alpha(ridge, trial_img, Yz_sample, cfg.decoder.alphas, cfg.decoder.cv_folds,
-                                            cfg.seed)
+            alpha, cv_scores = select_alpha(cv, trial_img, Yz_sample, cfg.decoder.alphas)
             log.info("%s %s %s: alpha %g (cv profile r %s)", subject, roi, layer, alpha, cv_scores)
-            hats = {split: (ridge.hat(x_std.transform(d.X), alpha) @ E) for split, d in tests.items()}
+            if alpha not in hat_cache:  # one Cholesky per penalty, shared by the layers that chose it
+                hat_cache[alpha] = {split: ridge.hat(x_std.transform(d.X), alpha) @ E for split, d in tests.items()}
+            hats = hat_cache[alpha]
             trues, writers, scores = {}, {}, {}
             for split, d in tests.items():
                 trues[split] = store.open_true(layer, split)

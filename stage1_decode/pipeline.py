@@ -9,7 +9,7 @@ import numpy as np
 
 from shared import metrics as M
 from shared.config import Config
-from shared.datasets import bdata_path, load_split, split_image_names
+from shared.datasets import bdata_path, check_inputs, load_split, split_image_names
 from shared.device import resolve_device
 from shared.plotting import decoding_plot
 from shared.report import DECODING_COLUMNS, decoding_rows, write_summary, write_table
@@ -41,8 +41,12 @@ def simulate(cfg: Config) -> None:
 def run(cfg: Config) -> None:
     from stage1_decode.decode import decode_subject_roi  # imports torch
 
+    from shared.featnet import check_weights
+
     t0 = time.time()
     ensure_data(cfg)
+    check_inputs(cfg)
+    check_weights(cfg.features.network, cfg.features.weights)
     device = resolve_device(cfg.device)
     inputs = {f"{s}/{split}": bdata_path(cfg, s, split) for s in cfg.data.subjects
               for split in ["train", *cfg.data.test]}

@@ -14,7 +14,7 @@ import torch
 from shared import metrics as M
 from shared.config import Config
 from shared.datasets import SplitData
-from shared.ridge import KernelRidge, Standardiser, select_alpha, trials_to_images
+from shared.ridge import KernelRidge, Standardiser, cv_hats, select_alpha, trials_to_images
 
 
 def pixel_ridge(cfg: Config, train: SplitData, train_names: list[str], train_images: np.ndarray,
@@ -27,7 +27,8 @@ def pixel_ridge(cfg: Config, train: SplitData, train_names: list[str], train_ima
     Y = train_images.reshape(len(train_images), -1)
     y_std = Standardiser().fit(Y[trial_img])
     Yz = y_std.transform(Y)
-    alpha, _ = select_alpha(ridge, trial_img, Yz, cfg.decoder.alphas, cfg.decoder.cv_folds, cfg.seed)
+    cv = cv_hats(ridge, trial_img, cfg.decoder.alphas, cfg.decoder.cv_folds, cfg.seed)
+    alpha, _ = select_alpha(cv, trial_img, Yz, cfg.decoder.alphas)
     E = trials_to_images(trial_img, len(train_names), ridge.device)
     Yt = torch.as_tensor(Yz, device=ridge.device)
     out = {}

@@ -130,3 +130,11 @@ def test_bdata_in_the_real_layout_runs_through_stage1(tmp_path, rng):
     assert set(metrics["decoding"]["sub-02"]) == {"VC", "V4"}
     assert metrics["data"]["sub-02"]["V4"]["n_voxels"] == 20  # ROI_hV4 found for 'V4'
     assert metrics["data"]["sub-02"]["VC"]["n_train_trials"] == 60
+
+
+def test_image_lists_in_either_column_order(tmp_path):
+    from shared.datasets import read_image_list
+
+    (tmp_path / "a.tsv").write_text("n01_1.JPEG\t1\nn02_2.JPEG\t2\n")
+    (tmp_path / "b.csv").write_text("index,file\n1,n01_1.JPEG\n2,n02_2\n")
+    assert read_image_list(tmp_path / "a.tsv") == read_image_list(tmp_path / "b.csv") == {1: "n01_1", 2: "n02_2"}
