@@ -3,7 +3,8 @@
 Each tick (``generator.tick_every`` generator steps) writes one status line, appends a
 JSON line to ``stats.jsonl``, saves a sample grid from a fixed conditioning batch and
 checkpoints all state dicts. A rerun with the same settings resumes from the last
-checkpoint; a finished run leaves ``generator.pt``, which later runs reuse.
+checkpoint (also to train further with a larger ``generator.iterations``); a finished
+run leaves ``generator.pt``, which later runs with the same settings reuse.
 
 During training the true conditioning inputs are corrupted the way decoding corrupts
 them: per sample, ``c = rho * x + sqrt(1 - rho^2) * rms * noise`` with ``rho`` drawn
@@ -38,6 +39,7 @@ def training_key(cfg: Config, extra: dict) -> str:
 
     g = asdict(cfg.generator)
     g.pop("tick_every")
+    g.pop("iterations")  # more iterations continue the same training from its checkpoint
     blob = json.dumps({"generator": g, "features": asdict(cfg.features), "data": asdict(cfg.data),
                        "simulation": asdict(cfg.simulation) if cfg.data.source == "simulated" else None,
                        **extra}, sort_keys=True)
@@ -82,14 +84,14 @@ def train_generator(cfg: Config, inputs: list[np.ndarray], rms: list[float], ima
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final_path, ckpt_path = ckpt_dir / "generator.pt", ckpt_dir / "checkpoint.pt"
     shapes = [tuple(x.shape[1:]) for x in inputs]
+    torch.manual_seed(gc.seed)
     G = Generator(shapes, gc.image_size, gc.base_channels).to(device)
     if final_path.is_file():
         state = torch.load(final_path, map_location=device, weights_only=False)
-        if state["key"] == key:
+        if state["key"] == key and state["step"] == gc.iterations:
             G.load_state_dict(state["generator"])
-            log.info("generator already trained (%s); reusing it", final_path)
+            log.info("generator already trained for %d steps (%s); reusing it", gc.iterations, final_path)
             return G.eval()
-    torch.manual_seed(gc.seed)
     D = Critic(gc.image_size, gc.base_channels).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=gc.lr, betas=(gc.beta1, gc.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=gc.lr, betas=(gc.beta1, gc.beta2))
@@ -100,12 +102,12 @@ def train_generator(cfg: Config, inputs: list[np.ndarray], rms: list[float], ima
     start = 0
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state["key"] == key:
+        if state["key"] == key and state["step"] <= gc.iterations:
             G.load_state_dict(state["generator"])
             D.load_state_dict(state["critic"])
             opt_g.load_state_dict(state["opt_g"])
             opt_d.load_state_dict(state["opt_d"])
-            gen.set_state(state["rng"].to(gen.get_state().device) if hasattr(state["rng"], "to") else state["rng"])
+            gen.set_state(state["rng"])
             start = state["step"]
             log.info("resuming generator training at step %d from %s", start, ckpt_path)
     X = [torch.from_numpy(x).to(device) for x in inputs]
@@ -170,5 +172,6 @@ def train_generator(cfg: Config, inputs: list[np.ndarray], rms: list[float], ima
                          ckpt_path)
     if history:
         training_plot(history, run_dir / "training.png")
-    _save_atomic({"key": key, "generator": G.state_dict(), "input_shapes": shapes}, final_path)
+    _save_atomic({"key": key, "step": gc.iterations, "generator": G.state_dict(), "input_shapes": shapes},
+                 final_path)
     return G.eval()
