@@ -75,7 +75,6 @@ class SplitFiles:
     bdata: str = ""
     image_list: str = ""
     images: str = ""
-    reps: int = 0  # informative only; the loader counts repetitions itself
 
 
 def _default_tests() -> dict[str, SplitFiles]:
@@ -251,7 +250,10 @@ def _suggest(key: str, choices: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(choices))}"
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
+def _build(cls: type, raw: Any, prefix: str, base: Any = None) -> Any:
+    """A ``cls`` instance: ``base`` (or the class defaults) with the keys of ``raw`` merged in."""
+    import copy
+
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(raw, dict):
         raise UserError(f"config key '{where}' must be a mapping, got {type(raw).__name__}")
@@ -260,24 +262,22 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     for key in raw:
         if key not in names:
             raise UserError(f"unknown config key '{prefix}{key}'{_suggest(str(key), names)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in raw:
-            kwargs[f.name] = _coerce(hints[f.name], raw[f.name], f"{prefix}{f.name}")
-    default = cls()
-    for name, value in kwargs.items():
-        setattr(default, name, value)
-    return default
+    out = copy.deepcopy(base) if base is not None else cls()
+    for name in names:
+        if name in raw:
+            setattr(out, name, _coerce(hints[name], raw[name], f"{prefix}{name}", getattr(out, name)))
+    return out
 
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
-def _coerce(tp: Any, value: Any, key: str) -> Any:
+def _coerce(tp: Any, value: Any, key: str, current: Any = None) -> Any:
+    """``value`` checked against type ``tp``; mappings merge into ``current`` (the default)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key + ".")
+        return _build(tp, value, key + ".", current)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -287,7 +287,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         _, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
-        return {str(k): _coerce(val_tp, v, f"{key}.{k}") for k, v in value.items()}
+        merged = dict(current or {})
+        for k, v in value.items():
+            merged[str(k)] = _coerce(val_tp, v, f"{key}.{k}", (current or {}).get(str(k)))
+        return merged
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"config key '{key}' must be a number, got {value!r}")
@@ -361,6 +364,20 @@ def validate(cfg: Config) -> None:
         ("simulation.reliability_median", cfg.simulation.reliability_median),
     ]:
         _positive(key, value)
+    for name, spec in [("train", cfg.data.train), *cfg.data.test.items()]:
+        for field_name in ("bdata", "image_list", "images"):
+            if not getattr(spec, field_name):
+                raise UserError(f"'data.{'train' if name == 'train' else 'test.' + name}.{field_name}' is empty; "
+                                f"give the file or folder (relative to data.root)")
+    if "train" in cfg.data.test:
+        raise UserError("'data.test' must not name a test set 'train'; call it e.g. 'natural'")
+    if cfg.decoder.cv_units < 1:
+        raise UserError(f"'decoder.cv_units' must be at least 1; {cfg.decoder.cv_units} was given")
+    if cfg.simulation.noise_shared + cfg.simulation.noise_spatial > 1:
+        raise UserError("'simulation.noise_shared' + 'simulation.noise_spatial' must not exceed 1 "
+                        "(they are shares of each voxel's noise variance)")
+    if min(cfg.simulation.n_test_natural, cfg.simulation.n_train_images) < 2:
+        raise UserError("'simulation.n_train_images' and 'simulation.n_test_natural' must be at least 2")
     if cfg.decoder.cv_folds < 2 and len(cfg.decoder.alphas) > 1:
         raise UserError(f"'decoder.cv_folds' must be at least 2 to choose among alphas; {cfg.decoder.cv_folds} was given")
     if not 0 < cfg.simulation.reliability_median < 1:

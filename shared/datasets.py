@@ -70,7 +70,10 @@ def read_image_list(path: Path) -> dict[int, str]:
             raise UserError(f"{path} line {lineno} is not '<image stem>\\t<index>': {line!r}")
         index = int(float(parts[numeric[0]]))
         stem = parts[1 - numeric[0]]
-        mapping[index] = Path(stem).stem if Path(stem).suffix in IMAGE_SUFFIXES else stem
+        stem = Path(stem).stem if Path(stem).suffix in IMAGE_SUFFIXES else stem
+        if index in mapping or stem in mapping.values():
+            raise UserError(f"{path} line {lineno} repeats index {index} or image {stem!r}; each must appear once")
+        mapping[index] = stem
     return mapping
 
 
@@ -105,7 +108,7 @@ def split_image_names(cfg: Config, split: str) -> list[str]:
     return [mapping[i] for i in sorted(mapping)]
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=4)  # the training file and up to three test files of one subject
 def _open_bdata(path: str):
     import bdpy
 
@@ -131,13 +134,18 @@ def load_split(cfg: Config, subject: str, split: str, roi: str, average: bool) -
                         f"(figshare collection 7033577) or set data.root")
     try:
         bdata = _open_bdata(str(path))
-    except OSError as exc:
-        raise UserError(f"{path} is not a readable BData HDF5 file: {exc}") from None
+    except (OSError, KeyError) as exc:
+        raise UserError(f"{path} is not a readable BData HDF5 file ({exc}); check the file or re-download it") from None
     key = resolve_roi(bdata, roi, path)
     X = np.asarray(bdata.select(f"{key} = 1", verbose=False), dtype=np.float32)
     if "image_index" not in bdata.metadata.key:
         raise UserError(f"{path} has no 'image_index' column; it is not a Deep Image Reconstruction BData file")
-    index = bdata.select("image_index", verbose=False).ravel().astype(int)
+    raw_index = bdata.select("image_index", verbose=False).ravel()
+    index = np.rint(raw_index).astype(int)
+    if np.isnan(raw_index).any() or np.abs(raw_index - index).max(initial=0) > 1e-6:
+        raise UserError(f"{path} has non-integer or missing 'image_index' values; it must hold 1-based image indices")
+    if X.shape[1] == 0:
+        raise UserError(f"ROI {roi!r} has no voxels in {path}; choose another ROI in 'data.rois'")
     spec = split_files(cfg, split)
     stems = read_image_list(cfg.data_root / spec.image_list)
     missing = sorted(set(index) - set(stems))
@@ -167,24 +175,19 @@ def image_paths(folder: Path, names: list[str] | np.ndarray) -> list[Path]:
 
 def load_images(folder: Path, names: list[str] | np.ndarray, size: int) -> np.ndarray:
     """Images as ``(n, 3, size, size)`` float32 RGB in [0, 1] (centre-cropped square, resized)."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     out = np.empty((len(names), 3, size, size), dtype=np.float32)
     for i, path in enumerate(image_paths(folder, names)):
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            side = min(w, h)
-            im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-            if side != size:
-                im = im.resize((size, size), Image.BICUBIC)
-            out[i] = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        try:
+            with Image.open(path) as f:
+                im = f.convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise UserError(f"stimulus image {path} cannot be read ({exc}); replace the file") from None
+        w, h = im.size
+        side = min(w, h)
+        im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+        if side != size:
+            im = im.resize((size, size), Image.BICUBIC)
+        out[i] = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
     return out
-
-
-def unique_names(names: np.ndarray) -> list[str]:
-    """Stimulus names in order of first appearance."""
-    seen: dict[str, None] = {}
-    for n in names:
-        seen.setdefault(str(n), None)
-    return list(seen)

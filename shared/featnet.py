@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 import torchvision
 from torch import nn
@@ -141,18 +140,3 @@ class FeatureNet(nn.Module):
         device = self.mean.device
         probe = torch.zeros(1, 3, self.input_size, self.input_size, device=device)
         return {k: tuple(v.shape[1:]) for k, v in self.forward(probe).items()}
-
-
-def extract(net: FeatureNet, images: np.ndarray, batch_size: int, device, desc: str = "features"):
-    """Yield ``(start, {layer: (batch, n_units) float32 array})`` batch by batch.
-
-    ``images`` is ``(n, 3, H, W)`` float in [0, 1]; progress is shown with tqdm.
-    """
-    from tqdm import tqdm
-
-    net = net.to(device).eval()
-    with torch.no_grad():
-        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).float().to(device)
-            feats = net(batch)
-            yield start, {k: v.flatten(1).float().cpu().numpy() for k, v in feats.items()}

@@ -59,21 +59,17 @@ def pairwise_identification(pred: np.ndarray, true: np.ndarray, corr: np.ndarray
     return wins / (n - 1)
 
 
-def nway_identification(corr: np.ndarray, n_way: int, rng: np.random.Generator, n_draws: int = 200) -> float:
-    """Mean n-way identification accuracy from a ``corr_matrix`` (chance 1/n_way)."""
+def nway_identification(corr: np.ndarray, n_way: int, rng: np.random.Generator, draws: int = 20) -> float:
+    """Mean n-way identification accuracy from a ``corr_matrix`` (chance 1/n_way), over
+    ``draws`` random sets of distractors per image."""
     n = corr.shape[0]
     hits = []
     for i in range(n):
         others = np.delete(np.arange(n), i)
-        for _ in range(n_draws // 10):
+        for _ in range(draws):
             pick = rng.choice(others, n_way - 1, replace=False)
             hits.append(corr[i, i] > corr[i, pick].max())
     return float(np.mean(hits))
-
-
-def pixcorr(recon: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Per-image Pearson r across all pixels and channels, ``(n,)``."""
-    return pattern_correlation(recon.reshape(len(recon), -1), true.reshape(len(true), -1))
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
@@ -112,10 +108,10 @@ def single_trial_reliability(X: np.ndarray, names: np.ndarray) -> np.ndarray:
     with fewer than two repetitions are ignored.
     """
     uniq, inverse = np.unique(names, return_inverse=True)
-    rows_by_image = [np.flatnonzero(inverse == k) for k in range(len(uniq))]
+    rows_by_image = [r for r in (np.flatnonzero(inverse == k) for k in range(len(uniq))) if len(r) >= 2]
+    if len(rows_by_image) < 3:
+        return np.full(X.shape[1], np.nan)  # too few repeated images to estimate it
     n_reps = min(len(r) for r in rows_by_image)
-    if n_reps < 2:
-        raise ValueError("single-trial reliability needs at least two repetitions of every image")
     rs = []
     for a in range(0, n_reps - 1, 2):
         first = X[[r[a] for r in rows_by_image]]

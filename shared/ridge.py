@@ -128,7 +128,9 @@ def select_alpha(cv: list, trial_img: np.ndarray, Yz_img: np.ndarray, alphas: li
         for k, H in enumerate(hats):
             pred = (H @ Y[train]).cpu().numpy()
             scores[k] += summarise(profile_correlation(pred, Yz_img[trial_img[held]])) / len(cv)
-    best = alphas[int(np.argmax(scores))]
+    if np.isnan(scores).all():
+        return alphas[len(alphas) // 2], {f"{a:g}": float("nan") for a in alphas}
+    best = alphas[int(np.nanargmax(scores))]
     return best, {f"{a:g}": round(float(s), 4) for a, s in zip(alphas, scores)}
 
 

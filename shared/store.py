@@ -28,9 +28,9 @@ import numpy as np
 
 from shared.errors import UserError
 
-ROW_CHUNK = 64
+ROW_CHUNK = 16  # feature extraction writes batches of rows
 UNIT_CHUNK = 4096
-CACHE_BYTES = 256 * 1024**2
+CACHE_BYTES = 64 * 1024**2
 
 
 class StoreMismatch(UserError):
@@ -42,8 +42,12 @@ class FeatureArray:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._file = h5py.File(self.path, "r", rdcc_nbytes=CACHE_BYTES)
-        self._data = self._file["features"]
+        try:
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=CACHE_BYTES)
+            self._data = self._file["features"]
+        except (OSError, KeyError) as exc:
+            raise StoreMismatch(f"feature store file {self.path} cannot be read ({exc}); delete it and rerun "
+                                f"stage 1") from None
         self.names = np.array([n.decode() if isinstance(n, bytes) else n for n in self._file["names"][()]])
         self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._data.attrs.items()}
 
@@ -182,16 +186,11 @@ class FeatureStore:
                     f"feature store file {path} holds {key}={have!r} but {key}={want!r} was asked; "
                     f"rerun stage 1 with the same features config, or point work_dir elsewhere"
                 )
-        if names is not None:
-            try:
-                if list(arr.names) != [str(n) for n in names]:
-                    arr.rows_for(names)  # raises on a missing name
-                    arr.close()
-                    raise StoreMismatch(f"feature store file {path} lists its stimuli in another order than "
-                                        f"the data; rerun stage 1 to rebuild it")
-            except StoreMismatch:
-                arr.close()
-                raise
+        if names is not None and list(arr.names) != [str(n) for n in names]:
+            arr.close()
+            arr.rows_for(names)  # names the first missing stimulus, if any
+            raise StoreMismatch(f"feature store file {path} lists its stimuli in another order than "
+                                f"the data; rerun stage 1 to rebuild it")
         return arr
 
 

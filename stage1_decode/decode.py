@@ -10,6 +10,7 @@ Scores accumulate chunk by chunk, so no step holds a whole layer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -85,21 +86,40 @@ class _ScoreAccumulator:
         }
 
 
+def fingerprint(cfg: Config, store: ExperimentStore, subject: str, roi: str, train: SplitData,
+                tests: dict[str, SplitData]) -> str:
+    """What decoded features depend on: features, decoder settings, ROI and the input files.
+
+    A ``done.json`` with another fingerprint is stale and its layer is decoded again.
+    """
+    from dataclasses import asdict
+
+    def stamp(path):
+        st = path.stat()
+        return [str(path), st.st_size, int(st.st_mtime)]
+
+    blob = {"features": store.true_expect("*", "*"), "decoder": asdict(cfg.decoder), "seed": cfg.seed,
+            "roi": roi, "subject": subject, "train": stamp(train.path), "tests": {k: stamp(d.path) for k, d in tests.items()}}
+    blob["decoder"].pop("chunk_units")  # changes memory use, not results
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: str, train: SplitData,
                        tests: dict[str, SplitData], device, train_names: list[str]) -> dict:
-    """Decode every configured layer for one subject and ROI; return scores per layer and split."""
-    from tqdm import tqdm
+    """Decode every configured layer for one subject and ROI; return scores per layer and split.
 
-    spec = parse_weights(cfg.features.weights)
+    Layers whose ``done.json`` marker matches the current fingerprint are skipped.
+    """
+    key = fingerprint(cfg, store, subject, roi, train, tests)
     done_paths = {layer: store.decoded_file(subject, roi, layer, "done").with_suffix(".json")
                   for layer in cfg.features.layers}
     out: dict = {}
     for layer, path in done_paths.items():
         if path.is_file():
             done = json.loads(path.read_text())
-            if set(done) == set(tests):
+            if done.get("fingerprint") == key and all(store.decoded_file(subject, roi, layer, s).is_file() for s in tests):
                 log.info("%s %s %s: already decoded (%s)", subject, roi, layer, path)
-                out[layer] = done
+                out[layer] = done["scores"]
     if len(out) == len(done_paths):
         return out
     x_std = Standardiser().fit(train.X)
@@ -108,58 +128,60 @@ def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: s
     trial_img = np.array([img_index[n] for n in train.names])
     counts = np.bincount(trial_img, minlength=len(train_names)).astype(np.float64)
     E = trials_to_images(trial_img, len(train_names), ridge.device)
-    rng = np.random.default_rng(cfg.seed)
     cv = cv_hats(ridge, trial_img, cfg.decoder.alphas, cfg.decoder.cv_folds, cfg.seed)
     hat_cache: dict[float, dict] = {}
-    for layer in cfg.features.layers:
+    for layer_index, layer in enumerate(cfg.features.layers):
         if layer in out:
             continue
-        true_train = store.open_true(layer, "train", names=train_names)
-        with true_train:
+        with store.open_true(layer, "train", names=train_names) as true_train:
             stats = layer_stats(true_train, counts, cfg.decoder.chunk_units)
-            sample = np.sort(rng.choice(true_train.n_units, min(cfg.decoder.cv_units, true_train.n_units), replace=False))
-            Yz_sample = (true_train.read(units=slice(None))[:, sample] if true_train.n_units <= cfg.decoder.cv_units
-                         else _read_columns(true_train, sample, cfg.decoder.chunk_units))
-            Yz_sample = (Yz_sample - stats.mean[sample]) / stats.std[sample]
+            rng = np.random.default_rng([cfg.seed, layer_index])  # the same units however the run resumed
+            n_sample = min(cfg.decoder.cv_units, true_train.n_units)
+            sample = np.sort(rng.choice(true_train.n_units, n_sample, replace=False))
+            Yz_sample = (_read_columns(true_train, sample, cfg.decoder.chunk_units) - stats.mean[sample]) / stats.std[sample]
             alpha, cv_scores = select_alpha(cv, trial_img, Yz_sample, cfg.decoder.alphas)
             log.info("%s %s %s: alpha %g (cv profile r %s)", subject, roi, layer, alpha, cv_scores)
             if alpha not in hat_cache:  # one Cholesky per penalty, shared by the layers that chose it
                 hat_cache[alpha] = {split: ridge.hat(x_std.transform(d.X), alpha) @ E for split, d in tests.items()}
-            hats = hat_cache[alpha]
-            trues, writers, scores = {}, {}, {}
-            for split, d in tests.items():
-                trues[split] = store.open_true(layer, split)
-                writers[split] = store.writer(
-                    store.decoded_file(subject, roi, layer, split), d.names, true_train.n_units,
-                    {**store.decoded_expect(subject, roi, layer, split), "unit_shape": list(true_train.unit_shape),
-                     "alpha": alpha, "weights_label": spec.label, "n_voxels": int(train.X.shape[1]),
-                     "provenance": {"bdata": str(train.path), "roi_key": train.roi_key}})
-                scores[split] = _ScoreAccumulator(len(d.names))
-            try:
-                rows = {split: trues[split].rows_for(d.names) for split, d in tests.items()}
-                n_chunks = -(-true_train.n_units // cfg.decoder.chunk_units)
-                for units, block in tqdm(true_train.iter_units(cfg.decoder.chunk_units), total=n_chunks,
-                                         desc=f"decode {subject}/{roi}/{layer}", unit="chunk", leave=False):
-                    Yz = torch.as_tensor((block - stats.mean[units]) / stats.std[units], device=ridge.device)
-                    for split in tests:
-                        pred = (hats[split] @ Yz).cpu().numpy() * stats.std[units] + stats.mean[units]
-                        writers[split].write_units(units, pred)
-                        scores[split].add(pred, trues[split].read(rows[split], units), stats.mean[units],
-                                          stats.std[units])
-            except BaseException:
-                for w in writers.values():
-                    w.abort()
-                raise
-            finally:
-                for t in trues.values():
-                    t.close()
-            for w in writers.values():
-                w.commit()
-        out[layer] = {split: {**scores[split].result(), "alpha": alpha, "n_voxels": int(train.X.shape[1]),
+            scores = _decode_layer(cfg, store, subject, roi, layer, true_train, stats, hat_cache[alpha], tests,
+                                   {"alpha": alpha, "n_voxels": int(train.X.shape[1]),
+                                    "provenance": {"bdata": str(train.path), "roi_key": train.roi_key}})
+        out[layer] = {split: {**scores[split], "alpha": alpha, "n_voxels": int(train.X.shape[1]),
                               "n_units": int(true_train.n_units), "cv_profile_corr": cv_scores}
                       for split in tests}
-        atomic_write_json(done_paths[layer], out[layer])  # the "done" marker, written last
+        atomic_write_json(done_paths[layer], {"fingerprint": key, "scores": out[layer]})  # written last
     return {layer: out[layer] for layer in cfg.features.layers}
+
+
+def _decode_layer(cfg: Config, store: ExperimentStore, subject: str, roi: str, layer: str, true_train: FeatureArray,
+                  stats: LayerStats, hats: dict, tests: dict[str, SplitData], attrs: dict) -> dict:
+    """Stream one layer through the hat matrices; write decoded features; return scores per split."""
+    from contextlib import ExitStack
+
+    from tqdm import tqdm
+
+    spec = parse_weights(cfg.features.weights)
+    device = next(iter(hats.values())).device
+    with ExitStack() as stack:
+        trues, writers, scores = {}, {}, {}
+        for split, d in tests.items():
+            trues[split] = stack.enter_context(store.open_true(layer, split))
+            writers[split] = stack.enter_context(store.writer(
+                store.decoded_file(subject, roi, layer, split), d.names, true_train.n_units,
+                {**store.decoded_expect(subject, roi, layer, split), "unit_shape": list(true_train.unit_shape),
+                 "weights_label": spec.label, **attrs}))
+            scores[split] = _ScoreAccumulator(len(d.names))
+        rows = {split: trues[split].rows_for(d.names) for split, d in tests.items()}
+        n_chunks = -(-true_train.n_units // cfg.decoder.chunk_units)
+        for units, block in tqdm(true_train.iter_units(cfg.decoder.chunk_units), total=n_chunks,
+                                 desc=f"decode {subject}/{roi}/{layer}", unit="chunk", leave=False):
+            Yz = torch.as_tensor((block - stats.mean[units]) / stats.std[units], device=device)
+            for split in tests:
+                pred = (hats[split] @ Yz).cpu().numpy() * stats.std[units] + stats.mean[units]
+                writers[split].write_units(units, pred)
+                scores[split].add(pred, trues[split].read(rows[split], units), stats.mean[units], stats.std[units])
+    # leaving the ExitStack committed every writer (or, on an exception, aborted them all)
+    return {split: acc.result() for split, acc in scores.items()}
 
 
 def _read_columns(arr: FeatureArray, cols: np.ndarray, chunk: int) -> np.ndarray:

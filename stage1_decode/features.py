@@ -8,13 +8,28 @@ import numpy as np
 
 from shared.config import Config
 from shared.datasets import image_paths, load_images, split_files, split_image_names
-from shared.store import ExperimentStore
+from shared.store import ExperimentStore, StoreMismatch
 from shared.weights import parse_weights
 
 log = logging.getLogger(__name__)
 
+def _is_current(store: ExperimentStore, layer: str, split: str, names: list[str]) -> bool:
+    """A stored array exists with this config's attributes and exactly these stimuli."""
+    if not store.true_file(layer, split).is_file():
+        return False
+    try:
+        store.open_true(layer, split, names=names).close()
+        return True
+    except StoreMismatch as exc:
+        log.info("recomputing %s %s: %s", layer, split, exc)
+        return False
+
+
 def compute_true_features(cfg: Config, store: ExperimentStore, device, splits: list[str]) -> None:
     """Write ``true/<net>/<layer>/<split>.h5`` for every layer and split not yet stored."""
+    from contextlib import ExitStack
+
+    import torch
     from tqdm import tqdm
 
     from shared.featnet import FeatureNet
@@ -22,38 +37,25 @@ def compute_true_features(cfg: Config, store: ExperimentStore, device, splits: l
     spec = parse_weights(cfg.features.weights)
     net = None
     for split in splits:
-        paths = {layer: store.true_file(layer, split) for layer in cfg.features.layers}
-        todo = [layer for layer, p in paths.items() if not p.is_file()]
+        names = split_image_names(cfg, split)
+        todo = [layer for layer in cfg.features.layers if not _is_current(store, layer, split, names)]
         if not todo:
             log.info("true features of %s: already in the store", split)
             continue
-        names = split_image_names(cfg, split)
         folder = cfg.data_root / split_files(cfg, split).images
         image_paths(folder, names)  # fail early, naming the first missing image
         if net is None:
             net = FeatureNet(cfg.features.network, spec, cfg.features.layers, cfg.features.input_size).to(device)
-        shapes = net.unit_shapes()
-        writers = {
-            layer: store.writer(paths[layer], names, int(np.prod(shapes[layer])), {
-                **store.true_expect(layer, split), "unit_shape": list(shapes[layer]),
-                "weights_label": spec.label, "provenance": {"images": str(folder)},
-            })
-            for layer in todo
-        }
-        try:
-            bs = cfg.features.batch_size
-            import torch
-
-            with torch.no_grad():
-                for start in tqdm(range(0, len(names), bs), desc=f"features {split}", unit="batch"):
-                    imgs = load_images(folder, names[start:start + bs], cfg.features.input_size)
-                    feats = net(torch.from_numpy(imgs).to(device))
-                    for layer in todo:
-                        writers[layer].write_rows(start, feats[layer].flatten(1).float().cpu().numpy())
-        except BaseException:
-            for w in writers.values():
-                w.abort()
-            raise
-        for w in writers.values():
-            w.commit()
+            shapes = net.unit_shapes()
+        bs = cfg.features.batch_size
+        with ExitStack() as stack, torch.no_grad():
+            writers = {layer: stack.enter_context(store.writer(
+                store.true_file(layer, split), names, int(np.prod(shapes[layer])),
+                {**store.true_expect(layer, split), "unit_shape": list(shapes[layer]),
+                 "weights_label": spec.label, "provenance": {"images": str(folder)}})) for layer in todo}
+            for start in tqdm(range(0, len(names), bs), desc=f"features {split}", unit="batch"):
+                imgs = load_images(folder, names[start:start + bs], cfg.features.input_size)
+                feats = net(torch.from_numpy(imgs).to(device))
+                for layer in todo:
+                    writers[layer].write_rows(start, feats[layer].flatten(1).float().cpu().numpy())
         log.info("true features of %s: %d images, layers %s", split, len(names), todo)

@@ -1,7 +1,8 @@
 """Honest baselines beside every reconstruction.
 
-* ``pixel_ridge``: ridge regression straight from voxels to pixels (same kernel ridge,
-  z-scoring and cross-validated penalty as stage 1's feature decoders).
+* ``pixel_ridge``: ridge regression straight from voxels to pixels at
+  ``eval.pixel_ridge_size`` (same kernel ridge, z-scoring and cross-validated penalty as
+  stage 1's feature decoders).
 * ``nearest_train``: the training image whose true conditioning features correlate
   best with the decoded ones (retrieval from a gallery, no generation).
 """
@@ -19,22 +20,33 @@ from shared.ridge import KernelRidge, Standardiser, cv_hats, select_alpha, trial
 
 def pixel_ridge(cfg: Config, train: SplitData, train_names: list[str], train_images: np.ndarray,
                 tests: dict[str, np.ndarray], device) -> tuple[dict[str, np.ndarray], float]:
-    """Reconstructions ``{split: (n, 3, S, S)}`` from test voxels ``{split: (n, n_voxels)}``."""
+    """Reconstructions ``{split: (n, 3, S, S)}`` from test voxels ``{split: (n, n_voxels)}``.
+
+    The regression targets the images at ``eval.pixel_ridge_size``; predictions are
+    upsampled to the size of ``train_images``. The penalty is chosen by image-grouped
+    cross-validation on a sample of ``decoder.cv_units`` pixels.
+    """
+    size = train_images.shape[-1]
+    small = torch.nn.functional.interpolate(torch.from_numpy(train_images), size=cfg.eval.pixel_ridge_size,
+                                            mode="area").numpy()
     x_std = Standardiser().fit(train.X)
     ridge = KernelRidge(x_std.transform(train.X), device)
     index = {n: i for i, n in enumerate(train_names)}
     trial_img = np.array([index[n] for n in train.names])
-    Y = train_images.reshape(len(train_images), -1)
+    Y = small.reshape(len(small), -1)
     y_std = Standardiser().fit(Y[trial_img])
     Yz = y_std.transform(Y)
     cv = cv_hats(ridge, trial_img, cfg.decoder.alphas, cfg.decoder.cv_folds, cfg.seed)
-    alpha, _ = select_alpha(cv, trial_img, Yz, cfg.decoder.alphas)
+    sample = np.random.default_rng(cfg.seed).choice(Yz.shape[1], min(cfg.decoder.cv_units, Yz.shape[1]), replace=False)
+    alpha, _ = select_alpha(cv, trial_img, Yz[:, np.sort(sample)], cfg.decoder.alphas)
     E = trials_to_images(trial_img, len(train_names), ridge.device)
     Yt = torch.as_tensor(Yz, device=ridge.device)
     out = {}
     for split, X in tests.items():
         pred = ((ridge.hat(x_std.transform(X), alpha) @ E) @ Yt).cpu().numpy()
-        out[split] = np.clip(y_std.inverse(pred), 0, 1).reshape(len(X), *train_images.shape[1:])
+        pred = torch.from_numpy(y_std.inverse(pred).reshape(len(X), *small.shape[1:]))
+        pred = torch.nn.functional.interpolate(pred, size=size, mode="bilinear", align_corners=False)
+        out[split] = np.clip(pred.numpy(), 0, 1)
     return out, alpha
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from shared import metrics as M
 from shared.config import Config
-from shared.datasets import load_images, load_split, split_files, split_image_names
+from shared.datasets import bdata_path, load_images, load_split, split_files, split_image_names
 from shared.device import resolve_device
 from shared.errors import UserError
 from shared.report import RECON_COLUMNS, recon_rows, write_summary, write_table
@@ -67,7 +67,8 @@ def run(cfg: Config) -> None:
         if not store.true_file(layer, "train").is_file():
             raise UserError(f"the feature store {store.root} has no {layer} features of experiment "
                             f"'{cfg.experiment}'; run stage 1 first: python -m stage1_decode run --config <same config>")
-    run_ = Run(cfg, "stage2", str(device))
+    inputs = {f"{s}/{split}": bdata_path(cfg, s, split) for s in cfg.data.subjects for split in ["train", *cfg.data.test]}
+    run_ = Run(cfg, "stage2", str(device), inputs)
     train_names = split_image_names(cfg, "train")
     transforms, train_inputs = fit_transforms(cfg, store, train_names)
     train_images = load_images(cfg.data_root / cfg.data.train.images, train_names, gc.image_size)

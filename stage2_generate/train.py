@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from shared.config import Config
+from shared.errors import UserError
 from shared.featnet import FeatureNet
 from shared.plotting import image_grid, training_plot
 from stage2_generate.losses import feature_matching_loss, gradient_penalty, perceptual_loss, pixel_loss
@@ -40,7 +41,9 @@ def training_key(cfg: Config, extra: dict) -> str:
     g = asdict(cfg.generator)
     g.pop("tick_every")
     g.pop("iterations")  # more iterations continue the same training from its checkpoint
-    blob = json.dumps({"generator": g, "features": asdict(cfg.features), "data": asdict(cfg.data),
+    f = cfg.features
+    blob = json.dumps({"generator": g, "features": [f.network, f.weights, f.input_size], "root": cfg.data.root,
+                       "train": asdict(cfg.data.train),
                        "simulation": asdict(cfg.simulation) if cfg.data.source == "simulated" else None,
                        **extra}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -64,17 +67,6 @@ def corrupt(inputs: list[torch.Tensor], rms: list[float], corr_min: float, gen: 
     return out
 
 
-class Comparator(torch.nn.Module):
-    """The perceptual-loss network: comparator features of images in [0, 1]."""
-
-    def __init__(self, network: str, weights: str, layers: list[str], image_size: int):
-        super().__init__()
-        self.net = FeatureNet(network, weights, layers, input_size=max(image_size, 64))
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.net(images)
-
-
 def train_generator(cfg: Config, inputs: list[np.ndarray], rms: list[float], images: np.ndarray, device,
                     ckpt_dir: Path, run_dir: Path, key: str) -> Generator:
     """Train (or resume, or load) the generator on ``inputs`` -> ``images`` ``(n, 3, S, S)``."""
@@ -95,14 +87,17 @@ def train_generator(cfg: Config, inputs: list[np.ndarray], rms: list[float], ima
     D = Critic(gc.image_size, gc.base_channels).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=gc.lr, betas=(gc.beta1, gc.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=gc.lr, betas=(gc.beta1, gc.beta2))
-    comparator = Comparator(gc.comparator_network, gc.comparator_weights, gc.comparator_layers,
-                            gc.image_size).to(device).eval()
+    comparator = FeatureNet(gc.comparator_network, gc.comparator_weights, gc.comparator_layers,
+                            input_size=max(gc.image_size, 64)).to(device).eval()
     gen = torch.Generator(device=device)
     gen.manual_seed(gc.seed)
     start = 0
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state["key"] == key and state["step"] <= gc.iterations:
+        if state["key"] == key and state["step"] > gc.iterations:
+            raise UserError(f"{ckpt_path} holds {state['step']} generator steps, more than generator.iterations="
+                            f"{gc.iterations}; raise generator.iterations or delete {ckpt_dir} to train afresh")
+        if state["key"] == key:
             G.load_state_dict(state["generator"])
             D.load_state_dict(state["critic"])
             opt_g.load_state_dict(state["opt_g"])
@@ -131,7 +126,8 @@ def train_generator(cfg: Config, inputs: list[np.ndarray], rms: list[float], ima
             with torch.no_grad():
                 fake = G(cond)
             w_dist = D(real).mean() - D(fake).mean()
-            gp = gradient_penalty(D, real, fake, gc.lambda_gp)
+            eps = torch.rand(real.shape[0], 1, 1, 1, generator=gen, device=device)
+            gp = gradient_penalty(D, real, fake, gc.lambda_gp, eps=eps)
             opt_d.zero_grad(set_to_none=True)
             (gp - w_dist).backward()
             opt_d.step()

@@ -52,16 +52,21 @@ def test_tiny_experiment_end_to_end_and_resume(tiny_config):
     assert r3.returncode == 0 and "already decoded" in r3.stderr
     r4 = cli("stage2_generate", "run", "--config", str(tiny_config))
     assert r4.returncode == 0 and "reusing it" in r4.stderr
+    again = json.loads((results / "metrics.json").read_text())
+    assert again["decoding"] == metrics["decoding"]
+    assert again["reconstruction"]["sub-01"]["wgan_gp"]["pixcorr"] == metrics["reconstruction"]["sub-01"]["wgan_gp"]["pixcorr"]
+    # more iterations continue the same training from its last checkpoint
     r5 = cli("stage2_generate", "run", "--config", str(tiny_config), "--set", "generator.iterations=6")
     assert r5.returncode == 0 and "resuming generator training at step 4" in r5.stderr
     extended = [json.loads(line) for line in (results / "runs/stage2-003/stats.jsonl").read_text().splitlines()]
     assert [s["step"] for s in extended] == [6]
-    r6 = cli("stage2_generate", "run", "--config", str(tiny_config))  # back to 4 steps: the 4-step model is gone
-    assert r6.returncode == 0
-    again = json.loads((results / "metrics.json").read_text())
-    assert again["decoding"] == metrics["decoding"]
-    # retraining 4 steps from scratch is deterministic: the same reconstructions as the first run
-    assert again["reconstruction"]["sub-01"]["wgan_gp"]["pixcorr"] == metrics["reconstruction"]["sub-01"]["wgan_gp"]["pixcorr"]
+    r6 = cli("stage2_generate", "run", "--config", str(tiny_config))  # fewer steps than trained: refused
+    assert r6.returncode == 2 and "holds 6 generator steps" in r6.stderr
+    # a changed setting invalidates what it affects: decoders for alphas, features for input size
+    r7 = cli("stage1_decode", "run", "--config", str(tiny_config), "--set", "decoder.alphas=[10.0]")
+    assert r7.returncode == 0 and "already decoded" not in r7.stderr and "true features of train: already" in r7.stderr
+    r8 = cli("stage1_decode", "run", "--config", str(tiny_config), "--set", "features.input_size=48")
+    assert r8.returncode == 0 and "recomputing conv3_4 train" in r8.stderr and "already decoded" not in r8.stderr
 
 
 def test_user_errors_are_one_line_with_status_2(tiny_config, tmp_path):

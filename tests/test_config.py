@@ -40,3 +40,13 @@ def test_bad_values_are_refused(tiny_config):
 def test_missing_config_file(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_partial_override_of_a_nested_section_keeps_its_defaults(tiny_config):
+    cfg = load_config(tiny_config, ["data.train.images=stimuli/train", "data.test.natural.image_list=t.tsv"])
+    assert cfg.data.train.images == "stimuli/train"
+    assert cfg.data.train.bdata == "{subject}_perceptionNaturalImageTraining_original_VC.h5"
+    assert cfg.data.test["natural"].image_list == "t.tsv"
+    assert cfg.data.test["natural"].images == "images/test"
+    with pytest.raises(UserError, match=r"'data.test.letter.bdata' is empty"):
+        load_config(tiny_config, ["data.test.letter.images=x"])

@@ -1,0 +1,55 @@
+"""Stage 1's streamed decoding equals plain ridge, and its streamed scores equal the metrics."""
+
+import numpy as np
+from sklearn.linear_model import Ridge
+
+from shared import metrics as M
+from shared.config import load_config
+from shared.datasets import SplitData
+from shared.store import ExperimentStore
+from stage1_decode.decode import _ScoreAccumulator, decode_subject_roi
+
+
+def test_streamed_scores_equal_whole_layer_metrics(rng):
+    true = rng.normal(size=(10, 300))
+    pred = true + rng.normal(scale=2.0, size=true.shape)
+    mean, std = rng.normal(size=300), rng.uniform(0.5, 2, 300)
+    acc = _ScoreAccumulator(10)
+    for units in (slice(0, 120), slice(120, 250), slice(250, 300)):
+        acc.add(pred[:, units], true[:, units], mean[units], std[units])
+    got = acc.result()
+    assert np.isclose(got["profile_corr"], M.profile_correlation(pred, true).mean())
+    assert np.isclose(got["pattern_corr"], M.pattern_correlation(pred, true, mean, std).mean())
+    zp, zt = (pred - mean) / std, (true - mean) / std
+    assert np.isclose(got["pairwise_id"], M.pairwise_identification(zp, zt).mean())
+
+
+def test_decoded_features_equal_sklearn_ridge_on_trials(tiny_config, tmp_path, rng):
+    alpha = 30.0
+    cfg = load_config(tiny_config, [f"decoder.alphas=[{alpha}]", "decoder.chunk_units=7", "features.layers=[fc7]",
+                                    "generator.condition_layers=[fc7]"])
+    store = ExperimentStore(cfg)
+    n_img, reps, n_vox, n_units = 12, 3, 40, 25
+    train_names = [f"tr{i}" for i in range(n_img)]
+    test_names = [f"te{i}" for i in range(5)]
+    feats = {"train": rng.normal(size=(n_img, n_units)), "natural": rng.normal(size=(5, n_units))}
+    for split, names in (("train", train_names), ("natural", test_names)):
+        with store.writer(store.true_file("fc7", split), names, n_units,
+                          {**store.true_expect("fc7", split), "unit_shape": [n_units]}) as w:
+            w.write_rows(0, feats[split].astype(np.float32))
+    trial_img = np.tile(np.arange(n_img), reps)
+    X = feats["train"][trial_img] @ rng.normal(size=(n_units, n_vox)) + rng.normal(size=(len(trial_img), n_vox))
+    X_test = rng.normal(size=(5, n_vox))
+    (tmp_path / "a.h5").touch()
+    train = SplitData(X.astype(np.float32), np.array(train_names)[trial_img], "ROI_VC", tmp_path / "a.h5")
+    test = SplitData(X_test.astype(np.float32), np.array(test_names), "ROI_VC", tmp_path / "a.h5")
+    decode_subject_roi(cfg, store, "sub-01", "VC", train, {"natural": test}, "cpu", train_names)
+    with store.open_decoded("sub-01", "VC", "fc7", "natural") as arr:
+        ours = arr.read()
+        assert list(arr.names) == test_names
+    xm, xs = X.mean(0), X.std(0)
+    Y = feats["train"][trial_img]
+    ym, ys = Y.mean(0), Y.std(0)
+    ref = Ridge(alpha=alpha, fit_intercept=False).fit((X - xm) / xs, (Y - ym) / ys)
+    expected = ref.predict((X_test - xm) / xs) * ys + ym
+    np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-3)
