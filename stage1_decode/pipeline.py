@@ -79,6 +79,7 @@ def run(cfg: Config) -> None:
     results = cfg.results_path
     first = next(iter(cfg.data.test))
     path = results / "metrics.json"
+    _drop_stale_sections(path, decoding, first)
     update_metrics(path, "experiment", cfg.experiment)
     update_metrics(path, "info", {"network": cfg.features.network, "weights": cfg.features.weights,
                                   "weights_label": spec.label, "layers": cfg.features.layers,
@@ -95,6 +96,29 @@ def run(cfg: Config) -> None:
     write_summary(results, metrics)
     run_.finish()
     log.info("stage 1 done in %.0f s; results in %s", time.time() - t0, results)
+
+
+def _drop_stale_sections(path, decoding: dict, first: str) -> None:
+    """Remove decoding and reconstruction sections that this run's decoding supersedes.
+
+    Reconstructions are kept only while the decoded features they came from are unchanged.
+    """
+    import json
+
+    from shared.runs import atomic_write_json
+
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    new = {("decoding" if split == first else f"decoding_{split}"): dec for split, dec in decoding.items()}
+    if all(old.get(k) == v for k, v in new.items()) and all(k in new for k in old if k.startswith("decoding")):
+        return
+    kept = {k: v for k, v in old.items() if not k.startswith(("decoding", "reconstruction"))}
+    if any(k.startswith("reconstruction") for k in old):
+        log.info("decoded features changed: removed the old reconstruction results; rerun stage 2")
+        for stale in [*path.parent.glob("grid*.png"), *path.parent.glob("reconstruction*.*")]:
+            stale.unlink()
+    atomic_write_json(path, kept)
 
 
 VERBS = {

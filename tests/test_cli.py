@@ -65,6 +65,8 @@ def test_tiny_experiment_end_to_end_and_resume(tiny_config):
     # a changed setting invalidates what it affects: decoders for alphas, features for input size
     r7 = cli("stage1_decode", "run", "--config", str(tiny_config), "--set", "decoder.alphas=[10.0]")
     assert r7.returncode == 0 and "already decoded" not in r7.stderr and "true features of train: already" in r7.stderr
+    after = json.loads((results / "metrics.json").read_text())
+    assert "reconstruction" not in after and not (results / "grid.png").exists()  # stale: from other decoders
     r8 = cli("stage1_decode", "run", "--config", str(tiny_config), "--set", "features.input_size=48")
     assert r8.returncode == 0 and "recomputing conv3_4 train" in r8.stderr and "already decoded" not in r8.stderr
 
