@@ -53,6 +53,12 @@ def main(prog: str, description: str, verbs: dict[str, tuple[Verb, str]], argv: 
     except MemoryError:
         sys.stderr.write("error: out of memory; lower decoder.chunk_units or features.batch_size\n")
         return 2
+    except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        if "out of memory" not in str(exc):
+            raise
+        sys.stderr.write("error: the GPU ran out of memory; lower generator.batch_size, features.batch_size or "
+                         "decoder.chunk_units, or set device=cpu\n")
+        return 2
     return 0
 
 

@@ -229,7 +229,7 @@ def make_brain(cfg: SimulationConfig, rng: np.random.Generator) -> Brain:
     n_factors = 5
     noise_loadings = rng.normal(0, 1, (n_vox, n_factors))
     noise_loadings /= np.linalg.norm(noise_loadings, axis=1, keepdims=True)
-    n_basis = 300
+    n_basis = min(300, n_vox)
     centres3 = position[rng.choice(n_vox, n_basis, replace=False)]
     dist2 = ((position[:, None, :] - centres3[None]) ** 2).sum(-1)
     spatial_basis = np.exp(-dist2 / (2 * 4.0**2))
