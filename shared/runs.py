@@ -61,6 +61,13 @@ def update_metrics(path: Path, section: str, value: dict) -> dict:
     return data
 
 
+def record_run(path: Path, stage: str, run_dir: Path) -> None:
+    """Note in ``metrics.json`` which run directory wrote a stage's sections."""
+    path = Path(path)
+    runs = json.loads(path.read_text()).get("runs", {}) if path.is_file() else {}
+    update_metrics(path, "runs", {**runs, stage: str(Path(run_dir).relative_to(path.parent))})
+
+
 def git_revision() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,

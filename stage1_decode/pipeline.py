@@ -13,7 +13,7 @@ from shared.datasets import bdata_path, check_inputs, load_split, split_image_na
 from shared.device import resolve_device
 from shared.plotting import decoding_plot
 from shared.report import DECODING_COLUMNS, decoding_rows, write_summary, write_table
-from shared.runs import Run, update_metrics
+from shared.runs import Run, record_run, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
 from stage1_decode.features import compute_true_features
@@ -86,6 +86,7 @@ def run(cfg: Config) -> None:
                                   "decoder": cfg.decoder.kind, "test_set": first,
                                   "data": f"{cfg.data.source} ({cfg.data_root})"})
     update_metrics(path, "data", data_report)
+    record_run(path, "stage1", run_.dir)
     metrics = None
     for split, dec in decoding.items():
         key = "decoding" if split == first else f"decoding_{split}"
@@ -113,7 +114,7 @@ def _drop_stale_sections(path, decoding: dict, first: str) -> None:
     new = {("decoding" if split == first else f"decoding_{split}"): dec for split, dec in decoding.items()}
     if all(old.get(k) == v for k, v in new.items()) and all(k in new for k in old if k.startswith("decoding")):
         return
-    kept = {k: v for k, v in old.items() if not k.startswith(("decoding", "reconstruction"))}
+    kept = {k: v for k, v in old.items() if not k.startswith(("decoding", "reconstruction", "runs"))}
     if any(k.startswith("reconstruction") for k in old):
         log.info("decoded features changed: removed the old reconstruction results; rerun stage 2")
         for stale in [*path.parent.glob("grid*.png"), *path.parent.glob("reconstruction*.*")]:

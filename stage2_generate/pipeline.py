@@ -13,7 +13,7 @@ from shared.datasets import bdata_path, load_images, load_split, split_files, sp
 from shared.device import resolve_device
 from shared.errors import UserError
 from shared.report import RECON_COLUMNS, recon_rows, write_summary, write_table
-from shared.runs import Run, update_metrics
+from shared.runs import Run, record_run, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
 
@@ -116,6 +116,7 @@ def run(cfg: Config) -> None:
                                  f"[{spec.label}]", columns=cfg.eval.grid_columns)
     path = results / "metrics.json"
     metrics = None
+    record_run(path, "stage2", run_.dir)
     for split, rec in recon_metrics.items():
         key_name = "reconstruction" if split == first_split else f"reconstruction_{split}"
         metrics = update_metrics(path, key_name, rec)

@@ -45,6 +45,7 @@ def test_tiny_experiment_end_to_end_and_resume(tiny_config):
     assert "| sub-01 | wgan_gp |" in summary and "random:0 (untrained" in summary
     runs = sorted(p.name for p in (results / "runs").iterdir())
     assert runs == ["stage1-001", "stage2-001"]
+    assert metrics["runs"] == {"stage1": "runs/stage1-001", "stage2": "runs/stage2-001"}
     stats = [json.loads(line) for line in (results / "runs/stage2-001/stats.jsonl").read_text().splitlines()]
     assert [s["step"] for s in stats] == [2, 4]
     # a rerun resumes: nothing is decoded or trained again, results are the same
