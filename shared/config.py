@@ -245,9 +245,9 @@ def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _suggest(key: str, choices: list[str]) -> str:
+def _suggest(key: str, choices: list[str], prefix: str = "") -> str:
     close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(choices))}"
+    return f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(choices))}"
 
 
 def _build(cls: type, raw: Any, prefix: str, base: Any = None) -> Any:
@@ -261,7 +261,7 @@ def _build(cls: type, raw: Any, prefix: str, base: Any = None) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
         if key not in names:
-            raise UserError(f"unknown config key '{prefix}{key}'{_suggest(str(key), names)}")
+            raise UserError(f"unknown config key '{prefix}{key}'{_suggest(str(key), names, prefix)}")
     out = copy.deepcopy(base) if base is not None else cls()
     for name in names:
         if name in raw:

@@ -76,7 +76,7 @@ def test_user_errors_are_one_line_with_status_2(tiny_config, tmp_path):
     r = cli("stage1_decode", "run", "--config", str(tiny_config), "--set", "decoder.alpha=3")
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
-    assert "unknown config key 'decoder.alpha'; did you mean 'alphas'?" in r.stderr
+    assert "unknown config key 'decoder.alpha'; did you mean 'decoder.alphas'?" in r.stderr
     r = cli("stage2_generate", "run", "--config", str(tiny_config))  # stage 1 has not run
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "run stage 1 first" in r.stderr.strip().splitlines()[-1]

@@ -15,7 +15,7 @@ def test_defaults_and_yaml_and_overrides(tiny_config):
 
 
 def test_unknown_key_suggests_the_right_one(tiny_config):
-    with pytest.raises(UserError, match=r"unknown config key 'generator.iteration'; did you mean 'iterations'"):
+    with pytest.raises(UserError, match=r"unknown config key 'generator.iteration'; did you mean 'generator.iterations'"):
         load_config(tiny_config, ["generator.iteration=5"])
 
 
