@@ -36,10 +36,6 @@ class WeightsSpec:
             return "file-" + self.path.stem.replace(" ", "_")
         return "imagenet"
 
-    @property
-    def is_random(self) -> bool:
-        return self.kind == "random"
-
 
 def parse_weights(text: str, key: str = "features.weights") -> WeightsSpec:
     """Parse a weights string; raise ``UserError`` naming ``key`` if malformed."""
