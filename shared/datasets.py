@@ -52,6 +52,11 @@ def bdata_path(cfg: Config, subject: str, split: str) -> Path:
     return cfg.data_root / split_files(cfg, split).bdata.format(subject=subject)
 
 
+def bdata_files(cfg: Config) -> dict[str, Path]:
+    """Every BData file of the experiment, keyed ``<subject>/<split>`` (run metadata hashes them)."""
+    return {f"{s}/{split}": bdata_path(cfg, s, split) for s in cfg.data.subjects for split in ["train", *cfg.data.test]}
+
+
 def read_image_list(path: Path) -> dict[int, str]:
     """``{index: stem}`` from a two-column list: an image file name (or stem) and its 1-based
     index, tab- or comma-separated, in either order."""

@@ -13,6 +13,11 @@ from pathlib import Path
 from shared.runs import atomic_write_text
 
 
+def section_key(kind: str, split: str, first: str) -> str:
+    """``metrics.json`` section of a test set: ``kind`` for the first, ``kind_<split>`` for others."""
+    return kind if split == first else f"{kind}_{split}"
+
+
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v) -> str:
         if isinstance(v, float):

@@ -52,20 +52,18 @@ def _json_default(obj: Any):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def update_metrics(path: Path, section: str, value: dict) -> dict:
-    """Replace one top-level ``section`` of ``metrics.json`` and rewrite it atomically."""
+def update_metrics(path: Path, sections: dict, stage: str | None = None, run_dir: Path | None = None) -> dict:
+    """Replace top-level ``sections`` of ``metrics.json`` in one atomic rewrite.
+
+    With ``stage`` and ``run_dir``, also note under ``runs`` which run wrote them.
+    """
     path = Path(path)
     data = json.loads(path.read_text()) if path.is_file() else {}
-    data[section] = value
+    data.update(sections)
+    if stage is not None:
+        data["runs"] = {**data.get("runs", {}), stage: str(Path(run_dir).relative_to(path.parent))}
     atomic_write_json(path, data)
     return data
-
-
-def record_run(path: Path, stage: str, run_dir: Path) -> None:
-    """Note in ``metrics.json`` which run directory wrote a stage's sections."""
-    path = Path(path)
-    runs = json.loads(path.read_text()).get("runs", {}) if path.is_file() else {}
-    update_metrics(path, "runs", {**runs, stage: str(Path(run_dir).relative_to(path.parent))})
 
 
 def git_revision() -> str:

@@ -37,17 +37,21 @@ class LayerStats:
     std: np.ndarray
 
 
-def layer_stats(true_train: FeatureArray, counts: np.ndarray, chunk: int) -> LayerStats:
-    """Mean and SD of each unit over training trials (images weighted by repetitions)."""
+def layer_stats(true_train: FeatureArray, counts: np.ndarray, chunk: int,
+                sample: np.ndarray) -> tuple[LayerStats, np.ndarray]:
+    """Mean and SD of each unit over training trials (images weighted by repetitions), and
+    the columns ``sample`` (sorted unit indices) of the layer, gathered in the same pass."""
     w = (counts / counts.sum())[:, None]
-    means, stds = [], []
-    for _, block in true_train.iter_units(chunk):
+    means, stds, picked = [], [], []
+    for units, block in true_train.iter_units(chunk):
         m = (w * block).sum(axis=0)
         v = (w * (block - m) ** 2).sum(axis=0)
         means.append(m)
         stds.append(np.sqrt(v))
+        picked.append(block[:, sample[(sample >= units.start) & (sample < units.stop)] - units.start])
     std = np.concatenate(stds).astype(np.float32)
-    return LayerStats(np.concatenate(means).astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
+    stats = LayerStats(np.concatenate(means).astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
+    return stats, np.concatenate(picked, axis=1)
 
 
 class _ScoreAccumulator:
@@ -134,11 +138,11 @@ def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: s
         if layer in out:
             continue
         with store.open_true(layer, "train", names=train_names) as true_train:
-            stats = layer_stats(true_train, counts, cfg.decoder.chunk_units)
             rng = np.random.default_rng([cfg.seed, layer_index])  # the same units however the run resumed
             n_sample = min(cfg.decoder.cv_units, true_train.n_units)
             sample = np.sort(rng.choice(true_train.n_units, n_sample, replace=False))
-            Yz_sample = (_read_columns(true_train, sample, cfg.decoder.chunk_units) - stats.mean[sample]) / stats.std[sample]
+            stats, Y_sample = layer_stats(true_train, counts, cfg.decoder.chunk_units, sample)
+            Yz_sample = (Y_sample - stats.mean[sample]) / stats.std[sample]
             alpha, cv_scores = select_alpha(cv, trial_img, Yz_sample, cfg.decoder.alphas)
             log.info("%s %s %s: alpha %g (cv profile r %s)", subject, roi, layer, alpha, cv_scores)
             if alpha not in hat_cache:  # one Cholesky per penalty, shared by the layers that chose it
@@ -182,13 +186,3 @@ def _decode_layer(cfg: Config, store: ExperimentStore, subject: str, roi: str, l
                 scores[split].add(pred, trues[split].read(rows[split], units), stats.mean[units], stats.std[units])
     # leaving the ExitStack committed every writer (or, on an exception, aborted them all)
     return {split: acc.result() for split, acc in scores.items()}
-
-
-def _read_columns(arr: FeatureArray, cols: np.ndarray, chunk: int) -> np.ndarray:
-    """Selected unit columns of all rows, read chunk by chunk."""
-    parts = []
-    for units, block in arr.iter_units(chunk):
-        sel = cols[(cols >= units.start) & (cols < units.stop)]
-        if len(sel):
-            parts.append(block[:, sel - units.start])
-    return np.concatenate(parts, axis=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -9,11 +10,11 @@ import numpy as np
 
 from shared import metrics as M
 from shared.config import Config
-from shared.datasets import bdata_path, check_inputs, load_split, split_image_names
+from shared.datasets import bdata_files, check_inputs, load_split, split_image_names
 from shared.device import resolve_device
 from shared.plotting import decoding_plot
-from shared.report import DECODING_COLUMNS, decoding_rows, write_summary, write_table
-from shared.runs import Run, record_run, update_metrics
+from shared.report import DECODING_COLUMNS, decoding_rows, section_key, write_summary, write_table
+from shared.runs import Run, atomic_write_json, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
 from stage1_decode.features import compute_true_features
@@ -48,9 +49,7 @@ def run(cfg: Config) -> None:
     check_inputs(cfg)
     check_weights(cfg.features.network, cfg.features.weights)
     device = resolve_device(cfg.device)
-    inputs = {f"{s}/{split}": bdata_path(cfg, s, split) for s in cfg.data.subjects
-              for split in ["train", *cfg.data.test]}
-    run_ = Run(cfg, "stage1", str(device), inputs)
+    run_ = Run(cfg, "stage1", str(device), bdata_files(cfg))
     store = ExperimentStore(cfg)
     splits = ["train", *cfg.data.test]
     compute_true_features(cfg, store, device, splits)
@@ -80,17 +79,13 @@ def run(cfg: Config) -> None:
     first = next(iter(cfg.data.test))
     path = results / "metrics.json"
     _drop_stale_sections(path, decoding, first)
-    update_metrics(path, "experiment", cfg.experiment)
-    update_metrics(path, "info", {"network": cfg.features.network, "weights": cfg.features.weights,
-                                  "weights_label": spec.label, "layers": cfg.features.layers,
-                                  "decoder": cfg.decoder.kind, "test_set": first,
-                                  "data": f"{cfg.data.source} ({cfg.data_root})"})
-    update_metrics(path, "data", data_report)
-    record_run(path, "stage1", run_.dir)
-    metrics = None
-    for split, dec in decoding.items():
-        key = "decoding" if split == first else f"decoding_{split}"
-        metrics = update_metrics(path, key, dec)
+    info = {"network": cfg.features.network, "weights": cfg.features.weights, "weights_label": spec.label,
+            "layers": cfg.features.layers, "decoder": cfg.decoder.kind, "test_set": first,
+            "data": f"{cfg.data.source} ({cfg.data_root})"}
+    sections = {section_key("decoding", split, first): dec for split, dec in decoding.items()}
+    metrics = update_metrics(path, {"experiment": cfg.experiment, "info": info, "data": data_report, **sections},
+                             "stage1", run_.dir)
+    for key, dec in sections.items():
         write_table(results / key, decoding_rows(dec), DECODING_COLUMNS)
     decoding_plot(decoding[first], cfg.features.layers, results / "decoding.png",
                   title=f"{cfg.features.network} [{spec.label}], {first} test images")
@@ -104,14 +99,10 @@ def _drop_stale_sections(path, decoding: dict, first: str) -> None:
 
     Reconstructions are kept only while the decoded features they came from are unchanged.
     """
-    import json
-
-    from shared.runs import atomic_write_json
-
     if not path.is_file():
         return
     old = json.loads(path.read_text())
-    new = {("decoding" if split == first else f"decoding_{split}"): dec for split, dec in decoding.items()}
+    new = {section_key("decoding", split, first): dec for split, dec in decoding.items()}
     if all(old.get(k) == v for k, v in new.items()) and all(k in new for k in old if k.startswith("decoding")):
         return
     kept = {k: v for k, v in old.items() if not k.startswith(("decoding", "reconstruction", "runs"))}

@@ -34,7 +34,7 @@ from stage2_generate.models import Critic, Generator
 log = logging.getLogger(__name__)
 
 
-def training_key(cfg: Config, extra: dict) -> str:
+def training_key(cfg: Config) -> str:
     """Hash of everything that determines the trained generator (resume only on a match)."""
     from dataclasses import asdict
 
@@ -44,8 +44,8 @@ def training_key(cfg: Config, extra: dict) -> str:
     f = cfg.features
     blob = json.dumps({"generator": g, "features": [f.network, f.weights, f.input_size], "root": cfg.data.root,
                        "train": asdict(cfg.data.train),
-                       "simulation": asdict(cfg.simulation) if cfg.data.source == "simulated" else None,
-                       **extra}, sort_keys=True)
+                       "simulation": asdict(cfg.simulation) if cfg.data.source == "simulated" else None},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -23,6 +23,9 @@ def test_identification_extremes(rng):
     assert 0.3 < acc.mean() < 0.6  # the rest is chance
     corr = M.corr_matrix(true, true)
     assert M.nway_identification(corr, 5, rng) == 1.0
+    many = rng.normal(size=(300, 30))
+    noise = M.corr_matrix(rng.normal(size=(300, 30)), many)  # unrelated predictions: chance is 1/5
+    assert 0.14 < M.nway_identification(noise, 5, rng, draws=50) < 0.26
 
 
 def test_ssim_matches_scikit_image(rng):
