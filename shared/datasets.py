@@ -57,12 +57,27 @@ def bdata_files(cfg: Config) -> dict[str, Path]:
     return {f"{s}/{split}": bdata_path(cfg, s, split) for s in cfg.data.subjects for split in ["train", *cfg.data.test]}
 
 
+def _require_bdata(path: Path) -> None:
+    if not path.is_file():
+        raise UserError(f"fMRI file {path} not found; put the subject's BData .h5 file there "
+                        f"(figshare collection 7033577) or set data.root / data.*.bdata")
+
+
+def _require_image_list(path: Path) -> None:
+    if not path.is_file():
+        raise UserError(f"image list {path} not found; put the two-column '<image file>\\t<index>' list there "
+                        f"or set data.*.image_list")
+
+
+def _require_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise UserError(f"stimulus image folder {folder} not found; put the images there or set data.*.images")
+
+
 def read_image_list(path: Path) -> dict[int, str]:
     """``{index: stem}`` from a two-column list: an image file name (or stem) and its 1-based
     index, tab- or comma-separated, in either order."""
-    if not path.is_file():
-        raise UserError(f"image list {path} not found; put the tab-separated '<image stem>\\t<index>' list there "
-                        f"or set data.*.image_list")
+    _require_image_list(path)
     mapping: dict[int, str] = {}
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -95,16 +110,9 @@ def check_inputs(cfg: Config) -> None:
     for split in ["train", *cfg.data.test]:
         spec = split_files(cfg, split)
         for subject in cfg.data.subjects:
-            path = bdata_path(cfg, subject, split)
-            if not path.is_file():
-                raise UserError(f"fMRI file {path} not found; put the subject's BData .h5 file there "
-                                f"(figshare collection 7033577) or set data.root / data.*.bdata")
-        if not (cfg.data_root / spec.image_list).is_file():
-            raise UserError(f"image list {cfg.data_root / spec.image_list} not found; put the two-column "
-                            f"'<image file>\\t<index>' list there or set data.*.image_list")
-        if not (cfg.data_root / spec.images).is_dir():
-            raise UserError(f"stimulus image folder {cfg.data_root / spec.images} not found; put the {split} "
-                            f"images there or set data.*.images")
+            _require_bdata(bdata_path(cfg, subject, split))
+        _require_image_list(cfg.data_root / spec.image_list)
+        _require_folder(cfg.data_root / spec.images)
 
 
 def split_image_names(cfg: Config, split: str) -> list[str]:
@@ -134,9 +142,7 @@ def resolve_roi(bdata, roi: str, path: Path) -> str:
 def load_split(cfg: Config, subject: str, split: str, roi: str, average: bool) -> SplitData:
     """Voxels of ``roi`` for one subject and split, labelled by stimulus name."""
     path = bdata_path(cfg, subject, split)
-    if not path.is_file():
-        raise UserError(f"fMRI file {path} not found; put the subject's BData .h5 file there "
-                        f"(figshare collection 7033577) or set data.root")
+    _require_bdata(path)
     try:
         bdata = _open_bdata(str(path))
     except (OSError, KeyError) as exc:
@@ -167,8 +173,7 @@ def load_split(cfg: Config, subject: str, split: str, roi: str, average: bool) -
 
 def image_paths(folder: Path, names: list[str] | np.ndarray) -> list[Path]:
     """The file of each stimulus name in ``folder`` (any common image suffix)."""
-    if not folder.is_dir():
-        raise UserError(f"stimulus image folder {folder} not found; put the images there or set data.*.images")
+    _require_folder(folder)
     by_stem = {p.stem: p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES}
     paths = []
     for name in names:

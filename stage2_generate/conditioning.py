@@ -91,10 +91,8 @@ def decoded_inputs(store: ExperimentStore, transforms: list[LayerTransform], sub
     out, names = [], None
     for tf in transforms:
         with store.open_decoded(subject, roi, tf.layer, split) as arr:
-            if names is not None and list(arr.names) != names:
-                arr.rows_for(names)
-            x = tf.apply(arr, None if names is None else arr.rows_for(names))
-            names = names or list(arr.names)
+            names = names or list(arr.names)  # every layer in the first layer's row order
+            x = tf.apply(arr, arr.rows_for(names))
         flat = x.reshape(len(x), -1)
         rms = np.sqrt((flat**2).mean(axis=1))
         out.append((x * (tf.rms / (rms + 1e-8)).reshape(-1, *[1] * (x.ndim - 1))).astype(np.float32))
