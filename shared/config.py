@@ -116,17 +116,37 @@ class FeaturesConfig:
     batch_size: int = 16
 
 
+DECODER_KINDS = ("ridge", "sparse")
+DECODER_BACKENDS = ("torch", "fastl2lir")
+
+
 @dataclass
 class DecoderConfig:
-    """Linear decoders from voxels to features."""
+    """Linear decoders from voxels to features.
 
-    kind: str = "ridge"
-    # Candidate ridge penalties; with more than one, the penalty is chosen per layer by
+    ``ridge``: dense ridge on every voxel of the ROI. ``sparse``: the Kamitani lab's
+    voxel-selected ridge (fastl2lir): per unit, the ``n_voxels`` voxels most correlated
+    with it on the training trials, then ridge (with a penalised bias) on those only.
+    """
+
+    kind: str = "ridge"  # 'ridge' (dense) or 'sparse' (voxel-selected)
+    # Candidate ridge penalties; with more than one, the penalty is chosen by
     # cross-validation over image-grouped folds of the training trials.
     alphas: list[float] = field(default_factory=lambda: [1e2, 1e3, 1e4, 1e5])
-    cv_folds: int = 5
+    alpha_per: str = "layer"  # 'layer' (one penalty per layer) or 'unit' (ridge only)
+    n_voxels: int = 500  # voxels per unit of the sparse decoder (the lab's default)
+    backend: str = "torch"  # sparse only: 'torch' (ours, GPU when present) or 'fastl2lir' (the package)
+    cv_folds: int = 5  # image-grouped folds: penalty choice and out-of-fold training features
     cv_units: int = 2000  # units sampled per layer to score the penalties
+    train_oof: bool = True  # also decode the training images out of fold (stage 2 trains on them)
     chunk_units: int = 8192  # units per streamed chunk of a layer
+
+    @property
+    def label(self) -> str:
+        """The decoder's name in the feature store: 'ridge', 'ridge-unit' or 'sparse-500'."""
+        if self.kind == "sparse":
+            return f"sparse-{self.n_voxels}"
+        return "ridge-unit" if self.alpha_per == "unit" else "ridge"
 
 
 @dataclass
@@ -173,6 +193,14 @@ class EvalConfig:
 
 
 @dataclass
+class LabConfig:
+    """The Kamitani lab's per-image .mat feature files (stage-1 verbs export-lab, import-lab)."""
+
+    root: str = ""  # holds <features.network>/<layer>/<image>.mat and <network>/<layer>/<subject>/<roi>/<image>.mat
+    import_kind: str = "decoded"  # what import-lab reads: 'decoded' or 'true_features'
+
+
+@dataclass
 class Config:
     """One experiment: what data, which features, how to decode and generate."""
 
@@ -187,6 +215,7 @@ class Config:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    lab: LabConfig = field(default_factory=LabConfig)
 
     @property
     def results_path(self) -> Path:
@@ -331,7 +360,17 @@ def validate(cfg: Config) -> None:
     _one_of("features.network", cfg.features.network, NETWORKS)
     _one_of("generator.comparator_network", cfg.generator.comparator_network, NETWORKS)
     _one_of("eval.comparator_network", cfg.eval.comparator_network, NETWORKS)
-    _one_of("decoder.kind", cfg.decoder.kind, ("ridge",))
+    _one_of("decoder.kind", cfg.decoder.kind, DECODER_KINDS)
+    _one_of("lab.import_kind", cfg.lab.import_kind, ("decoded", "true_features"))
+    _one_of("decoder.alpha_per", cfg.decoder.alpha_per, ("layer", "unit"))
+    _one_of("decoder.backend", cfg.decoder.backend, DECODER_BACKENDS)
+    if cfg.decoder.alpha_per == "unit" and cfg.decoder.kind != "ridge":
+        raise UserError("'decoder.alpha_per' = 'unit' needs decoder.kind=ridge (the sparse decoder takes one "
+                        "penalty per layer)")
+    if cfg.decoder.backend == "fastl2lir" and cfg.decoder.kind != "sparse":
+        raise UserError("'decoder.backend' = 'fastl2lir' needs decoder.kind=sparse (dense ridge runs in torch)")
+    if cfg.decoder.n_voxels < 1:
+        raise UserError(f"'decoder.n_voxels' must be at least 1; {cfg.decoder.n_voxels} was given")
     if not cfg.experiment or "/" in cfg.experiment:
         raise UserError(f"'experiment' must be a plain name without '/'; {cfg.experiment!r} was given")
     if not cfg.data.subjects:
@@ -378,8 +417,9 @@ def validate(cfg: Config) -> None:
                         "(they are shares of each voxel's noise variance)")
     if min(cfg.simulation.n_test_natural, cfg.simulation.n_train_images) < 2:
         raise UserError("'simulation.n_train_images' and 'simulation.n_test_natural' must be at least 2")
-    if cfg.decoder.cv_folds < 2 and len(cfg.decoder.alphas) > 1:
-        raise UserError(f"'decoder.cv_folds' must be at least 2 to choose among alphas; {cfg.decoder.cv_folds} was given")
+    if cfg.decoder.cv_folds < 2 and (len(cfg.decoder.alphas) > 1 or cfg.decoder.train_oof):
+        raise UserError(f"'decoder.cv_folds' must be at least 2 to choose among alphas or decode training images "
+                        f"out of fold; {cfg.decoder.cv_folds} was given")
     if not 0 < cfg.simulation.reliability_median < 1:
         raise UserError(f"'simulation.reliability_median' must lie in (0, 1); {cfg.simulation.reliability_median} was given")
     if cfg.generator.image_size not in (32, 64, 128, 256):

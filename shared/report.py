@@ -43,14 +43,16 @@ def write_table(base: Path, rows: list[dict], columns: list[str]) -> None:
     atomic_write_text(base.with_suffix(".csv"), csv_table(rows, columns))
 
 
-DECODING_COLUMNS = ["subject", "roi", "layer", "profile_corr", "pattern_corr", "pairwise_id", "alpha", "n_voxels",
-                    "n_units"]
+DECODING_COLUMNS = ["subject", "roi", "layer", "profile_corr", "pattern_corr", "pairwise_id", "oof_profile_corr",
+                    "oof_pattern_corr", "oof_pairwise_id", "alpha", "alpha_per", "n_voxels", "n_units"]
 RECON_COLUMNS = ["subject", "method", "pairwise_id_pixel", "pixcorr", "ssim", "pairwise_id_comparator",
                  "nway10_id_pixel"]
 
 
 def decoding_rows(decoding: dict) -> list[dict]:
-    return [{"subject": s, "roi": r, "layer": layer, **{k: v for k, v in m.items() if not isinstance(v, dict)}}
+    """One row per (subject, roi, layer); out-of-fold training scores as ``oof_*`` columns."""
+    return [{"subject": s, "roi": r, "layer": layer, **{k: v for k, v in m.items() if not isinstance(v, dict)},
+             **{f"oof_{k}": v for k, v in m.get("train_oof", {}).items()}}
             for s, by_roi in decoding.items() for r, by_layer in by_roi.items() for layer, m in by_layer.items()]
 
 
@@ -79,6 +81,9 @@ def write_summary(results: Path, metrics: dict) -> None:
             split = key.split("decoding_", 1)[1] if "_" in key else metrics.get("info", {}).get("test_set", "test")
             parts.append(f"## Feature decoding ({split} test images)\n")
             parts.append(markdown_table(decoding_rows(value), DECODING_COLUMNS))
+            parts.append("`oof_*`: the training images decoded out of fold (each by a decoder fit without it); "
+                         "they should score close to the test images. `alpha_per`: one penalty per layer or per "
+                         "unit (then `alpha` is the median over units).\n")
     if (results / "decoding.png").is_file():
         parts.append("![decoding accuracy per layer](decoding.png)\n")
     for key, value in metrics.items():

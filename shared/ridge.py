@@ -51,36 +51,113 @@ class KernelRidge:
         L = torch.linalg.cholesky(self.K + alpha * eye)
         return (self.X.T.double() @ torch.cholesky_inverse(L)).float()
 
-    def cv_hats(self, folds: list[np.ndarray], alphas: list[float]) -> list[tuple[np.ndarray, np.ndarray, list[torch.Tensor]]]:
-        """For each held-out row set: ``(held_out, train_rows, [H per alpha])``.
-
-        ``H`` maps the fold's training targets to predictions of its held-out rows.
-        """
-        out = []
-        all_rows = np.arange(self.n_train)
-        for held in folds:
-            train = np.setdiff1d(all_rows, held)
-            tr = torch.as_tensor(train, device=self.device)
-            ho = torch.as_tensor(held, device=self.device)
-            K_train = self.K[tr][:, tr]
-            K_cross = self.K[ho][:, tr]
-            out.append((held, train, [self._solve(K_train, K_cross, a).float() for a in alphas]))
-        return out
-
 
 def grouped_folds(groups: np.ndarray, n_folds: int, seed: int = 0) -> list[np.ndarray]:
     """Row indices of ``n_folds`` held-out sets; rows sharing a group stay together.
 
     Repetitions of one image must never be split across training and held-out rows.
+    scikit-learn's ``GroupKFold`` (shuffled, seeded) assigns the groups.
     """
-    uniq = np.unique(groups)
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(uniq))
-    fold_of_group = np.empty(len(uniq), dtype=int)
-    fold_of_group[perm] = np.arange(len(uniq)) % n_folds
-    lookup = dict(zip(uniq, fold_of_group))
-    fold = np.array([lookup[g] for g in groups])
-    return [np.flatnonzero(fold == k) for k in range(n_folds)]
+    from sklearn.model_selection import GroupKFold
+
+    groups = np.asarray(groups)
+    n_folds = min(n_folds, len(np.unique(groups)))
+    if n_folds < 2:
+        return []  # no cross-validation (one penalty, no out-of-fold features)
+    kfold = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return [np.sort(held) for _, held in kfold.split(np.zeros(len(groups)), groups=groups)]
+
+
+class ImageFolds:
+    """Image-grouped folds of the training trials, in image and in trial indices.
+
+    trial_img: ``(n_trials,)`` image index of each training trial (into ``n_images``).
+    Images without trials are in no fold. ``held_images[k]`` are the images of fold k
+    (sorted); every repetition of an image lies in the same fold.
+    """
+
+    def __init__(self, trial_img: np.ndarray, n_images: int, n_folds: int, seed: int = 0):
+        self.trial_img = np.asarray(trial_img)
+        self.n_images = n_images
+        self.counts = np.bincount(self.trial_img, minlength=n_images).astype(np.float64)
+        self.held_trials = grouped_folds(self.trial_img, n_folds, seed)
+        self.held_images = [np.unique(self.trial_img[t]) for t in self.held_trials]
+        self.present = np.flatnonzero(self.counts > 0)  # images with trials: the rows of out-of-fold arrays
+
+    def __len__(self) -> int:
+        return len(self.held_trials)
+
+    def train_trials(self, k: int) -> np.ndarray:
+        return np.setdiff1d(np.arange(len(self.trial_img)), self.held_trials[k])
+
+    def train_images(self, k: int) -> np.ndarray:
+        return np.setdiff1d(self.present, self.held_images[k])
+
+
+def fold_hats(ridge: KernelRidge, folds: ImageFolds, alphas: list[float]) -> list[list[torch.Tensor]]:
+    """Held-out hat matrices over images, ``[fold][alpha] -> (n_held_images, n_train_images)``.
+
+    ``H @ Y[folds.train_images(k)]`` predicts the held-out images of fold k, each the
+    mean of the predictions of its held-out trials (as test images average their
+    repetitions), from a decoder fit on the fold's training trials only. The hat
+    centres targets on the mean of the fold's training trials and adds it back, so no
+    statistic of a held-out image's features enters its prediction.
+    """
+    out = []
+    for k, held_t in enumerate(folds.held_trials):
+        train_t, train_i, held_i = folds.train_trials(k), folds.train_images(k), folds.held_images[k]
+        dev = ridge.device
+        tr, ho = torch.as_tensor(train_t, device=dev), torch.as_tensor(held_t, device=dev)
+        K_train, K_cross = ridge.K[tr][:, tr], ridge.K[ho][:, tr]
+        # held trials -> held images (mean), training trials <- training images (indicator)
+        pos_h = {img: i for i, img in enumerate(held_i)}
+        A = torch.zeros(len(held_i), len(held_t), dtype=torch.float64, device=dev)
+        A[torch.as_tensor([pos_h[i] for i in folds.trial_img[held_t]], device=dev), torch.arange(len(held_t), device=dev)] = 1.0
+        A /= A.sum(1, keepdim=True)
+        pos_t = {img: i for i, img in enumerate(train_i)}
+        E = torch.zeros(len(train_t), len(train_i), dtype=torch.float64, device=dev)
+        E[torch.arange(len(train_t), device=dev), torch.as_tensor([pos_t[i] for i in folds.trial_img[train_t]], device=dev)] = 1.0
+        w = torch.as_tensor(folds.counts[train_i] / folds.counts[train_i].sum(), device=dev)  # trial-weighted mean
+        hats = []
+        for a in alphas:
+            H = A @ ridge._solve(K_train, K_cross, a) @ E
+            hats.append((H + (1.0 - H.sum(1, keepdim=True)) * w[None, :]).float())  # H (Y - m) + m
+        out.append(hats)
+    return out
+
+
+def cv_unit_scores(hats: list[list[torch.Tensor]], folds: ImageFolds, Yz_img: torch.Tensor,
+                   keep: bool = False) -> tuple[np.ndarray, list | None]:
+    """Held-out profile correlation of every unit at every penalty, averaged over folds.
+
+    hats: from ``fold_hats``; Yz_img: ``(n_images, n_units)`` standardised targets.
+    Returns ``(n_alphas, n_units)`` scores (NaN for units constant in a fold) and, with
+    ``keep``, the held-out predictions ``[fold][alpha] -> (n_held_images, n_units)``.
+    """
+    from shared.metrics import profile_correlation
+
+    n_alpha = len(hats[0])
+    scores = np.zeros((n_alpha, Yz_img.shape[1]))
+    kept = [] if keep else None
+    for k, by_alpha in enumerate(hats):
+        train_i = torch.as_tensor(folds.train_images(k), device=Yz_img.device)
+        true = Yz_img[torch.as_tensor(folds.held_images[k], device=Yz_img.device)].cpu().numpy()
+        preds = [H @ Yz_img[train_i] for H in by_alpha]
+        for a, pred in enumerate(preds):
+            scores[a] += profile_correlation(pred.cpu().numpy(), true) / len(hats)
+        if keep:
+            kept.append(preds)
+    return scores, kept
+
+
+def best_alpha(scores: np.ndarray, per_unit: bool) -> np.ndarray | int:
+    """Index of the best penalty in ``scores`` ``(n_alphas, n_units)``: one for the layer
+    (best mean over units) or one per unit. Ties and NaN scores lose to the first penalty."""
+    if per_unit:
+        return np.where(np.isnan(scores), -np.inf, scores).argmax(axis=0)
+    valid = ~np.isnan(scores)
+    mean = np.where(valid, scores, 0).sum(1) / np.maximum(valid.sum(1), 1)
+    return int(np.where(valid.any(1), mean, -np.inf).argmax())
 
 
 class Standardiser:
@@ -99,39 +176,21 @@ class Standardiser:
         return (A * self.std_ + self.mean_).astype(np.float32)
 
 
-def cv_hats(ridge: KernelRidge, trial_img: np.ndarray, alphas: list[float], n_folds: int, seed: int = 0):
-    """Held-out hat matrices of image-grouped folds for every penalty (``KernelRidge.cv_hats``).
-
-    They depend on the voxels only, so one call serves every layer of a subject and ROI.
-    """
-    if len(alphas) == 1:
-        return []
-    return ridge.cv_hats(grouped_folds(trial_img, n_folds, seed=seed), list(alphas))
-
-
-def select_alpha(cv: list, trial_img: np.ndarray, Yz_img: np.ndarray, alphas: list[float]) -> tuple[float, dict[str, float]]:
+def select_alpha(ridge: KernelRidge, trial_img: np.ndarray, Yz_img: np.ndarray, alphas: list[float], n_folds: int,
+                 seed: int = 0) -> tuple[float, dict[str, float]]:
     """The penalty with the best held-out mean profile correlation, and every penalty's score.
 
-    cv: from ``cv_hats``; trial_img: ``(n_train,)`` image index of each training row;
-    Yz_img: ``(n_images, n_units)`` standardised targets per image (a sample of a layer's
-    units is enough).
+    trial_img: ``(n_train,)`` image index of each training row; Yz_img: ``(n_images,
+    n_units)`` standardised targets per image (a sample of a layer's units is enough).
     """
-    from shared.metrics import profile_correlation, summarise
-
     alphas = list(alphas)
     if len(alphas) == 1:
         return alphas[0], {}
-    scores = np.zeros(len(alphas))
-    device = cv[0][2][0].device
-    Y = torch.as_tensor(np.ascontiguousarray(Yz_img[trial_img]), dtype=torch.float32, device=device)
-    for held, train, hats in cv:
-        for k, H in enumerate(hats):
-            pred = (H @ Y[train]).cpu().numpy()
-            scores[k] += summarise(profile_correlation(pred, Yz_img[trial_img[held]])) / len(cv)
-    if np.isnan(scores).all():
-        return alphas[len(alphas) // 2], {f"{a:g}": float("nan") for a in alphas}
-    best = alphas[int(np.nanargmax(scores))]
-    return best, {f"{a:g}": round(float(s), 4) for a, s in zip(alphas, scores)}
+    folds = ImageFolds(trial_img, len(Yz_img), n_folds, seed)
+    Y = torch.as_tensor(np.ascontiguousarray(Yz_img), dtype=torch.float32, device=ridge.device)
+    scores, _ = cv_unit_scores(fold_hats(ridge, folds, alphas), folds, Y)
+    best = best_alpha(scores, per_unit=False)
+    return alphas[best], {f"{a:g}": round(float(np.nanmean(s)), 4) for a, s in zip(alphas, scores)}
 
 
 def trials_to_images(trial_img: np.ndarray, n_images: int, device) -> torch.Tensor:

@@ -216,13 +216,13 @@ class ExperimentStore(FeatureStore):
 
     def decoded_expect(self, subject: str, roi: str, layer: str, split: str) -> dict:
         return {**self.true_expect(layer, split), "kind": "decoded", "subject": subject, "roi": roi,
-                "decoder": self.cfg.decoder.kind}
+                "decoder": self.cfg.decoder.label}
 
     def true_file(self, layer: str, split: str) -> Path:
         return self.true_path(self.cfg.features.network, self.slug, layer, split)
 
     def decoded_file(self, subject: str, roi: str, layer: str, split: str) -> Path:
-        return self.decoded_path(self.cfg.features.network, self.slug, self.cfg.decoder.kind, subject, roi, layer,
+        return self.decoded_path(self.cfg.features.network, self.slug, self.cfg.decoder.label, subject, roi, layer,
                                  split)
 
     def open_true(self, layer: str, split: str, names=None) -> FeatureArray:

@@ -1,11 +1,13 @@
-"""Fit ridge decoders from voxels to a layer, predict test features, score them.
+"""Fit decoders from voxels to a layer, predict test and out-of-fold features, score them.
 
 For one (subject, ROI): voxels are z-scored with training-trial statistics and the
-kernel is factorised once (``shared.ridge.KernelRidge``). For each layer the penalty
-is chosen by image-grouped cross-validation on a sample of units, then the layer is
-streamed through in chunks of units: true training features (z-scored with training
-statistics) -> hat-matrix product -> decoded features (back in feature units) -> store.
-Scores accumulate chunk by chunk, so no step holds a whole layer.
+decoder (``stage1_decode.decoders``: dense ridge with a penalty per layer or per unit,
+or voxel-selected sparse ridge) is prepared once. For each layer the penalty is chosen
+by image-grouped cross-validation, then the layer is streamed through in chunks of
+units: true training features (z-scored with training statistics) -> decoder ->
+decoded test features and out-of-fold decoded training features (split ``train_oof``:
+each training image predicted by a decoder fit without it) -> store. Scores
+accumulate chunk by chunk, so no step holds a whole layer.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from shared import metrics as M
 from shared.config import Config
 from shared.datasets import SplitData
 from shared.runs import atomic_write_json
-from shared.ridge import KernelRidge, Standardiser, cv_hats, select_alpha, trials_to_images
+from shared.ridge import ImageFolds, Standardiser
 from shared.store import ExperimentStore, FeatureArray
 from shared.weights import parse_weights
 
@@ -74,7 +76,7 @@ class _ScoreAccumulator:
         self.st += zt.sum(1)
         self.spp += (zp**2).sum(1)
         self.stt += (zt**2).sum(1)
-        self.cross += zp @ zt.T
+        self.cross += (zp.astype(np.float32) @ zt.T.astype(np.float32)).astype(np.float64)  # float32 product per chunk
         self.units += pred.shape[1]
 
     def result(self) -> dict:
@@ -108,81 +110,121 @@ def fingerprint(cfg: Config, store: ExperimentStore, subject: str, roi: str, tra
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
+OOF = "train_oof"  # the split of out-of-fold decoded training features
+
+
 def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: str, train: SplitData,
                        tests: dict[str, SplitData], device, train_names: list[str]) -> dict:
-    """Decode every configured layer for one subject and ROI; return scores per layer and split.
+    """Decode every configured layer for one subject and ROI; return scores per layer and split
+    (``train_oof`` among the splits when out-of-fold features are decoded).
 
     Layers whose ``done.json`` marker matches the current fingerprint are skipped.
     """
+    from stage1_decode.decoders import make_decoder  # imports torch
+
+    dc = cfg.decoder
     key = fingerprint(cfg, store, subject, roi, train, tests)
+    out_splits = [*tests, *([OOF] if dc.train_oof else [])]
     done_paths = {layer: store.decoded_file(subject, roi, layer, "done").with_suffix(".json")
                   for layer in cfg.features.layers}
     out: dict = {}
     for layer, path in done_paths.items():
         if path.is_file():
             done = json.loads(path.read_text())
-            if done.get("fingerprint") == key and all(store.decoded_file(subject, roi, layer, s).is_file() for s in tests):
+            if done.get("fingerprint") == key and all(store.decoded_file(subject, roi, layer, s).is_file()
+                                                      for s in out_splits):
                 log.info("%s %s %s: already decoded (%s)", subject, roi, layer, path)
                 out[layer] = done["scores"]
     if len(out) == len(done_paths):
         return out
     x_std = Standardiser().fit(train.X)
-    ridge = KernelRidge(x_std.transform(train.X), device)
     img_index = {n: i for i, n in enumerate(train_names)}
     trial_img = np.array([img_index[n] for n in train.names])
-    counts = np.bincount(trial_img, minlength=len(train_names)).astype(np.float64)
-    E = trials_to_images(trial_img, len(train_names), ridge.device)
-    cv = cv_hats(ridge, trial_img, cfg.decoder.alphas, cfg.decoder.cv_folds, cfg.seed)
-    hat_cache: dict[float, dict] = {}
+    folds = ImageFolds(trial_img, len(train_names), dc.cv_folds if (len(dc.alphas) > 1 or dc.train_oof) else 1,
+                       cfg.seed)
+    decoder = make_decoder(dc.kind, dc.alpha_per, dc.backend, dc.n_voxels, dc.alphas, x_std.transform(train.X),
+                           {split: x_std.transform(d.X) for split, d in tests.items()}, folds, device)
+    oof_names = [train_names[i] for i in folds.present]
     for layer_index, layer in enumerate(cfg.features.layers):
         if layer in out:
             continue
         with store.open_true(layer, "train", names=train_names) as true_train:
             rng = np.random.default_rng([cfg.seed, layer_index])  # the same units however the run resumed
-            n_sample = min(cfg.decoder.cv_units, true_train.n_units)
+            n_sample = min(dc.cv_units, true_train.n_units)
             sample = np.sort(rng.choice(true_train.n_units, n_sample, replace=False))
-            stats, Y_sample = layer_stats(true_train, counts, cfg.decoder.chunk_units, sample)
-            Yz_sample = (Y_sample - stats.mean[sample]) / stats.std[sample]
-            alpha, cv_scores = select_alpha(cv, trial_img, Yz_sample, cfg.decoder.alphas)
-            log.info("%s %s %s: alpha %g (cv profile r %s)", subject, roi, layer, alpha, cv_scores)
-            if alpha not in hat_cache:  # one Cholesky per penalty, shared by the layers that chose it
-                hat_cache[alpha] = {split: ridge.hat(x_std.transform(d.X), alpha) @ E for split, d in tests.items()}
-            scores = _decode_layer(cfg, store, subject, roi, layer, true_train, stats, hat_cache[alpha], tests,
-                                   {"alpha": alpha, "n_voxels": int(train.X.shape[1]),
-                                    "provenance": {"bdata": str(train.path), "roi_key": train.roi_key}})
-        out[layer] = {split: {**scores[split], "alpha": alpha, "n_voxels": int(train.X.shape[1]),
-                              "n_units": int(true_train.n_units), "cv_profile_corr": cv_scores}
+            stats, Y_sample = layer_stats(true_train, folds.counts, dc.chunk_units, sample)
+            alpha, cv_scores = decoder.choose_alpha((Y_sample - stats.mean[sample]) / stats.std[sample])
+            log.info("%s %s %s: alpha %s (cv profile r %s)", subject, roi, layer,
+                     "per unit" if alpha is None else f"{alpha:g}", cv_scores)
+            attrs = {"alpha_per": dc.alpha_per, "n_voxels": int(train.X.shape[1]),
+                     "provenance": {"bdata": str(train.path), "roi_key": train.roi_key}}
+            if alpha is not None:
+                attrs["alpha"] = alpha
+            scores, alpha_info = _decode_layer(cfg, store, subject, roi, layer, true_train, stats, decoder, alpha,
+                                               tests, oof_names if dc.train_oof else None, folds.present, attrs)
+        common = {"alpha_per": dc.alpha_per, "n_voxels": int(train.X.shape[1]),
+                  "n_units": int(true_train.n_units), "cv_profile_corr": cv_scores or alpha_info.pop("cv", {}),
+                  **alpha_info}
+        if dc.kind == "sparse":
+            common["voxels_per_unit"] = min(dc.n_voxels, int(train.X.shape[1]))
+        out[layer] = {split: {**scores[split], **common, **({OOF: scores[OOF]} if OOF in scores else {})}
                       for split in tests}
         atomic_write_json(done_paths[layer], {"fingerprint": key, "scores": out[layer]})  # written last
     return {layer: out[layer] for layer in cfg.features.layers}
 
 
 def _decode_layer(cfg: Config, store: ExperimentStore, subject: str, roi: str, layer: str, true_train: FeatureArray,
-                  stats: LayerStats, hats: dict, tests: dict[str, SplitData], attrs: dict) -> dict:
-    """Stream one layer through the hat matrices; write decoded features; return scores per split."""
+                  stats: LayerStats, decoder, alpha: float | None, tests: dict[str, SplitData],
+                  oof_names: list[str] | None, oof_rows: np.ndarray, attrs: dict) -> tuple[dict, dict]:
+    """Stream one layer through the decoder; write decoded features; return scores per split
+    (and ``train_oof``) and how penalties were chosen."""
     from contextlib import ExitStack
 
     from tqdm import tqdm
 
     spec = parse_weights(cfg.features.weights)
-    device = next(iter(hats.values())).device
+    splits = {split: list(d.names) for split, d in tests.items()}
+    if oof_names is not None:
+        splits[OOF] = oof_names
+    alpha_counts: dict[float, int] = {}
+    cv_sum, cv_units = None, 0
     with ExitStack() as stack:
         trues, writers, scores = {}, {}, {}
-        for split, d in tests.items():
-            trues[split] = stack.enter_context(store.open_true(layer, split))
+        for split, names in splits.items():
+            if split != OOF:
+                trues[split] = stack.enter_context(store.open_true(layer, split))
             writers[split] = stack.enter_context(store.writer(
-                store.decoded_file(subject, roi, layer, split), d.names, true_train.n_units,
+                store.decoded_file(subject, roi, layer, split), names, true_train.n_units,
                 {**store.decoded_expect(subject, roi, layer, split), "unit_shape": list(true_train.unit_shape),
                  "weights_label": spec.label, **attrs}))
-            scores[split] = _ScoreAccumulator(len(d.names))
-        rows = {split: trues[split].rows_for(d.names) for split, d in tests.items()}
+            scores[split] = _ScoreAccumulator(len(names))
+        rows = {split: trues[split].rows_for(splits[split]) for split in trues}
         n_chunks = -(-true_train.n_units // cfg.decoder.chunk_units)
         for units, block in tqdm(true_train.iter_units(cfg.decoder.chunk_units), total=n_chunks,
                                  desc=f"decode {subject}/{roi}/{layer}", unit="chunk", leave=False):
-            Yz = torch.as_tensor((block - stats.mean[units]) / stats.std[units], device=device)
-            for split in tests:
-                pred = (hats[split] @ Yz).cpu().numpy() * stats.std[units] + stats.mean[units]
+            mean, std = stats.mean[units], stats.std[units]
+            result, cv = decoder.decode((block - mean) / std, alpha, oof_names is not None)
+            for a, n in zip(*np.unique(result.alphas, return_counts=True)):
+                alpha_counts[float(a)] = alpha_counts.get(float(a), 0) + int(n)
+            if cv is not None:
+                cv_sum = np.nansum(cv, axis=1) + (0 if cv_sum is None else cv_sum)
+                cv_units += cv.shape[1]
+            decoded = dict(result.tests)
+            if oof_names is not None:
+                decoded[OOF] = result.oof
+            for split, pred_z in decoded.items():
+                pred = pred_z * std + mean
                 writers[split].write_units(units, pred)
-                scores[split].add(pred, trues[split].read(rows[split], units), stats.mean[units], stats.std[units])
+                true = block[oof_rows] if split == OOF else trues[split].read(rows[split], units)
+                scores[split].add(pred, true, mean, std)
     # leaving the ExitStack committed every writer (or, on an exception, aborted them all)
-    return {split: acc.result() for split, acc in scores.items()}
+    total = sum(alpha_counts.values())
+    info = {}
+    if alpha is None:  # per unit: the share of units at each penalty, and the mean CV score of each
+        info["alpha_share"] = {f"{a:g}": round(n / total, 4) for a, n in sorted(alpha_counts.items())}
+        info["alpha"] = float(np.median(np.repeat(list(alpha_counts), list(alpha_counts.values()))))
+        if cv_sum is not None:
+            info["cv"] = {f"{a:g}": round(float(v / cv_units), 4) for a, v in zip(cfg.decoder.alphas, cv_sum)}
+    else:
+        info["alpha"] = alpha
+    return {split: acc.result() for split, acc in scores.items()}, info

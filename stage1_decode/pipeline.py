@@ -18,6 +18,7 @@ from shared.runs import Run, atomic_write_json, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
 from stage1_decode.features import compute_true_features
+from stage1_decode.labfiles import export_lab_verb, import_lab_verb
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def run(cfg: Config) -> None:
     path = results / "metrics.json"
     _drop_stale_sections(path, decoding, first)
     info = {"network": cfg.features.network, "weights": cfg.features.weights, "weights_label": spec.label,
-            "layers": cfg.features.layers, "decoder": cfg.decoder.kind, "test_set": first,
+            "layers": cfg.features.layers, "decoder": cfg.decoder.label, "test_set": first,
             "data": f"{cfg.data.source} ({cfg.data_root})"}
     sections = {section_key("decoding", split, first): dec for split, dec in decoding.items()}
     metrics = update_metrics(path, {"experiment": cfg.experiment, "info": info, "data": data_report, **sections},
@@ -116,4 +117,8 @@ def _drop_stale_sections(path, decoding: dict, first: str) -> None:
 VERBS = {
     "run": (run, "simulate data if configured, extract features, decode them, score and write results"),
     "simulate": (simulate, "only write the simulated experiment (BData files, image lists, images)"),
+    "export-lab": (export_lab_verb, "write the store's true and decoded features as the lab's per-image .mat files "
+                                    "under lab.root"),
+    "import-lab": (import_lab_verb, "read the lab's per-image .mat files under lab.root (lab.import_kind: "
+                                    "true_features or decoded) into the store"),
 }

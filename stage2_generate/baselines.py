@@ -15,7 +15,7 @@ import torch
 from shared import metrics as M
 from shared.config import Config
 from shared.datasets import SplitData
-from shared.ridge import KernelRidge, Standardiser, cv_hats, select_alpha, trials_to_images
+from shared.ridge import KernelRidge, Standardiser, select_alpha, trials_to_images
 
 
 def pixel_ridge(cfg: Config, train: SplitData, train_names: list[str], train_images: np.ndarray,
@@ -36,9 +36,8 @@ def pixel_ridge(cfg: Config, train: SplitData, train_names: list[str], train_ima
     Y = small.reshape(len(small), -1)
     y_std = Standardiser().fit(Y[trial_img])
     Yz = y_std.transform(Y)
-    cv = cv_hats(ridge, trial_img, cfg.decoder.alphas, cfg.decoder.cv_folds, cfg.seed)
     sample = np.random.default_rng(cfg.seed).choice(Yz.shape[1], min(cfg.decoder.cv_units, Yz.shape[1]), replace=False)
-    alpha, _ = select_alpha(cv, trial_img, Yz[:, np.sort(sample)], cfg.decoder.alphas)
+    alpha, _ = select_alpha(ridge, trial_img, Yz[:, np.sort(sample)], cfg.decoder.alphas, cfg.decoder.cv_folds, cfg.seed)
     E = trials_to_images(trial_img, len(train_names), ridge.device)
     Yt = torch.as_tensor(Yz, device=ridge.device)
     out = {}

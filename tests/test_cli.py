@@ -34,6 +34,7 @@ def test_tiny_experiment_end_to_end_and_resume(tiny_config):
         entry = metrics["decoding"]["sub-01"]["VC"][layer]
         assert {"profile_corr", "pattern_corr", "pairwise_id"} <= set(entry)
         assert 0 <= entry["pairwise_id"] <= 1
+        assert {"profile_corr", "pattern_corr", "pairwise_id"} == set(entry["train_oof"])
     for method in ("wgan_gp", "pixel_ridge", "nearest_train"):
         entry = metrics["reconstruction"]["sub-01"][method]
         assert {"pairwise_id_pixel", "pixcorr", "ssim"} <= set(entry)
@@ -70,6 +71,24 @@ def test_tiny_experiment_end_to_end_and_resume(tiny_config):
     assert "reconstruction" not in after and not (results / "grid.png").exists()  # stale: from other decoders
     r8 = cli("stage1_decode", "run", "--config", str(tiny_config), "--set", "features.input_size=48")
     assert r8.returncode == 0 and "recomputing conv3_4 train" in r8.stderr and "already decoded" not in r8.stderr
+
+
+def test_sparse_decoder_runs_writes_out_of_fold_features_and_resumes(tiny_config):
+    cfg = yaml.safe_load(tiny_config.read_text())
+    sets = ["--set", "decoder.kind=sparse", "--set", "decoder.n_voxels=40", "--set", "decoder.cv_units=100",
+            "--set", "features.layers=[fc7]", "--set", "generator.condition_layers=[fc7]"]
+    r1 = cli("stage1_decode", "run", "--config", str(tiny_config), *sets)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    metrics = json.loads((Path(cfg["results_dir"]) / "tiny" / "metrics.json").read_text())
+    entry = metrics["decoding"]["sub-01"]["VC"]["fc7"]
+    assert entry["voxels_per_unit"] == 40 and entry["alpha_per"] == "layer"
+    assert -1 <= entry["train_oof"]["profile_corr"] <= 1
+    decoded = Path(cfg["work_dir"]) / "tiny/features/decoded/vgg19-random0/sparse-40/sub-01/VC/fc7"
+    assert {p.name for p in decoded.glob("*.h5")} == {"natural.h5", "train_oof.h5"}
+    r2 = cli("stage1_decode", "run", "--config", str(tiny_config), *sets)
+    assert r2.returncode == 0 and "already decoded" in r2.stderr
+    r3 = cli("stage1_decode", "run", "--config", str(tiny_config), *sets, "--set", "decoder.alpha_per=unit")
+    assert r3.returncode == 2 and "needs decoder.kind=ridge" in r3.stderr
 
 
 def test_user_errors_are_one_line_with_status_2(tiny_config, tmp_path):
