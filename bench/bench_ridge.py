@@ -1,88 +1,189 @@
-"""Benchmark: stage 1's kernel ridge against scikit-learn and fastl2lir, same data, same run.
+"""Benchmark: stage 1's decoders against fastl2lir and scikit-learn, same data, same process.
 
-Fits ridge from z-scored voxels to z-scored targets and predicts held-out samples.
-Prints wall time of each tool, the ratio to ours, and the largest difference between
-predictions (all three solve the same problem; fastl2lir adds an unpenalised bias,
-which is zero on centred data). fastl2lir runs at its fastest documented setting
-(chunk_size=0, float32) without voxel selection.
+One DIR-sized simulated problem (1200 training images x 5 repetitions = 6000 trials,
+11,000 voxels, 50 test images averaged over their repetitions): images have latent
+causes, voxels respond to them with trial noise (single-trial reliability near the
+real data's), and two targets are linear read-outs of the same causes plus unit noise:
+``conv`` (100,000 units, a large conv layer) and ``fc`` (10,000 units). Methods:
 
-    python bench/bench_ridge.py                        # DIR scale: 6000 x 10000, 1000 units
-    python bench/bench_ridge.py --units 100000 --skip-reference   # a large layer, ours only
+- ``dense``: our kernel ridge, one penalty per layer chosen by 5-fold image-grouped CV;
+- ``dense_unit``: the same with a penalty per unit;
+- ``sparse``: our voxel-selected ridge (500 voxels per unit, alpha 100, the lab's setting);
+- ``fastl2lir``: the fastl2lir package, same selection and penalty, at its fastest
+  setting (one chunk, float32; see PITFALLS); on ``conv`` it is timed on a random
+  1,000-unit subset (its cost is linear in units);
+- ``sklearn``: scikit-learn's ``Ridge`` (alpha 100) on all voxels.
+
+Each method runs in a fresh process of its own (spawned by this one; it regenerates the
+same seeded data), so its peak memory is its own. Each row: wall time (including each
+method's own Gram/kernel work), units per second, peak resident memory of that process
+(torch and the data, printed as ``base``, included) and the mean test profile
+correlation with the noise-free targets. Ratios are against fastl2lir.
+
+    python bench/bench_ridge.py                   # the default problem, about 6-8 min on 2 cores
+    python bench/bench_ridge.py --json out.json   # also write the rows as JSON
+    python bench/bench_ridge.py --conv-units 20000 --fc-units 2000   # quicker
 
 Run it alone: two processes sharing 2 cores slow each other down many times over.
+On a GPU machine it runs unchanged (our methods use the GPU; fastl2lir and
+scikit-learn stay on the CPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing as mp
+import os
 import time
-import warnings
 
 import numpy as np
 import torch
 
-from shared.ridge import KernelRidge, Standardiser
+from shared.device import resolve_device
+from shared.metrics import profile_correlation
+from shared.ridge import ImageFolds, Standardiser
+from shared.sparse_ridge import fastl2lir_fit_predict
+from stage1_decode.decoders import make_decoder
+
+ALPHAS = [1e2, 1e3, 1e4, 1e5]
 
 
-def timed(fn):
+def peak_rss_reset() -> None:
+    """Reset the kernel's peak-RSS counter of this process (Linux)."""
+    try:
+        with open(f"/proc/{os.getpid()}/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def simulate(args, target: str):
+    """Trials, averaged test voxels and one target (training images, noise-free test), seeded:
+    every process that asks for the same target gets the same arrays."""
+    rng = np.random.default_rng(0)
+    n_img, d = args.images, 64
+    Z = rng.standard_normal((n_img + args.test, d), dtype=np.float32)
+    trial_img = np.tile(np.arange(n_img), args.reps)
+    loading = rng.standard_normal((d, args.voxels), dtype=np.float32) / np.sqrt(d)
+    # trial noise for a median single-trial reliability of about 0.2 (signal variance 1, noise 4)
+    X = Z[trial_img] @ loading + 2.0 * rng.standard_normal((len(trial_img), args.voxels), dtype=np.float32)
+    test_reps = 24
+    X_test = Z[n_img:] @ loading + 2.0 / np.sqrt(test_reps) * rng.standard_normal((args.test, args.voxels),
+                                                                                   dtype=np.float32)
+    n_units = {"conv": args.conv_units, "fc": args.fc_units}[target]
+    rng_t = np.random.default_rng([0, n_units])
+    W = rng_t.standard_normal((d, n_units), dtype=np.float32) * rng_t.uniform(0.1, 1, n_units).astype(np.float32)
+    clean = Z @ W / np.sqrt(d)
+    train = clean[:n_img] + rng_t.standard_normal((n_img, n_units), dtype=np.float32)  # unit noise
+    return trial_img, X, X_test, train, clean[n_img:]
+
+
+def run_method(args, method: str, target: str, subset: bool, queue) -> None:
+    """One method on one target, in its own process; puts its row on ``queue``."""
+    trial_img, X, X_test, train, true = simulate(args, target)
+    xs = Standardiser().fit(X)
+    Xz, Xtz = xs.transform(X), xs.transform(X_test)
+    del X
+    if subset:
+        cols = np.sort(np.random.default_rng(2).choice(train.shape[1], min(args.subset, train.shape[1]), replace=False))
+        train, true = np.ascontiguousarray(train[:, cols]), np.ascontiguousarray(true[:, cols])
+    device = resolve_device(args.device)
+    import fastl2lir  # noqa: F401 - imports and a small solve before the clock starts
+    import scipy.linalg.lapack  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+
+    make_decoder("sparse", "layer", "torch", 5, [1.0], Xz[:40, :20], {"t": Xtz[:, :20]},
+                 ImageFolds(trial_img[:40], args.images, 2), device).decode(np.ones((args.images, 3), np.float32), 1.0,
+                                                                            oof=False)
+    base = peak_rss_mb()
+    peak_rss_reset()
     t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+    ys = Standardiser().fit(train[trial_img])
+    Yz = ys.transform(train)
+    if method in ("fastl2lir", "sklearn"):
+        Yt = Yz[trial_img]
+        if method == "fastl2lir":
+            (pred,) = fastl2lir_fit_predict(Xz, Yt, args.alpha, args.n_voxels, [Xtz])
+        else:
+            from sklearn.linear_model import Ridge
+
+            pred = Ridge(alpha=args.alpha, fit_intercept=False).fit(Xz, Yt - Yt.mean(0)).predict(Xtz) + Yt.mean(0)
+        del Yt
+    else:
+        kind, alpha_per = {"dense": ("ridge", "layer"), "dense_unit": ("ridge", "unit"),
+                           "sparse": ("sparse", "layer")}[method]
+        alphas = ALPHAS if kind == "ridge" else [args.alpha]
+        folds = ImageFolds(trial_img, args.images, 5, seed=0)
+        dec = make_decoder(kind, alpha_per, "torch", args.n_voxels, alphas, Xz, {"test": Xtz}, folds, device)
+        sample = np.random.default_rng(1).choice(Yz.shape[1], min(2000, Yz.shape[1]), replace=False)
+        alpha, _ = dec.choose_alpha(Yz[:, np.sort(sample)])
+        parts = []
+        for s in range(0, Yz.shape[1], args.chunk):  # streamed in chunks, as stage 1 reads a layer
+            result, _ = dec.decode(Yz[:, s:s + args.chunk], alpha, oof=False)
+            parts.append(result.tests["test"])
+        pred = np.concatenate(parts, axis=1)
+    pred = ys.inverse(np.asarray(pred, dtype=np.float32))
+    sec = time.perf_counter() - t
+    units = train.shape[1]
+    queue.put({"method": method, "target": target, "units": units, "seconds": round(sec, 2),
+               "units_per_s": round(units / sec, 1), "peak_rss_mb": round(peak_rss_mb(), 0),
+               "profile_corr": round(float(np.nanmean(profile_correlation(pred, true))), 4), "_base": round(base)})
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--samples", type=int, default=6000)
-    p.add_argument("--voxels", type=int, default=10000)
-    p.add_argument("--units", type=int, default=1000)
+    p.add_argument("--images", type=int, default=1200)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--voxels", type=int, default=11000)
     p.add_argument("--test", type=int, default=50)
-    p.add_argument("--alpha", type=float, default=100.0)
+    p.add_argument("--conv-units", type=int, default=100_000)
+    p.add_argument("--fc-units", type=int, default=10_000)
+    p.add_argument("--subset", type=int, default=1000, help="units of conv on which fastl2lir (and sparse) are timed")
+    p.add_argument("--n-voxels", type=int, default=500, help="voxels per unit (sparse, fastl2lir)")
+    p.add_argument("--alpha", type=float, default=100.0, help="penalty of sparse, fastl2lir and sklearn")
     p.add_argument("--chunk", type=int, default=8192, help="units per streamed chunk (ours)")
-    p.add_argument("--skip-reference", action="store_true", help="only time ours (for layers too big for the others)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", help="write the rows to this JSON file")
     args = p.parse_args()
+    print(f"data: {args.images * args.reps} trials ({args.images} images x {args.reps}) x {args.voxels} voxels, "
+          f"{args.test} test images; conv {args.conv_units} units, fc {args.fc_units} units; device "
+          f"{resolve_device(args.device)}, torch threads {torch.get_num_threads()}", flush=True)
+    plan = [("fastl2lir", "fc", False), ("sparse", "fc", False), ("sklearn", "fc", False), ("dense", "fc", False),
+            ("dense_unit", "fc", False), ("fastl2lir", "conv", True), ("sparse", "conv", True),
+            ("dense", "conv", False), ("dense_unit", "conv", False)]
+    ctx = mp.get_context("spawn")
+    rows = []
+    for method, target, subset in plan:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=run_method, args=(args, method, target, subset, queue))
+        proc.start()
+        row = queue.get()
+        proc.join()
+        rows.append(row)
+        print(f"{method:>10} {target:>4} {row['units']:>7} units {row['seconds']:8.1f} s {row['units_per_s']:>10.1f} "
+              f"units/s  peak {row['peak_rss_mb']:>6.0f} MB (base {row['_base']} MB)  profile r "
+              f"{row['profile_corr']:.4f}", flush=True)
 
-    rng = np.random.default_rng(0)
-    latent = rng.normal(size=(args.samples + args.test, 50)).astype(np.float32)
-    X = latent @ rng.normal(size=(50, args.voxels)).astype(np.float32) + 3 * rng.normal(
-        size=(args.samples + args.test, args.voxels)).astype(np.float32)
-    Xs = Standardiser().fit(X[: args.samples])
-    Xtr, Xte = Xs.transform(X[: args.samples]), Xs.transform(X[args.samples:])
-    print(f"data: {args.samples} samples x {args.voxels} voxels -> {args.units} units, {args.test} test samples, "
-          f"alpha {args.alpha:g}, torch threads {torch.get_num_threads()}")
-
-    def ours():
-        ridge = KernelRidge(Xtr)
-        H = ridge.hat(Xte, args.alpha)
-        preds = []
-        for s in range(0, args.units, args.chunk):  # targets generated chunk by chunk, as streamed from the store
-            n = min(args.chunk, args.units - s)
-            Y = latent[: args.samples] @ np.random.default_rng(s).normal(size=(50, n)).astype(np.float32)
-            preds.append((H @ torch.from_numpy(Y - Y.mean(0))).numpy())
-        return np.concatenate(preds, axis=1)
-
-    pred_ours, t_ours = timed(ours)
-    print(f"ours (kernel ridge, streamed): {t_ours:8.2f} s")
-    if args.skip_reference:
-        return
-    Y = np.concatenate([latent[: args.samples] @ np.random.default_rng(s).normal(
-        size=(50, min(args.chunk, args.units - s))).astype(np.float32) for s in range(0, args.units, args.chunk)], axis=1)
-    Y -= Y.mean(0)
-
-    from sklearn.linear_model import Ridge
-
-    pred_sk, t_sk = timed(lambda: Ridge(alpha=args.alpha, fit_intercept=False).fit(Xtr, Y).predict(Xte))
-    print(f"scikit-learn Ridge:            {t_sk:8.2f} s   ours is {t_sk / t_ours:5.2f}x as fast; "
-          f"max |diff| {np.abs(pred_sk - pred_ours).max():.2e}")
-
-    import fastl2lir
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = fastl2lir.FastL2LiR()
-        _, t_fl = timed(lambda: model.fit(Xtr, Y, alpha=args.alpha, n_feat=args.voxels, chunk_size=0, dtype=np.float32))
-        pred_fl = model.predict(Xte, dtype=np.float32)
-    print(f"fastl2lir (dense, chunk 0, f32): {t_fl:6.2f} s   ours is {t_fl / t_ours:5.2f}x as fast; "
-          f"max |diff| {np.abs(pred_fl - pred_ours).max():.2e}")
+    print("\n| method | target | units | seconds | units/s | x fastl2lir (units/s) | peak RSS MB (base) | profile r |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    ref = {r["target"]: r["units_per_s"] for r in rows if r["method"] == "fastl2lir"}
+    for r in rows:
+        print(f"| {r['method']} | {r['target']} | {r['units']} | {r['seconds']:.1f} | {r['units_per_s']:.0f} | "
+              f"{r['units_per_s'] / ref[r['target']]:.1f} | {r['peak_rss_mb']:.0f} ({r['_base']}) | "
+              f"{r['profile_corr']:.3f} |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], fh, indent=1)
+        print(f"rows written to {args.json}")
 
 
 if __name__ == "__main__":
