@@ -101,9 +101,9 @@ def run_method(args, method: str, target: str, subset: bool, queue) -> None:
     import scipy.linalg.lapack  # noqa: F401
     import sklearn.linear_model  # noqa: F401
 
-    make_decoder("sparse", "layer", "torch", 5, [1.0], Xz[:40, :20], {"t": Xtz[:, :20]},
-                 ImageFolds(trial_img[:40], args.images, 2), device).decode(np.ones((args.images, 3), np.float32), 1.0,
-                                                                            oof=False)
+    warm = make_decoder("sparse", "layer", "torch", 5, [1.0], Xz[:40, :20], {"t": Xtz[:, :20]},
+                        ImageFolds(trial_img[:40], args.images, 2), device)
+    warm.decode(np.ones((args.images, 3), np.float32), warm.choose(np.ones((args.images, 3)), oof=False), oof=False)
     base = peak_rss_mb()
     peak_rss_reset()
     t = time.perf_counter()
@@ -125,10 +125,10 @@ def run_method(args, method: str, target: str, subset: bool, queue) -> None:
         folds = ImageFolds(trial_img, args.images, 5, seed=0)
         dec = make_decoder(kind, alpha_per, "torch", args.n_voxels, alphas, Xz, {"test": Xtz}, folds, device)
         sample = np.random.default_rng(1).choice(Yz.shape[1], min(2000, Yz.shape[1]), replace=False)
-        alpha, _ = dec.choose_alpha(Yz[:, np.sort(sample)])
+        choice = dec.choose(Yz[:, np.sort(sample)], oof=False)
         parts = []
         for s in range(0, Yz.shape[1], args.chunk):  # streamed in chunks, as stage 1 reads a layer
-            result, _ = dec.decode(Yz[:, s:s + args.chunk], alpha, oof=False)
+            result = dec.decode(Yz[:, s:s + args.chunk], choice, oof=False)
             parts.append(result.tests["test"])
         pred = np.concatenate(parts, axis=1)
     pred = ys.inverse(np.asarray(pred, dtype=np.float32))

@@ -72,26 +72,38 @@ class ImageFolds:
     """Image-grouped folds of the training trials, in image and in trial indices.
 
     trial_img: ``(n_trials,)`` image index of each training trial (into ``n_images``).
-    Images without trials are in no fold. ``held_images[k]`` are the images of fold k
-    (sorted); every repetition of an image lies in the same fold.
+    ``within``: the trials to split (default all), e.g. the training trials of an outer
+    fold for nested cross-validation. Images without trials there are in no fold.
+    ``held_images[k]`` are the images of fold k (sorted); every repetition of an image
+    lies in the same fold.
     """
 
-    def __init__(self, trial_img: np.ndarray, n_images: int, n_folds: int, seed: int = 0):
+    def __init__(self, trial_img: np.ndarray, n_images: int, n_folds: int, seed: int = 0,
+                 within: np.ndarray | None = None):
         self.trial_img = np.asarray(trial_img)
         self.n_images = n_images
+        self.within = np.arange(len(self.trial_img)) if within is None else np.sort(np.asarray(within))
         self.counts = np.bincount(self.trial_img, minlength=n_images).astype(np.float64)
-        self.held_trials = grouped_folds(self.trial_img, n_folds, seed)
+        self.held_trials = [self.within[h] for h in grouped_folds(self.trial_img[self.within], n_folds, seed)]
         self.held_images = [np.unique(self.trial_img[t]) for t in self.held_trials]
-        self.present = np.flatnonzero(self.counts > 0)  # images with trials: the rows of out-of-fold arrays
+        # images with trials in ``within``: the rows of out-of-fold arrays
+        self.present = np.unique(self.trial_img[self.within])
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.held_trials)
 
     def train_trials(self, k: int) -> np.ndarray:
-        return np.setdiff1d(np.arange(len(self.trial_img)), self.held_trials[k])
+        return np.setdiff1d(self.within, self.held_trials[k])
 
     def train_images(self, k: int) -> np.ndarray:
         return np.setdiff1d(self.present, self.held_images[k])
+
+    def inner(self, k: int) -> ImageFolds:
+        """Folds of fold k's training trials (as many as here): penalties for fold k's
+        out-of-fold predictions are chosen with them, never with fold k's images."""
+        return ImageFolds(self.trial_img, self.n_images, len(self), seed=self.seed + 1 + k,
+                          within=self.train_trials(k))
 
 
 def fold_hats(ridge: KernelRidge, folds: ImageFolds, alphas: list[float]) -> list[list[torch.Tensor]]:

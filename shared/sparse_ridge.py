@@ -16,7 +16,9 @@ here what all units share is computed once per (subject, ROI) and per chunk of u
   and predictions are gathered products; nothing holds a ``(V, n_units)`` weight matrix.
 
 Runs in torch (float32), so the same code uses a GPU when one is present. Equals
-``fastl2lir.FastL2LiR().fit(X, Y, alpha, n_feat)`` on the same (z-scored) data (tests).
+``fastl2lir.FastL2LiR().fit(X, Y, alpha, n_feat)`` on the same z-scored voxels and
+targets centred on the training trials' mean (fastl2lir penalises its bias, so it is
+not shift-invariant; we centre, fit, and add the mean back) (tests).
 """
 
 from __future__ import annotations
@@ -24,42 +26,43 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from shared.ridge import ImageFolds
-
 UNIT_BATCH = 256  # units whose systems are solved together: memory ~ UNIT_BATCH * (n_feat+1)^2 * 4 bytes
 GATHER_PIECE = 4096  # rows of the batch's systems gathered per indexing call
+
+
+UNIT_BLOCK = 2048  # units whose voxel cross products are held at once: memory ~ 3 * V * UNIT_BLOCK * 4 bytes
 
 
 class SelectedRidge:
     """Voxel-selected ridge from z-scored trials ``X`` ``(n_trials, V)`` to image targets.
 
-    trial_img: ``(n_trials,)`` image index of each trial. With ``folds``, the Gram
-    matrices of every fold's training trials are kept too, for out-of-fold predictions.
-    Memory: ``(1 + n_folds) * (V+1)^2 * 4`` bytes (fold Grams are made when first
-    used), independent of the number of units.
+    trial_img: ``(n_trials,)`` image index of each trial. A fit can leave out any set of
+    trials (a fold's held-out images): its Gram is the full one minus theirs, made on
+    first use and kept when the caller gives a ``cache_key``. Memory: ``(1 + kept) *
+    (V+1)^2 * 4`` bytes plus a block of units, independent of the number of units.
     """
 
-    def __init__(self, X: np.ndarray, trial_img: np.ndarray, n_images: int, folds: ImageFolds | None = None,
-                 device: torch.device | str = "cpu"):
+    def __init__(self, X: np.ndarray, trial_img: np.ndarray, n_images: int, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.n_voxels = X.shape[1]
         self.trial_img = np.asarray(trial_img)
-        Xt = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32, device=self.device)
+        self._X = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32, device=self.device)
         E = torch.zeros(len(trial_img), n_images, device=self.device)
         E[torch.arange(len(trial_img), device=self.device), torch.as_tensor(self.trial_img, device=self.device)] = 1.0
-        self.counts = E.sum(0).double()  # trials per image
-        self.X_img_sum = E.T @ Xt  # (n_images, V): per-image sums of trials
-        self.X_img_mean = self.X_img_sum / self.counts.clamp(min=1).float()[:, None]
-        self.folds = folds
-        self._X = Xt
-        self._gram = {None: self._augmented_gram(Xt)}
+        self.counts = E.sum(0)  # trials per image
+        self.X_img_sum = E.T @ self._X  # (n_images, V): per-image sums of trials
+        self._gram = {None: self._augmented_gram(self._X)}
 
-    def gram(self, fold: int | None) -> torch.Tensor:
-        """``[X 1]^T [X 1]`` over the training trials (of ``fold``), made on first use."""
-        if fold not in self._gram:
-            held = torch.as_tensor(self.folds.held_trials[fold], device=self.device)
-            self._gram[fold] = self._gram[None] - self._augmented_gram(self._X[held])
-        return self._gram[fold]
+    def _gram_without(self, held: np.ndarray | None, cache_key) -> torch.Tensor:
+        """``[X 1]^T [X 1]`` over all trials but ``held``."""
+        if held is None:
+            return self._gram[None]
+        if cache_key is not None and cache_key in self._gram:
+            return self._gram[cache_key]
+        G = self._gram[None] - self._augmented_gram(self._X[torch.as_tensor(held, device=self.device)])
+        if cache_key is not None:
+            self._gram[cache_key] = G
+        return G
 
     @staticmethod
     def _augmented_gram(X: torch.Tensor) -> torch.Tensor:
@@ -73,62 +76,56 @@ class SelectedRidge:
         G[V, V] = X.shape[0]
         return G
 
-    def _train_images(self, fold: int | None) -> np.ndarray:
-        if fold is None:
-            return np.flatnonzero(self.counts.cpu().numpy() > 0)
-        return self.folds.train_images(fold)
+    def image_means(self, images: np.ndarray) -> torch.Tensor:
+        """``(len(images), V)``: each image's mean over its trials (how test samples are averaged)."""
+        idx = torch.as_tensor(images, device=self.device)
+        return self.X_img_sum[idx] / self.counts[idx][:, None]
 
-    def fit_predict(self, Y_img: torch.Tensor, alpha: float, n_feat: int, X_new: list[torch.Tensor],
-                    fold: int | None = None) -> list[torch.Tensor]:
+    def fit_predict(self, Y_img: torch.Tensor, alphas: list[float], n_feat: int, X_new: list[torch.Tensor],
+                    held: np.ndarray | None = None, cache_key=None) -> list[list[torch.Tensor]]:
         """Fit every unit of ``Y_img`` ``(n_images, n_units)`` (a target per image, repeated
-        over its trials) on the training trials (of ``fold``'s training images when given)
-        and predict each ``(n, V)`` array of ``X_new``: ``[(n, n_units)]``.
+        over its trials) on all trials but ``held``, at each penalty of ``alphas``, and
+        predict each ``(n, V)`` array of ``X_new``: ``[alpha][array] -> (n, n_units)``.
 
-        Targets are centred on the training trials' mean, which is added back.
+        Targets are centred on the training trials' mean, which is added back; fastl2lir
+        (which penalises its bias) gives the same on targets so centred. Voxels are
+        selected once for all penalties.
         """
         dev = self.device
-        G = self.gram(fold)
+        G = self._gram_without(held, cache_key)
         V = self.n_voxels
         k = min(n_feat, V)
-        imgs = torch.as_tensor(self._train_images(fold), device=dev)
-        w = self.counts[imgs].float()
-        Y = Y_img.to(dev, torch.float32)[imgs]
-        mean = (w[:, None] * Y).sum(0) / w.sum()
-        Yc = Y - mean
-        C = self.X_img_sum[imgs].T @ Yc  # (V, n_units) = X_train^T (Y - mean) over trials
-        # correlation ranks |cov| / sd of each voxel over the training trials (fastl2lir's corrmat)
+        train_trials = np.arange(len(self.trial_img)) if held is None else np.setdiff1d(
+            np.arange(len(self.trial_img)), held)
+        imgs = torch.as_tensor(np.unique(self.trial_img[train_trials]), device=dev)
+        w = self.counts[imgs]
         n = w.sum()
-        ss = G.diagonal()[:V] - G[V, :V] ** 2 / n  # sum of squared deviations per voxel
+        ss = G.diagonal()[:V] - G[V, :V] ** 2 / n  # sum of squared deviations of each voxel
         flat = (ss / n) < 1e-8  # constant voxels are never preferred (fastl2lir zeroes them)
-        score = C.abs() / ss.clamp(min=1e-30).sqrt()[:, None]
-        score[flat] = 0.0
-        sel = torch.topk(score, k, dim=0).indices.T.sort(dim=1).values  # (n_units, k), sorted for locality
-        sel = torch.cat([sel, torch.full((sel.shape[0], 1), V, device=dev, dtype=sel.dtype)], dim=1)
-        C_aug = torch.cat([C, torch.zeros(1, C.shape[1], device=dev)], dim=0)  # bias row: sum of centred Y = 0
+        inv_sd = torch.where(flat, torch.zeros_like(ss), 1.0 / ss.clamp(min=1e-30).sqrt())
         X_aug = [torch.cat([x.to(dev, torch.float32), torch.ones(len(x), 1, device=dev)], dim=1) for x in X_new]
-        out = [torch.empty(len(x), Y.shape[1], device=dev) for x in X_new]
-        for b0 in range(0, Y.shape[1], UNIT_BATCH):
-            idx = sel[b0:b0 + UNIT_BATCH]  # (B, k+1)
-            units = torch.arange(b0, b0 + len(idx), device=dev)
-            A = _gather_systems(G, idx)
-            A.diagonal(dim1=1, dim2=2).add_(alpha)
-            rhs = C_aug[idx, units[:, None]].unsqueeze(-1)  # (B, k+1, 1)
-            coef = _spd_solve(A, rhs, lambda u: G[idx[u][:, None], idx[u][None, :]] + alpha * torch.eye(
-                k + 1, device=dev)).squeeze(-1)  # (B, k+1)
-            for x, o in zip(X_aug, out):
-                o[:, b0:b0 + len(idx)] = torch.einsum("nbk,bk->nb", x[:, idx], coef)
-        return [o + mean for o in out]
-
-    def out_of_fold(self, Y_img: torch.Tensor, alpha: float, n_feat: int) -> torch.Tensor:
-        """``(n_present_images, n_units)``: each image predicted (from the mean of its trials)
-        by the fit on the other folds; rows follow ``folds.present``."""
-        folds = self.folds
-        row = {img: i for i, img in enumerate(folds.present)}
-        out = torch.empty(len(folds.present), Y_img.shape[1], device=self.device)
-        for k, held in enumerate(folds.held_images):
-            (pred,) = self.fit_predict(Y_img, alpha, n_feat, [self.X_img_mean[torch.as_tensor(held, device=self.device)]],
-                                       fold=k)
-            out[torch.as_tensor([row[i] for i in held], device=self.device)] = pred
+        out = [[torch.empty(len(x), Y_img.shape[1], device=dev) for x in X_new] for _ in alphas]
+        eye = torch.eye(k + 1, device=dev)
+        for u0 in range(0, Y_img.shape[1], UNIT_BLOCK):
+            Y = Y_img[imgs, u0:u0 + UNIT_BLOCK].to(dev, torch.float32)
+            mean = (w[:, None] * Y).sum(0) / n
+            C = self.X_img_sum[imgs].T @ (Y - mean)  # (V, units) = X_train^T (Y - mean) over trials
+            # correlation ranks |cov| / sd of each voxel over the training trials (fastl2lir's corrmat)
+            sel = torch.topk(C.abs() * inv_sd[:, None], k, dim=0).indices.T.sort(dim=1).values  # sorted: locality
+            sel = torch.cat([sel, torch.full((sel.shape[0], 1), V, device=dev, dtype=sel.dtype)], dim=1)
+            C_aug = torch.cat([C, torch.zeros(1, C.shape[1], device=dev)], dim=0)  # bias row: sum of centred Y = 0
+            del C
+            for b0 in range(0, sel.shape[0], UNIT_BATCH):
+                idx = sel[b0:b0 + UNIT_BATCH]  # (B, k+1)
+                rhs = C_aug[idx, torch.arange(b0, b0 + len(idx), device=dev)[:, None]].unsqueeze(-1)  # (B, k+1, 1)
+                gathered = _gather_systems(G, idx)
+                for a, alpha in enumerate(alphas):
+                    A = gathered.clone() if a < len(alphas) - 1 else gathered
+                    A.diagonal(dim1=1, dim2=2).add_(alpha)
+                    coef = _spd_solve(A, rhs, lambda u: G[idx[u][:, None], idx[u][None, :]] + alpha * eye).squeeze(-1)
+                    cols = slice(u0 + b0, u0 + b0 + len(idx))
+                    for x, o in zip(X_aug, out[a]):
+                        o[:, cols] = torch.einsum("nbk,bk->nb", x[:, idx], coef) + mean[b0:b0 + len(idx)]
         return out
 
 

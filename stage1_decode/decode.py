@@ -23,6 +23,7 @@ import torch
 from shared import metrics as M
 from shared.config import Config
 from shared.datasets import SplitData
+from shared.errors import UserError
 from shared.runs import atomic_write_json
 from shared.ridge import ImageFolds, Standardiser
 from shared.store import ExperimentStore, FeatureArray
@@ -100,13 +101,22 @@ def fingerprint(cfg: Config, store: ExperimentStore, subject: str, roi: str, tra
     """
     from dataclasses import asdict
 
+    import sklearn
+
     def stamp(path):
         st = path.stat()
         return [str(path), st.st_size, int(st.st_mtime)]
 
-    blob = {"features": store.true_expect("*", "*"), "decoder": asdict(cfg.decoder), "seed": cfg.seed,
-            "roi": roi, "subject": subject, "train": stamp(train.path), "tests": {k: stamp(d.path) for k, d in tests.items()}}
-    blob["decoder"].pop("chunk_units")  # changes memory use, not results
+    decoder = asdict(cfg.decoder)
+    decoder.pop("chunk_units")  # changes memory use, not results
+    if cfg.decoder.kind == "ridge":  # settings the dense decoder ignores
+        decoder.pop("n_voxels")
+        decoder.pop("backend")
+    true_files = [store.true_file(layer, split) for layer in cfg.features.layers for split in ["train", *tests]]
+    blob = {"features": store.true_expect("*", "*"), "decoder": decoder, "seed": cfg.seed,
+            "roi": roi, "subject": subject, "train": stamp(train.path), "tests": {k: stamp(d.path) for k, d in tests.items()},
+            "true_files": [stamp(p) for p in true_files if p.is_file()],  # features replaced, e.g. by import-lab
+            "folds": sklearn.__version__}  # GroupKFold's assignment may change between releases
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -142,31 +152,40 @@ def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: s
     trial_img = np.array([img_index[n] for n in train.names])
     folds = ImageFolds(trial_img, len(train_names), dc.cv_folds if (len(dc.alphas) > 1 or dc.train_oof) else 1,
                        cfg.seed)
+    if len(folds) < 2 and (len(dc.alphas) > 1 or dc.train_oof):
+        raise UserError(f"{train.path} has trials of {len(folds.present)} training image(s) for {subject} {roi}; "
+                        f"cross-validation needs at least 2 (set decoder.alphas to one value and "
+                        f"decoder.train_oof=false)")
     decoder = make_decoder(dc.kind, dc.alpha_per, dc.backend, dc.n_voxels, dc.alphas, x_std.transform(train.X),
                            {split: x_std.transform(d.X) for split, d in tests.items()}, folds, device)
     oof_names = [train_names[i] for i in folds.present]
     for layer_index, layer in enumerate(cfg.features.layers):
         if layer in out:
             continue
+        if not dc.train_oof:  # out-of-fold features of an earlier run with other settings are stale
+            store.decoded_file(subject, roi, layer, OOF).unlink(missing_ok=True)
         with store.open_true(layer, "train", names=train_names) as true_train:
             rng = np.random.default_rng([cfg.seed, layer_index])  # the same units however the run resumed
             n_sample = min(dc.cv_units, true_train.n_units)
             sample = np.sort(rng.choice(true_train.n_units, n_sample, replace=False))
             stats, Y_sample = layer_stats(true_train, folds.counts, dc.chunk_units, sample)
-            alpha, cv_scores = decoder.choose_alpha((Y_sample - stats.mean[sample]) / stats.std[sample])
+            choice = decoder.choose((Y_sample - stats.mean[sample]) / stats.std[sample], dc.train_oof)
             log.info("%s %s %s: alpha %s (cv profile r %s)", subject, roi, layer,
-                     "per unit" if alpha is None else f"{alpha:g}", cv_scores)
+                     "per unit" if choice.alpha is None else f"{choice.alpha:g}", choice.report)
             attrs = {"alpha_per": dc.alpha_per, "n_voxels": int(train.X.shape[1]),
                      "provenance": {"bdata": str(train.path), "roi_key": train.roi_key}}
-            if alpha is not None:
-                attrs["alpha"] = alpha
-            scores, alpha_info = _decode_layer(cfg, store, subject, roi, layer, true_train, stats, decoder, alpha,
+            if choice.alpha is not None:
+                attrs["alpha"] = choice.alpha
+            scores, alpha_info = _decode_layer(cfg, store, subject, roi, layer, true_train, stats, decoder, choice,
                                                tests, oof_names if dc.train_oof else None, folds.present, attrs)
         common = {"alpha_per": dc.alpha_per, "n_voxels": int(train.X.shape[1]),
-                  "n_units": int(true_train.n_units), "cv_profile_corr": cv_scores or alpha_info.pop("cv", {}),
+                  "n_units": int(true_train.n_units), "cv_profile_corr": choice.report or alpha_info.pop("cv", {}),
                   **alpha_info}
         if dc.kind == "sparse":
             common["voxels_per_unit"] = min(dc.n_voxels, int(train.X.shape[1]))
+        if OOF in scores:
+            # penalties of the out-of-fold rows, fold by fold (chosen within each fold's training images)
+            scores[OOF]["fold_alphas"] = None if choice.alpha is None else [float(a) for a in choice.fold_alphas]
         out[layer] = {split: {**scores[split], **common, **({OOF: scores[OOF]} if OOF in scores else {})}
                       for split in tests}
         atomic_write_json(done_paths[layer], {"fingerprint": key, "scores": out[layer]})  # written last
@@ -174,7 +193,7 @@ def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: s
 
 
 def _decode_layer(cfg: Config, store: ExperimentStore, subject: str, roi: str, layer: str, true_train: FeatureArray,
-                  stats: LayerStats, decoder, alpha: float | None, tests: dict[str, SplitData],
+                  stats: LayerStats, decoder, choice, tests: dict[str, SplitData],
                   oof_names: list[str] | None, oof_rows: np.ndarray, attrs: dict) -> tuple[dict, dict]:
     """Stream one layer through the decoder; write decoded features; return scores per split
     (and ``train_oof``) and how penalties were chosen."""
@@ -203,12 +222,12 @@ def _decode_layer(cfg: Config, store: ExperimentStore, subject: str, roi: str, l
         for units, block in tqdm(true_train.iter_units(cfg.decoder.chunk_units), total=n_chunks,
                                  desc=f"decode {subject}/{roi}/{layer}", unit="chunk", leave=False):
             mean, std = stats.mean[units], stats.std[units]
-            result, cv = decoder.decode((block - mean) / std, alpha, oof_names is not None)
+            result = decoder.decode((block - mean) / std, choice, oof_names is not None)
             for a, n in zip(*np.unique(result.alphas, return_counts=True)):
                 alpha_counts[float(a)] = alpha_counts.get(float(a), 0) + int(n)
-            if cv is not None:
-                cv_sum = np.nansum(cv, axis=1) + (0 if cv_sum is None else cv_sum)
-                cv_units += cv.shape[1]
+            if result.scores is not None:  # running sums of the valid per-unit CV scores
+                cv_sum = np.nansum(result.scores, axis=1) + (0 if cv_sum is None else cv_sum)
+                cv_units = (~np.isnan(result.scores)).sum(1) + cv_units
             decoded = dict(result.tests)
             if oof_names is not None:
                 decoded[OOF] = result.oof
@@ -220,11 +239,13 @@ def _decode_layer(cfg: Config, store: ExperimentStore, subject: str, roi: str, l
     # leaving the ExitStack committed every writer (or, on an exception, aborted them all)
     total = sum(alpha_counts.values())
     info = {}
-    if alpha is None:  # per unit: the share of units at each penalty, and the mean CV score of each
+    if choice.alpha is None:  # per unit: the share of units at each penalty, and the mean CV score of each
         info["alpha_share"] = {f"{a:g}": round(n / total, 4) for a, n in sorted(alpha_counts.items())}
-        info["alpha"] = float(np.median(np.repeat(list(alpha_counts), list(alpha_counts.values()))))
+        cum = np.cumsum([alpha_counts[a] for a in sorted(alpha_counts)])
+        info["alpha"] = float(sorted(alpha_counts)[int(np.searchsorted(cum, total / 2))])  # median over units
         if cv_sum is not None:
-            info["cv"] = {f"{a:g}": round(float(v / cv_units), 4) for a, v in zip(cfg.decoder.alphas, cv_sum)}
+            info["cv"] = {f"{a:g}": round(float(v / max(c, 1)), 4)
+                          for a, v, c in zip(cfg.decoder.alphas, cv_sum, cv_units)}
     else:
-        info["alpha"] = alpha
+        info["alpha"] = choice.alpha
     return {split: acc.result() for split, acc in scores.items()}, info

@@ -1,26 +1,41 @@
 """The decoders of stage 1 behind one interface, for one (subject, ROI).
 
-Each decoder is built from the z-scored training trials and test samples, then
-decodes a layer chunk by chunk of units: ``decode(Yz_img, alpha)`` returns the test
+Each decoder is built from the z-scored training trials and test samples. For a layer,
+``choose`` picks the penalties from a sample of its units: one for the test predictions
+(cross-validated over image-grouped folds of all training trials) and one per fold for
+the out-of-fold predictions (nested: cross-validated within that fold's training images
+only, so no feature of a held-out image enters its prediction, not even through the
+penalty). Then ``decode`` takes the layer chunk by chunk of units and returns the test
 predictions of every split and the out-of-fold predictions of the training images, in
 the z-scored feature space. Kinds (``decoder.kind`` / ``alpha_per`` / ``backend``):
 
-- ``DenseDecoder``: kernel ridge on every voxel (``shared.ridge``), one penalty per
-  layer or per unit, both chosen by image-grouped cross-validation whose held-out
-  predictions at the chosen penalty are the out-of-fold features.
-- ``SparseDecoder``: voxel-selected ridge (``shared.sparse_ridge``, ours in torch, or
-  the fastl2lir package itself), one penalty per layer.
+- ``DenseDecoder``: kernel ridge on every voxel (``shared.ridge``), one penalty per layer
+  or per unit (then chosen for every unit of every chunk, the same nested way).
+- ``SparseDecoder``: voxel-selected ridge (``shared.sparse_ridge``, ours in torch, or the
+  fastl2lir package itself), one penalty per layer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from shared.metrics import profile_correlation
 from shared.ridge import ImageFolds, KernelRidge, best_alpha, cv_unit_scores, fold_hats, trials_to_images
 from shared.sparse_ridge import SelectedRidge, fastl2lir_fit_predict
+
+
+@dataclass
+class Choice:
+    """Penalties of one layer: ``alpha`` for the test predictions and ``fold_alphas[k]``
+    for the out-of-fold rows of fold k (None: chosen per unit while decoding);
+    ``report``: mean cross-validated profile correlation of each penalty."""
+
+    alpha: float | None
+    fold_alphas: list = field(default_factory=list)
+    report: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -28,29 +43,35 @@ class ChunkResult:
     """Decoded z-scored features of one chunk of units.
 
     tests: ``{split: (n_test_images, n_units)}``; oof: ``(n_present_train_images,
-    n_units)`` or None; alphas: ``(n_units,)`` penalty of each unit.
+    n_units)`` (rows in ``folds.present`` order) or None; alphas: ``(n_units,)``
+    penalty of each unit's test predictions; scores: ``(n_alphas, n_units)`` CV scores
+    when penalties are chosen per unit, else None.
     """
 
     tests: dict[str, np.ndarray]
     oof: np.ndarray | None
     alphas: np.ndarray
+    scores: np.ndarray | None = None
 
 
-def _cv_report(alphas: list[float], scores: np.ndarray) -> dict[str, float]:
-    mean = [float(np.nanmean(s)) if not np.isnan(s).all() else float("nan") for s in scores]
-    return {f"{a:g}": round(m, 4) for a, m in zip(alphas, mean)}
+def _report(alphas: list[float], scores: np.ndarray) -> dict[str, float]:
+    valid = ~np.isnan(scores)
+    mean = np.where(valid, scores, 0).sum(1) / np.maximum(valid.sum(1), 1)
+    return {f"{a:g}": round(float(m), 4) for a, m in zip(alphas, mean)}
 
 
 class DenseDecoder:
-    """Dense kernel ridge; hats depend on voxels only and serve every layer."""
+    """Dense kernel ridge; its hat matrices depend on voxels only and serve every layer."""
 
     def __init__(self, Xz: np.ndarray, tests: dict[str, np.ndarray], folds: ImageFolds, alphas: list[float],
                  per_unit: bool, device):
         self.ridge = KernelRidge(Xz, device)
-        self.tests, self.folds, self.alphas, self.per_unit = tests, folds, list(alphas), per_unit
+        self.tests, self.folds, self.alphas = tests, folds, list(alphas)
+        self.per_unit = per_unit and len(self.alphas) > 1
         self.E = trials_to_images(folds.trial_img, folds.n_images, self.ridge.device)
         self._test_hats: dict[float, dict[str, torch.Tensor]] = {}
-        self.fold_hats = fold_hats(self.ridge, folds, self.alphas) if len(folds) else []
+        self.hats = fold_hats(self.ridge, folds, self.alphas) if len(folds) else []
+        self._inner: dict[int, tuple[ImageFolds, list]] = {}
 
     def test_hats(self, alpha: float) -> dict[str, torch.Tensor]:
         """``{split: (n_test, n_images)}``; one Cholesky per penalty, shared by all layers."""
@@ -58,48 +79,60 @@ class DenseDecoder:
             self._test_hats[alpha] = {s: self.ridge.hat(X, alpha) @ self.E for s, X in self.tests.items()}
         return self._test_hats[alpha]
 
-    def choose_alpha(self, Yz_sample: np.ndarray) -> tuple[float | None, dict[str, float]]:
-        """The layer's penalty from a sample of its units (None when chosen per unit)."""
-        if self.per_unit or len(self.alphas) == 1:
-            return (None if self.per_unit else self.alphas[0]), {}
-        Y = torch.as_tensor(np.ascontiguousarray(Yz_sample), dtype=torch.float32, device=self.ridge.device)
-        scores, _ = cv_unit_scores(self.fold_hats, self.folds, Y)
-        return self.alphas[best_alpha(scores, per_unit=False)], _cv_report(self.alphas, scores)
+    def inner(self, k: int) -> tuple[ImageFolds, list]:
+        """Folds within outer fold k's training trials and their hats (made once)."""
+        if k not in self._inner:
+            inner = self.folds.inner(k)
+            self._inner[k] = (inner, fold_hats(self.ridge, inner, self.alphas))
+        return self._inner[k]
 
-    def decode(self, Yz_img: np.ndarray, alpha: float | None, oof: bool) -> tuple[ChunkResult, np.ndarray | None]:
-        """Decode a chunk ``(n_images, n_units)``; also the CV scores ``(n_alphas, n_units)``
-        when penalties are chosen per unit."""
-        Y = torch.as_tensor(np.ascontiguousarray(Yz_img), dtype=torch.float32, device=self.ridge.device)
+    def _tensor(self, Y: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(Y), dtype=torch.float32, device=self.ridge.device)
+
+    def choose(self, Yz_sample: np.ndarray, oof: bool) -> Choice:
+        if self.per_unit:
+            return Choice(None, [None] * len(self.folds))
+        if len(self.alphas) == 1:
+            return Choice(self.alphas[0], [self.alphas[0]] * len(self.folds))
+        Y = self._tensor(Yz_sample)
+        scores, _ = cv_unit_scores(self.hats, self.folds, Y)
+        fold_alphas = []
+        for k in range(len(self.folds) if oof else 0):
+            inner, hats = self.inner(k)
+            fold_alphas.append(self.alphas[best_alpha(cv_unit_scores(hats, inner, Y)[0], per_unit=False)])
+        return Choice(self.alphas[best_alpha(scores, per_unit=False)], fold_alphas, _report(self.alphas, scores))
+
+    def decode(self, Yz_img: np.ndarray, choice: Choice, oof: bool) -> ChunkResult:
+        Y = self._tensor(Yz_img)
         n = Y.shape[1]
-        scores = None
-        if self.per_unit and len(self.alphas) > 1:
-            scores, kept = cv_unit_scores(self.fold_hats, self.folds, Y, keep=oof)
+        scores = kept = None
+        if self.per_unit:
+            scores, kept = cv_unit_scores(self.hats, self.folds, Y, keep=oof)
             pick = best_alpha(scores, per_unit=True)
         else:
-            kept = None
-            pick = np.full(n, self.alphas.index(alpha) if alpha in self.alphas else 0)
-        unit_alphas = np.array(self.alphas)[pick] if (self.per_unit or alpha is None) else np.full(n, alpha)
+            pick = np.full(n, self.alphas.index(choice.alpha))
         tests = {s: np.empty((len(X), n), np.float32) for s, X in self.tests.items()}
-        for a_idx in np.unique(pick):
-            cols = torch.as_tensor(np.flatnonzero(pick == a_idx), device=Y.device)
-            a = float(unit_alphas[cols[0].item()])
-            for split, H in self.test_hats(a).items():
-                tests[split][:, cols.cpu().numpy()] = (H @ Y[:, cols]).cpu().numpy()
+        for a in np.unique(pick):
+            cols = np.flatnonzero(pick == a)
+            for split, H in self.test_hats(self.alphas[a]).items():
+                tests[split][:, cols] = (H @ Y[:, torch.as_tensor(cols, device=Y.device)]).cpu().numpy()
         out_oof = None
         if oof:
             out_oof = np.empty((len(self.folds.present), n), np.float32)
             row = {img: i for i, img in enumerate(self.folds.present)}
             for k, held in enumerate(self.folds.held_images):
                 rows = [row[i] for i in held]
-                train_i = torch.as_tensor(self.folds.train_images(k), device=Y.device)
-                for a_idx in np.unique(pick):
-                    cols = np.flatnonzero(pick == a_idx)
-                    if kept is not None:
-                        pred = kept[k][a_idx][:, torch.as_tensor(cols, device=Y.device)]
-                    else:
-                        pred = self.fold_hats[k][a_idx] @ Y[train_i][:, torch.as_tensor(cols, device=Y.device)]
-                    out_oof[np.ix_(rows, cols)] = pred.cpu().numpy()
-        return ChunkResult(tests, out_oof, unit_alphas), scores
+                if self.per_unit:  # each unit's penalty from the folds inside fold k's training images
+                    inner, hats = self.inner(k)
+                    pick_k = best_alpha(cv_unit_scores(hats, inner, Y)[0], per_unit=True)
+                    for a in np.unique(pick_k):
+                        cols = np.flatnonzero(pick_k == a)
+                        out_oof[np.ix_(rows, cols)] = kept[k][a][:, torch.as_tensor(cols, device=Y.device)].cpu().numpy()
+                else:
+                    train_i = torch.as_tensor(self.folds.train_images(k), device=Y.device)
+                    H = self.hats[k][self.alphas.index(choice.fold_alphas[k])]
+                    out_oof[rows] = (H @ Y[train_i]).cpu().numpy()
+        return ChunkResult(tests, out_oof, np.array(self.alphas)[pick], scores)
 
 
 class SparseDecoder:
@@ -110,50 +143,56 @@ class SparseDecoder:
         self.Xz, self.tests, self.folds, self.alphas = Xz, tests, folds, list(alphas)
         self.n_voxels, self.backend = n_voxels, backend
         self.device = torch.device(device)
-        self.model = SelectedRidge(Xz, folds.trial_img, folds.n_images, folds, device) if backend == "torch" else None
-        self.X_img_mean = np.stack([Xz[folds.trial_img == i].mean(0) if folds.counts[i] else np.zeros(Xz.shape[1])
-                                    for i in range(folds.n_images)]).astype(np.float32)
+        self.model = SelectedRidge(Xz, folds.trial_img, folds.n_images, device) if backend == "torch" else None
+        counts = np.maximum(folds.counts, 1)[:, None]
+        self.X_img_mean = (np.stack([Xz[folds.trial_img == i].sum(0) for i in range(folds.n_images)])
+                           / counts).astype(np.float32)
 
-    def _fold(self, Y: np.ndarray, alpha: float, k: int) -> np.ndarray:
-        """Predictions of fold k's held-out images from its training trials."""
-        held = self.folds.held_images[k]
+    def _fit(self, Y: np.ndarray, alphas: list[float], held: np.ndarray | None, X_new: list[np.ndarray],
+             cache_key=None) -> list[list[np.ndarray]]:
+        """Fit on all trials but ``held``; predictions ``[alpha][array]``."""
         if self.model is not None:
-            (pred,) = self.model.fit_predict(torch.as_tensor(Y, device=self.device), alpha, self.n_voxels,
-                                             [torch.as_tensor(self.X_img_mean[held], device=self.device)], fold=k)
-            return pred.cpu().numpy()
-        tr = self.folds.train_trials(k)
-        (pred,) = fastl2lir_fit_predict(self.Xz[tr], Y[self.folds.trial_img[tr]], alpha, self.n_voxels,
-                                        [self.X_img_mean[held]])
-        return pred
+            preds = self.model.fit_predict(torch.as_tensor(Y, device=self.device), alphas, self.n_voxels,
+                                           [torch.as_tensor(x, device=self.device) for x in X_new], held, cache_key)
+            return [[p.cpu().numpy() for p in by_x] for by_x in preds]
+        train = np.arange(len(self.Xz)) if held is None else np.setdiff1d(np.arange(len(self.Xz)), held)
+        return [fastl2lir_fit_predict(self.Xz[train], Y[self.folds.trial_img[train]], a, self.n_voxels, X_new)
+                for a in alphas]
 
-    def choose_alpha(self, Yz_sample: np.ndarray) -> tuple[float, dict[str, float]]:
+    def _cv(self, Y: np.ndarray, folds: ImageFolds, exclude: np.ndarray | None, outer: bool) -> np.ndarray:
+        """``(n_alphas, n_units)`` held-out profile correlation over ``folds`` (trials in
+        ``exclude`` left out of every fit)."""
+        scores = np.zeros((len(self.alphas), Y.shape[1]))
+        for j, held_imgs in enumerate(folds.held_images):
+            held = folds.held_trials[j] if exclude is None else np.union1d(folds.held_trials[j], exclude)
+            preds = self._fit(Y, self.alphas, held, [self.X_img_mean[held_imgs]], ("outer", j) if outer else None)
+            for a, (pred,) in enumerate(preds):
+                scores[a] += profile_correlation(pred, Y[held_imgs]) / len(folds)
+        return scores
+
+    def choose(self, Yz_sample: np.ndarray, oof: bool) -> Choice:
         if len(self.alphas) == 1:
-            return self.alphas[0], {}
-        from shared.metrics import profile_correlation
+            return Choice(self.alphas[0], [self.alphas[0]] * len(self.folds))
+        Y = np.ascontiguousarray(Yz_sample, dtype=np.float32)
+        scores = self._cv(Y, self.folds, None, outer=True)
+        fold_alphas = [self.alphas[best_alpha(self._cv(Y, self.folds.inner(k), self.folds.held_trials[k], False),
+                                              per_unit=False)]
+                       for k in range(len(self.folds) if oof else 0)]
+        return Choice(self.alphas[best_alpha(scores, per_unit=False)], fold_alphas, _report(self.alphas, scores))
 
-        scores = np.zeros((len(self.alphas), Yz_sample.shape[1]))
-        for a, alpha in enumerate(self.alphas):
-            for k, held in enumerate(self.folds.held_images):
-                scores[a] += profile_correlation(self._fold(Yz_sample, alpha, k), Yz_sample[held]) / len(self.folds)
-        return self.alphas[best_alpha(scores, per_unit=False)], _cv_report(self.alphas, scores)
-
-    def decode(self, Yz_img: np.ndarray, alpha: float, oof: bool) -> tuple[ChunkResult, None]:
+    def decode(self, Yz_img: np.ndarray, choice: Choice, oof: bool) -> ChunkResult:
         Y = np.ascontiguousarray(Yz_img, dtype=np.float32)
         names = list(self.tests)
-        if self.model is not None:
-            preds = self.model.fit_predict(torch.as_tensor(Y, device=self.device), alpha, self.n_voxels,
-                                           [torch.as_tensor(self.tests[s], device=self.device) for s in names])
-            preds = [p.cpu().numpy() for p in preds]
-        else:
-            preds = fastl2lir_fit_predict(self.Xz, Y[self.folds.trial_img], alpha, self.n_voxels,
-                                          [self.tests[s] for s in names])
+        preds = self._fit(Y, [choice.alpha], None, [self.tests[s] for s in names])[0]
         out_oof = None
         if oof:
             out_oof = np.empty((len(self.folds.present), Y.shape[1]), np.float32)
             row = {img: i for i, img in enumerate(self.folds.present)}
             for k, held in enumerate(self.folds.held_images):
-                out_oof[[row[i] for i in held]] = self._fold(Y, alpha, k)
-        return ChunkResult(dict(zip(names, preds)), out_oof, np.full(Y.shape[1], alpha)), None
+                ((pred,),) = self._fit(Y, [choice.fold_alphas[k]], self.folds.held_trials[k], [self.X_img_mean[held]],
+                                       ("outer", k))
+                out_oof[[row[i] for i in held]] = pred
+        return ChunkResult(dict(zip(names, preds)), out_oof, np.full(Y.shape[1], choice.alpha))
 
 
 def make_decoder(kind: str, alpha_per: str, backend: str, n_voxels: int, alphas: list[float], Xz: np.ndarray,

@@ -34,7 +34,7 @@ def test_tiny_experiment_end_to_end_and_resume(tiny_config):
         entry = metrics["decoding"]["sub-01"]["VC"][layer]
         assert {"profile_corr", "pattern_corr", "pairwise_id"} <= set(entry)
         assert 0 <= entry["pairwise_id"] <= 1
-        assert {"profile_corr", "pattern_corr", "pairwise_id"} == set(entry["train_oof"])
+        assert {"profile_corr", "pattern_corr", "pairwise_id", "fold_alphas"} == set(entry["train_oof"])
     for method in ("wgan_gp", "pixel_ridge", "nearest_train"):
         entry = metrics["reconstruction"]["sub-01"][method]
         assert {"pairwise_id_pixel", "pixcorr", "ssim"} <= set(entry)
