@@ -4,7 +4,8 @@ One DIR-sized simulated problem (1200 training images x 5 repetitions = 6000 tri
 11,000 voxels, 50 test images averaged over their repetitions): images have latent
 causes, voxels respond to them with trial noise (single-trial reliability near the
 real data's), and two targets are linear read-outs of the same causes plus unit noise:
-``conv`` (100,000 units, a large conv layer) and ``fc`` (10,000 units). Methods:
+``conv`` (401,408 units, the size of VGG19 conv4_4 at 224 px) and ``fc`` (10,000
+units). Methods:
 
 - ``dense``: our kernel ridge, one penalty per layer chosen by 5-fold image-grouped CV;
 - ``dense_unit``: the same with a penalty per unit;
@@ -20,9 +21,9 @@ method's own Gram/kernel work), units per second, peak resident memory of that p
 (torch and the data, printed as ``base``, included) and the mean test profile
 correlation with the noise-free targets. Ratios are against fastl2lir.
 
-    python bench/bench_ridge.py                   # the default problem, about 6-8 min on 2 cores
+    python bench/bench_ridge.py                   # the default problem, about 10 min on 2 cores
     python bench/bench_ridge.py --json out.json   # also write the rows as JSON
-    python bench/bench_ridge.py --conv-units 20000 --fc-units 2000   # quicker
+    python bench/bench_ridge.py --conv-units 100000 --fc-units 2000   # quicker
 
 Run it alone: two processes sharing 2 cores slow each other down many times over.
 On a GPU machine it runs unchanged (our methods use the GPU; fastl2lir and
@@ -47,6 +48,7 @@ from shared.sparse_ridge import fastl2lir_fit_predict
 from stage1_decode.decoders import make_decoder
 
 ALPHAS = [1e2, 1e3, 1e4, 1e5]
+CHUNK = 8192
 
 
 def peak_rss_reset() -> None:
@@ -58,10 +60,11 @@ def peak_rss_reset() -> None:
         pass
 
 
-def peak_rss_mb() -> float:
+def rss_mb(field: str = "VmHWM") -> float:
+    """This process's peak (``VmHWM``) or current (``VmRSS``) resident memory in MB (Linux)."""
     with open(f"/proc/{os.getpid()}/status") as fh:
         for line in fh:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -81,10 +84,36 @@ def simulate(args, target: str):
                                                                                    dtype=np.float32)
     n_units = {"conv": args.conv_units, "fc": args.fc_units}[target]
     rng_t = np.random.default_rng([0, n_units])
-    W = rng_t.standard_normal((d, n_units), dtype=np.float32) * rng_t.uniform(0.1, 1, n_units).astype(np.float32)
-    clean = Z @ W / np.sqrt(d)
-    train = clean[:n_img] + rng_t.standard_normal((n_img, n_units), dtype=np.float32)  # unit noise
-    return trial_img, X, X_test, train, clean[n_img:]
+    train = np.empty((n_img, n_units), np.float32)
+    test = np.empty((args.test, n_units), np.float32)
+    for s in range(0, n_units, CHUNK):  # in chunks of units, so a large target never has temporaries its size
+        n = min(CHUNK, n_units - s)
+        W = rng_t.standard_normal((d, n), dtype=np.float32) * rng_t.uniform(0.1, 1, n).astype(np.float32)
+        clean = Z @ W / np.sqrt(d)
+        train[:, s:s + n] = clean[:n_img] + rng_t.standard_normal((n_img, n), dtype=np.float32)  # unit noise
+        test[:, s:s + n] = clean[n_img:]
+    return trial_img, X, X_test, train, test
+
+
+class TargetScaler:
+    """Per-unit mean and SD over training trials (images weighted by repetitions), as stage 1
+    computes them, chunk by chunk; ``transform`` and ``inverse`` of image-row arrays."""
+
+    def __init__(self, Y_img: np.ndarray, trial_img: np.ndarray):
+        w = (np.bincount(trial_img, minlength=len(Y_img)) / len(trial_img))[:, None]
+        self.mean = np.empty(Y_img.shape[1], np.float32)
+        self.std = np.empty(Y_img.shape[1], np.float32)
+        for s in range(0, Y_img.shape[1], CHUNK):
+            block = Y_img[:, s:s + CHUNK].astype(np.float64)
+            m = (w * block).sum(0)
+            self.mean[s:s + CHUNK] = m
+            self.std[s:s + CHUNK] = np.maximum(np.sqrt((w * (block - m) ** 2).sum(0)), 1e-8)
+
+    def transform(self, Y: np.ndarray) -> np.ndarray:
+        return ((Y - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, Y: np.ndarray) -> np.ndarray:
+        return (Y * self.std + self.mean).astype(np.float32)
 
 
 def run_method(args, method: str, target: str, subset: bool, queue) -> None:
@@ -104,13 +133,12 @@ def run_method(args, method: str, target: str, subset: bool, queue) -> None:
     warm = make_decoder("sparse", "layer", "torch", 5, [1.0], Xz[:40, :20], {"t": Xtz[:, :20]},
                         ImageFolds(trial_img[:40], args.images, 2), device)
     warm.decode(np.ones((args.images, 3), np.float32), warm.choose(np.ones((args.images, 3)), oof=False), oof=False)
-    base = peak_rss_mb()
+    base = rss_mb("VmRSS")  # torch and the data, before the method
     peak_rss_reset()
     t = time.perf_counter()
-    ys = Standardiser().fit(train[trial_img])
-    Yz = ys.transform(train)
+    ys = TargetScaler(train, trial_img)
     if method in ("fastl2lir", "sklearn"):
-        Yt = Yz[trial_img]
+        Yt = ys.transform(train)[trial_img]  # the references take trials x units
         if method == "fastl2lir":
             (pred,) = fastl2lir_fit_predict(Xz, Yt, args.alpha, args.n_voxels, [Xtz])
         else:
@@ -124,18 +152,19 @@ def run_method(args, method: str, target: str, subset: bool, queue) -> None:
         alphas = ALPHAS if kind == "ridge" else [args.alpha]
         folds = ImageFolds(trial_img, args.images, 5, seed=0)
         dec = make_decoder(kind, alpha_per, "torch", args.n_voxels, alphas, Xz, {"test": Xtz}, folds, device)
-        sample = np.random.default_rng(1).choice(Yz.shape[1], min(2000, Yz.shape[1]), replace=False)
-        choice = dec.choose(Yz[:, np.sort(sample)], oof=False)
+        sample = np.sort(np.random.default_rng(1).choice(train.shape[1], min(2000, train.shape[1]), replace=False))
+        choice = dec.choose((train[:, sample] - ys.mean[sample]) / ys.std[sample], oof=False)
         parts = []
-        for s in range(0, Yz.shape[1], args.chunk):  # streamed in chunks, as stage 1 reads a layer
-            result = dec.decode(Yz[:, s:s + args.chunk], choice, oof=False)
+        for s in range(0, train.shape[1], args.chunk):  # streamed in chunks, as stage 1 reads a layer
+            cols = slice(s, s + args.chunk)
+            result = dec.decode((train[:, cols] - ys.mean[cols]) / ys.std[cols], choice, oof=False)
             parts.append(result.tests["test"])
         pred = np.concatenate(parts, axis=1)
     pred = ys.inverse(np.asarray(pred, dtype=np.float32))
     sec = time.perf_counter() - t
     units = train.shape[1]
     queue.put({"method": method, "target": target, "units": units, "seconds": round(sec, 2),
-               "units_per_s": round(units / sec, 1), "peak_rss_mb": round(peak_rss_mb(), 0),
+               "units_per_s": round(units / sec, 1), "peak_rss_mb": round(rss_mb(), 0),
                "profile_corr": round(float(np.nanmean(profile_correlation(pred, true))), 4), "_base": round(base)})
 
 
@@ -145,7 +174,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--voxels", type=int, default=11000)
     p.add_argument("--test", type=int, default=50)
-    p.add_argument("--conv-units", type=int, default=100_000)
+    p.add_argument("--conv-units", type=int, default=401_408, help="default: VGG19 conv4_4 at 224 px")
     p.add_argument("--fc-units", type=int, default=10_000)
     p.add_argument("--subset", type=int, default=1000, help="units of conv on which fastl2lir (and sparse) are timed")
     p.add_argument("--n-voxels", type=int, default=500, help="voxels per unit (sparse, fastl2lir)")
