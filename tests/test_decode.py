@@ -53,3 +53,40 @@ def test_decoded_features_equal_sklearn_ridge_on_trials(tiny_config, tmp_path, r
     ref = Ridge(alpha=alpha, fit_intercept=False).fit((X - xm) / xs, (Y - ym) / ys)
     expected = ref.predict((X_test - xm) / xs) * ys + ym
     np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_stored_out_of_fold_rows_ignore_their_own_image(tiny_config, tmp_path, rng):
+    """Through the whole stage-1 path (z-scoring with all training images, nested penalty
+    choice, store): changing one training image's true features changes no stored
+    out-of-fold row of its fold."""
+    from shared.ridge import ImageFolds
+
+    n_img, reps, n_vox, n_units = 24, 3, 30, 12
+    train_names = [f"tr{i}" for i in range(n_img)]
+    trial_img = np.tile(np.arange(n_img), reps)
+    feats = rng.normal(size=(n_img, n_units))
+    X = feats[trial_img] @ rng.normal(size=(n_units, n_vox)) + rng.normal(size=(len(trial_img), n_vox))
+    (tmp_path / "a.h5").touch()
+    train = SplitData(X.astype(np.float32), np.array(train_names)[trial_img], "ROI_VC", tmp_path / "a.h5")
+    test = SplitData(rng.normal(size=(4, n_vox)).astype(np.float32), np.array(["te0", "te1", "te2", "te3"]),
+                     "ROI_VC", tmp_path / "a.h5")
+    folds = ImageFolds(trial_img, n_img, 3, seed=0)
+    victim = folds.held_images[1][0]
+    stored = []
+    for run, F in enumerate([feats, feats + np.eye(n_img)[:, [victim]] * rng.normal(scale=5, size=n_units)]):
+        cfg = load_config(tiny_config, ["decoder.alphas=[1.0,100.0,10000.0]", "decoder.cv_folds=3",
+                                        "features.layers=[fc7]", "generator.condition_layers=[fc7]",
+                                        f"work_dir={tmp_path / f'work{run}'}"])
+        store = ExperimentStore(cfg)
+        for split, names, values in (("train", train_names, F), ("natural", list(test.names), rng.normal(size=(4, n_units)))):
+            with store.writer(store.true_file("fc7", split), names, n_units,
+                              {**store.true_expect("fc7", split), "unit_shape": [n_units]}) as w:
+                w.write_rows(0, values.astype(np.float32))
+        decode_subject_roi(cfg, store, "sub-01", "VC", train, {"natural": test}, "cpu", train_names)
+        with store.open_decoded("sub-01", "VC", "fc7", "train_oof") as arr:
+            assert list(arr.names) == train_names
+            stored.append(arr.read())
+    same_fold = folds.held_images[1]
+    np.testing.assert_allclose(stored[1][same_fold], stored[0][same_fold], rtol=1e-4, atol=1e-4)
+    others = np.setdiff1d(np.arange(n_img), same_fold)
+    assert np.abs(stored[1][others] - stored[0][others]).max() > 1e-3
