@@ -138,7 +138,7 @@ class DecoderConfig:
     backend: str = "torch"  # sparse only: 'torch' (ours, GPU when present) or 'fastl2lir' (the package)
     cv_folds: int = 5  # image-grouped folds: penalty choice and out-of-fold training features
     cv_units: int = 2000  # units sampled per layer to score the penalties
-    train_oof: bool = True  # also decode the training images out of fold (stage 2 trains on them)
+    train_oof: bool = True  # also decode the training images out of fold (split 'train_oof' in the store)
     chunk_units: int = 8192  # units per streamed chunk of a layer
 
     @property

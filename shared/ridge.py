@@ -131,8 +131,9 @@ def fold_hats(ridge: KernelRidge, folds: ImageFolds, alphas: list[float]) -> lis
         E[torch.arange(len(train_t), device=dev), torch.as_tensor([pos_t[i] for i in folds.trial_img[train_t]], device=dev)] = 1.0
         w = torch.as_tensor(folds.counts[train_i] / folds.counts[train_i].sum(), device=dev)  # trial-weighted mean
         hats = []
+        K_cross = A @ K_cross  # average the held-out trials first: fewer right-hand sides to solve
         for a in alphas:
-            H = A @ ridge._solve(K_train, K_cross, a) @ E
+            H = ridge._solve(K_train, K_cross, a) @ E
             hats.append((H + (1.0 - H.sum(1, keepdim=True)) * w[None, :]).float())  # H (Y - m) + m
         out.append(hats)
     return out
@@ -146,19 +147,21 @@ def cv_unit_scores(hats: list[list[torch.Tensor]], folds: ImageFolds, Yz_img: to
     Returns ``(n_alphas, n_units)`` scores (NaN for units constant in a fold) and, with
     ``keep``, the held-out predictions ``[fold][alpha] -> (n_held_images, n_units)``.
     """
-    from shared.metrics import profile_correlation
-
     n_alpha = len(hats[0])
-    scores = np.zeros((n_alpha, Yz_img.shape[1]))
+    scores = torch.zeros(n_alpha, Yz_img.shape[1], dtype=torch.float64, device=Yz_img.device)
     kept = [] if keep else None
     for k, by_alpha in enumerate(hats):
         train_i = torch.as_tensor(folds.train_images(k), device=Yz_img.device)
-        true = Yz_img[torch.as_tensor(folds.held_images[k], device=Yz_img.device)].cpu().numpy()
+        true = Yz_img[torch.as_tensor(folds.held_images[k], device=Yz_img.device)]
+        t = true - true.mean(0)
+        t_norm = t.norm(dim=0)
         preds = [H @ Yz_img[train_i] for H in by_alpha]
-        for a, pred in enumerate(preds):
-            scores[a] += profile_correlation(pred.cpu().numpy(), true) / len(hats)
+        for a, pred in enumerate(preds):  # profile correlation, in torch (it runs for every unit of a layer)
+            p = pred - pred.mean(0)
+            scores[a] += ((p * t).sum(0) / (p.norm(dim=0) * t_norm)).double() / len(hats)
         if keep:
             kept.append(preds)
+    scores = scores.cpu().numpy()
     return scores, kept
 
 

@@ -159,6 +159,10 @@ def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: s
     decoder = make_decoder(dc.kind, dc.alpha_per, dc.backend, dc.n_voxels, dc.alphas, x_std.transform(train.X),
                            {split: x_std.transform(d.X) for split, d in tests.items()}, folds, device)
     oof_names = [train_names[i] for i in folds.present]
+    if dc.kind == "sparse" and dc.n_voxels >= train.X.shape[1]:
+        log.warning("%s %s has %d voxels, not more than decoder.n_voxels=%d: the sparse decoder selects nothing "
+                    "and is dense ridge with a bias, much slower than decoder.kind=ridge", subject, roi,
+                    train.X.shape[1], dc.n_voxels)
     for layer_index, layer in enumerate(cfg.features.layers):
         if layer in out:
             continue
@@ -170,8 +174,10 @@ def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: s
             sample = np.sort(rng.choice(true_train.n_units, n_sample, replace=False))
             stats, Y_sample = layer_stats(true_train, folds.counts, dc.chunk_units, sample)
             choice = decoder.choose((Y_sample - stats.mean[sample]) / stats.std[sample], dc.train_oof)
-            log.info("%s %s %s: alpha %s (cv profile r %s)", subject, roi, layer,
-                     "per unit" if choice.alpha is None else f"{choice.alpha:g}", choice.report)
+            if choice.alpha is None:
+                log.info("%s %s %s: penalties chosen per unit while decoding", subject, roi, layer)
+            else:
+                log.info("%s %s %s: alpha %g (cv profile r %s)", subject, roi, layer, choice.alpha, choice.report)
             attrs = {"alpha_per": dc.alpha_per, "n_voxels": int(train.X.shape[1]),
                      "provenance": {"bdata": str(train.path), "roi_key": train.roi_key}}
             if choice.alpha is not None:
