@@ -212,5 +212,5 @@ def trials_to_images(trial_img: np.ndarray, n_images: int, device) -> torch.Tens
     """``(n_trials, n_images)`` indicator E: a hat over trials times E is a hat over images
     (predictions ``H @ Y_trials == (H @ E) @ Y_images`` when rows repeat image targets)."""
     E = torch.zeros(len(trial_img), n_images, device=device)
-    E[torch.arange(len(trial_img)), torch.as_tensor(trial_img, device=device)] = 1.0
+    E[torch.arange(len(trial_img), device=device), torch.as_tensor(trial_img, device=device)] = 1.0
     return E

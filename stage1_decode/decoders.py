@@ -144,9 +144,9 @@ class SparseDecoder:
         self.n_voxels, self.backend = n_voxels, backend
         self.device = torch.device(device)
         self.model = SelectedRidge(Xz, folds.trial_img, folds.n_images, device) if backend == "torch" else None
-        counts = np.maximum(folds.counts, 1)[:, None]
-        self.X_img_mean = (np.stack([Xz[folds.trial_img == i].sum(0) for i in range(folds.n_images)])
-                           / counts).astype(np.float32)
+        sums = np.zeros((folds.n_images, Xz.shape[1]))
+        np.add.at(sums, folds.trial_img, Xz)  # per-image sums of trials, in one pass
+        self.X_img_mean = (sums / np.maximum(folds.counts, 1)[:, None]).astype(np.float32)
 
     def _fit(self, Y: np.ndarray, alphas: list[float], held: np.ndarray | None, X_new: list[np.ndarray],
              cache_key=None) -> list[list[np.ndarray]]:
