@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 # torch and torchvision are pinned to the releases this project is tested with (CPU or CUDA).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup demo test bench bench-stage2 ablations clean-demo
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_ridge.py
+
+bench-stage2: $(STAMP)
+	$(PY) bench/bench_stage2.py --json results/demo/bench_stage2.json
+
+# after `make demo`: each loss removed in turn and each kind of training input (about 9 min each)
+ablations: $(STAMP)
+	$(PY) bench/stage2_ablations.py --config $(CONFIG)
 
 clean-demo:
 	rm -rf data/demo work/demo results/demo/runs

@@ -154,42 +154,68 @@ class GeneratorConfig:
     """WGAN-GP generator conditioned on features, with its losses and optimiser.
 
     Defaults follow Gulrajani et al. 2017: lambda_gp 10, five critic steps per
-    generator step, Adam(1e-4, betas=(0.5, 0.9)).
+    generator step, Adam(1e-4, betas=(0.5, 0.9)). Each ``loss_*`` is a weight; 0 turns
+    that loss off.
     """
 
-    condition_layers: list[str] = field(default_factory=lambda: ["conv3_4"])
-    image_size: int = 64
+    # Conv layers enter the generator at the block of their own spatial size; fc layers
+    # through a learned projection at the first block.
+    condition_layers: list[str] = field(default_factory=lambda: ["conv3_4", "conv5_4", "fc7"])
+    image_size: int = 64  # 32, 64, 128 or 256
     base_channels: int = 64
     iterations: int = 2000  # generator steps
-    batch_size: int = 32
+    batch_size: int = 32  # global batch (split across torchrun processes)
     n_critic: int = 5
     lambda_gp: float = 10.0
     lr: float = 1e-4
     beta1: float = 0.5
     beta2: float = 0.9
-    loss_adversarial: float = 0.01
-    loss_pixel: float = 1.0
-    loss_perceptual: float = 1.0
-    loss_feature_matching: float = 0.0
-    comparator_network: str = "alexnet"
-    comparator_weights: str = "random:1"
-    comparator_layers: list[str] = field(default_factory=lambda: ["conv2", "conv5"])
-    # During training each true conditioning input is mixed with noise at a random
-    # correlation in [condition_corr_min, 1], so the generator tolerates decoded features.
+    loss_adversarial: float = 0.01  # Wasserstein critic score of the reconstruction
+    loss_pixel: float = 1.0  # mean squared error in pixels
+    loss_perceptual: float = 1.0  # perceptual-network features of reconstruction vs true image
+    loss_feature_matching: float = 0.1  # critic features of reconstruction vs true image
+    loss_feature_consistency: float = 0.1  # feature-network features of the reconstruction vs its conditioning
+    # The perceptual loss's network; weights '' means features.weights. Never the judge (eval.judge_*).
+    perceptual_network: str = "vgg19"
+    perceptual_weights: str = ""
+    perceptual_layers: list[str] = field(default_factory=lambda: ["conv1_2", "conv2_2", "conv3_4"])
+    # Feature consistency compares these condition layers ([] = all of them) of the reconstruction.
+    consistency_layers: list[str] = field(default_factory=list)
+    # What the generator is trained on: 'true' features of the training images, 'corrupted'
+    # (true features mixed with noise), 'oof' (stage 1's out-of-fold decoded features of the
+    # training images, every subject and ROI) or 'mix' (shares mix_true/mix_corrupted/mix_oof).
+    train_inputs: str = "oof"
+    mix_true: float = 0.0
+    mix_corrupted: float = 0.5
+    mix_oof: float = 0.5
+    # 'corrupted': each true input is mixed with noise at a random correlation in [condition_corr_min, 1].
     condition_corr_min: float = 0.3
+    ema_decay: float = 0.999  # EMA of the generator's weights (used for reconstruction); 0 = off
+    bf16: bool = False  # bf16 autocast on GPU (ignored on CPU)
     tick_every: int = 100  # generator steps between status lines, grids and checkpoints
     seed: int = 0
 
 
+TRAIN_INPUTS = ("true", "corrupted", "oof", "mix")
+
+
 @dataclass
 class EvalConfig:
-    """Scoring of reconstructions."""
+    """Scoring of reconstructions.
 
-    comparator_network: str = "alexnet"
-    comparator_weights: str = "random:1"
-    comparator_layers: list[str] = field(default_factory=lambda: ["conv2", "conv5"])
+    The judge network scores two-way identification by its features (``alexnet2`` and
+    ``alexnet5`` for AlexNet conv2/conv5, as in the field); it must differ from every
+    network a training loss uses.
+    """
+
+    judge_network: str = "alexnet"
+    judge_weights: str = "imagenet"
+    judge_layers: list[str] = field(default_factory=lambda: ["conv2", "conv5"])
+    judge_input_size: int = 224
     pixel_ridge_size: int = 32  # resolution of the voxels-to-pixels baseline
     grid_columns: int = 10
+    save_reconstructions: bool = True  # every reconstruction as PNG files and one HDF5 file
+    baselines: bool = True  # score pixel ridge and nearest training image beside the generator
 
 
 @dataclass
@@ -333,7 +359,9 @@ def _coerce(tp: Any, value: Any, key: str, current: Any = None) -> Any:
             raise UserError(f"config key '{key}' must be true or false, got {value!r}")
         return value
     if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        if isinstance(value, bool):  # YAML reads a bare true/false as a boolean
+            return "true" if value else "false"
+        if not isinstance(value, (str, int, float)):
             raise UserError(f"config key '{key}' must be a string, got {value!r}")
         return str(value)
     raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in the schema, not user error
@@ -358,8 +386,9 @@ def validate(cfg: Config) -> None:
 
     _one_of("data.source", cfg.data.source, ("simulated", "bdata"))
     _one_of("features.network", cfg.features.network, NETWORKS)
-    _one_of("generator.comparator_network", cfg.generator.comparator_network, NETWORKS)
-    _one_of("eval.comparator_network", cfg.eval.comparator_network, NETWORKS)
+    _one_of("generator.perceptual_network", cfg.generator.perceptual_network, NETWORKS)
+    _one_of("eval.judge_network", cfg.eval.judge_network, NETWORKS)
+    _one_of("generator.train_inputs", cfg.generator.train_inputs, TRAIN_INPUTS)
     _one_of("decoder.kind", cfg.decoder.kind, DECODER_KINDS)
     _one_of("lab.import_kind", cfg.lab.import_kind, ("decoded", "true_features"))
     _one_of("decoder.alpha_per", cfg.decoder.alpha_per, ("layer", "unit"))
@@ -380,8 +409,12 @@ def validate(cfg: Config) -> None:
     if not cfg.data.test:
         raise UserError("'data.test' must name at least one test set, e.g. natural")
     check_layers("features.layers", cfg.features.network, cfg.features.layers)
-    check_layers("generator.comparator_layers", cfg.generator.comparator_network, cfg.generator.comparator_layers)
-    check_layers("eval.comparator_layers", cfg.eval.comparator_network, cfg.eval.comparator_layers)
+    check_layers("generator.perceptual_layers", cfg.generator.perceptual_network, cfg.generator.perceptual_layers)
+    check_layers("eval.judge_layers", cfg.eval.judge_network, cfg.eval.judge_layers)
+    for layer in cfg.generator.consistency_layers:
+        if layer not in cfg.generator.condition_layers:
+            raise UserError(f"'generator.consistency_layers' entry {layer!r} is not a condition layer "
+                            f"({cfg.generator.condition_layers})")
     for layer in cfg.generator.condition_layers:
         if layer not in cfg.features.layers:
             raise UserError(
@@ -399,6 +432,7 @@ def validate(cfg: Config) -> None:
         ("generator.tick_every", cfg.generator.tick_every),
         ("features.batch_size", cfg.features.batch_size),
         ("features.input_size", cfg.features.input_size),
+        ("eval.judge_input_size", cfg.eval.judge_input_size),
         ("simulation.image_size", cfg.simulation.image_size),
         ("simulation.reliability_median", cfg.simulation.reliability_median),
     ]:
@@ -428,10 +462,61 @@ def validate(cfg: Config) -> None:
 
     for key, value in [
         ("features.weights", cfg.features.weights),
-        ("generator.comparator_weights", cfg.generator.comparator_weights),
-        ("eval.comparator_weights", cfg.eval.comparator_weights),
+        ("generator.perceptual_weights", perceptual_weights(cfg)),
+        ("eval.judge_weights", cfg.eval.judge_weights),
     ]:
         parse_weights(value, key)
+    _check_generator(cfg)
+    _check_judge(cfg)
+
+
+def perceptual_weights(cfg: Config) -> str:
+    """The perceptual network's weights ('' in the config means features.weights)."""
+    return cfg.generator.perceptual_weights or cfg.features.weights
+
+
+def _check_generator(cfg: Config) -> None:
+    g = cfg.generator
+    for name in ("loss_adversarial", "loss_pixel", "loss_perceptual", "loss_feature_matching",
+                 "loss_feature_consistency", "mix_true", "mix_corrupted", "mix_oof", "lambda_gp"):
+        if getattr(g, name) < 0:
+            raise UserError(f"'generator.{name}' must not be negative (0 switches it off); {getattr(g, name)} was given")
+    if g.train_inputs == "mix" and g.mix_true + g.mix_corrupted + g.mix_oof <= 0:
+        raise UserError("'generator.train_inputs' = 'mix' needs a positive generator.mix_true, mix_corrupted or mix_oof")
+    uses_oof = g.train_inputs == "oof" or (g.train_inputs == "mix" and g.mix_oof > 0)
+    if uses_oof and not cfg.decoder.train_oof:
+        raise UserError("'generator.train_inputs' uses out-of-fold features but decoder.train_oof is false; "
+                        "set decoder.train_oof=true (and rerun stage 1) or generator.train_inputs=corrupted")
+    if not 0 <= g.ema_decay < 1:
+        raise UserError(f"'generator.ema_decay' must lie in [0, 1); {g.ema_decay} was given")
+    if not 0 <= g.condition_corr_min <= 1:
+        raise UserError(f"'generator.condition_corr_min' must lie in [0, 1]; {g.condition_corr_min} was given")
+
+
+def _same_network(net_a: str, weights_a: str, net_b: str, weights_b: str) -> bool:
+    from shared.weights import parse_weights
+
+    a, b = parse_weights(weights_a), parse_weights(weights_b)
+    same_weights = (a.kind, a.seed) == (b.kind, b.seed) and (
+        a.path is None or b.path is None or a.path.resolve() == b.path.resolve())
+    return net_a == net_b and same_weights
+
+
+def _check_judge(cfg: Config) -> None:
+    """The judge never scores with a network whose features a training loss uses."""
+    g, e = cfg.generator, cfg.eval
+    users = []
+    if g.loss_perceptual > 0:
+        users.append(("the perceptual loss", "generator.perceptual_network/perceptual_weights",
+                      g.perceptual_network, perceptual_weights(cfg)))
+    if g.loss_feature_consistency > 0:
+        users.append(("the feature-consistency loss", "features.network/weights", cfg.features.network,
+                      cfg.features.weights))
+    for what, keys, net, weights in users:
+        if _same_network(e.judge_network, e.judge_weights, net, weights):
+            raise UserError(f"eval.judge_network/judge_weights ({e.judge_network}, {e.judge_weights}) is the network "
+                            f"{what} trains on, so its scores would measure the loss; give the judge other weights "
+                            f"or change {keys}")
 
 
 def to_dict(cfg: Config) -> dict:

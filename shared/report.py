@@ -45,8 +45,16 @@ def write_table(base: Path, rows: list[dict], columns: list[str]) -> None:
 
 DECODING_COLUMNS = ["subject", "roi", "layer", "profile_corr", "pattern_corr", "pairwise_id", "oof_profile_corr",
                     "oof_pattern_corr", "oof_pairwise_id", "alpha", "alpha_per", "n_voxels", "n_units"]
-RECON_COLUMNS = ["subject", "method", "pairwise_id_pixel", "pixcorr", "ssim", "pairwise_id_comparator",
-                 "nway10_id_pixel"]
+RECON_FIRST = ["subject", "method", "pixcorr", "ssim"]
+RECON_LAST = ["pairwise_id_pixel", "nway10_id_pixel"]
+
+
+def recon_columns(recon: dict) -> list[str]:
+    """Pixel metrics first, then the judge's identification columns (``alexnet2``, ...), then the rest."""
+    keys = [k for by_method in recon.values() for m in by_method.values() for k, v in m.items()
+            if not isinstance(v, dict)]
+    judge = [k for k in dict.fromkeys(keys) if k not in RECON_FIRST + RECON_LAST + ["alpha"]]
+    return RECON_FIRST + judge + RECON_LAST
 
 
 def decoding_rows(decoding: dict) -> list[dict]:
@@ -86,13 +94,18 @@ def write_summary(results: Path, metrics: dict) -> None:
                          "unit (then `alpha` is the median over units).\n")
     if (results / "decoding.png").is_file():
         parts.append("![decoding accuracy per layer](decoding.png)\n")
+    recon_info = metrics.get("reconstruction_info", {})
     for key, value in metrics.items():
-        if key.startswith("reconstruction") and value:
+        if key.startswith("reconstruction") and key != "reconstruction_info" and value:
             split = key.split("reconstruction_", 1)[1] if "_" in key else metrics.get("info", {}).get("test_set", "test")
             parts.append(f"## Reconstruction ({split} test images)\n")
-            parts.append(markdown_table(recon_rows(value), RECON_COLUMNS))
-            parts.append("Chance: 0.5 for pairwise identification, 0.1 for 10-way. `wgan_gp`: generator from "
-                         "decoded features; `pixel_ridge`: ridge from voxels to pixels; `nearest_train`: the "
+            parts.append(markdown_table(recon_rows(value), recon_columns(value)))
+            judges = "; ".join(f"`{k}`: {v}" for k, v in recon_info.get("judge", {}).items())
+            parts.append("Two-way identification by the judge network's features (chance 0.5; the judge is never a "
+                         f"network a training loss uses): {judges}. `pairwise_id_pixel`/`nway10_id_pixel`: "
+                         "identification by pixel correlation (chance 0.5 and 0.1). `wgan_gp`: generator from "
+                         "decoded features; `wgan_gp_true_features`: the same generator from the true features "
+                         "(a ceiling); `pixel_ridge`: ridge from voxels to pixels; `nearest_train`: the "
                          "training image whose true features best match the decoded ones.\n")
     for grid in sorted(results.glob("grid*.png")):
         parts.append(f"![{grid.stem}]({grid.name})\n")

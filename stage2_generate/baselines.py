@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from shared import metrics as M
 from shared.config import Config
 from shared.datasets import SplitData
 from shared.ridge import KernelRidge, Standardiser, select_alpha, trials_to_images
@@ -49,9 +48,21 @@ def pixel_ridge(cfg: Config, train: SplitData, train_names: list[str], train_ima
     return out, alpha
 
 
-def nearest_train(decoded: list[np.ndarray], train_inputs: list[np.ndarray], train_images: np.ndarray) -> np.ndarray:
-    """For each decoded sample, the training image with the most correlated true features."""
-    flat_dec = np.concatenate([x.reshape(len(x), -1) for x in decoded], axis=1)
-    flat_tr = np.concatenate([x.reshape(len(x), -1) for x in train_inputs], axis=1)
-    best = M.corr_matrix(flat_dec, flat_tr).argmax(axis=1)
-    return train_images[best]
+class NearestTrain:
+    """For each decoded sample, the training image whose true conditioning features
+    correlate best with the decoded ones; the gallery is z-scored once."""
+
+    def __init__(self, train_inputs: list[np.ndarray], train_images: np.ndarray):
+        flat = np.concatenate([x.reshape(len(x), -1) for x in train_inputs], axis=1)
+        self.gallery = self._normalise(torch.from_numpy(flat))
+        self.images = train_images
+
+    @staticmethod
+    def _normalise(x: torch.Tensor) -> torch.Tensor:
+        x = x.double() - x.double().mean(dim=1, keepdim=True)
+        return (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
+
+    def __call__(self, decoded: list[np.ndarray]) -> np.ndarray:
+        flat = np.concatenate([x.reshape(len(x), -1) for x in decoded], axis=1)
+        best = (self._normalise(torch.from_numpy(flat)) @ self.gallery.T).argmax(dim=1).numpy()
+        return self.images[best]

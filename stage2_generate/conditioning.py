@@ -1,9 +1,9 @@
 """Conditioning inputs of the generator, read from the feature store.
 
 For each conditioning layer the features are z-scored per unit with the statistics
-of the true training features; conv layers are then average-pooled to a
-``pool x pool`` grid (``(C, pool, pool)``; this also averages out decoding noise) and
-fc layers stay vectors. Decoded features go through the same transform and are then
+of the true training features; a conv layer is then average-pooled to the generator
+block it enters, the largest power of two not above its own size nor the output size
+(``(C, r, r)``; pooling also averages out decoding noise), and fc layers stay vectors. Decoded features go through the same transform and are then
 rescaled per sample to the RMS of the true training inputs, because ridge shrinks
 predictions towards the mean.
 """
@@ -18,7 +18,13 @@ import torch
 from shared.config import Config
 from shared.store import ExperimentStore, FeatureArray
 
-POOL = 8
+
+
+def entry_size(height: int, image_size: int) -> int:
+    """Side of the generator block a ``height x height`` conv map enters (a power of two)."""
+    if height < 4:
+        return height
+    return min(1 << (height.bit_length() - 1), image_size)
 
 
 @dataclass
@@ -29,6 +35,7 @@ class LayerTransform:
     unit_shape: tuple[int, ...]
     mean: np.ndarray
     std: np.ndarray
+    image_size: int = 64  # the generator's output size
     rms: float = 1.0  # RMS of transformed true training inputs
 
     @property
@@ -37,8 +44,17 @@ class LayerTransform:
 
     @property
     def out_shape(self) -> tuple[int, ...]:
-        return (self.unit_shape[0], min(POOL, self.unit_shape[1]), min(POOL, self.unit_shape[2])) if self.is_conv \
-            else self.unit_shape
+        if not self.is_conv:
+            return self.unit_shape
+        side = entry_size(min(self.unit_shape[1:]), self.image_size)
+        return (self.unit_shape[0], side, side)
+
+    def apply_torch(self, feats: torch.Tensor) -> torch.Tensor:
+        """The same transform on a batch of network activations ``(B, *unit_shape)`` (differentiable)."""
+        mean = torch.as_tensor(self.mean, device=feats.device).view(1, *self.unit_shape)
+        std = torch.as_tensor(self.std, device=feats.device).view(1, *self.unit_shape)
+        z = (feats - mean) / std
+        return torch.nn.functional.adaptive_avg_pool2d(z, self.out_shape[1:]) if self.is_conv else z
 
     def apply(self, arr: FeatureArray, rows=None, chunk_channels: int = 64) -> np.ndarray:
         """``(n_rows, *out_shape)`` float32, read a few channels at a time."""
@@ -68,7 +84,7 @@ def fit_transforms(cfg: Config, store: ExperimentStore, train_names: list[str]) 
                 stds.append(block.std(axis=0))
             std = np.concatenate(stds)
             tf = LayerTransform(layer, arr.unit_shape, np.concatenate(means).astype(np.float32),
-                                np.where(std > 1e-8, std, 1.0).astype(np.float32))
+                                np.where(std > 1e-8, std, 1.0).astype(np.float32), cfg.generator.image_size)
             x = tf.apply(arr)
         tf.rms = float(np.sqrt((x.reshape(len(x), -1) ** 2).mean()))
         transforms.append(tf)
@@ -86,9 +102,13 @@ def true_inputs(store: ExperimentStore, transforms: list[LayerTransform], split:
 
 
 def decoded_inputs(store: ExperimentStore, transforms: list[LayerTransform], subject: str, roi: str,
-                   split: str) -> tuple[list[np.ndarray], list[str]]:
-    """Transformed decoded features of a test split (rescaled per sample), and their names."""
-    out, names = [], None
+                   split: str, names: list[str] | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """Transformed decoded features of a split (rescaled per sample), and their names.
+
+    ``split`` is a test set or ``train_oof`` (the training images decoded out of fold);
+    rows follow ``names`` if given, else the first layer's file order.
+    """
+    out = []
     for tf in transforms:
         with store.open_decoded(subject, roi, tf.layer, split) as arr:
             names = names or list(arr.names)  # every layer in the first layer's row order

@@ -10,9 +10,9 @@ import numpy as np
 from shared import metrics as M
 from shared.config import Config
 from shared.datasets import bdata_files, load_images, load_split, split_files, split_image_names
-from shared.device import resolve_device
+from shared.device import distributed, process_device
 from shared.errors import UserError
-from shared.report import RECON_COLUMNS, recon_rows, section_key, write_summary, write_table
+from shared.report import recon_columns, recon_rows, section_key, write_summary, write_table
 from shared.runs import Run, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
@@ -26,110 +26,179 @@ def _generate(G, inputs: list[np.ndarray], device, batch: int = 64) -> np.ndarra
     out = []
     with torch.no_grad():
         for s in range(0, len(inputs[0]), batch):
-            out.append(G([torch.from_numpy(x[s:s + batch]).to(device) for x in inputs]).cpu().numpy())
+            out.append(G([torch.from_numpy(x[s:s + batch]).to(device) for x in inputs]).float().cpu().numpy())
     return np.concatenate(out)
 
 
-def comparator_features(comparator, images: np.ndarray, device) -> dict[str, np.ndarray]:
-    """Comparator-network features of images ``(n, 3, S, S)``, flattened per layer."""
+def judge_name(network: str, layer: str) -> str:
+    """The field's name of an identification metric: ``alexnet2`` for AlexNet conv2, else ``<net>_<layer>``."""
+    if network == "alexnet" and layer.startswith("conv"):
+        return f"alexnet{layer[4:]}"
+    return f"{network}_{layer}"
+
+
+def judge_features(judge, images: np.ndarray, device, batch: int = 50) -> dict[str, np.ndarray]:
+    """Judge-network features of images ``(n, 3, S, S)``, flattened per layer."""
     import torch
 
+    out: dict[str, list] = {}
     with torch.no_grad():
-        feats = comparator(torch.from_numpy(images).to(device))
-    return {k: v.flatten(1).cpu().numpy() for k, v in feats.items()}
+        for s in range(0, len(images), batch):
+            for k, v in judge(torch.from_numpy(images[s:s + batch]).to(device)).items():
+                out.setdefault(k, []).append(v.flatten(1).float().cpu().numpy())
+    return {judge_name(judge.network, k): np.concatenate(v) for k, v in out.items()}
 
 
-def score(recon: np.ndarray, true: np.ndarray, true_feats: dict[str, np.ndarray], comparator, device,
+def score(recon: np.ndarray, true: np.ndarray, true_feats: dict[str, np.ndarray], judge, device,
           rng: np.random.Generator) -> dict:
     """Reconstruction metrics of ``recon`` against ``true`` (both ``(n, 3, S, S)`` in [0, 1]);
-    ``true_feats`` are ``comparator_features`` of ``true``."""
+    ``true_feats`` are ``judge_features`` of ``true``."""
     corr = M.corr_matrix(recon, true)
-    fr = comparator_features(comparator, recon, device)
-    per_layer = {k: M.summarise(M.pairwise_identification(fr[k], true_feats[k])) for k in true_feats}
-    return {
-        "pairwise_id_pixel": M.summarise(M.pairwise_identification(None, None, corr=corr)),
+    fr = judge_features(judge, recon, device)
+    out = {
         "pixcorr": M.summarise(np.diag(corr)),
         "ssim": M.summarise(M.ssim(recon, true)),
+        **{k: M.summarise(M.pairwise_identification(fr[k], true_feats[k])) for k in true_feats},
+        "pairwise_id_pixel": M.summarise(M.pairwise_identification(None, None, corr=corr)),
         "nway10_id_pixel": M.nway_identification(corr, min(10, len(true)), rng),
-        "pairwise_id_comparator": float(np.mean(list(per_layer.values()))),
-        "pairwise_id_comparator_layers": per_layer,
     }
+    return out
+
+
+def is_grayscale(images: np.ndarray) -> bool:
+    """True when every image has equal channels (a grayscale stimulus set)."""
+    return bool(np.array_equal(images[:, 0], images[:, 1]) and np.array_equal(images[:, 0], images[:, 2]))
+
+
+def out_of_fold_inputs(cfg: Config, store: ExperimentStore, transforms, train_names: list[str]) -> list[np.ndarray]:
+    """Stage 1's out-of-fold decoded features of the training images, per layer
+    ``(n_subjects x n_rois, n_images, *shape)``, transformed like decoded test features and
+    kept in float16 (half the memory; z-scored features need no more precision)."""
+    from stage2_generate.conditioning import decoded_inputs
+
+    sources = []
+    for subject in cfg.data.subjects:
+        for roi in cfg.data.rois:
+            missing = [layer for layer in cfg.generator.condition_layers
+                       if not store.decoded_file(subject, roi, layer, "train_oof").is_file()]
+            if missing:
+                raise UserError(f"the feature store has no out-of-fold features of {subject} {roi} {missing[0]} "
+                                f"(generator.train_inputs={cfg.generator.train_inputs}); rerun stage 1 with "
+                                f"decoder.train_oof=true, or set generator.train_inputs=corrupted")
+            sources.append((subject, roi))
+    out = [np.empty((len(sources), len(train_names), *tf.out_shape), dtype=np.float16) for tf in transforms]
+    for k, (subject, roi) in enumerate(sources):
+        for i, x in enumerate(decoded_inputs(store, transforms, subject, roi, "train_oof", names=train_names)[0]):
+            out[i][k] = x
+    return out
 
 
 def run(cfg: Config) -> None:
+    import torch
+
     from shared.featnet import FeatureNet
     from shared.plotting import image_grid
-    from stage2_generate.baselines import nearest_train, pixel_ridge
+    from stage2_generate.baselines import NearestTrain, pixel_ridge
     from stage2_generate.conditioning import decoded_inputs, fit_transforms, true_inputs
-    from stage2_generate.train import train_generator, training_key
+    from stage2_generate.recon_files import save_reconstructions
+    from stage2_generate.train import ConditionSampler, train_generator, training_key
 
     t0 = time.time()
-    device = resolve_device(cfg.device)
+    device = process_device(cfg.device)
+    rank, world = distributed(device)
     gc = cfg.generator
     store = ExperimentStore(cfg)
     for layer in gc.condition_layers:
         if not store.true_file(layer, "train").is_file():
             raise UserError(f"the feature store {store.root} has no {layer} features of experiment "
                             f"'{cfg.experiment}'; run stage 1 first: python -m stage1_decode run --config <same config>")
-    run_ = Run(cfg, "stage2", str(device), bdata_files(cfg))
+    run_ = Run(cfg, "stage2", str(device), bdata_files(cfg)) if rank == 0 else None
     train_names = split_image_names(cfg, "train")
     transforms, train_inputs = fit_transforms(cfg, store, train_names)
     train_images = load_images(cfg.data_root / cfg.data.train.images, train_names, gc.image_size)
-    key = training_key(cfg)
-    G = train_generator(cfg, train_inputs, [tf.rms for tf in transforms], train_images, device,
-                        cfg.work_path / "generator" / key, run_.dir, key)
+    gray = is_grayscale(train_images)
+    uses_oof = gc.train_inputs == "oof" or (gc.train_inputs == "mix" and gc.mix_oof > 0)
+    oof = out_of_fold_inputs(cfg, store, transforms, train_names) if uses_oof else None
+    sampler = ConditionSampler.from_config(
+        cfg, [torch.from_numpy(x).to(device) for x in train_inputs],
+        None if oof is None else [torch.from_numpy(x).to(device) for x in oof], [tf.rms for tf in transforms])
+    del oof
+    key = training_key(cfg, 1 if gray else 3)
+    G = train_generator(cfg, sampler, transforms, train_images, device, cfg.work_path / "generator" / key,
+                        run_.dir if run_ else None, key, channels=1 if gray else 3, rank=rank, world=world)
+    del sampler
+    if rank != 0:  # the other torchrun processes only train
+        return
 
-    comparator = FeatureNet(cfg.eval.comparator_network, cfg.eval.comparator_weights, cfg.eval.comparator_layers,
-                            input_size=max(gc.image_size, 64)).to(device).eval()
+    e = cfg.eval
+    judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval()
+    nearest_train = NearestTrain(train_inputs, train_images)
     rng = np.random.default_rng(cfg.seed)
     spec = parse_weights(cfg.features.weights)
     results = cfg.results_path
     first_split, first_roi = next(iter(cfg.data.test)), cfg.data.rois[0]
     recon_metrics: dict = {}
-    truth: dict[str, tuple] = {}  # split -> (images, comparator features, true-feature ceiling), once per split
+    truth: dict[str, tuple] = {}  # split -> (images, judge features, true-feature ceiling), once per split
     for subject in cfg.data.subjects:
         for roi in cfg.data.rois:
-            train = load_split(cfg, subject, "train", roi, average=False)
+            train = load_split(cfg, subject, "train", roi, average=False) if e.baselines else None
             tests = {split: load_split(cfg, subject, split, roi, average=True) for split in cfg.data.test}
             ridge_recon, ridge_alpha = pixel_ridge(cfg, train, train_names, train_images,
-                                                   {s: d.X for s, d in tests.items()}, device)
+                                                   {s: d.X for s, d in tests.items()}, device) \
+                if e.baselines else ({}, None)
             for split, d in tests.items():
                 dec, names = decoded_inputs(store, transforms, subject, roi, split)
-                if list(names) != list(d.names):
+                if e.baselines and list(names) != list(d.names):
                     order = {n: i for i, n in enumerate(d.names)}
                     ridge_recon[split] = ridge_recon[split][[order[n] for n in names]]
                 if split not in truth:
                     true = load_images(cfg.data_root / split_files(cfg, split).images, names, gc.image_size)
                     ceiling = _generate(G, true_inputs(store, transforms, split, names), device)
-                    truth[split] = (true, comparator_features(comparator, true, device), ceiling)
+                    truth[split] = (true, judge_features(judge, true, device), ceiling)
                 true, true_feats, ceiling = truth[split]
-                recons = {
-                    "wgan_gp": _generate(G, dec, device),
-                    "pixel_ridge": ridge_recon[split],
-                    "nearest_train": nearest_train(dec, train_inputs, train_images),
-                }
+                recons = {"wgan_gp": _generate(G, dec, device)}
+                if e.baselines:
+                    recons.update(pixel_ridge=ridge_recon[split], nearest_train=nearest_train(dec))
+                if gray:  # a grayscale set is reconstructed and scored in gray
+                    recons = {k: np.repeat(v.mean(axis=1, keepdims=True), 3, axis=1) for k, v in recons.items()}
                 if roi == first_roi:  # the ceiling does not depend on the ROI
                     recons["wgan_gp_true_features"] = ceiling
                 suffix = "" if roi == first_roi else f"[{roi}]"
                 for method, rec in recons.items():
-                    s = score(rec, true, true_feats, comparator, device, rng)
+                    s = score(rec, true, true_feats, judge, device, rng)
                     if method == "pixel_ridge":
                         s["alpha"] = ridge_alpha
                     recon_metrics.setdefault(split, {}).setdefault(subject, {})[method + suffix] = s
+                    if e.save_reconstructions:
+                        save_reconstructions(results / "reconstructions" / subject / roi / split, method, rec,
+                                             names, gray)
                 name = "grid" if (split == first_split and roi == first_roi and subject == cfg.data.subjects[0]) \
                     else f"grid_{subject}_{roi}_{split}"
                 image_grid({"true": true, **recons}, results / f"{name}.png",
                            title=f"{subject} {roi}, {split} test images; features {cfg.features.network} "
                                  f"[{spec.label}]", columns=cfg.eval.grid_columns)
     sections = {section_key("reconstruction", split, first_split): rec for split, rec in recon_metrics.items()}
+    judge_spec = parse_weights(e.judge_weights)
+    sections["reconstruction_info"] = {
+        "judge": {judge_name(e.judge_network, layer): f"{e.judge_network} {layer}, weights {judge_spec.label}, "
+                                                        f"input {e.judge_input_size} px" for layer in e.judge_layers},
+        "generator": {"train_inputs": gc.train_inputs, "condition_layers": gc.condition_layers,
+                      "losses": {k: getattr(gc, f"loss_{k}") for k in ("adversarial", "pixel", "perceptual",
+                                                                       "feature_matching", "feature_consistency")},
+                      "perceptual": f"{gc.perceptual_network} {gc.perceptual_layers}", "iterations": gc.iterations,
+                      "key": key},
+        "grayscale": gray,
+    }
     metrics = update_metrics(results / "metrics.json", sections, "stage2", run_.dir)
     for key_name, rec in sections.items():
-        write_table(results / key_name, recon_rows(rec), RECON_COLUMNS)
+        if key_name != "reconstruction_info":
+            write_table(results / key_name, recon_rows(rec), recon_columns(rec))
     write_summary(results, metrics)
     run_.finish(generator_key=key)
     log.info("stage 2 done in %.0f s; results in %s", time.time() - t0, results)
 
 
 VERBS = {
-    "run": (run, "train the generator (resumable), reconstruct test images, score beside baselines, export grids"),
+    "run": (run, "train the generator (resumable; torchrun for several processes), reconstruct test images, "
+                 "score beside baselines, export grids and every reconstruction"),
 }

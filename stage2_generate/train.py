@@ -4,37 +4,55 @@ Each tick (``generator.tick_every`` generator steps) writes one status line, app
 JSON line to ``stats.jsonl``, saves a sample grid from a fixed conditioning batch and
 checkpoints all state dicts. A rerun with the same settings resumes from the last
 checkpoint (also to train further with a larger ``generator.iterations``); a finished
-run leaves ``generator.pt``, which later runs with the same settings reuse.
+run leaves ``generator.pt`` (the exponential moving average of the generator's
+weights, which reconstructs), which later runs with the same settings reuse.
 
-During training the true conditioning inputs are corrupted the way decoding corrupts
-them: per sample, ``c = rho * x + sqrt(1 - rho^2) * rms * noise`` with ``rho`` drawn
-uniformly from ``[generator.condition_corr_min, 1]`` (decoded features correlate only
-partly with the truth).
+What the generator is conditioned on during training (``generator.train_inputs``):
+
+* ``true``: the true features of the training images;
+* ``corrupted``: true features mixed with noise per sample,
+  ``c = rho * x + sqrt(1 - rho^2) * rms * noise`` with ``rho`` uniform in
+  ``[generator.condition_corr_min, 1]``;
+* ``oof``: stage 1's out-of-fold decoded features of the training images (from a
+  random subject and ROI per sample), i.e. what decoding really produces;
+* ``mix``: per sample one of the above with probabilities ``mix_true``,
+  ``mix_corrupted``, ``mix_oof``.
+
+Under ``torchrun`` every process draws the same global batch from the same seeded
+generator and trains on its share; gradients are averaged by DDP, so N processes
+compute what one process computes on the same global batch.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import os
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from shared.config import Config
+from shared.config import Config, perceptual_weights
 from shared.errors import UserError
 from shared.featnet import FeatureNet
 from shared.plotting import image_grid, training_plot
-from stage2_generate.losses import feature_matching_loss, gradient_penalty, perceptual_loss, pixel_loss
+from stage2_generate.conditioning import LayerTransform
+from stage2_generate.losses import (CriticLoss, feature_consistency_loss, feature_matching_loss, perceptual_loss,
+                                    pixel_loss)
 from stage2_generate.models import Critic, Generator
 
 log = logging.getLogger(__name__)
 
+LOSSES = ("adversarial", "pixel", "perceptual", "feature_matching", "feature_consistency")
 
-def training_key(cfg: Config) -> str:
+
+def training_key(cfg: Config, channels: int = 3) -> str:
     """Hash of everything that determines the trained generator (resume only on a match)."""
     from dataclasses import asdict
 
@@ -42,8 +60,10 @@ def training_key(cfg: Config) -> str:
     g.pop("tick_every")
     g.pop("iterations")  # more iterations continue the same training from its checkpoint
     f = cfg.features
-    blob = json.dumps({"generator": g, "features": [f.network, f.weights, f.input_size], "root": cfg.data.root,
-                       "train": asdict(cfg.data.train),
+    blob = json.dumps({"generator": g, "perceptual_weights": perceptual_weights(cfg), "channels": channels,
+                       "features": [f.network, f.weights, f.input_size], "root": cfg.data.root,
+                       "train": asdict(cfg.data.train), "decoder": asdict(cfg.decoder),
+                       "subjects": cfg.data.subjects, "rois": cfg.data.rois,
                        "simulation": asdict(cfg.simulation) if cfg.data.source == "simulated" else None},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -58,38 +78,135 @@ def _save_atomic(obj, path: Path) -> None:
 def corrupt(inputs: list[torch.Tensor], rms: list[float], corr_min: float, gen: torch.Generator) -> list[torch.Tensor]:
     """Mix each sample's inputs with noise at a random correlation in [corr_min, 1]."""
     n = inputs[0].shape[0]
-    rho = corr_min + (1 - corr_min) * torch.rand(n, generator=gen, device=inputs[0].device)
+    rho = corr_min + (1 - corr_min) * torch.rand(n, generator=gen)
     out = []
     for x, r in zip(inputs, rms):
         shape = (n,) + (1,) * (x.ndim - 1)
-        noise = torch.randn(x.shape, generator=gen, device=x.device) * r
-        out.append(rho.view(shape) * x + torch.sqrt(1 - rho**2).view(shape) * noise)
+        noise = torch.randn(x.shape, generator=gen).to(x.device) * r
+        rho_x = rho.to(x.device).view(shape)
+        out.append(rho_x * x + torch.sqrt(1 - rho_x**2) * noise)
     return out
 
 
-def train_generator(cfg: Config, inputs: list[np.ndarray], rms: list[float], images: np.ndarray, device,
-                    ckpt_dir: Path, run_dir: Path, key: str) -> Generator:
-    """Train (or resume, or load) the generator on ``inputs`` -> ``images`` ``(n, 3, S, S)``."""
+@dataclass
+class ConditionSampler:
+    """Conditioning inputs of a batch of training images, drawn as ``generator.train_inputs`` says.
+
+    ``true``: per layer ``(n_images, *shape)``; ``oof``: per layer ``(n_sources, n_images, *shape)``
+    (one source per subject x ROI) or None; ``probs``: (true, corrupted, oof).
+    """
+
+    true: list[torch.Tensor]
+    oof: list[torch.Tensor] | None
+    rms: list[float]
+    probs: tuple[float, float, float]
+    corr_min: float
+
+    @classmethod
+    def from_config(cls, cfg: Config, true, oof, rms) -> ConditionSampler:
+        g = cfg.generator
+        probs = {"true": (1.0, 0.0, 0.0), "corrupted": (0.0, 1.0, 0.0), "oof": (0.0, 0.0, 1.0),
+                 "mix": (g.mix_true, g.mix_corrupted, g.mix_oof)}[g.train_inputs]
+        total = sum(probs)
+        return cls(true, oof, rms, tuple(p / total for p in probs), g.condition_corr_min)
+
+    def __call__(self, idx: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        n = len(idx)
+        kind = torch.multinomial(torch.tensor(self.probs), n, replacement=True, generator=gen)
+        idx_d = idx.to(self.true[0].device)
+        out = [x[idx_d] for x in self.true]
+        if self.probs[1] > 0:
+            noisy = corrupt(out, self.rms, self.corr_min, gen)
+            out = self._where(kind == 1, noisy, out)
+        if self.probs[2] > 0:
+            src = torch.randint(0, self.oof[0].shape[0], (n,), generator=gen).to(idx_d.device)
+            decoded = [o[src, idx_d].float() for o in self.oof]
+            out = self._where(kind == 2, decoded, out)
+        return out
+
+    @staticmethod
+    def _where(mask: torch.Tensor, a: list[torch.Tensor], b: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [torch.where(mask.to(x.device).view(-1, *[1] * (x.ndim - 1)), x, y) for x, y in zip(a, b)]
+
+
+class LossNetworks(torch.nn.Module):
+    """The fixed networks the generator's losses look through: the perceptual network and
+    the feature network (feature consistency), one forward pass when they are the same."""
+
+    def __init__(self, cfg: Config, transforms: list[LayerTransform]):
+        super().__init__()
+        g, f = cfg.generator, cfg.features
+        self.percep_layers = list(g.perceptual_layers) if g.loss_perceptual > 0 else []
+        names = g.consistency_layers or g.condition_layers
+        self.consist = [tf for tf in transforms if tf.layer in names] if g.loss_feature_consistency > 0 else []
+        consist_layers = [tf.layer for tf in self.consist]
+        same = g.perceptual_network == f.network and perceptual_weights(cfg) == f.weights
+        self.shared = same and bool(self.percep_layers) and bool(consist_layers)
+        self.percep = self.featnet = None
+        if self.shared:
+            self.percep = FeatureNet(f.network, f.weights, sorted(set(self.percep_layers) | set(consist_layers)),
+                                     input_size=f.input_size)
+        else:
+            if self.percep_layers:
+                size = f.input_size if g.perceptual_network == f.network else max(g.image_size, 64)
+                self.percep = FeatureNet(g.perceptual_network, perceptual_weights(cfg), self.percep_layers,
+                                         input_size=size)
+            if consist_layers:
+                self.featnet = FeatureNet(f.network, f.weights, consist_layers, input_size=f.input_size)
+        self.consist_index = [[tf.layer for tf in transforms].index(tf.layer) for tf in self.consist]
+
+    def losses(self, fake: torch.Tensor, real: torch.Tensor, cond: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        fake_feats = self.percep(fake) if self.percep is not None else {}
+        if self.percep_layers:
+            with torch.no_grad():
+                real_feats = self.percep(real)
+            out["perceptual"] = perceptual_loss({k: fake_feats[k] for k in self.percep_layers},
+                                                {k: real_feats[k] for k in self.percep_layers})
+        if self.consist:
+            feats = fake_feats if self.shared else self.featnet(fake)
+            out["feature_consistency"] = feature_consistency_loss(
+                [tf.apply_torch(feats[tf.layer]) for tf in self.consist], [cond[i] for i in self.consist_index])
+        return out
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1 - decay)
+
+
+def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[LayerTransform], images: np.ndarray,
+                    device, ckpt_dir: Path, run_dir: Path | None, key: str, channels: int = 3,
+                    rank: int = 0, world: int = 1) -> Generator:
+    """Train (or resume, or load) the generator on ``images`` ``(n, 3, S, S)``; returns its EMA.
+
+    With ``world`` > 1 (torchrun), every process trains on its share of each global
+    batch; only ``rank`` 0 logs and writes files.
+    """
     from tqdm import tqdm
 
     gc = cfg.generator
+    if gc.batch_size % world:
+        raise UserError(f"'generator.batch_size' ({gc.batch_size}) must be divisible by the number of processes "
+                        f"({world})")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final_path, ckpt_path = ckpt_dir / "generator.pt", ckpt_dir / "checkpoint.pt"
-    shapes = [tuple(x.shape[1:]) for x in inputs]
+    shapes = [tuple(x.shape[1:]) for x in sampler.true]
     torch.manual_seed(gc.seed)
-    G = Generator(shapes, gc.image_size, gc.base_channels).to(device)
+    G = Generator(shapes, gc.image_size, gc.base_channels, channels).to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     if final_path.is_file():
         state = torch.load(final_path, map_location=device, weights_only=False)
         if state["key"] == key and state["step"] == gc.iterations:
-            G.load_state_dict(state["generator"])
+            G_ema.load_state_dict(state["generator"])
             log.info("generator already trained for %d steps (%s); reusing it", gc.iterations, final_path)
-            return G.eval()
+            return G_ema
     D = Critic(gc.image_size, gc.base_channels).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=gc.lr, betas=(gc.beta1, gc.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=gc.lr, betas=(gc.beta1, gc.beta2))
-    comparator = FeatureNet(gc.comparator_network, gc.comparator_weights, gc.comparator_layers,
-                            input_size=max(gc.image_size, 64)).to(device).eval()
-    gen = torch.Generator(device=device)
+    nets = LossNetworks(cfg, transforms).to(device).eval()
+    gen = torch.Generator()  # on the CPU: the same draws on every device and process
     gen.manual_seed(gc.seed)
     start = 0
     if ckpt_path.is_file():
@@ -98,76 +215,111 @@ def train_generator(cfg: Config, inputs: list[np.ndarray], rms: list[float], ima
             raise UserError(f"{ckpt_path} holds {state['step']} generator steps, more than generator.iterations="
                             f"{gc.iterations}; raise generator.iterations or delete {ckpt_dir} to train afresh")
         if state["key"] == key:
-            G.load_state_dict(state["generator"])
-            D.load_state_dict(state["critic"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
+            for module, name in [(G, "generator"), (G_ema, "generator_ema"), (D, "critic"), (opt_g, "opt_g"),
+                                 (opt_d, "opt_d")]:
+                module.load_state_dict(state[name])
             gen.set_state(state["rng"])
             start = state["step"]
-            log.info("resuming generator training at step %d from %s", start, ckpt_path)
-    X = [torch.from_numpy(x).to(device) for x in inputs]
+            if rank == 0:
+                log.info("resuming generator training at step %d from %s", start, ckpt_path)
+    critic_loss = CriticLoss(D, gc.lambda_gp)
+    G_train, critic_train = G, critic_loss
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        G_train, critic_train = DDP(G, device_ids=ids), DDP(critic_loss, device_ids=ids)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if gc.bf16 and device.type == "cuda" else nullcontext()
+    if gc.bf16 and device.type != "cuda" and rank == 0:
+        log.warning("generator.bf16 is ignored on %s (bf16 autocast runs on CUDA only)", device)
     Y = torch.from_numpy(images).to(device)
     n = len(Y)
-    fixed = torch.arange(min(10, n), device=device)
-    stats_path = run_dir / "stats.jsonl"
+    share = slice(rank * gc.batch_size // world, (rank + 1) * gc.batch_size // world)
+    weights = {name: getattr(gc, f"loss_{name}") for name in LOSSES}
+    fixed = torch.arange(min(10, n))
     history: list[dict] = []
     t_tick = time.time()
     acc: dict[str, float] = {}
 
     def batch():
-        idx = torch.randint(0, n, (gc.batch_size,), generator=gen, device=device)
-        return corrupt([x[idx] for x in X], rms, gc.condition_corr_min, gen), Y[idx]
+        idx = torch.randint(0, n, (gc.batch_size,), generator=gen)
+        cond = sampler(idx, gen)
+        return [c[share] for c in cond], Y[idx[share].to(device)]
 
-    bar = tqdm(range(start, gc.iterations), desc="train generator", unit="step", initial=start, total=gc.iterations)
+    bar = tqdm(range(start, gc.iterations), desc="train generator", unit="step", initial=start, total=gc.iterations,
+               disable=rank != 0)
+    critic_used = weights["adversarial"] > 0 or weights["feature_matching"] > 0
+    w_dist = gp = torch.zeros(())
     for step in bar:
         G.train()
-        for _ in range(gc.n_critic):
+        for _ in range(gc.n_critic if critic_used else 0):  # no loss looks through an unused critic
             cond, real = batch()
-            with torch.no_grad():
+            eps = torch.rand(gc.batch_size, 1, 1, 1, generator=gen)[share].to(device)
+            with torch.no_grad(), amp:
                 fake = G(cond)
-            w_dist = D(real).mean() - D(fake).mean()
-            eps = torch.rand(real.shape[0], 1, 1, 1, generator=gen, device=device)
-            gp = gradient_penalty(D, real, fake, gc.lambda_gp, eps=eps)
+            with amp:
+                loss_d, w_dist, gp = critic_train(real, fake.float(), eps)
             opt_d.zero_grad(set_to_none=True)
-            (gp - w_dist).backward()
+            loss_d.backward()
             opt_d.step()
         cond, real = batch()
-        fake = G(cond)
-        losses = {"loss_pixel": pixel_loss(fake, real)}
-        if gc.loss_perceptual:
-            losses["loss_perceptual"] = perceptual_loss(comparator, fake, real)
-        if gc.loss_adversarial:
-            losses["loss_adversarial"] = -D(fake).mean()
-        if gc.loss_feature_matching:
-            losses["loss_feature_matching"] = feature_matching_loss(D, fake, real)
-        weights = {"loss_pixel": gc.loss_pixel, "loss_perceptual": gc.loss_perceptual,
-                   "loss_adversarial": gc.loss_adversarial, "loss_feature_matching": gc.loss_feature_matching}
-        total = sum(weights[k] * v for k, v in losses.items())
+        D.requires_grad_(False)
+        with amp:
+            fake = G_train(cond).float()
+            losses = {"pixel": pixel_loss(fake, real)} if weights["pixel"] else {}
+            if weights["adversarial"]:
+                losses["adversarial"] = -D(fake).mean()
+            if weights["feature_matching"]:
+                losses["feature_matching"] = feature_matching_loss(D, fake, real)
+            losses.update(nets.losses(fake, real, cond))
+            total = sum(weights[k] * v.float() for k, v in losses.items())
+        D.requires_grad_(True)
         opt_g.zero_grad(set_to_none=True)
         total.backward()
         opt_g.step()
-        for k, v in {**losses, "wasserstein": w_dist, "gp": gp}.items():
-            acc[k] = acc.get(k, 0.0) + float(v.detach())
         done = step + 1
+        _ema_update(G_ema, G, min(gc.ema_decay, (1 + done) / (10 + done)))
+        for k, v in {**{f"loss_{k}": v for k, v in losses.items()}, "wasserstein": w_dist, "gp": gp}.items():
+            acc[k] = acc.get(k, 0.0) + float(v.detach())
         if done % gc.tick_every == 0 or done == gc.iterations:
+            if world > 1:
+                import torch.distributed as dist
+
+                vals = torch.tensor(list(acc.values()), dtype=torch.float64, device=device)
+                dist.all_reduce(vals)
+                acc = dict(zip(acc, (vals / world).tolist()))
             steps_in_tick = done - (history[-1]["step"] if history else start)
             record = {"step": done, **{k: round(v / max(steps_in_tick, 1), 5) for k, v in acc.items()},
                       "sec_per_step": round((time.time() - t_tick) / max(steps_in_tick, 1), 3)}
             acc, t_tick = {}, time.time()
             history.append(record)
-            with open(stats_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            log.info("step %d/%d %s", done, gc.iterations,
-                     " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
-            G.eval()
-            with torch.no_grad():
-                samples = G([x[fixed] for x in X]).cpu().numpy()
-            image_grid({"true": images[: len(fixed)], f"step {done}": samples}, run_dir / "samples" / f"{done:06d}.png")
-            _save_atomic({"key": key, "step": done, "generator": G.state_dict(), "critic": D.state_dict(),
-                          "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": gen.get_state()},
-                         ckpt_path)
-    if history:
-        training_plot(history, run_dir / "training.png")
-    _save_atomic({"key": key, "step": gc.iterations, "generator": G.state_dict(), "input_shapes": shapes},
-                 final_path)
-    return G.eval()
+            if rank == 0:
+                _tick_outputs(record, gc.iterations, G_ema, sampler, fixed, images, run_dir)
+                _save_atomic({"key": key, "step": done, "generator": G.state_dict(),
+                              "generator_ema": G_ema.state_dict(), "critic": D.state_dict(),
+                              "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": gen.get_state()},
+                             ckpt_path)
+    if rank == 0:
+        if history and run_dir is not None:
+            training_plot(history, run_dir / "training.png")
+        _save_atomic({"key": key, "step": gc.iterations, "generator": G_ema.state_dict(), "input_shapes": shapes,
+                      "channels": channels}, final_path)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return G_ema
+
+
+def _tick_outputs(record: dict, iterations: int, G_ema: Generator, sampler: ConditionSampler, fixed: torch.Tensor,
+                  images: np.ndarray, run_dir: Path | None) -> None:
+    log.info("step %d/%d %s", record["step"], iterations,
+             " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
+    if run_dir is None:
+        return
+    with open(run_dir / "stats.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    with torch.no_grad():
+        samples = G_ema([x[fixed.to(x.device)] for x in sampler.true]).cpu().numpy()
+    image_grid({"true": images[: len(fixed)], f"step {record['step']}": samples},
+               run_dir / "samples" / f"{record['step']:06d}.png")

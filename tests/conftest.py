@@ -26,9 +26,10 @@ TINY = {
     "features": {"network": "vgg19", "weights": "random:0", "layers": ["conv3_4", "fc7"], "input_size": 32,
                  "batch_size": 16},
     "decoder": {"alphas": [10.0, 1000.0], "cv_folds": 2, "chunk_units": 1000},
-    "generator": {"condition_layers": ["conv3_4"], "image_size": 32, "base_channels": 8, "iterations": 4,
-                  "batch_size": 8, "n_critic": 2, "tick_every": 2},
-    "eval": {"grid_columns": 6},
+    "generator": {"condition_layers": ["conv3_4", "fc7"], "image_size": 32, "base_channels": 8, "iterations": 4,
+                  "batch_size": 8, "n_critic": 2, "tick_every": 2, "perceptual_layers": ["conv1_2"],
+                  "consistency_layers": []},
+    "eval": {"grid_columns": 6, "judge_weights": "random:1", "judge_input_size": 64},
 }
 
 

@@ -170,7 +170,7 @@ def test_missing_folder_or_file_is_one_line_naming_it(tiny_config, tmp_path, rng
 
 
 def test_shape_mismatches_are_refused(tiny_config, tmp_path, rng):
-    cfg = _config(tiny_config, tmp_path, "features.layers=[conv3_4]")
+    cfg = _config(tiny_config, tmp_path, "features.layers=[conv3_4]", "generator.condition_layers=[conv3_4]")
     store = ExperimentStore(cfg)
     root = tmp_path / "lab"
     folder = root / "vgg19" / "conv3_4" / "sub-01" / "VC"

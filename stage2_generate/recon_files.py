@@ -1,0 +1,64 @@
+"""Every reconstruction on disk, so users can score them with their own tools.
+
+Per subject, ROI, test set and method::
+
+    <results>/reconstructions/<subject>/<roi>/<split>/<method>.h5         images + names
+    <results>/reconstructions/<subject>/<roi>/<split>/<method>/<name>.png  one per stimulus
+
+The HDF5 file holds ``images`` (float32, ``(n, C, S, S)`` in [0, 1], C = 1 for a
+grayscale stimulus set) exactly as scored, and ``names`` (the stimulus of each row).
+PNGs are 8-bit (grayscale or RGB). A method's files are written to a temporary name and
+renamed, so a crash never leaves a half-written set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+
+def method_paths(folder: Path, method: str) -> tuple[Path, Path]:
+    """``(<method>.h5, <method>/)`` inside ``folder``."""
+    safe = method.replace("[", "_").replace("]", "").replace("/", "_")
+    return folder / f"{safe}.h5", folder / safe
+
+
+def save_reconstructions(folder: Path, method: str, images: np.ndarray, names: list[str], grayscale: bool) -> None:
+    """Write ``images`` ``(n, 3, S, S)`` (RGB; channel 0 only when ``grayscale``) named after ``names``."""
+    import h5py
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    h5_path, png_dir = method_paths(folder, method)
+    arr = np.ascontiguousarray(images[:, :1] if grayscale else images, dtype=np.float32)
+    tmp_h5 = h5_path.with_name(f".{h5_path.name}.tmp-{os.getpid()}")
+    with h5py.File(tmp_h5, "w") as f:
+        f.create_dataset("images", data=arr)
+        f.create_dataset("names", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
+        f.attrs["method"] = method
+        f.attrs["layout"] = "(n, channels, height, width) float32 in [0, 1]"
+    tmp_dir = png_dir.with_name(f".{png_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir()
+    pixels = np.rint(np.clip(arr, 0, 1) * 255).astype(np.uint8)
+    for name, img in zip(names, pixels):
+        stem = str(name).replace("/", "_").replace(os.sep, "_")
+        if grayscale:
+            Image.fromarray(img[0], mode="L").save(tmp_dir / f"{stem}.png")
+        else:
+            Image.fromarray(img.transpose(1, 2, 0), mode="RGB").save(tmp_dir / f"{stem}.png")
+    os.replace(tmp_h5, h5_path)
+    if png_dir.exists():
+        shutil.rmtree(png_dir)
+    os.replace(tmp_dir, png_dir)
+
+
+def read_reconstructions(h5_path: Path) -> tuple[np.ndarray, list[str]]:
+    """``(images (n, C, S, S) float32, names)`` from a ``<method>.h5`` file."""
+    import h5py
+
+    with h5py.File(h5_path, "r") as f:
+        return f["images"][:], [n.decode() if isinstance(n, bytes) else str(n) for n in f["names"][:]]
