@@ -3,7 +3,7 @@
 For each output size (64, 128 and 256 px by default) the generator, critic and loss
 networks of the given config are built exactly as training builds them, with
 conditioning inputs of the config's layers at their entry sizes (random values: speed
-does not depend on them). Timed: one critic update (generator forward + critic loss
+does not depend on them); RGB, float32 (no bf16). Timed: one critic update (generator forward + critic loss
 with gradient penalty, backward, Adam), one generator update (all switched-on losses,
 backward, Adam) and inference (generator forward, no gradients). Each size runs in a
 fresh process so its peak memory is its own (peak RSS on CPU; peak allocated CUDA
@@ -85,8 +85,14 @@ def measure(config: str, overrides: list[str], size: int, steps: int) -> dict:
     def generator_step():
         D.requires_grad_(False)
         fake = G(cond)
-        losses = {"pixel": pixel_loss(fake, real), "adversarial": -D(fake).mean(),
-                  "feature_matching": feature_matching_loss(D, fake, real), **nets.losses(fake, real, cond)}
+        losses = {}  # only the switched-on losses, as training computes them
+        if g.loss_pixel:
+            losses["pixel"] = pixel_loss(fake, real)
+        if g.loss_adversarial:
+            losses["adversarial"] = -D(fake).mean()
+        if g.loss_feature_matching:
+            losses["feature_matching"] = feature_matching_loss(D, fake, real)
+        losses.update(nets.losses(fake, real, cond))
         total = sum(getattr(g, f"loss_{k}") * v for k, v in losses.items())
         D.requires_grad_(True)
         opt_g.zero_grad(set_to_none=True)
@@ -100,7 +106,8 @@ def measure(config: str, overrides: list[str], size: int, steps: int) -> dict:
     t_critic = _timed(critic_step, steps, device)
     t_gen = _timed(generator_step, steps, device)
     t_infer = _timed(generate, steps, device)
-    t_iter = g.n_critic * t_critic + t_gen
+    critic_used = g.loss_adversarial > 0 or g.loss_feature_matching > 0  # else training skips the critic
+    t_iter = (g.n_critic if critic_used else 0) * t_critic + t_gen
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"device": str(device), "image_size": size, "batch": B, "n_critic": g.n_critic,

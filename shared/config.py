@@ -171,7 +171,7 @@ class GeneratorConfig:
     beta1: float = 0.5
     beta2: float = 0.9
     loss_adversarial: float = 0.01  # Wasserstein critic score of the reconstruction
-    loss_pixel: float = 1.0  # mean squared error in pixels
+    loss_pixel: float = 1.0  # squared error in pixels over the true image's variance
     loss_perceptual: float = 1.0  # perceptual-network features of reconstruction vs true image
     loss_feature_matching: float = 0.1  # critic features of reconstruction vs true image
     loss_feature_consistency: float = 0.1  # feature-network features of the reconstruction vs its conditioning
@@ -481,6 +481,9 @@ def _check_generator(cfg: Config) -> None:
                  "loss_feature_consistency", "mix_true", "mix_corrupted", "mix_oof", "lambda_gp"):
         if getattr(g, name) < 0:
             raise UserError(f"'generator.{name}' must not be negative (0 switches it off); {getattr(g, name)} was given")
+    if not any(getattr(g, f"loss_{k}") > 0 for k in ("adversarial", "pixel", "perceptual", "feature_matching",
+                                                      "feature_consistency")):
+        raise UserError("every generator.loss_* weight is 0; switch at least one loss on (e.g. generator.loss_pixel=1)")
     if g.train_inputs == "mix" and g.mix_true + g.mix_corrupted + g.mix_oof <= 0:
         raise UserError("'generator.train_inputs' = 'mix' needs a positive generator.mix_true, mix_corrupted or mix_oof")
     uses_oof = g.train_inputs == "oof" or (g.train_inputs == "mix" and g.mix_oof > 0)
@@ -505,17 +508,16 @@ def _same_network(net_a: str, weights_a: str, net_b: str, weights_b: str) -> boo
 def _check_judge(cfg: Config) -> None:
     """The judge never scores with a network whose features a training loss uses."""
     g, e = cfg.generator, cfg.eval
-    users = []
+    # the generator is conditioned on the feature network's features (and nearest_train retrieves by
+    # them), so the judge is never the feature network either
+    users = [("the generator's conditioning", "features.network/weights", cfg.features.network, cfg.features.weights)]
     if g.loss_perceptual > 0:
         users.append(("the perceptual loss", "generator.perceptual_network/perceptual_weights",
                       g.perceptual_network, perceptual_weights(cfg)))
-    if g.loss_feature_consistency > 0:
-        users.append(("the feature-consistency loss", "features.network/weights", cfg.features.network,
-                      cfg.features.weights))
     for what, keys, net, weights in users:
         if _same_network(e.judge_network, e.judge_weights, net, weights):
             raise UserError(f"eval.judge_network/judge_weights ({e.judge_network}, {e.judge_weights}) is the network "
-                            f"{what} trains on, so its scores would measure the loss; give the judge other weights "
+                            f"{what} uses, so its scores would not be independent; give the judge other weights "
                             f"or change {keys}")
 
 

@@ -3,7 +3,7 @@
 For each conditioning layer the features are z-scored per unit with the statistics
 of the true training features; a conv layer is then average-pooled to the generator
 block it enters, the largest power of two not above its own size nor the output size
-(``(C, r, r)``; pooling also averages out decoding noise), and fc layers stay vectors. Decoded features go through the same transform and are then
+(maps under 4 x 4 stay as they are and are upsampled to the first block) (``(C, r, r)``; pooling also averages out decoding noise), and fc layers stay vectors. Decoded features go through the same transform and are then
 rescaled per sample to the RMS of the true training inputs, because ridge shrinks
 predictions towards the mean.
 """

@@ -33,7 +33,7 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     scores = critic(x_hat)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
-    norms = grad.flatten(1).norm(2, dim=1)
+    norms = grad.float().flatten(1).norm(2, dim=1)  # in float32 also under bf16 autocast
     return lambda_gp * ((norms - 1) ** 2).mean()
 
 

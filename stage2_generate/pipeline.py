@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 
 import numpy as np
 
@@ -123,7 +124,11 @@ def run(cfg: Config) -> None:
         cfg, [torch.from_numpy(x).to(device) for x in train_inputs],
         None if oof is None else [torch.from_numpy(x).to(device) for x in oof], [tf.rms for tf in transforms])
     del oof
-    key = training_key(cfg, 1 if gray else 3)
+    inputs = [store.true_file(layer, "train") for layer in gc.condition_layers]
+    if uses_oof:
+        inputs += [store.decoded_file(s, r, layer, "train_oof") for s in cfg.data.subjects for r in cfg.data.rois
+                   for layer in gc.condition_layers]
+    key = training_key(cfg, 1 if gray else 3, inputs)
     G = train_generator(cfg, sampler, transforms, train_images, device, cfg.work_path / "generator" / key,
                         run_.dir if run_ else None, key, channels=1 if gray else 3, rank=rank, world=world)
     del sampler
@@ -133,7 +138,6 @@ def run(cfg: Config) -> None:
     e = cfg.eval
     judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval()
     nearest_train = NearestTrain(train_inputs, train_images)
-    rng = np.random.default_rng(cfg.seed)
     spec = parse_weights(cfg.features.weights)
     results = cfg.results_path
     first_split, first_roi = next(iter(cfg.data.test)), cfg.data.rois[0]
@@ -154,8 +158,16 @@ def run(cfg: Config) -> None:
                 if split not in truth:
                     true = load_images(cfg.data_root / split_files(cfg, split).images, names, gc.image_size)
                     ceiling = _generate(G, true_inputs(store, transforms, split, names), device)
-                    truth[split] = (true, judge_features(judge, true, device), ceiling)
-                true, true_feats, ceiling = truth[split]
+                    truth[split] = (list(names), true, judge_features(judge, true, device), ceiling)
+                first_names, true, true_feats, ceiling = truth[split]
+                if list(names) != first_names:  # another subject or ROI may list the images in another order
+                    index = {n: i for i, n in enumerate(first_names)}
+                    if set(names) != set(first_names):
+                        raise UserError(f"the decoded {split} features of {subject} {roi} are not of the same images "
+                                        f"as those of the first subject and ROI; rerun stage 1")
+                    rows = [index[n] for n in names]
+                    true, ceiling = true[rows], ceiling[rows]
+                    true_feats = {k: v[rows] for k, v in true_feats.items()}
                 recons = {"wgan_gp": _generate(G, dec, device)}
                 if e.baselines:
                     recons.update(pixel_ridge=ridge_recon[split], nearest_train=nearest_train(dec))
@@ -165,6 +177,8 @@ def run(cfg: Config) -> None:
                     recons["wgan_gp_true_features"] = ceiling
                 suffix = "" if roi == first_roi else f"[{roi}]"
                 for method, rec in recons.items():
+                    # n-way distractors drawn per (subject, ROI, test set, method): rows stay comparable
+                    rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{subject}/{roi}/{split}/{method}".encode())])
                     s = score(rec, true, true_feats, judge, device, rng)
                     if method == "pixel_ridge":
                         s["alpha"] = ridge_alpha
@@ -185,8 +199,7 @@ def run(cfg: Config) -> None:
         "generator": {"train_inputs": gc.train_inputs, "condition_layers": gc.condition_layers,
                       "losses": {k: getattr(gc, f"loss_{k}") for k in ("adversarial", "pixel", "perceptual",
                                                                        "feature_matching", "feature_consistency")},
-                      "perceptual": f"{gc.perceptual_network} {gc.perceptual_layers}", "iterations": gc.iterations,
-                      "key": key},
+                      "perceptual": f"{gc.perceptual_network} {gc.perceptual_layers}", "iterations": gc.iterations},
         "grayscale": gray,
     }
     metrics = update_metrics(results / "metrics.json", sections, "stage2", run_.dir)

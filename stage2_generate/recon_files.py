@@ -7,8 +7,9 @@ Per subject, ROI, test set and method::
 
 The HDF5 file holds ``images`` (float32, ``(n, C, S, S)`` in [0, 1], C = 1 for a
 grayscale stimulus set) exactly as scored, and ``names`` (the stimulus of each row).
-PNGs are 8-bit (grayscale or RGB). A method's files are written to a temporary name and
-renamed, so a crash never leaves a half-written set.
+PNGs are 8-bit (grayscale or RGB). The HDF5 file and the PNG folder are each written
+under a temporary name and renamed into place, so neither is ever half-written (a crash
+between the two renames can leave a new HDF5 file beside the previous PNGs).
 """
 
 from __future__ import annotations

@@ -52,8 +52,13 @@ log = logging.getLogger(__name__)
 LOSSES = ("adversarial", "pixel", "perceptual", "feature_matching", "feature_consistency")
 
 
-def training_key(cfg: Config, channels: int = 3) -> str:
-    """Hash of everything that determines the trained generator (resume only on a match)."""
+def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = ()) -> str:
+    """Hash of everything that determines the trained generator (resume only on a match).
+
+    ``inputs`` are the feature-store files training reads; their size and modification
+    time enter the hash, so features decoded again (another seed, decoder or an
+    ``import-lab``) train a new generator.
+    """
     from dataclasses import asdict
 
     g = asdict(cfg.generator)
@@ -63,7 +68,8 @@ def training_key(cfg: Config, channels: int = 3) -> str:
     blob = json.dumps({"generator": g, "perceptual_weights": perceptual_weights(cfg), "channels": channels,
                        "features": [f.network, f.weights, f.input_size], "root": cfg.data.root,
                        "train": asdict(cfg.data.train), "decoder": asdict(cfg.decoder),
-                       "subjects": cfg.data.subjects, "rois": cfg.data.rois,
+                       "subjects": cfg.data.subjects, "rois": cfg.data.rois, "seed": cfg.seed,
+                       "inputs": [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in inputs],
                        "simulation": asdict(cfg.simulation) if cfg.data.source == "simulated" else None},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -218,7 +224,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
             for module, name in [(G, "generator"), (G_ema, "generator_ema"), (D, "critic"), (opt_g, "opt_g"),
                                  (opt_d, "opt_d")]:
                 module.load_state_dict(state[name])
-            gen.set_state(state["rng"])
+            gen.set_state(state["rng"].cpu())  # map_location moved it to the device
             start = state["step"]
             if rank == 0:
                 log.info("resuming generator training at step %d from %s", start, ckpt_path)
