@@ -32,9 +32,9 @@ from shared.config import load_config
 from shared.device import resolve_device
 from shared.featnet import FeatureNet
 from stage2_generate.conditioning import LayerTransform
-from stage2_generate.losses import CriticLoss, feature_matching_loss, pixel_loss
+from stage2_generate.losses import CriticLoss
 from stage2_generate.models import Critic, Generator
-from stage2_generate.train import LossNetworks
+from stage2_generate.train import LossNetworks, generator_losses, loss_weights, uses_critic
 
 
 def _transforms(cfg) -> list[LayerTransform]:
@@ -70,6 +70,7 @@ def measure(config: str, overrides: list[str], size: int, steps: int) -> dict:
     D = Critic(size, g.base_channels).to(device)
     critic_loss = CriticLoss(D, g.lambda_gp)
     nets = LossNetworks(cfg, transforms).to(device).eval()
+    weights = loss_weights(cfg)
     opt_g, opt_d = torch.optim.Adam(G.parameters(), lr=g.lr), torch.optim.Adam(D.parameters(), lr=g.lr)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -85,15 +86,8 @@ def measure(config: str, overrides: list[str], size: int, steps: int) -> dict:
     def generator_step():
         D.requires_grad_(False)
         fake = G(cond)
-        losses = {}  # only the switched-on losses, as training computes them
-        if g.loss_pixel:
-            losses["pixel"] = pixel_loss(fake, real)
-        if g.loss_adversarial:
-            losses["adversarial"] = -D(fake).mean()
-        if g.loss_feature_matching:
-            losses["feature_matching"] = feature_matching_loss(D, fake, real)
-        losses.update(nets.losses(fake, real, cond))
-        total = sum(getattr(g, f"loss_{k}") * v for k, v in losses.items())
+        losses = generator_losses(weights, D, nets, fake, real, cond)  # as training computes them
+        total = sum(weights[k] * v for k, v in losses.items())
         D.requires_grad_(True)
         opt_g.zero_grad(set_to_none=True)
         total.backward()
@@ -106,8 +100,7 @@ def measure(config: str, overrides: list[str], size: int, steps: int) -> dict:
     t_critic = _timed(critic_step, steps, device)
     t_gen = _timed(generator_step, steps, device)
     t_infer = _timed(generate, steps, device)
-    critic_used = g.loss_adversarial > 0 or g.loss_feature_matching > 0  # else training skips the critic
-    t_iter = (g.n_critic if critic_used else 0) * t_critic + t_gen
+    t_iter = (g.n_critic if uses_critic(weights) else 0) * t_critic + t_gen
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"device": str(device), "image_size": size, "batch": B, "n_critic": g.n_critic,

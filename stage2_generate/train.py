@@ -176,6 +176,28 @@ class LossNetworks(torch.nn.Module):
         return out
 
 
+def loss_weights(cfg: Config) -> dict[str, float]:
+    """``{loss name: weight}`` of the generator's losses (0 = off)."""
+    return {name: getattr(cfg.generator, f"loss_{name}") for name in LOSSES}
+
+
+def uses_critic(weights: dict[str, float]) -> bool:
+    """Whether any switched-on loss looks through the critic (else it is not trained)."""
+    return weights["adversarial"] > 0 or weights["feature_matching"] > 0
+
+
+def generator_losses(weights: dict[str, float], D: Critic, nets: LossNetworks, fake: torch.Tensor,
+                     real: torch.Tensor, cond: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every switched-on loss of one generator step (unweighted)."""
+    losses = {"pixel": pixel_loss(fake, real)} if weights["pixel"] else {}
+    if weights["adversarial"]:
+        losses["adversarial"] = -D(fake).mean()
+    if weights["feature_matching"]:
+        losses["feature_matching"] = feature_matching_loss(D, fake, real)
+    losses.update(nets.losses(fake, real, cond))
+    return losses
+
+
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()):
@@ -241,7 +263,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
     Y = torch.from_numpy(images).to(device)
     n = len(Y)
     share = slice(rank * gc.batch_size // world, (rank + 1) * gc.batch_size // world)
-    weights = {name: getattr(gc, f"loss_{name}") for name in LOSSES}
+    weights = loss_weights(cfg)
     fixed = torch.arange(min(10, n))
     history: list[dict] = []
     t_tick = time.time()
@@ -254,7 +276,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
 
     bar = tqdm(range(start, gc.iterations), desc="train generator", unit="step", initial=start, total=gc.iterations,
                disable=rank != 0)
-    critic_used = weights["adversarial"] > 0 or weights["feature_matching"] > 0
+    critic_used = uses_critic(weights)
     w_dist = gp = torch.zeros(())
     for step in bar:
         G.train()
@@ -272,12 +294,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
         D.requires_grad_(False)
         with amp:
             fake = G_train(cond).float()
-            losses = {"pixel": pixel_loss(fake, real)} if weights["pixel"] else {}
-            if weights["adversarial"]:
-                losses["adversarial"] = -D(fake).mean()
-            if weights["feature_matching"]:
-                losses["feature_matching"] = feature_matching_loss(D, fake, real)
-            losses.update(nets.losses(fake, real, cond))
+            losses = generator_losses(weights, D, nets, fake, real, cond)
             total = sum(weights[k] * v.float() for k, v in losses.items())
         D.requires_grad_(True)
         opt_g.zero_grad(set_to_none=True)
