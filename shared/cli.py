@@ -1,7 +1,9 @@
 """Common command-line plumbing of both stages.
 
 ``main(prog, description, verbs, argv)`` parses ``<verb> --config FILE [--set key=value ...]
-[--dry-run]``, loads and validates the config, and calls the verb. A ``UserError``
+[--dry-run]``, loads and validates the config, and calls the verb. A verb given as
+``(function, help, add_arguments)`` adds its own options and receives the parsed
+arguments instead (``compare`` and ``export`` read other kinds of files). A ``UserError``
 becomes one line on stderr and exit status 2, never a traceback.
 """
 
@@ -20,9 +22,11 @@ Verb = Callable[["object"], None]
 def _parser(prog: str, description: str, verbs: dict[str, tuple[Verb, str]]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for name, (_, help_text) in verbs.items():
+    for name, (_, help_text, *extra) in verbs.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", required=True, help="experiment YAML file, e.g. configs/demo.yaml")
+        if extra:  # a verb with its own options; it reads its config itself
+            extra[0](p)
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set generator.iterations=200 (repeatable)")
         p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -39,6 +43,9 @@ def main(prog: str, description: str, verbs: dict[str, tuple[Verb, str]], argv: 
     try:
         from shared.config import dump_yaml, load_config
 
+        if len(verbs[args.verb]) > 2:  # (function, help, add_arguments): it gets the parsed arguments
+            verbs[args.verb][0](args)
+            return 0
         cfg = load_config(args.config, args.overrides)
         if args.dry_run:
             sys.stdout.write(dump_yaml(cfg))

@@ -259,8 +259,10 @@ class Config:
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read ``path`` (YAML), apply ``key=value`` overrides, validate, return a ``Config``."""
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                values: dict[str, Any] | None = None) -> Config:
+    """Read ``path`` (YAML), apply ``values`` (``{dotted key: value}``, e.g. a compare variant),
+    then ``key=value`` overrides; validate and return a ``Config``."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -274,6 +276,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise UserError(f"config file '{path}'{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
         if not isinstance(raw, dict):
             raise UserError(f"config file '{path}' must hold a mapping of keys at the top level")
+    for key, value in (values or {}).items():
+        _set_dotted(raw, str(key), value)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():

@@ -59,17 +59,22 @@ def pairwise_identification(pred: np.ndarray, true: np.ndarray, corr: np.ndarray
     return wins / (n - 1)
 
 
-def nway_identification(corr: np.ndarray, n_way: int, rng: np.random.Generator, draws: int = 20) -> float:
-    """Mean n-way identification accuracy from a ``corr_matrix`` (chance 1/n_way), over
-    ``draws`` random sets of distractors per image."""
+def nway_hits(corr: np.ndarray, n_way: int, rng: np.random.Generator, draws: int = 20) -> np.ndarray:
+    """Per-image n-way identification accuracy ``(n,)`` from a ``corr_matrix`` (chance 1/n_way):
+    the share of ``draws`` random sets of ``n_way - 1`` distractors that the image beats."""
     n = corr.shape[0]
-    hits = []
+    hits = np.zeros((n, draws), dtype=bool)
     for i in range(n):
         others = np.delete(np.arange(n), i)
-        for _ in range(draws):
+        for d in range(draws):
             pick = rng.choice(others, n_way - 1, replace=False)
-            hits.append(corr[i, i] > corr[i, pick].max())
-    return float(np.mean(hits))
+            hits[i, d] = corr[i, i] > corr[i, pick].max()
+    return hits.mean(axis=1)
+
+
+def nway_identification(corr: np.ndarray, n_way: int, rng: np.random.Generator, draws: int = 20) -> float:
+    """Mean n-way identification accuracy over images (see ``nway_hits``)."""
+    return float(np.mean(nway_hits(corr, n_way, rng, draws)))
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:

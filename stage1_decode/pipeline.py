@@ -109,7 +109,8 @@ def _drop_stale_sections(path, decoding: dict, first: str) -> None:
     kept = {k: v for k, v in old.items() if not k.startswith(("decoding", "reconstruction", "runs"))}
     if any(k.startswith("reconstruction") for k in old):
         log.info("decoded features changed: removed the old reconstruction results; rerun stage 2")
-        for stale in [*path.parent.glob("grid*.png"), *path.parent.glob("reconstruction*.*")]:
+        for stale in [*path.parent.glob("grid*.png"), *path.parent.glob("reconstruction*.*"),
+                      *path.parent.glob("per_image.json")]:
             stale.unlink()
     atomic_write_json(path, kept)
 

@@ -14,7 +14,7 @@ from shared.datasets import bdata_files, load_images, load_split, split_files, s
 from shared.device import distributed, process_device
 from shared.errors import UserError
 from shared.report import recon_columns, recon_rows, section_key, write_summary, write_table
-from shared.runs import Run, update_metrics
+from shared.runs import Run, atomic_write_json, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
 
@@ -51,19 +51,18 @@ def judge_features(judge, images: np.ndarray, device, batch: int = 50) -> dict[s
 
 
 def score(recon: np.ndarray, true: np.ndarray, true_feats: dict[str, np.ndarray], judge, device,
-          rng: np.random.Generator) -> dict:
-    """Reconstruction metrics of ``recon`` against ``true`` (both ``(n, 3, S, S)`` in [0, 1]);
-    ``true_feats`` are ``judge_features`` of ``true``."""
+          rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per-image reconstruction metrics of ``recon`` against ``true`` (both ``(n, 3, S, S)`` in
+    [0, 1]); ``true_feats`` are ``judge_features`` of ``true``. ``metrics.json`` holds their means."""
     corr = M.corr_matrix(recon, true)
     fr = judge_features(judge, recon, device)
-    out = {
-        "pixcorr": M.summarise(np.diag(corr)),
-        "ssim": M.summarise(M.ssim(recon, true)),
-        **{k: M.summarise(M.pairwise_identification(fr[k], true_feats[k])) for k in true_feats},
-        "pairwise_id_pixel": M.summarise(M.pairwise_identification(None, None, corr=corr)),
-        "nway10_id_pixel": M.nway_identification(corr, min(10, len(true)), rng),
+    return {
+        "pixcorr": np.diag(corr).copy(),
+        "ssim": M.ssim(recon, true),
+        **{k: M.pairwise_identification(fr[k], true_feats[k]) for k in true_feats},
+        "pairwise_id_pixel": M.pairwise_identification(None, None, corr=corr),
+        "nway10_id_pixel": M.nway_hits(corr, min(10, len(true)), rng),
     }
-    return out
 
 
 def is_grayscale(images: np.ndarray) -> bool:
@@ -142,6 +141,7 @@ def run(cfg: Config) -> None:
     results = cfg.results_path
     first_split, first_roi = next(iter(cfg.data.test)), cfg.data.rois[0]
     recon_metrics: dict = {}
+    per_image: dict = {}  # split -> subject -> method -> {"names", metric: per-image values}
     truth: dict[str, tuple] = {}  # split -> (images, judge features, true-feature ceiling), once per split
     for subject in cfg.data.subjects:
         for roi in cfg.data.rois:
@@ -159,6 +159,8 @@ def run(cfg: Config) -> None:
                     true = load_images(cfg.data_root / split_files(cfg, split).images, names, gc.image_size)
                     ceiling = _generate(G, true_inputs(store, transforms, split, names), device)
                     truth[split] = (list(names), true, judge_features(judge, true, device), ceiling)
+                    if e.save_reconstructions:  # the stimuli as scored, so figures need nothing but results/
+                        save_reconstructions(results / "reconstructions" / "stimuli", split, true, names, gray)
                 first_names, true, true_feats, ceiling = truth[split]
                 if list(names) != first_names:  # another subject or ROI may list the images in another order
                     index = {n: i for i, n in enumerate(first_names)}
@@ -179,7 +181,10 @@ def run(cfg: Config) -> None:
                 for method, rec in recons.items():
                     # n-way distractors drawn per (subject, ROI, test set, method): rows stay comparable
                     rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{subject}/{roi}/{split}/{method}".encode())])
-                    s = score(rec, true, true_feats, judge, device, rng)
+                    per = score(rec, true, true_feats, judge, device, rng)
+                    s = {k: M.summarise(v) for k, v in per.items()}
+                    per_image.setdefault(split, {}).setdefault(subject, {})[method + suffix] = {
+                        "names": list(names), **{k: v.tolist() for k, v in per.items()}}
                     if method == "pixel_ridge":
                         s["alpha"] = ridge_alpha
                     recon_metrics.setdefault(split, {}).setdefault(subject, {})[method + suffix] = s
@@ -202,6 +207,7 @@ def run(cfg: Config) -> None:
                       "perceptual": f"{gc.perceptual_network} {gc.perceptual_layers}", "iterations": gc.iterations},
         "grayscale": gray,
     }
+    atomic_write_json(results / "per_image.json", per_image)
     metrics = update_metrics(results / "metrics.json", sections, "stage2", run_.dir)
     for key_name, rec in sections.items():
         if key_name != "reconstruction_info":

@@ -4,6 +4,7 @@ Per subject, ROI, test set and method::
 
     <results>/reconstructions/<subject>/<roi>/<split>/<method>.h5         images + names
     <results>/reconstructions/<subject>/<roi>/<split>/<method>/<name>.png  one per stimulus
+    <results>/reconstructions/stimuli/<split>.h5 (and <split>/<name>.png)   the stimuli as scored
 
 The HDF5 file holds ``images`` (float32, ``(n, C, S, S)`` in [0, 1], C = 1 for a
 grayscale stimulus set) exactly as scored, and ``names`` (the stimulus of each row).

@@ -1,0 +1,219 @@
+"""A comparison: a declarative matrix of variants over a base experiment config.
+
+A compare file is YAML::
+
+    name: layers                  # results go to results/compare/<name>/ (default: the file's stem)
+    base: ../demo.yaml            # the experiment config every variant starts from (relative to this file)
+    set:                          # optional: dotted keys applied to every variant
+      generator.iterations: 300
+    variants:                     # name -> dotted config keys that variant changes ({} = the base)
+      low: {generator.condition_layers: [conv2_2]}
+      several: {}
+    matrix:                       # optional: every variant crossed with these values
+      seed: [0, 1]
+    reference: several            # optional: the variant others are tested against (default: the first)
+    method: wgan_gp               # optional: the method compared across variants
+
+Every variant is resolved and validated like any config (``shared.config.load_config``), so a
+misspelt key is refused before anything runs, with the variant's name in the message.
+Command-line ``--set`` overrides apply to every variant, last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared.config import Config, load_config, to_dict
+from shared.errors import UserError
+
+KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method")
+
+
+@dataclass
+class Variant:
+    name: str
+    changes: dict[str, Any]  # the dotted keys this variant sets (beyond the compare's `set`)
+    cfg: Config
+
+
+@dataclass
+class CompareSpec:
+    name: str
+    path: Path
+    base: Path
+    variants: list[Variant]
+    reference: str
+    method: str = "wgan_gp"
+    shared_changes: dict[str, Any] = field(default_factory=dict)
+
+    def variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
+
+
+def is_compare_file(path: str | Path) -> bool:
+    """True when ``path`` is a compare file (a YAML mapping with ``variants``)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and "variants" in raw
+
+
+def _flatten(changes: Any, where: str) -> dict[str, Any]:
+    if changes is None:
+        return {}
+    if not isinstance(changes, dict):
+        raise UserError(f"{where} must be a mapping of config keys to values, e.g. {{generator.loss_pixel: 0}}; "
+                        f"got {changes!r}")
+    return {str(k): v for k, v in changes.items()}
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, list):
+        return "+".join(str(v) for v in value)
+    return str(value)
+
+
+def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> CompareSpec:
+    """Read and validate a compare file; every variant's config is resolved."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"compare file '{path}' does not exist; pass e.g. configs/ablations/layers.yaml to --config")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"compare file '{path}' is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict) or "variants" not in raw:
+        raise UserError(f"'{path}' is not a compare file (it has no 'variants' mapping); see configs/ablations/")
+    unknown = [k for k in raw if k not in KEYS]
+    if unknown:
+        raise UserError(f"compare file '{path}' has unknown key '{unknown[0]}'; valid keys: {', '.join(KEYS)}")
+    if not raw.get("base"):
+        raise UserError(f"compare file '{path}' needs 'base': the experiment config the variants start from")
+    base = (path.parent / str(raw["base"])).resolve()
+    try:
+        base = base.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    if not base.is_file():
+        raise UserError(f"compare file '{path}': base config '{base}' does not exist")
+    shared_changes = _flatten(raw.get("set"), f"'set' in {path}")
+    variants_raw = raw["variants"]
+    if not isinstance(variants_raw, dict) or not variants_raw:
+        raise UserError(f"'variants' in {path} must map each variant's name to the config keys it changes")
+    matrix = _flatten(raw.get("matrix"), f"'matrix' in {path}")
+    for key, values in matrix.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"'matrix.{key}' in {path} must be a non-empty list of values")
+    combos = [dict(zip(matrix, values)) for values in itertools.product(*matrix.values())] if matrix else [{}]
+
+    variants: list[Variant] = []
+    for vname, vchanges in variants_raw.items():
+        if isinstance(vname, bool):  # YAML reads a bare true/false key as a boolean
+            vname = "true" if vname else "false"
+        changes = _flatten(vchanges, f"variant '{vname}' in {path}")
+        for combo in combos:
+            name = str(vname) + "".join(f" {k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in combo.items())
+            merged = {**changes, **combo}
+            try:
+                cfg = load_config(base, overrides, values={**shared_changes, **merged})
+            except UserError as exc:
+                raise UserError(f"variant '{name}' of {path}: {exc}") from None
+            variants.append(Variant(name, merged, cfg))
+    names = [v.name for v in variants]
+    reference = str(raw.get("reference") or names[0])
+    if reference not in names:
+        close = [n for n in names if n.startswith(reference + " ")]
+        if not close:
+            raise UserError(f"'reference' in {path} is {reference!r}, which is not a variant; variants: "
+                            f"{', '.join(names)}")
+        reference = close[0]
+    return CompareSpec(name=str(raw.get("name") or path.stem), path=path, base=base, variants=variants,
+                       reference=reference, method=str(raw.get("method") or "wgan_gp"),
+                       shared_changes=shared_changes)
+
+
+# ------------------------------------------------------------------ cache keys
+
+# Keys that change where things go, how fast, or how they look, never what is computed.
+NOT_RESULTS = {("experiment",), ("results_dir",), ("work_dir",), ("device",), ("features", "batch_size"),
+               ("decoder", "chunk_units"), ("generator", "tick_every"), ("eval", "grid_columns"),
+               ("eval", "save_reconstructions"), ("lab",)}
+
+
+# Bump when a code change alters what an unchanged config computes, to retire every cached product.
+CACHE_VERSION = 1
+
+
+def _changed(d: Any, default: Any) -> Any:
+    """The parts of ``d`` that differ from ``default`` (nested mappings compared key by key)."""
+    if isinstance(d, dict) and isinstance(default, dict):
+        out = {k: _changed(v, default.get(k)) for k, v in d.items() if k not in default or v != default[k]}
+        out.update({k: "<absent>" for k in default if k not in d})  # e.g. a default test set left out
+        return out
+    return d
+
+
+def _digest(obj: Any) -> str:
+    """Hash of a config fragment, over what differs from the schema's defaults: a new config key added
+    with a default later leaves every existing key, and its cached products, valid."""
+    return hashlib.sha256(json.dumps([CACHE_VERSION, obj], sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _drop(d: dict, paths) -> dict:
+    import copy
+
+    d = copy.deepcopy(d)
+    for p in paths:
+        node = d
+        for part in p[:-1]:
+            node = node.get(part, {})
+        node.pop(p[-1], None)
+    return d
+
+
+def _store_parts(cfg: Config) -> dict:
+    d = to_dict(cfg)
+    return {
+        "data": {k: v for k, v in d["data"].items() if k not in ("subjects", "rois")},
+        "simulation": d["simulation"] if cfg.data.source == "simulated" else None,
+        "features": {k: d["features"][k] for k in ("network", "weights", "input_size", "layers")},
+        "decoder": {k: v for k, v in d["decoder"].items() if k not in ("kind", "alpha_per", "n_voxels", "chunk_units")},
+        "seed": cfg.seed,
+    }
+
+
+def store_key(cfg: Config) -> str:
+    """What the feature store's content depends on beyond its own paths.
+
+    Subjects, ROIs and the decoder's kind, penalty mode and voxel count each have their own
+    files in the store, so variants that differ only in those (or only in stage 2) share one
+    store; anything else (data, simulation, feature network and its layers, whose files enter
+    every decoded layer's fingerprint, penalties, folds, seed) gets its own.
+    """
+    return _digest(_changed(_store_parts(cfg), _store_parts(Config())))
+
+
+def stage1_key(cfg: Config) -> str:
+    """Everything stage 1's products depend on."""
+    return _digest(_changed(_stage1_parts(cfg), _stage1_parts(Config())))
+
+
+def _stage1_parts(cfg: Config) -> dict:
+    d = to_dict(cfg)
+    d["features"].pop("batch_size")
+    d["decoder"].pop("chunk_units")
+    return {**{k: d[k] for k in ("data", "features", "decoder", "seed")},
+            "simulation": d["simulation"] if cfg.data.source == "simulated" else None}
+
+
+def result_key(cfg: Config) -> str:
+    """Everything a variant's numbers depend on (both stages)."""
+    return _digest(_changed(_drop(to_dict(cfg), NOT_RESULTS), _drop(to_dict(Config()), NOT_RESULTS)))

@@ -1,0 +1,388 @@
+"""Verb ``compare``: run every variant of a compare file through both stages, with caching,
+and write one table, paired statistics, a bar plot and a grid.
+
+Each variant runs as the two real commands a user would type (``python -m stage1_decode
+run`` and ``python -m stage2_generate run``) on its resolved config, in a subprocess, so a
+comparison is exactly a set of ordinary runs. Products are cached under
+``<work_dir>/compare/`` by what they depend on (``shared.compare_spec``):
+
+* ``store-<key>/``: the feature store (and generator checkpoints) shared by every variant
+  whose stage-1 inputs agree apart from subjects, ROIs, layers and decoder kind, which have
+  their own files inside it; a finished stage-1 configuration leaves ``stage1-<key>.json``
+  there and is not run again;
+* ``results/<key>/<experiment>/``: a variant's results (``metrics.json``, ``per_image.json``,
+  saved reconstructions) and ``done.json`` once stage 2 has finished; a variant with the same
+  key in any comparison is reused, never recomputed.
+
+Outputs, under ``<results_dir>/compare/<name>/``: ``table.md``/``table.csv`` (one row per
+variant, subject, ROI and method: every metric's mean over test images with a 95% bootstrap
+interval), ``stats.md`` (each variant against the reference, paired over the same images:
+difference, interval, Wilcoxon p), ``bars.png``, ``grid.png`` and ``compare.json`` (where each
+variant's results are, for ``export``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from shared import stats
+from shared.compare_spec import CompareSpec, Variant, load_compare, result_key, stage1_key, store_key
+from shared.config import Config, dump_yaml
+from shared.errors import UserError
+from shared.report import markdown_table
+from shared.runs import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+METRIC_ORDER = ["pixcorr", "ssim", "alexnet2", "alexnet5", "pairwise_id_pixel", "nway10_id_pixel"]
+BASELINES = ("pixel_ridge", "nearest_train")
+
+
+# ------------------------------------------------------------------------ running
+
+
+def variant_paths(cfg: Config) -> tuple[Config, Path, Path]:
+    """``(config as run, its store folder, its results folder)`` in the compare cache."""
+    import copy
+
+    cache = Path(cfg.work_dir) / "compare"
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg.work_dir = str(cache / f"store-{store_key(cfg)}")
+    run_cfg.results_dir = str(cache / "results" / result_key(cfg))
+    return run_cfg, run_cfg.work_path, run_cfg.results_path
+
+
+def _run_stage(module: str, config_path: Path, what: str) -> None:
+    """Run ``python -m <module> run --config <config_path>``, its output passed through."""
+    cmd = [sys.executable, "-m", module, "run", "--config", str(config_path)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    tail = b""
+    assert proc.stderr is not None
+    while True:
+        chunk = proc.stderr.read1(4096)
+        if not chunk:
+            break
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.flush()
+        tail = (tail + chunk)[-8192:]
+    rc = proc.wait()
+    if rc == 0:
+        return
+    lines = [ln for ln in tail.decode(errors="replace").replace("\r", "\n").splitlines() if ln.startswith("error:")]
+    if rc == 130:
+        raise KeyboardInterrupt
+    if lines:
+        raise UserError(f"{what}: {lines[-1][len('error:'):].strip()} (config {config_path})")
+    raise UserError(f"{what} failed with exit status {rc} (see above); rerun it alone with "
+                    f"python -m {module} run --config {config_path}")
+
+
+def run_variant(v: Variant, i: int, n: int) -> dict:
+    """Both stages of one variant, each skipped when its products are cached; returns its record."""
+    run_cfg, store_dir, results = variant_paths(v.cfg)
+    done_path = results / "done.json"
+    record = _record(v, results)
+    if done_path.is_file():
+        done = json.loads(done_path.read_text())
+        log.info("variant %d/%d %r: reused (results %s, computed %s)", i, n, v.name, results, done.get("finished"))
+        return {**record, "reused": "both stages"}
+    results.mkdir(parents=True, exist_ok=True)
+    config_path = results / "config.yaml"
+    atomic_write_text(config_path, dump_yaml(run_cfg))
+    s1_marker = store_dir / f"stage1-{stage1_key(v.cfg)}.json"
+    t0 = time.time()
+    if s1_marker.is_file():
+        log.info("variant %d/%d %r: stage 1 reused (feature store %s, decoded by %s)", i, n, v.name, store_dir,
+                 json.loads(s1_marker.read_text()).get("by"))
+        reused = "stage 1"
+    else:
+        log.info("variant %d/%d %r: stage 1 (feature store %s)", i, n, v.name, store_dir)
+        _run_stage("stage1_decode", config_path, f"variant {v.name!r}, stage 1")
+        atomic_write_json(s1_marker, {"by": v.name, "config": str(config_path),
+                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        reused = "nothing"
+    log.info("variant %d/%d %r: stage 2 (results %s)", i, n, v.name, results)
+    _run_stage("stage2_generate", config_path, f"variant {v.name!r}, stage 2")
+    atomic_write_json(done_path, {"variant": v.name, "result_key": record["result_key"],
+                                  "seconds": round(time.time() - t0, 1),
+                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return {**record, "reused": reused}
+
+
+# ---------------------------------------------------------------------- collecting
+
+
+def _per_image(results: Path) -> dict:
+    path = results / "per_image.json"
+    if not path.is_file():
+        raise UserError(f"{path} is missing (results of an older stage 2); delete {results.parent} and rerun compare")
+    return json.loads(path.read_text())
+
+
+def _roi_of(method_key: str, first_roi: str) -> tuple[str, str]:
+    """``("wgan_gp", "VC")`` from ``"wgan_gp[VC]"`` (no suffix: the first ROI)."""
+    if method_key.endswith("]") and "[" in method_key:
+        base, roi = method_key[:-1].split("[", 1)
+        return base, roi
+    return method_key, first_roi
+
+
+def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
+    """Per-image values of every row: variant's method (and its true-feature ceiling), then baselines
+    (a baseline identical in several variants is listed once)."""
+    rows: list[dict] = []
+    baselines: list[dict] = []
+    for v, rec in zip(spec.variants, records):
+        split = next(iter(v.cfg.data.test))
+        per = _per_image(Path(rec["results"]))[split]
+        first_roi = v.cfg.data.rois[0]
+        for subject, by_method in per.items():
+            for key, values in by_method.items():
+                method, roi = _roi_of(key, first_roi)
+                metrics = {k: np.asarray(x, dtype=np.float64) for k, x in values.items() if k != "names"}
+                row = {"variant": v.name, "subject": subject, "roi": roi, "method": method, "split": split,
+                       "names": list(values["names"]), "values": metrics, "results": rec["results"]}
+                if method in (spec.method, f"{spec.method}_true_features"):
+                    rows.append(row)
+                elif method in BASELINES:
+                    same = next((b for b in baselines if b["method"] == method and b["subject"] == subject
+                                 and b["roi"] == roi and b["names"] == row["names"]
+                                 and all(np.array_equal(b["values"][k], metrics[k], equal_nan=True)
+                                         for k in metrics)), None)
+                    if same is None:
+                        baselines.append({**row, "variants": [v.name]})
+                    else:
+                        same["variants"].append(v.name)
+    n_variants = len(spec.variants)
+    for b in baselines:
+        b["variant"] = "all variants" if len(b["variants"]) == n_variants else ", ".join(b["variants"])
+    return rows + baselines
+
+
+def metric_names(rows: list[dict]) -> list[str]:
+    present = list(dict.fromkeys(k for r in rows for k in r["values"]))
+    return [m for m in METRIC_ORDER if m in present] + [m for m in present if m not in METRIC_ORDER]
+
+
+def summarise_rows(rows: list[dict], seed: int) -> None:
+    for r in rows:
+        r["summary"] = {m: stats.mean_ci(v, seed=seed) for m, v in r["values"].items()}
+
+
+def paired_rows(spec: CompareSpec, rows: list[dict], seed: int) -> list[dict]:
+    """Each variant's method against the reference's, per subject and ROI, over their shared images."""
+    ref = {(r["subject"], r["roi"]): r for r in rows if r["variant"] == spec.reference and r["method"] == spec.method}
+    ref_by_subject = {r["subject"]: r for r in ref.values()}
+    out = []
+    for r in rows:
+        if r["method"] != spec.method or r["variant"] == spec.reference:
+            continue
+        base = ref.get((r["subject"], r["roi"])) or ref_by_subject.get(r["subject"])  # an ROI variant vs the reference ROI
+        if base is None:
+            continue
+        common = [n for n in r["names"] if n in set(base["names"])]
+        ia = [r["names"].index(n) for n in common]
+        ib = [base["names"].index(n) for n in common]
+        entry = {"variant": r["variant"], "subject": r["subject"], "roi": r["roi"], "vs": f"{spec.reference} ({base['roi']})",
+                 "n_images": len(common)}
+        for m in r["values"]:
+            if m in base["values"]:
+                entry[m] = stats.paired(r["values"][m][ia], base["values"][m][ib], seed=seed)
+        out.append(entry)
+    return out
+
+
+# ------------------------------------------------------------------------ writing
+
+
+def _cell(s: dict) -> str:
+    return f"{s['mean']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]"
+
+
+def _p(p: float) -> str:
+    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
+
+
+def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[dict]) -> None:
+    metrics = metric_names(rows)
+    keys = ["variant", "subject", "roi", "method"]
+    md_rows = [{**{k: r[k] for k in keys}, **{m: _cell(r["summary"][m]) for m in metrics if m in r["summary"]}}
+               for r in rows]
+    n_images = sorted({r["summary"][metrics[0]]["n"] for r in rows}) if rows else []
+    head = (f"# Compare `{spec.name}` ({spec.path})\n\nBase config `{spec.base}`; test set "
+            f"`{rows[0]['split'] if rows else '?'}`, {', '.join(map(str, n_images))} test images. Each cell: mean over "
+            f"test images [95% percentile bootstrap interval, {stats.N_RESAMPLES} resamples of the images]. "
+            f"`{spec.method}_true_features`: the same generator fed the true features (a ceiling). Baselines "
+            f"(`pixel_ridge`, `nearest_train`) are listed once per distinct result.\n\n")
+    atomic_write_text(out / "table.md", head + markdown_table(md_rows, keys + metrics))
+    csv_cols = keys + [f"{m}{sfx}" for m in metrics for sfx in ("", "_lo", "_hi")] + ["n_images"]
+    csv_rows = [{**{k: r[k] for k in keys},
+                 **{f"{m}{sfx}": r["summary"][m][part] for m in metrics if m in r["summary"]
+                    for sfx, part in (("", "mean"), ("_lo", "lo"), ("_hi", "hi"))},
+                 "n_images": r["summary"][metrics[0]]["n"]} for r in rows]
+    from shared.report import csv_table
+
+    atomic_write_text(out / "table.csv", csv_table(csv_rows, csv_cols))
+    lines = [f"# Compare `{spec.name}`: each variant against `{spec.reference}`\n",
+             f"Method `{spec.method}`, paired over the same test images: mean difference (variant minus reference) "
+             f"[95% bootstrap interval], and the two-sided Wilcoxon signed-rank p-value (scipy). Positive is better "
+             f"for every metric. No correction for multiple comparisons.\n"]
+    if paired:
+        md = [{"variant": e["variant"], "subject": e["subject"], "roi": e["roi"], "vs": e["vs"], "n": e["n_images"],
+               **{m: f"{e[m]['diff']:+.3f} [{e[m]['lo']:+.3f}, {e[m]['hi']:+.3f}] p={_p(e[m]['p'])}"
+                  for m in metrics if m in e}} for e in paired]
+        lines.append(markdown_table(md, ["variant", "subject", "roi", "vs", "n"] + [m for m in metrics]))
+    else:
+        lines.append("(only the reference variant ran)\n")
+    atomic_write_text(out / "stats.md", "\n".join(lines))
+
+
+def bars_plot(rows: list[dict], path: Path, title: str) -> None:
+    """One panel per metric: each row's mean with its bootstrap interval (baselines in grey)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from shared.plotting import _figure_bytes
+    from shared.runs import atomic_write_bytes
+
+    metrics = metric_names(rows)
+    multi = len({(r["subject"], r["roi"]) for r in rows}) > 1
+    labels = [f"{r['variant']}: {r['method']}" + (f" ({r['subject']} {r['roi']})" if multi else "") for r in rows]
+    colours = ["#9e9e9e" if r["method"] in BASELINES else ("#7fa7d9" if r["method"].endswith("_true_features")
+                                                            else "#1f5fa8") for r in rows]
+    cols = min(3, len(metrics))
+    nrow = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(nrow, cols, figsize=(4.2 * cols, 0.32 * len(rows) * nrow + 1.2 * nrow), squeeze=False)
+    y = np.arange(len(rows))
+    for ax, m in zip(axes.flat, metrics):
+        s = [r["summary"].get(m, {"mean": np.nan, "lo": np.nan, "hi": np.nan}) for r in rows]
+        means = np.array([x["mean"] for x in s])
+        err = np.array([[x["mean"] - x["lo"] for x in s], [x["hi"] - x["mean"] for x in s]])
+        ax.barh(y, means, xerr=err, color=colours, capsize=2)
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels if ax in axes[:, 0] else [], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(m, fontsize=9)
+        lo = np.nanmin([x["lo"] for x in s] + [0])
+        ax.set_xlim(min(lo, 0), max(1.0, np.nanmax([x["hi"] for x in s])))
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    atomic_write_bytes(path, _figure_bytes(fig))
+
+
+def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) -> None:
+    """True images on top, one row per variant (its first subject and ROI), the same test images in every
+    row, and the reference variant's pixel-ridge baseline at the bottom."""
+    from shared.datasets import load_images, split_files
+    from shared.plotting import image_grid
+    from stage2_generate.recon_files import method_paths, read_reconstructions
+
+    ref_cfg = spec.variant(spec.reference).cfg
+    subject, split = ref_cfg.data.subjects[0], next(iter(ref_cfg.data.test))
+    picked: dict[str, np.ndarray] = {}
+    names: list[str] | None = None
+    wanted = [(r, r["variant"]) for r in rows if r["method"] == spec.method and r["subject"] == subject]
+    seen = set()
+    for r, label in wanted:
+        if label in seen:
+            continue
+        seen.add(label)
+        folder = Path(r["results"]) / "reconstructions" / subject / r["roi"] / split
+        method_key = spec.method if r["roi"] == spec.variant(r["variant"]).cfg.data.rois[0] else f"{spec.method}[{r['roi']}]"
+        h5, _ = method_paths(folder, method_key)
+        if not h5.is_file():
+            raise UserError(f"{h5} is missing; the variant was run with eval.save_reconstructions=false. Set it true "
+                            f"and rerun compare")
+        images, rec_names = read_reconstructions(h5)
+        if names is None:
+            names = rec_names[:columns]
+        index = {n: i for i, n in enumerate(rec_names)}
+        picked[label] = images[[index[n] for n in names]]
+    ref_row = next((r for r in rows if r["method"] == "pixel_ridge" and r["subject"] == subject
+                    and spec.reference in (r.get("variants") or [])), None)
+    if ref_row is not None:
+        folder = Path(ref_row["results"]) / "reconstructions" / subject / ref_row["roi"] / split
+        images, rec_names = read_reconstructions(method_paths(folder, "pixel_ridge")[0])
+        index = {n: i for i, n in enumerate(rec_names)}
+        picked["pixel_ridge (baseline)"] = images[[index[n] for n in names]]
+    size = max(x.shape[-1] for x in picked.values())
+    true = load_images(ref_cfg.data_root / split_files(ref_cfg, split).images, names, size)
+    to_rgb = {k: (np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x) for k, x in picked.items()}
+    image_grid({"true": true, **to_rgb}, path, title=f"compare {spec.name}: {subject}, {split} test images, "
+                                                     f"{spec.method} per variant", columns=columns)
+
+
+# ---------------------------------------------------------------------------- verb
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--only", action="append", default=[], metavar="VARIANT",
+                        help="run only these variants (repeatable); the tables cover what has finished")
+
+
+def compare_verb(args) -> None:
+    t0 = time.time()
+    spec = load_compare(args.config, args.overrides)
+    ref_cfg = spec.variant(spec.reference).cfg
+    out = Path(ref_cfg.results_dir) / "compare" / spec.name
+    if args.dry_run:
+        for v in spec.variants:
+            sys.stdout.write(f"# variant {v.name!r}: {v.changes}\n" + dump_yaml(v.cfg) + "\n")
+        return
+    todo = [v for v in spec.variants if not args.only or v.name in args.only]
+    if args.only and len(todo) != len(args.only):
+        missing = sorted(set(args.only) - {v.name for v in todo})
+        raise UserError(f"--only names no variant {missing[0]!r}; variants: {', '.join(v.name for v in spec.variants)}")
+    log.info("compare %s: %d variants of %s, results in %s", spec.name, len(spec.variants), spec.base, out)
+    records = [run_variant(v, i + 1, len(todo)) for i, v in enumerate(todo)]
+    finished = [(v, r) for v, r in zip(todo, records)]
+    if args.only:  # the tables cover every variant that has finished
+        finished = [(v, run_variant_record(v)) for v in spec.variants]
+        finished = [(v, r) for v, r in finished if r is not None]
+    if not any(v.name == spec.reference for v, _ in finished):
+        log.info("the reference variant %r has not run yet; no tables written", spec.reference)
+        return
+    sub = CompareSpec(spec.name, spec.path, spec.base, [v for v, _ in finished], spec.reference, spec.method,
+                      spec.shared_changes)
+    recs = [r for _, r in finished]
+    rows = collect(sub, recs)
+    summarise_rows(rows, ref_cfg.seed)
+    paired = paired_rows(sub, rows, ref_cfg.seed)
+    write_tables(out, sub, rows, paired)
+    bars_plot(rows, out / "bars.png", f"compare {spec.name}: mean over test images, 95% bootstrap interval")
+    compare_grid(sub, rows, out / "grid.png", ref_cfg.eval.grid_columns)
+    atomic_write_json(out / "compare.json", {
+        "name": spec.name, "file": str(spec.path), "base": str(spec.base), "reference": spec.reference,
+        "method": spec.method, "variants": recs,
+        "summary": [{k: r[k] for k in ("variant", "subject", "roi", "method")} | {"summary": r["summary"]}
+                    for r in rows],
+        "paired": paired,
+    })
+    reused = sum(r["reused"] == "both stages" for r in records)
+    log.info("compare %s done in %.0f s (%d of %d variants reused); %s/table.md, stats.md, bars.png, grid.png",
+             spec.name, time.time() - t0, reused, len(records), out)
+
+
+def _record(v: Variant, results: Path) -> dict:
+    return {"name": v.name, "changes": v.changes, "result_key": result_key(v.cfg), "store_key": store_key(v.cfg),
+            "results": str(results), "config": str(results / "config.yaml")}
+
+
+def run_variant_record(v: Variant) -> dict | None:
+    """The record of a variant that has finished earlier (None if it has not)."""
+    _, _, results = variant_paths(v.cfg)
+    if not (results / "done.json").is_file():
+        return None
+    return {**_record(v, results), "reused": "both stages"}
