@@ -10,18 +10,25 @@ import numpy as np
 from shared.runs import atomic_write_bytes
 
 
-def _figure_bytes(fig) -> bytes:
+DPI = 110
+
+
+def figure_bytes(fig, fmt: str = "png") -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    # no creation date in a PDF, so the same figure gives the same bytes
+    fig.savefig(buf, format=fmt, dpi=DPI, bbox_inches="tight",
+                metadata={"CreationDate": None} if fmt == "pdf" else None)
     plt.close(fig)
     return buf.getvalue()
 
 
-def image_grid(rows: dict[str, np.ndarray], path: Path, title: str = "", columns: int | None = None) -> None:
+def image_grid(rows: dict[str, np.ndarray], path: Path, title: str = "", columns: int | None = None,
+               cell: float = 1.1) -> None:
     """Save a grid: one row per entry of ``rows`` (``(n, 3, H, W)`` in [0, 1]); the first
-    entry (the true images) goes on top. Row labels are written on the left."""
+    entry (the true images) goes on top. Row labels are written on the left. ``cell`` is
+    the side of one image in inches (at 110 dpi); a ``.pdf`` path writes a PDF."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +37,7 @@ def image_grid(rows: dict[str, np.ndarray], path: Path, title: str = "", columns
     n = min(len(v) for v in rows.values())
     if columns:
         n = min(n, columns)
-    size = 1.1
+    size = cell
     fig, axes = plt.subplots(len(rows), n, figsize=(n * size + 1.4, len(rows) * size + (0.5 if title else 0.1)),
                              squeeze=False)
     for r, (label, imgs) in enumerate(rows.items()):
@@ -45,7 +52,7 @@ def image_grid(rows: dict[str, np.ndarray], path: Path, title: str = "", columns
     if title:
         fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(wspace=0.04, hspace=0.04)
-    atomic_write_bytes(path, _figure_bytes(fig))
+    atomic_write_bytes(path, figure_bytes(fig, Path(path).suffix.lstrip(".") or "png"))
 
 
 def decoding_plot(decoding: dict, layers: list[str], path: Path, title: str = "") -> None:
@@ -72,7 +79,7 @@ def decoding_plot(decoding: dict, layers: list[str], path: Path, title: str = ""
     axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    atomic_write_bytes(path, _figure_bytes(fig))
+    atomic_write_bytes(path, figure_bytes(fig))
 
 
 def training_plot(stats: list[dict], path: Path) -> None:
@@ -90,4 +97,38 @@ def training_plot(stats: list[dict], path: Path) -> None:
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("generator step", fontsize=8)
         ax.grid(alpha=0.3)
-    atomic_write_bytes(path, _figure_bytes(fig))
+    atomic_write_bytes(path, figure_bytes(fig))
+
+
+KIND_COLOURS = {"method": "#1f5fa8", "ceiling": "#7fa7d9", "baseline": "#9e9e9e"}
+
+
+def interval_bars(labels: list[str], kinds: list[str], panels: dict[str, list[tuple[float, float, float]]],
+                  path: Path, title: str = "") -> None:
+    """Horizontal bars, one panel per metric: ``panels[metric]`` holds ``(mean, lo, hi)`` per label;
+    ``kinds`` colours each bar (``method``, ``ceiling`` or ``baseline``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(panels))
+    nrow = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrow, cols, figsize=(4.2 * cols, (0.32 * len(labels) + 1.2) * nrow), squeeze=False)
+    y = np.arange(len(labels))
+    colours = [KIND_COLOURS.get(k, "#1f5fa8") for k in kinds]
+    for i, (ax, (metric, values)) in enumerate(zip(axes.flat, panels.items())):
+        v = np.array(values, dtype=float)
+        ax.barh(y, v[:, 0], xerr=np.abs(np.stack([v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]])), color=colours, capsize=2)
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels if i % cols == 0 else [], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlim(min(np.nanmin(v[:, 1]), 0), max(1.0, np.nanmax(v[:, 2])))
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    atomic_write_bytes(path, figure_bytes(fig))

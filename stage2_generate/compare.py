@@ -246,40 +246,16 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
 
 def bars_plot(rows: list[dict], path: Path, title: str) -> None:
     """One panel per metric: each row's mean with its bootstrap interval (baselines in grey)."""
-    import matplotlib
+    from shared.plotting import interval_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from shared.plotting import _figure_bytes
-    from shared.runs import atomic_write_bytes
-
-    metrics = metric_names(rows)
     multi = len({(r["subject"], r["roi"]) for r in rows}) > 1
     labels = [f"{r['variant']}: {r['method']}" + (f" ({r['subject']} {r['roi']})" if multi else "") for r in rows]
-    colours = ["#9e9e9e" if r["method"] in BASELINES else ("#7fa7d9" if r["method"].endswith("_true_features")
-                                                            else "#1f5fa8") for r in rows]
-    cols = min(3, len(metrics))
-    nrow = -(-len(metrics) // cols)
-    fig, axes = plt.subplots(nrow, cols, figsize=(4.2 * cols, 0.32 * len(rows) * nrow + 1.2 * nrow), squeeze=False)
-    y = np.arange(len(rows))
-    for ax, m in zip(axes.flat, metrics):
-        s = [r["summary"].get(m, {"mean": np.nan, "lo": np.nan, "hi": np.nan}) for r in rows]
-        means = np.array([x["mean"] for x in s])
-        err = np.array([[x["mean"] - x["lo"] for x in s], [x["hi"] - x["mean"] for x in s]])
-        ax.barh(y, means, xerr=err, color=colours, capsize=2)
-        ax.set_yticks(y)
-        ax.set_yticklabels(labels if ax in axes[:, 0] else [], fontsize=7)
-        ax.invert_yaxis()
-        ax.set_title(m, fontsize=9)
-        lo = np.nanmin([x["lo"] for x in s] + [0])
-        ax.set_xlim(min(lo, 0), max(1.0, np.nanmax([x["hi"] for x in s])))
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    atomic_write_bytes(path, _figure_bytes(fig))
+    kinds = ["baseline" if r["method"] in BASELINES else ("ceiling" if r["method"].endswith("_true_features")
+                                                           else "method") for r in rows]
+    nan = {"mean": np.nan, "lo": np.nan, "hi": np.nan}
+    panels = {m: [tuple(r["summary"].get(m, nan)[k] for k in ("mean", "lo", "hi")) for r in rows]
+              for m in metric_names(rows)}
+    interval_bars(labels, kinds, panels, path, title)
 
 
 def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) -> None:

@@ -1,0 +1,245 @@
+"""Verb ``export``: figures and files from finished runs, without re-running anything.
+
+Reads only what stage 2 saved (``reconstructions/`` and ``metrics.json`` of an experiment,
+or of every variant of a comparison) and writes, under ``--out`` (default
+``results/<experiment>/export/`` or ``results/compare/<name>/export/``):
+
+* ``grid_<split>_pNN.png`` and ``.pdf``: true images on top, one row per chosen method (or
+  variant), subject and ROI; all test images by default, ``--columns`` per page;
+* ``shen_<split>_pNN.png`` and ``.pdf``: the layout of Shen et al. 2019's figures, the stimulus
+  above one reconstruction per subject (one method and ROI);
+* ``reconstructions.h5``: every chosen reconstruction in one file, ``/<row>/<subject>/<roi>/<split>/
+  images`` and ``names``, and the stimuli under ``/stimuli/<split>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FIGURES = ("grid", "shen", "hdf5")
+
+
+@dataclass
+class Source:
+    """One finished stage-2 result folder and the name its rows carry."""
+
+    label: str  # '' for a plain experiment, the variant's name for a comparison
+    results: Path
+    method: str | None  # the compared method of a comparison (None: any)
+    cfg: object  # its config (the first of data.rois is the ROI whose methods carry no [ROI] suffix)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--figure", action="append", choices=FIGURES, default=[],
+                        help="what to write (repeatable; default all): grid, shen, hdf5")
+    parser.add_argument("--methods", nargs="+", default=[], metavar="M",
+                        help="methods to show (default: every saved method; for a comparison, its method)")
+    parser.add_argument("--variants", nargs="+", default=[], metavar="V", help="variants of a comparison (default all)")
+    parser.add_argument("--subjects", nargs="+", default=[], metavar="S", help="subjects (default all)")
+    parser.add_argument("--rois", nargs="+", default=[], metavar="R", help="ROIs (default: the first; 'all' for every one)")
+    parser.add_argument("--split", default="", help="test set (default: the first)")
+    parser.add_argument("--images", nargs="+", default=[], metavar="NAME", help="stimuli (default: all, in stored order)")
+    parser.add_argument("--columns", type=int, default=0, help="images per page (default: the config's eval.grid_columns)")
+    parser.add_argument("--cell", type=float, default=1.1, help="side of one image in inches at 110 dpi (default 1.1)")
+    parser.add_argument("--out", default="", help="output folder")
+
+
+def _sources(args) -> tuple[list[Source], object, Path]:
+    """The result folders to read, the (reference) config and the default output folder."""
+    from shared.compare_spec import is_compare_file, load_compare
+    from shared.config import load_config
+
+    if is_compare_file(args.config):
+        from stage2_generate.compare import variant_paths
+
+        spec = load_compare(args.config, args.overrides)
+        chosen = [v for v in spec.variants if not args.variants or v.name in args.variants]
+        unknown = set(args.variants) - {v.name for v in spec.variants}
+        if unknown:
+            raise UserError(f"--variants names {sorted(unknown)[0]!r}, not a variant of {args.config}; variants: "
+                            f"{', '.join(v.name for v in spec.variants)}")
+        sources = [Source(v.name, variant_paths(v.cfg)[2], spec.method, v.cfg) for v in chosen]
+        cfg = spec.variant(spec.reference).cfg
+        return sources, cfg, Path(cfg.results_dir) / "compare" / spec.name / "export"
+    cfg = load_config(args.config, args.overrides)
+    return [Source("", cfg.results_path, None, cfg)], cfg, cfg.results_path / "export"
+
+
+def _finished(src: Source, config: str) -> dict:
+    path = src.results / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    if "reconstruction" not in metrics or not (src.results / "reconstructions").is_dir():
+        what = f"variant {src.label!r} of {config}" if src.label else config
+        hint = ("python -m stage2_generate compare --config " if src.label else
+                "python -m stage2_generate run --config ") + config
+        raise UserError(f"no finished stage-2 results for {what} in {src.results} (no reconstructions saved there); "
+                        f"run {hint} first")
+    return metrics
+
+
+@dataclass
+class Row:
+    label: str
+    images: np.ndarray  # (n, 3, S, S)
+    names: list[str]
+    subject: str
+    roi: str
+    method: str
+
+
+def _rgb(x: np.ndarray) -> np.ndarray:
+    return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
+
+
+def collect_rows(sources: list[Source], cfg, args, split: str) -> list[Row]:
+    """Every chosen saved reconstruction, in the order stage 2 scored them."""
+    from stage2_generate.recon_files import method_paths, read_reconstructions
+
+    rows: list[Row] = []
+    for src in sources:
+        metrics = _finished(src, args.config)
+        section = metrics.get("reconstruction" if split == next(iter(cfg.data.test)) else f"reconstruction_{split}")
+        if not section:
+            raise UserError(f"{src.results} has no reconstructions of test set {split!r}; test sets: "
+                            f"{', '.join(cfg.data.test)}")
+        recon_root = src.results / "reconstructions"
+        subjects = args.subjects or list(section)
+        for subject in subjects:
+            if subject not in section:
+                raise UserError(f"--subjects names {subject!r}, which {src.results} has no reconstructions of; "
+                                f"subjects: {', '.join(section)}")
+            rois_present = [r for r in src.cfg.data.rois if (recon_root / subject / r).is_dir()]
+            first_roi = src.cfg.data.rois[0]
+            rois = rois_present if args.rois == ["all"] else (args.rois or [first_roi])
+            for roi in rois:
+                folder = recon_root / subject / roi / split
+                if not folder.is_dir():
+                    raise UserError(f"--rois names {roi!r}, which {src.results} has no reconstructions of; "
+                                    f"ROIs: {', '.join(rois_present)}")
+                present = [k for k in section[subject] if _roi_of(k, first_roi) == roi]
+                methods = [_base(k) for k in present]
+                wanted = args.methods or ([src.method] if src.method else methods)
+                for method in wanted:
+                    if method not in methods:
+                        raise UserError(f"--methods names {method!r}, not saved for {subject} {roi}; saved: "
+                                        f"{', '.join(methods)}")
+                    key = present[methods.index(method)]
+                    h5, _ = method_paths(folder, key)
+                    images, names = read_reconstructions(h5)
+                    label = src.label or method
+                    if src.label and (args.methods and len(wanted) > 1):
+                        label = f"{src.label}: {method}"
+                    rows.append(Row(label, _rgb(images), names, subject, roi, method))
+    return rows
+
+
+def _base(method_key: str) -> str:
+    return method_key.split("[", 1)[0]
+
+
+def _roi_of(method_key: str, first_roi: str) -> str:
+    return method_key[:-1].split("[", 1)[1] if method_key.endswith("]") and "[" in method_key else first_roi
+
+
+def _stimuli(src: Source, split: str) -> tuple[np.ndarray, list[str]]:
+    from stage2_generate.recon_files import method_paths, read_reconstructions
+
+    h5, _ = method_paths(src.results / "reconstructions" / "stimuli", split)
+    if not h5.is_file():
+        raise UserError(f"{h5} is missing (results of a stage 2 older than export); rerun stage 2 to save the stimuli")
+    images, names = read_reconstructions(h5)
+    return _rgb(images), names
+
+
+def _pick(images: np.ndarray, names: list[str], wanted: list[str], where: str) -> np.ndarray:
+    index = {n: i for i, n in enumerate(names)}
+    missing = [n for n in wanted if n not in index]
+    if missing:
+        raise UserError(f"--images names {missing[0]!r}, which {where} does not hold; e.g. {', '.join(names[:3])}")
+    return images[[index[n] for n in wanted]]
+
+
+def _title(metrics: dict, subject: str, roi: str, split: str) -> str:
+    """The title stage 2 gives its grids."""
+    info = metrics.get("info", {})
+    return f"{subject} {roi}, {split} test images; features {info.get('network')} [{info.get('weights_label')}]"
+
+
+def export_verb(args) -> None:
+    from shared.plotting import image_grid
+
+    sources, cfg, default_out = _sources(args)
+    out = Path(args.out) if args.out else default_out
+    split = args.split or next(iter(cfg.data.test))
+    if split not in cfg.data.test:
+        raise UserError(f"--split {split!r} is not a test set of {args.config}; test sets: {', '.join(cfg.data.test)}")
+    figures = args.figure or list(FIGURES)
+    rows = collect_rows(sources, cfg, args, split)
+    true, true_names = _stimuli(sources[0], split)
+    names = args.images or true_names
+    true = _pick(true, true_names, names, f"{sources[0].results}/reconstructions/stimuli")
+    picked = [(r, _pick(r.images, r.names, names, f"{r.label} {r.subject} {r.roi}")) for r in rows]
+    columns = args.columns or cfg.eval.grid_columns
+    if columns < 1 or args.cell <= 0:
+        raise UserError("--columns and --cell must be positive")
+    pages = [slice(s, s + columns) for s in range(0, len(names), columns)]
+    metrics = json.loads((sources[0].results / "metrics.json").read_text())
+    multi = len({(r.subject, r.roi) for r in rows}) > 1
+    written = []
+    if "grid" in figures:
+        grid_rows = {"true": true, **{(f"{r.label} {r.subject} {r.roi}" if multi else r.label): x for r, x in picked}}
+        subject, roi = rows[0].subject, rows[0].roi
+        title = _title(metrics, subject, roi, split) if not multi else f"{split} test images"
+        for k, page in enumerate(pages):
+            for ext in ("png", "pdf"):
+                path = out / f"grid_{split}_p{k + 1:02d}.{ext}"
+                image_grid({lab: x[page] for lab, x in grid_rows.items()}, path, title=title, columns=columns,
+                           cell=args.cell)
+                written.append(path)
+    if "shen" in figures:
+        first = rows[0]
+        per_subject = {r.subject: x for r, x in picked if (r.label, r.roi) == (first.label, first.roi)}
+        shen_rows = {"stimulus": true, **per_subject}
+        title = f"{first.label} ({first.roi}), {split} test images: stimulus above, one reconstruction per subject"
+        for k, page in enumerate(pages):
+            for ext in ("png", "pdf"):
+                path = out / f"shen_{split}_p{k + 1:02d}.{ext}"
+                image_grid({lab: x[page] for lab, x in shen_rows.items()}, path, title=title, columns=columns,
+                           cell=args.cell)
+                written.append(path)
+    if "hdf5" in figures:
+        path = out / "reconstructions.h5"
+        _write_h5(path, split, true, names, picked, metrics)
+        written.append(path)
+    log.info("export: %d files in %s (%d rows, %d images, %d page(s))", len(written), out, len(rows), len(names),
+             len(pages))
+
+
+def _write_h5(path: Path, split: str, true: np.ndarray, names: list[str], picked, metrics: dict) -> None:
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    str_dt = h5py.string_dtype()
+    with h5py.File(tmp, "w") as f:
+        f.attrs["layout"] = "/<row>/<subject>/<roi>/<split>/images (n, 3, S, S) float32 in [0, 1] and names"
+        f.attrs["judge"] = json.dumps(metrics.get("reconstruction_info", {}).get("judge", {}))
+        g = f.create_group(f"stimuli/{split}")
+        g.create_dataset("images", data=true.astype(np.float32))
+        g.create_dataset("names", data=np.array(names, dtype=object), dtype=str_dt)
+        for r, x in picked:
+            g = f.create_group(f"{r.label}/{r.subject}/{r.roi}/{split}")
+            g.create_dataset("images", data=x.astype(np.float32))
+            g.create_dataset("names", data=np.array(names, dtype=object), dtype=str_dt)
+            g.attrs["method"] = r.method
+    os.replace(tmp, path)

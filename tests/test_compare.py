@@ -1,0 +1,111 @@
+"""compare: statistics checked against scipy, and a tiny comparison run twice (the second reuses all)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats as sps
+
+from shared import stats
+from shared.compare_spec import load_compare, result_key, stage1_key, store_key
+from shared.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bootstrap_interval_agrees_with_scipy(rng):
+    values = rng.gamma(2.0, 0.2, size=50)
+    lo, hi = stats.bootstrap_ci(values, n_resamples=20000, seed=1)
+    ref = sps.bootstrap((values,), np.mean, n_resamples=20000, method="percentile", confidence_level=0.95,
+                        random_state=np.random.default_rng(2)).confidence_interval
+    se = values.std(ddof=1) / np.sqrt(len(values))
+    assert abs(lo - ref.low) < 0.05 * se and abs(hi - ref.high) < 0.05 * se
+    assert lo < values.mean() < hi
+
+
+def test_paired_difference_interval_and_wilcoxon_agree_with_scipy(rng):
+    a = rng.normal(0.6, 0.1, size=40)
+    b = a - 0.03 + rng.normal(0, 0.05, size=40)
+    out = stats.paired(a, b, seed=0)
+    d = a - b
+    assert out["diff"] == pytest.approx(d.mean())
+    assert out["p"] == pytest.approx(sps.wilcoxon(d).pvalue, rel=1e-12)
+    ref = sps.bootstrap((d,), np.mean, n_resamples=20000, method="percentile",
+                        random_state=np.random.default_rng(3)).confidence_interval
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    assert abs(out["lo"] - ref.low) < 0.05 * se and abs(out["hi"] - ref.high) < 0.05 * se
+    same = stats.paired(a, a)
+    assert same["diff"] == 0 and same["p"] == 1.0
+
+
+def _files(tmp_path: Path, tiny_config: Path, variants: dict, **extra) -> Path:
+    spec = {"name": "tiny", "base": tiny_config.name, "variants": variants, **extra}
+    path = tmp_path / "cmp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_cache_keys_follow_what_each_stage_depends_on(tmp_path, tiny_config):
+    path = _files(tmp_path, tiny_config, {
+        "base": {}, "fc only": {"generator.condition_layers": ["fc7"]}, "V1": {"data.rois": ["V1"]},
+        "more alphas": {"decoder.alphas": [1.0, 10.0, 1000.0]}, "other device": {"device": "cpu"}})
+    spec = load_compare(path)
+    v = {x.name: x.cfg for x in spec.variants}
+    # stage 2 only: same store and stage 1; another result
+    assert store_key(v["fc only"]) == store_key(v["base"]) and stage1_key(v["fc only"]) == stage1_key(v["base"])
+    assert result_key(v["fc only"]) != result_key(v["base"])
+    # another ROI has its own files in the same store, but its own stage-1 run
+    assert store_key(v["V1"]) == store_key(v["base"]) and stage1_key(v["V1"]) != stage1_key(v["base"])
+    # other penalties would overwrite the same files: another store
+    assert store_key(v["more alphas"]) != store_key(v["base"])
+    # where it runs changes no number
+    assert result_key(v["other device"]) == result_key(v["base"])
+
+
+def test_a_variant_with_an_unknown_key_is_refused_naming_it(tmp_path, tiny_config):
+    path = _files(tmp_path, tiny_config, {"base": {}, "typo": {"generator.loss_pixl": 0}})
+    with pytest.raises(UserError, match=r"variant 'typo'.*generator.loss_pixl.*loss_pixel"):
+        load_compare(path)
+
+
+def _compare(cwd: Path, path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stage2_generate", "compare", "--config", str(path)], cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
+    path = _files(tmp_path, tiny_config, {"base": {}, "fc only": {"generator.condition_layers": ["fc7"]}},
+                  reference="base")
+    first = _compare(tmp_path, path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "stage 1 reused" in first.stderr  # the stage-2-only variant reuses the base's stage 1
+    out = tmp_path / "results" / "compare" / "tiny"
+    for name in ("table.md", "table.csv", "stats.md", "bars.png", "grid.png", "compare.json"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    wgan = {r["variant"]: r for r in rows if r["method"] == "wgan_gp"}
+    assert set(wgan) == {"base", "fc only"}
+    assert any(r["method"] == "pixel_ridge" for r in rows)  # the baseline stands in the table
+    # the table's means are the means stage 2 wrote
+    record = json.loads((out / "compare.json").read_text())
+    for rec in record["variants"]:
+        metrics = json.loads((Path(tmp_path / rec["results"]) / "metrics.json").read_text())
+        want = metrics["reconstruction"]["sub-01"]["wgan_gp"]
+        row = wgan[rec["name"]]
+        for m in ("pixcorr", "ssim", "alexnet2", "alexnet5", "pairwise_id_pixel", "nway10_id_pixel"):
+            assert float(row[m]) == pytest.approx(want[m], abs=1e-9), m
+            assert float(row[f"{m}_lo"]) <= float(row[m]) <= float(row[f"{m}_hi"])
+    assert "fc only" in (out / "stats.md").read_text()
+
+    second = _compare(tmp_path, path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "2 of 2 variants reused" in second.stderr
+    assert "stage 1 (" not in second.stderr and "train generator" not in second.stderr
+    assert json.loads((out / "compare.json").read_text())["summary"] == record["summary"]
