@@ -145,7 +145,7 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
 # Keys that change where things go, how fast, or how they look, never what is computed.
 NOT_RESULTS = {("experiment",), ("results_dir",), ("work_dir",), ("device",), ("features", "batch_size"),
                ("decoder", "chunk_units"), ("generator", "tick_every"), ("eval", "grid_columns"),
-               ("eval", "save_reconstructions"), ("lab",)}
+               ("eval", "save_reconstructions"), ("lab",), ("download",)}
 
 
 # Bump when a code change alters what an unchanged config computes, to retire every cached product.

@@ -88,10 +88,28 @@ def _default_tests() -> dict[str, SplitFiles]:
 
 
 @dataclass
+class MatrixConfig:
+    """A matrix dataset (``data.source: matrix``): one .mat (v5 or v7.3) or .npz file per subject.
+
+    Voxels are samples x voxels; images are flattened rows (reshaped to ``image_shape`` in
+    ``order``) or whole arrays with the samples on ``sample_axis``. See shared/matrix_data.py.
+    """
+
+    file: str = ""  # relative to data.root; may contain {subject}
+    train_voxels: str = "X_train"
+    test_voxels: str = "X_test"
+    train_images: str = "Y_train"
+    test_images: str = "Y_test"
+    image_shape: list[int] = field(default_factory=list)  # [H, W] or [H, W, C] of flattened images; [] = square
+    order: str = "auto"  # flattening: 'F' (MATLAB, column-major), 'C' (NumPy) or 'auto' (F for .mat, C for .npz)
+    sample_axis: int = 0  # axis of the samples in whole image arrays (MATLAB stacks often use -1)
+
+
+@dataclass
 class DataConfig:
     """The fMRI experiment: BData files per subject, image lists, stimulus folders."""
 
-    source: str = "simulated"  # 'simulated' (written into root if absent) or 'bdata'
+    source: str = "simulated"  # 'simulated' (written into root if absent), 'bdata' or 'matrix'
     root: str = "data/demo"
     subjects: list[str] = field(default_factory=lambda: ["sub-01"])
     rois: list[str] = field(default_factory=lambda: ["VC"])
@@ -103,6 +121,9 @@ class DataConfig:
         )
     )
     test: dict[str, SplitFiles] = field(default_factory=_default_tests)
+    # data.source 'matrix': the file and its variables (then data.test is the one split 'test',
+    # data.rois one name for the file's voxels, e.g. [all])
+    matrix: MatrixConfig = field(default_factory=MatrixConfig)
 
 
 @dataclass
@@ -227,6 +248,17 @@ class LabConfig:
 
 
 @dataclass
+class DownloadConfig:
+    """Where stage 1's ``download`` verb finds the Deep Image Reconstruction files (figshare)."""
+
+    api: str = "https://api.figshare.com/v2"  # sizes and MD5s of the collection's files
+    collection: int = 7033577
+    files_url: str = "https://ndownloader.figshare.com/files/{id}"  # used when the API gives no download_url
+    timeout: float = 60.0  # seconds without data before a transfer counts as interrupted
+    retries: int = 5  # resumed attempts per file before giving up (a rerun resumes again)
+
+
+@dataclass
 class Config:
     """One experiment: what data, which features, how to decode and generate."""
 
@@ -242,6 +274,7 @@ class Config:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     lab: LabConfig = field(default_factory=LabConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
 
     @property
     def results_path(self) -> Path:
@@ -288,6 +321,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             value = text
         _set_dotted(raw, key.strip(), value)
     cfg = _build(Config, raw, "")
+    if cfg.data.source == "matrix":  # one file holds one training and one test split
+        cfg.data.test = {"test": SplitFiles(bdata="-", image_list="-", images="-")}
     validate(cfg)
     return cfg
 
@@ -388,7 +423,16 @@ def validate(cfg: Config) -> None:
     """Check values that types alone cannot (choices, ranges, layer names)."""
     from shared.layers import check_layers  # torch-free layer tables
 
-    _one_of("data.source", cfg.data.source, ("simulated", "bdata"))
+    _one_of("data.source", cfg.data.source, ("simulated", "bdata", "matrix"))
+    if cfg.data.source == "matrix":
+        _one_of("data.matrix.order", cfg.data.matrix.order, ("auto", "F", "C"))
+        if not cfg.data.matrix.file:
+            raise UserError("'data.matrix.file' is empty; name the .mat or .npz file (relative to data.root)")
+        if len(cfg.data.rois) != 1:
+            raise UserError(f"a matrix dataset has one set of voxels: 'data.rois' must hold one name, e.g. [all]; "
+                            f"{cfg.data.rois} was given")
+        if len(cfg.data.subjects) > 1 and "{subject}" not in cfg.data.matrix.file:
+            raise UserError("several subjects need one matrix file each: put {subject} in data.matrix.file")
     _one_of("features.network", cfg.features.network, NETWORKS)
     _one_of("generator.perceptual_network", cfg.generator.perceptual_network, NETWORKS)
     _one_of("eval.judge_network", cfg.eval.judge_network, NETWORKS)

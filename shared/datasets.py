@@ -53,7 +53,11 @@ def bdata_path(cfg: Config, subject: str, split: str) -> Path:
 
 
 def bdata_files(cfg: Config) -> dict[str, Path]:
-    """Every BData file of the experiment, keyed ``<subject>/<split>`` (run metadata hashes them)."""
+    """Every data file of the experiment, keyed ``<subject>/<split>`` (run metadata hashes them)."""
+    if cfg.data.source == "matrix":
+        from shared.matrix_data import matrix_path
+
+        return {s: matrix_path(cfg, s) for s in cfg.data.subjects}
     return {f"{s}/{split}": bdata_path(cfg, s, split) for s in cfg.data.subjects for split in ["train", *cfg.data.test]}
 
 
@@ -107,6 +111,13 @@ def _is_number(text: str) -> bool:
 
 def check_inputs(cfg: Config) -> None:
     """Fail before any work with one line naming the first missing input file or folder."""
+    if cfg.data.source == "matrix":
+        from shared import matrix_data
+
+        for subject in cfg.data.subjects:
+            for split in ["train", *cfg.data.test]:
+                matrix_data.voxels(cfg, subject, split)  # also checks the images and that the counts agree
+        return
     for split in ["train", *cfg.data.test]:
         spec = split_files(cfg, split)
         for subject in cfg.data.subjects:
@@ -117,6 +128,10 @@ def check_inputs(cfg: Config) -> None:
 
 def split_image_names(cfg: Config, split: str) -> list[str]:
     """Stimulus names of a split in image-list order (the row order of the feature store)."""
+    if cfg.data.source == "matrix":
+        from shared import matrix_data
+
+        return matrix_data.names(cfg, split)
     mapping = read_image_list(cfg.data_root / split_files(cfg, split).image_list)
     return [mapping[i] for i in sorted(mapping)]
 
@@ -141,6 +156,11 @@ def resolve_roi(bdata, roi: str, path: Path) -> str:
 
 def load_split(cfg: Config, subject: str, split: str, roi: str, average: bool) -> SplitData:
     """Voxels of ``roi`` for one subject and split, labelled by stimulus name."""
+    if cfg.data.source == "matrix":  # one row per image: nothing to average
+        from shared import matrix_data
+
+        return SplitData(X=matrix_data.voxels(cfg, subject, split), names=np.array(matrix_data.names(cfg, split)),
+                         roi_key=roi, path=matrix_data.matrix_path(cfg, subject))
     path = bdata_path(cfg, subject, split)
     _require_bdata(path)
     try:
@@ -201,3 +221,13 @@ def load_images(folder: Path, names: list[str] | np.ndarray, size: int) -> np.nd
             im = im.resize((size, size), Image.BICUBIC)
         out[i] = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
     return out
+
+
+def split_images(cfg: Config, split: str, names: list[str] | np.ndarray, size: int) -> np.ndarray:
+    """The stimuli of ``split`` named ``names`` as ``(n, 3, size, size)`` float32 RGB in [0, 1],
+    from the split's image folder or, for a matrix dataset, from its file."""
+    if cfg.data.source == "matrix":
+        from shared import matrix_data
+
+        return matrix_data.resized(cfg, split, list(names), size)
+    return load_images(cfg.data_root / split_files(cfg, split).images, names, size)

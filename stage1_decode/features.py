@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from shared.config import Config
-from shared.datasets import image_paths, load_images, split_files, split_image_names
+from shared.datasets import bdata_files, image_paths, split_files, split_image_names, split_images
 from shared.store import ExperimentStore, StoreMismatch
 from shared.weights import parse_weights
 
@@ -42,8 +42,11 @@ def compute_true_features(cfg: Config, store: ExperimentStore, device, splits: l
         if not todo:
             log.info("true features of %s: already in the store", split)
             continue
-        folder = cfg.data_root / split_files(cfg, split).images
-        image_paths(folder, names)  # fail early, naming the first missing image
+        if cfg.data.source == "matrix":
+            folder = bdata_files(cfg)[cfg.data.subjects[0]]
+        else:
+            folder = cfg.data_root / split_files(cfg, split).images
+            image_paths(folder, names)  # fail early, naming the first missing image
         if net is None:
             net = FeatureNet(cfg.features.network, spec, cfg.features.layers, cfg.features.input_size).to(device)
             shapes = net.unit_shapes()
@@ -54,7 +57,7 @@ def compute_true_features(cfg: Config, store: ExperimentStore, device, splits: l
                 {**store.true_expect(layer, split), "unit_shape": list(shapes[layer]),
                  "weights_label": spec.label, "provenance": {"images": str(folder)}})) for layer in todo}
             for start in tqdm(range(0, len(names), bs), desc=f"features {split}", unit="batch"):
-                imgs = load_images(folder, names[start:start + bs], cfg.features.input_size)
+                imgs = split_images(cfg, split, names[start:start + bs], cfg.features.input_size)
                 feats = net(torch.from_numpy(imgs).to(device))
                 for layer in todo:
                     writers[layer].write_rows(start, feats[layer].flatten(1).float().cpu().numpy())

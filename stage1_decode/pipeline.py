@@ -12,6 +12,7 @@ from shared import metrics as M
 from shared.config import Config
 from shared.datasets import bdata_files, check_inputs, load_split, split_image_names
 from shared.device import resolve_device
+from shared.errors import UserError
 from shared.plotting import decoding_plot
 from shared.report import DECODING_COLUMNS, decoding_rows, section_key, write_summary, write_table
 from shared.runs import Run, atomic_write_json, update_metrics
@@ -33,9 +34,7 @@ def ensure_data(cfg: Config) -> None:
 
 def simulate(cfg: Config) -> None:
     if cfg.data.source != "simulated":
-        from shared.errors import UserError
-
-        raise UserError("'data.source' is 'bdata'; set data.source=simulated to write a simulated experiment")
+        raise UserError(f"'data.source' is {cfg.data.source!r}; set data.source=simulated to write a simulated experiment")
     ensure_data(cfg)
     log.info("simulated experiment ready in %s", cfg.data_root)
 
@@ -115,7 +114,18 @@ def _drop_stale_sections(path, decoding: dict, first: str) -> None:
     atomic_write_json(path, kept)
 
 
+def download(cfg: Config) -> None:
+    from shared.download import download as fetch
+
+    if cfg.data.source != "bdata":
+        raise UserError(f"'data.source' is {cfg.data.source!r}; the download fetches the real Deep Image "
+                        f"Reconstruction files, so use a config with data.source=bdata (e.g. configs/dir_real.yaml)")
+    fetch(cfg)
+
+
 VERBS = {
+    "download": (download, "download the Deep Image Reconstruction fMRI files and image lists of data.subjects "
+                           "from figshare into data.root (checked against the publisher's sizes and MD5s; resumes)"),
     "run": (run, "simulate data if configured, extract features, decode them, score and write results"),
     "simulate": (simulate, "only write the simulated experiment (BData files, image lists, images)"),
     "export-lab": (export_lab_verb, "write the store's true and decoded features as the lab's per-image .mat files "

@@ -261,7 +261,7 @@ def bars_plot(rows: list[dict], path: Path, title: str) -> None:
 def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) -> None:
     """True images on top, one row per variant (its first subject and ROI), the same test images in every
     row, and the reference variant's pixel-ridge baseline at the bottom."""
-    from shared.datasets import load_images, split_files
+    from shared.datasets import split_images
     from shared.plotting import image_grid
     from stage2_generate.recon_files import method_paths, read_reconstructions
 
@@ -294,7 +294,7 @@ def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) 
         index = {n: i for i, n in enumerate(rec_names)}
         picked["pixel_ridge (baseline)"] = images[[index[n] for n in names]]
     size = max(x.shape[-1] for x in picked.values())
-    true = load_images(ref_cfg.data_root / split_files(ref_cfg, split).images, names, size)
+    true = split_images(ref_cfg, split, names, size)
     to_rgb = {k: (np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x) for k, x in picked.items()}
     image_grid({"true": true, **to_rgb}, path, title=f"compare {spec.name}: {subject}, {split} test images, "
                                                      f"{spec.method} per variant", columns=columns)

@@ -10,7 +10,7 @@ import numpy as np
 
 from shared import metrics as M
 from shared.config import Config
-from shared.datasets import bdata_files, load_images, load_split, split_files, split_image_names
+from shared.datasets import bdata_files, load_split, split_image_names, split_images
 from shared.device import distributed, process_device
 from shared.errors import UserError
 from shared.report import recon_columns, recon_rows, section_key, write_summary, write_table
@@ -115,7 +115,7 @@ def run(cfg: Config) -> None:
     run_ = Run(cfg, "stage2", str(device), bdata_files(cfg)) if rank == 0 else None
     train_names = split_image_names(cfg, "train")
     transforms, train_inputs = fit_transforms(cfg, store, train_names)
-    train_images = load_images(cfg.data_root / cfg.data.train.images, train_names, gc.image_size)
+    train_images = split_images(cfg, "train", train_names, gc.image_size)
     gray = is_grayscale(train_images)
     uses_oof = gc.train_inputs == "oof" or (gc.train_inputs == "mix" and gc.mix_oof > 0)
     oof = out_of_fold_inputs(cfg, store, transforms, train_names) if uses_oof else None
@@ -156,7 +156,7 @@ def run(cfg: Config) -> None:
                     order = {n: i for i, n in enumerate(d.names)}
                     ridge_recon[split] = ridge_recon[split][[order[n] for n in names]]
                 if split not in truth:
-                    true = load_images(cfg.data_root / split_files(cfg, split).images, names, gc.image_size)
+                    true = split_images(cfg, split, names, gc.image_size)
                     ceiling = _generate(G, true_inputs(store, transforms, split, names), device)
                     truth[split] = (list(names), true, judge_features(judge, true, device), ceiling)
                     if e.save_reconstructions:  # the stimuli as scored, so figures need nothing but results/
