@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 # torch and torchvision are pinned to the releases this project is tested with (CPU or CUDA).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test bench bench-stage2 ablations clean-demo
+.PHONY: setup demo test bench bench-stage2 ablations reference clean-demo
 
 setup: $(STAMP)
 
@@ -31,11 +31,28 @@ bench: $(STAMP)
 	$(PY) bench/bench_ridge.py
 
 bench-stage2: $(STAMP)
-	$(PY) bench/bench_stage2.py --json results/demo/bench_stage2.json
+	$(PY) bench/bench_stage2.py --json results/reference/demo/bench_stage2.json
 
-# after `make demo`: each loss removed in turn and each kind of training input (about 9 min each)
+# every shipped ablation (configs/ablations/*.yaml) through `compare`: about 5 min per variant on
+# 2 cores, cached, so a rerun recomputes nothing
+ABLATIONS := layers rois decoders losses inputs
 ablations: $(STAMP)
-	$(PY) bench/stage2_ablations.py --config $(CONFIG)
+	for name in $(ABLATIONS); do $(PY) -m stage2_generate compare --config configs/ablations/$$name.yaml || exit 1; done
+
+# the committed figures and tables the README shows, copied from finished runs (`make demo`,
+# `make ablations`); `make demo` and `compare` write only under results/demo and results/compare
+REFERENCE := results/reference
+reference:
+	rm -rf $(REFERENCE)/demo/*.md $(REFERENCE)/demo/*.csv $(REFERENCE)/demo/*.png $(REFERENCE)/demo/metrics.json
+	mkdir -p $(REFERENCE)/demo
+	cp results/demo/summary.md results/demo/metrics.json results/demo/decoding.* results/demo/reconstruction.* \
+	   results/demo/grid*.png $(REFERENCE)/demo/
+	$(PY) -m stage2_generate export --config $(CONFIG) --figure shen --out $(REFERENCE)/demo/export
+	for name in $(ABLATIONS); do \
+	  if [ -f results/compare/$$name/table.md ]; then mkdir -p $(REFERENCE)/compare/$$name && \
+	    cp results/compare/$$name/table.md results/compare/$$name/table.csv results/compare/$$name/stats.md \
+	       results/compare/$$name/bars.png results/compare/$$name/grid.png $(REFERENCE)/compare/$$name/; fi; \
+	done
 
 clean-demo:
-	rm -rf data/demo work/demo results/demo/runs
+	rm -rf data/demo work/demo results/demo
