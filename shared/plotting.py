@@ -128,7 +128,7 @@ def interval_bars(labels: list[str], kinds: list[str], panels: dict[str, list[tu
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if title else 1))
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     atomic_write_bytes(path, figure_bytes(fig))

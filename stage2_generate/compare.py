@@ -244,18 +244,25 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
     atomic_write_text(out / "stats.md", "\n".join(lines))
 
 
-def bars_plot(rows: list[dict], path: Path, title: str) -> None:
-    """One panel per metric: each row's mean with its bootstrap interval (baselines in grey)."""
+def bars_plot(spec: CompareSpec, rows: list[dict], path: Path, title: str) -> None:
+    """One panel per metric: each variant's method on its first ROI (first subject), then the reference
+    variant's baselines, each mean with its bootstrap interval. The table has every row."""
     from shared.plotting import interval_bars
 
-    multi = len({(r["subject"], r["roi"]) for r in rows}) > 1
-    labels = [f"{r['variant']}: {r['method']}" + (f" ({r['subject']} {r['roi']})" if multi else "") for r in rows]
-    kinds = ["baseline" if r["method"] in BASELINES else ("ceiling" if r["method"].endswith("_true_features")
-                                                           else "method") for r in rows]
+    subject = spec.variant(spec.reference).cfg.data.subjects[0]
+    first_roi = {v.name: v.cfg.data.rois[0] for v in spec.variants}
+    shown = [r for r in rows if r["method"] == spec.method and r["subject"] == subject
+             and r["roi"] == first_roi[r["variant"]]]
+    shown += [r for r in rows if r["method"] in BASELINES and r["subject"] == subject
+              and spec.reference in r.get("variants", []) and r["roi"] == first_roi[spec.reference]]
+    labels = [r["variant"] + (f" ({r['roi']})" if r["roi"] != first_roi[spec.reference] else "")
+              if r["method"] == spec.method else f"{r['method']} ({r['roi']})" for r in shown]
+    kinds = ["baseline" if r["method"] in BASELINES else "method" for r in shown]
     nan = {"mean": np.nan, "lo": np.nan, "hi": np.nan}
-    panels = {m: [tuple(r["summary"].get(m, nan)[k] for k in ("mean", "lo", "hi")) for r in rows]
-              for m in metric_names(rows)}
-    interval_bars(labels, kinds, panels, path, title)
+    panels = {m: [tuple(r["summary"].get(m, nan)[k] for k in ("mean", "lo", "hi")) for r in shown]
+              for m in metric_names(shown)}
+    interval_bars(labels, kinds, panels, path, f"{title}; {spec.method} per variant ({subject}, "
+                                                f"{first_roi[spec.reference]} unless named), baselines in grey")
 
 
 def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) -> None:
@@ -337,7 +344,7 @@ def compare_verb(args) -> None:
     summarise_rows(rows, ref_cfg.seed)
     paired = paired_rows(sub, rows, ref_cfg.seed)
     write_tables(out, sub, rows, paired)
-    bars_plot(rows, out / "bars.png", f"compare {spec.name}: mean over test images, 95% bootstrap interval")
+    bars_plot(sub, rows, out / "bars.png", f"compare {spec.name}: mean over test images, 95% bootstrap interval")
     compare_grid(sub, rows, out / "grid.png", ref_cfg.eval.grid_columns)
     atomic_write_json(out / "compare.json", {
         "name": spec.name, "file": str(spec.path), "base": str(spec.base), "reference": spec.reference,
