@@ -98,10 +98,61 @@ def versions() -> dict[str, str]:
     return out
 
 
+class ExperimentLock:
+    """An exclusive lock on one experiment (its work and results folders), held for a process's life.
+
+    ``fcntl.flock`` on ``<work_dir>/<experiment>/.lock``: the kernel releases it when the holder exits
+    or is killed, so a crash never leaves it stuck. The file names the holder (pid, host, command,
+    start time) for the refusal message of a second process.
+    """
+
+    _held: dict[Path, "ExperimentLock"] = {}  # locks this process holds (a second Run in it reuses one)
+
+    @classmethod
+    def acquire(cls, folder: Path, what: str) -> "ExperimentLock":
+        path = (folder / ".lock").resolve()
+        held = cls._held.get(path)
+        if held is not None and not held._fh.closed:
+            return held
+        lock = cls(folder, what)
+        cls._held[path] = lock
+        return lock
+
+    def __init__(self, folder: Path, what: str):
+        import fcntl
+        import socket
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / ".lock"
+        self._fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.seek(0)
+            holder = self._fh.read().strip() or "another process"
+            self._fh.close()
+            from shared.errors import UserError
+
+            raise UserError(f"{what} is in use by {holder}; wait for that run to finish (or stop it), or give this "
+                            f"run another experiment name") from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        command = " ".join([Path(sys.argv[0]).parent.name or sys.argv[0], *sys.argv[1:]])[:160]
+        self._fh.write(f"pid {os.getpid()} on {socket.gethostname()} (`{command}`, started "
+                       f"{time.strftime('%Y-%m-%d %H:%M:%S')})")
+        self._fh.flush()
+
+    def release(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()  # closing drops the flock
+        ExperimentLock._held.pop(self.path.resolve(), None)
+
+
 class Run:
-    """One invocation of a stage: its directory, log file and metadata."""
+    """One invocation of a stage: its directory, log file and metadata. Holds the experiment's lock."""
 
     def __init__(self, cfg: Config, stage: str, device: str, inputs: dict[str, Path] | None = None):
+        self._lock = ExperimentLock.acquire(cfg.work_path, f"experiment '{cfg.experiment}' ({cfg.work_path})")
         base = cfg.results_path / "runs"
         base.mkdir(parents=True, exist_ok=True)
         n = 1 + max([int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{stage}-*") if p.name.rsplit("-", 1)[1].isdigit()],
@@ -137,3 +188,4 @@ class Run:
         atomic_write_json(meta_path, meta)
         logging.getLogger().removeHandler(self._handler)
         self._handler.close()
+        self._lock.release()

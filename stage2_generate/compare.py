@@ -328,6 +328,9 @@ def compare_verb(args) -> None:
     if args.only and len(todo) != len(args.only):
         missing = sorted(set(args.only) - {v.name for v in todo})
         raise UserError(f"--only names no variant {missing[0]!r}; variants: {', '.join(v.name for v in spec.variants)}")
+    from shared.runs import ExperimentLock
+
+    lock = ExperimentLock.acquire(out, f"comparison '{spec.name}' ({out})")  # one compare of a name at a time
     log.info("compare %s: %d variants of %s, results in %s", spec.name, len(spec.variants), spec.base, out)
     records = [run_variant(v, i + 1, len(todo)) for i, v in enumerate(todo)]
     finished = [(v, r) for v, r in zip(todo, records)]
@@ -353,6 +356,7 @@ def compare_verb(args) -> None:
                     for r in rows],
         "paired": paired,
     })
+    lock.release()
     reused = sum(r["reused"] == "both stages" for r in records)
     log.info("compare %s done in %.0f s (%d of %d variants reused); %s/table.md, stats.md, bars.png, grid.png",
              spec.name, time.time() - t0, reused, len(records), out)
