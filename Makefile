@@ -43,6 +43,7 @@ ablations: $(STAMP)
 # `make ablations`); `make demo` and `compare` write only under results/demo and results/compare
 REFERENCE := results/reference
 reference:
+	@test -f results/demo/summary.md || { echo "results/demo is missing: run make demo first"; exit 2; }
 	rm -rf $(REFERENCE)/demo/*.md $(REFERENCE)/demo/*.csv $(REFERENCE)/demo/*.png $(REFERENCE)/demo/metrics.json
 	mkdir -p $(REFERENCE)/demo
 	cp results/demo/summary.md results/demo/metrics.json results/demo/decoding.* results/demo/reconstruction.* \

@@ -34,6 +34,7 @@ from shared.config import Config, load_config, to_dict
 from shared.errors import UserError
 
 KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method")
+METHODS = ("wgan_gp", "wgan_gp_true_features", "pixel_ridge", "nearest_train")  # what stage 2 scores
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Variant:
     name: str
     changes: dict[str, Any]  # the dotted keys this variant sets (beyond the compare's `set`)
     cfg: Config
+    base: str = ""  # its name in `variants` (without the matrix values)
+    combo: dict[str, Any] = field(default_factory=dict)  # its values of the `matrix` keys
 
 
 @dataclass
@@ -55,6 +58,11 @@ class CompareSpec:
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
+
+    def reference_for(self, v: Variant) -> Variant | None:
+        """The reference variant with the same matrix values as ``v`` (None if it is not run)."""
+        base = self.variant(self.reference).base
+        return next((x for x in self.variants if x.base == base and x.combo == v.combo), None)
 
 
 def is_compare_file(path: str | Path) -> bool:
@@ -126,7 +134,7 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
                 cfg = load_config(base, overrides, values={**shared_changes, **merged})
             except UserError as exc:
                 raise UserError(f"variant '{name}' of {path}: {exc}") from None
-            variants.append(Variant(name, merged, cfg))
+            variants.append(Variant(name, merged, cfg, base=str(vname), combo=combo))
     names = [v.name for v in variants]
     reference = str(raw.get("reference") or names[0])
     if reference not in names:
@@ -135,9 +143,11 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
             raise UserError(f"'reference' in {path} is {reference!r}, which is not a variant; variants: "
                             f"{', '.join(names)}")
         reference = close[0]
+    method = str(raw.get("method") or "wgan_gp")
+    if method not in METHODS:
+        raise UserError(f"'method' in {path} is {method!r}; it must be one of {', '.join(METHODS)}")
     return CompareSpec(name=str(raw.get("name") or path.stem), path=path, base=base, variants=variants,
-                       reference=reference, method=str(raw.get("method") or "wgan_gp"),
-                       shared_changes=shared_changes)
+                       reference=reference, method=method, shared_changes=shared_changes)
 
 
 # ------------------------------------------------------------------ cache keys

@@ -117,6 +117,7 @@ def check_inputs(cfg: Config) -> None:
         for subject in cfg.data.subjects:
             for split in ["train", *cfg.data.test]:
                 matrix_data.voxels(cfg, subject, split)  # also checks the images and that the counts agree
+        matrix_data.check_subjects(cfg)
         return
     for split in ["train", *cfg.data.test]:
         spec = split_files(cfg, split)

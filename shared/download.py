@@ -125,9 +125,14 @@ def _fetch(url: str, part: Path, size: int, timeout: float, retries: int, bar) -
             if part.stat().st_size >= size:
                 return
             raise HTTPException("connection closed early")
-        except (urllib.error.HTTPError) as exc:
+        except urllib.error.HTTPError as exc:
             if exc.code == 416:  # nothing left to send: the .part is complete (or too long; the check decides)
                 return
+            if exc.code >= 500 and attempt < retries:  # a passing server error: try again
+                attempt += 1
+                log.info("%s: HTTP %d, retrying", url, exc.code)
+                time.sleep(min(2 ** attempt * 0.1, 5))
+                continue
             raise UserError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}; rerun later (the partial "
                             f"file {part} is kept and resumed)") from None
         except (urllib.error.URLError, HTTPException, socket.timeout, ConnectionError, OSError) as exc:

@@ -102,17 +102,56 @@ def voxels(cfg, subject: str, split: str) -> np.ndarray:
 
 
 def names(cfg, split: str) -> list[str]:
-    n = len(images(cfg, cfg.data.subjects[0], split))
+    n = len(_variable(cfg, cfg.data.subjects[0], f"{_split_key(cfg, split)}_voxels"))
     prefix = "train" if split == "train" else split
     return [f"{prefix}_{i + 1:05d}" for i in range(n)]
 
 
+_CACHE: dict[tuple, np.ndarray] = {}  # decoded images of the last files read (feature batches reread them)
+
+
 def images(cfg, subject: str, split: str) -> np.ndarray:
-    """The split's images as ``(n, H, W, C)`` float32 in [0, 1] (C = 1 or 3)."""
-    return _images(cfg, subject, split, _variable(cfg, subject, f"{_split_key(cfg, split)}_images"))
+    """The split's images as ``(n, H, W, C)`` float32 in [0, 1] (C = 1 or 3), scaled like the training
+    images (see ``_scale``)."""
+    from dataclasses import astuple
+
+    path = matrix_path(cfg, subject)
+    key = (str(path), path.stat().st_mtime_ns if path.is_file() else 0, split, repr(astuple(cfg.data.matrix)))
+    if key not in _CACHE:
+        if len(_CACHE) >= 4:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _images(cfg, subject, split)
+    return _CACHE[key]
 
 
-def _images(cfg, subject: str, split: str, raw: np.ndarray) -> np.ndarray:
+def _images(cfg, subject: str, split: str) -> np.ndarray:
+    train = _shaped(cfg, subject, "train", _variable(cfg, subject, "train_images"))
+    arr = train if split == "train" else _shaped(cfg, subject, split, _variable(cfg, subject, "test_images"))
+    lo, hi = _scale(train)
+    out = (arr.astype(np.float32) - lo) / (hi - lo)
+    if not np.isfinite(out).all():
+        raise UserError(f"data.matrix.{_split_key(cfg, split)}_images holds NaN or infinite values")
+    return np.clip(out, 0, 1) if split != "train" else out
+
+
+def _scale(train: np.ndarray) -> tuple[float, float]:
+    """``(lo, hi)`` mapping pixel values to [0, 1], from the training images: values already in [0, 1]
+    stay; whole numbers up to 255 (8-bit, in any dtype) or 65535 (16-bit) are divided by that; anything
+    else is scaled by the training images' minimum and maximum (and the test images the same way)."""
+    lo, hi = float(np.nanmin(train)), float(np.nanmax(train))
+    if lo >= 0 and hi <= 1:
+        return 0.0, 1.0
+    whole = train.dtype.kind in "ui" or bool(np.all(np.mod(train[np.isfinite(train)], 1) == 0))
+    if lo >= 0 and whole and hi <= 255:
+        return 0.0, 255.0
+    if lo >= 0 and whole and hi <= 65535:
+        return 0.0, 65535.0
+    log.info("matrix images: values in [%.3g, %.3g], scaled to [0, 1] by the training images' range", lo, hi)
+    return lo, max(hi, lo + 1e-12)
+
+
+def _shaped(cfg, subject: str, split: str, raw: np.ndarray) -> np.ndarray:
+    """``(n, H, W, C)`` in the file's own value range."""
     m = cfg.data.matrix
     where = f"data.matrix.{_split_key(cfg, split)}_images"
     order = m.order if m.order != "auto" else ("C" if matrix_path(cfg, subject).suffix == ".npz" else "F")
@@ -135,17 +174,19 @@ def _images(cfg, subject: str, split: str, raw: np.ndarray) -> np.ndarray:
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
         raise UserError(f"{where} has shape {raw.shape}; expected (n, H*W), (n, H, W) or (n, H, W, 1 or 3) with the "
                         f"samples on data.matrix.sample_axis")
-    if arr.dtype.kind in "ui":
-        out = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max if arr.max() > 1 else 1)
-    else:
-        out = arr.astype(np.float32)
-        lo, hi = float(np.nanmin(out)), float(np.nanmax(out))
-        if lo < 0 or hi > 1:
-            log.info("%s: values in [%.3g, %.3g], scaled to [0, 1]", where, lo, hi)
-            out = (out - lo) / max(hi - lo, 1e-12)
-    if not np.isfinite(out).all():
-        raise UserError(f"{where} holds NaN or infinite values")
-    return out
+    return arr
+
+
+def check_subjects(cfg) -> None:
+    """Several subjects' files must show the same images in the same order (stimuli come from the first)."""
+    first = cfg.data.subjects[0]
+    for subject in cfg.data.subjects[1:]:
+        for split in ("train", "test"):
+            a, b = images(cfg, first, split), images(cfg, subject, split)
+            if a.shape != b.shape or not np.array_equal(a, b):
+                raise UserError(f"the {split} images of {matrix_path(cfg, subject)} differ from those of "
+                                f"{matrix_path(cfg, first)}; every subject's file must hold the same images in the "
+                                f"same order")
 
 
 def resized(cfg, split: str, wanted: list[str], size: int) -> np.ndarray:

@@ -62,7 +62,8 @@ def paired(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict:
         raise ValueError(f"paired values differ in shape: {a.shape} vs {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
     d = a[keep] - b[keep]
-    out = {"diff": float(d.mean()) if d.size else float("nan"), "n": int(d.size)}
+    out = {"diff": float(d.mean()) if d.size else float("nan"), "n": int(d.size),
+           "n_nonzero": int(np.count_nonzero(d))}  # what the signed-rank test rests on
     out["lo"], out["hi"] = bootstrap_ci(d, seed=seed)
     if d.size == 0 or np.all(d == 0):
         out["p"] = 1.0  # identical over every image: no evidence of a difference

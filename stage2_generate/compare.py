@@ -7,8 +7,8 @@ comparison is exactly a set of ordinary runs. Products are cached under
 ``<work_dir>/compare/`` by what they depend on (``shared.compare_spec``):
 
 * ``store-<key>/``: the feature store (and generator checkpoints) shared by every variant
-  whose stage-1 inputs agree apart from subjects, ROIs, layers and decoder kind, which have
-  their own files inside it; a finished stage-1 configuration leaves ``stage1-<key>.json``
+  whose stage-1 inputs agree apart from subjects, ROIs and decoder kind, which have their
+  own files inside it; a finished stage-1 configuration leaves ``stage1-<key>.json``
   there and is not run again;
 * ``results/<key>/<experiment>/``: a variant's results (``metrics.json``, ``per_image.json``,
   saved reconstructions) and ``done.json`` once stage 2 has finished; a variant with the same
@@ -36,8 +36,9 @@ from shared import stats
 from shared.compare_spec import CompareSpec, Variant, load_compare, result_key, stage1_key, store_key
 from shared.config import Config, dump_yaml
 from shared.errors import UserError
-from shared.report import markdown_table
+from shared.report import csv_table, markdown_table
 from shared.runs import atomic_write_json, atomic_write_text
+from stage2_generate.recon_files import split_method_key
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def variant_paths(cfg: Config) -> tuple[Config, Path, Path]:
 
     cache = Path(cfg.work_dir) / "compare"
     run_cfg = copy.deepcopy(cfg)
+    run_cfg.eval.save_reconstructions = True  # the grid and export read them
     run_cfg.work_dir = str(cache / f"store-{store_key(cfg)}")
     run_cfg.results_dir = str(cache / "results" / result_key(cfg))
     return run_cfg, run_cfg.work_path, run_cfg.results_path
@@ -126,14 +128,6 @@ def _per_image(results: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _roi_of(method_key: str, first_roi: str) -> tuple[str, str]:
-    """``("wgan_gp", "VC")`` from ``"wgan_gp[VC]"`` (no suffix: the first ROI)."""
-    if method_key.endswith("]") and "[" in method_key:
-        base, roi = method_key[:-1].split("[", 1)
-        return base, roi
-    return method_key, first_roi
-
-
 def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
     """Per-image values of every row: variant's method (and its true-feature ceiling), then baselines
     (a baseline identical in several variants is listed once)."""
@@ -145,7 +139,7 @@ def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
         first_roi = v.cfg.data.rois[0]
         for subject, by_method in per.items():
             for key, values in by_method.items():
-                method, roi = _roi_of(key, first_roi)
+                method, roi = split_method_key(key, first_roi)
                 metrics = {k: np.asarray(x, dtype=np.float64) for k, x in values.items() if k != "names"}
                 row = {"variant": v.name, "subject": subject, "roi": roi, "method": method, "split": split,
                        "names": list(values["names"]), "values": metrics, "results": rec["results"]}
@@ -177,20 +171,29 @@ def summarise_rows(rows: list[dict], seed: int) -> None:
 
 
 def paired_rows(spec: CompareSpec, rows: list[dict], seed: int) -> list[dict]:
-    """Each variant's method against the reference's, per subject and ROI, over their shared images."""
-    ref = {(r["subject"], r["roi"]): r for r in rows if r["variant"] == spec.reference and r["method"] == spec.method}
-    ref_by_subject = {r["subject"]: r for r in ref.values()}
+    """Each variant's method against the reference's (with the same matrix values), per subject and ROI,
+    over their shared images; a variant on an ROI the reference lacks is paired with its first ROI."""
+    ref: dict[tuple, dict] = {}
+    first: dict[tuple, dict] = {}
+    for r in rows:
+        if r["method"] == spec.method:
+            ref[(r["variant"], r["subject"], r["roi"])] = r
+            first.setdefault((r["variant"], r["subject"]), r)
     out = []
     for r in rows:
-        if r["method"] != spec.method or r["variant"] == spec.reference:
+        if r["method"] != spec.method:
             continue
-        base = ref.get((r["subject"], r["roi"])) or ref_by_subject.get(r["subject"])  # an ROI variant vs the reference ROI
+        refv = spec.reference_for(spec.variant(r["variant"]))
+        if refv is None or refv.name == r["variant"]:
+            continue
+        base = ref.get((refv.name, r["subject"], r["roi"])) or first.get((refv.name, r["subject"]))
         if base is None:
             continue
-        common = [n for n in r["names"] if n in set(base["names"])]
+        base_index = {n: i for i, n in enumerate(base["names"])}
+        common = [n for n in r["names"] if n in base_index]
         ia = [r["names"].index(n) for n in common]
-        ib = [base["names"].index(n) for n in common]
-        entry = {"variant": r["variant"], "subject": r["subject"], "roi": r["roi"], "vs": f"{spec.reference} ({base['roi']})",
+        ib = [base_index[n] for n in common]
+        entry = {"variant": r["variant"], "subject": r["subject"], "roi": r["roi"], "vs": f"{refv.name} ({base['roi']})",
                  "n_images": len(common)}
         for m in r["values"]:
             if m in base["values"]:
@@ -216,7 +219,14 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
     md_rows = [{**{k: r[k] for k in keys}, **{m: _cell(r["summary"][m]) for m in metrics if m in r["summary"]}}
                for r in rows]
     n_images = sorted({r["summary"][metrics[0]]["n"] for r in rows}) if rows else []
-    head = (f"# Compare `{spec.name}` ({spec.path})\n\nBase config `{spec.base}`; test set "
+    ref_cfg = spec.variant(spec.reference).cfg
+    judge = ref_cfg.eval
+    from shared.weights import parse_weights
+
+    head = (f"# Compare `{spec.name}` ({spec.path})\n\nBase config `{spec.base}`; feature network "
+            f"{ref_cfg.features.network} [{parse_weights(ref_cfg.features.weights).label}]; judge "
+            f"{judge.judge_network} [{parse_weights(judge.judge_weights).label}] {', '.join(judge.judge_layers)} at "
+            f"{judge.judge_input_size} px; test set "
             f"`{rows[0]['split'] if rows else '?'}`, {', '.join(map(str, n_images))} test images. Each cell: mean over "
             f"test images [95% percentile bootstrap interval, {stats.N_RESAMPLES} resamples of the images]. "
             f"`{spec.method}_true_features`: the same generator fed the true features (a ceiling). Baselines "
@@ -227,16 +237,15 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
                  **{f"{m}{sfx}": r["summary"][m][part] for m in metrics if m in r["summary"]
                     for sfx, part in (("", "mean"), ("_lo", "lo"), ("_hi", "hi"))},
                  "n_images": r["summary"][metrics[0]]["n"]} for r in rows]
-    from shared.report import csv_table
-
     atomic_write_text(out / "table.csv", csv_table(csv_rows, csv_cols))
     lines = [f"# Compare `{spec.name}`: each variant against `{spec.reference}`\n",
              f"Method `{spec.method}`, paired over the same test images: mean difference (variant minus reference) "
-             f"[95% bootstrap interval], and the two-sided Wilcoxon signed-rank p-value (scipy). Positive is better "
-             f"for every metric. No correction for multiple comparisons.\n"]
+             f"[95% bootstrap interval], and the two-sided Wilcoxon signed-rank p-value (scipy), which rests on the "
+             f"k images whose difference is not zero (identification scores near 1 tie on most images). Positive is "
+             f"better for every metric. No correction for multiple comparisons.\n"]
     if paired:
         md = [{"variant": e["variant"], "subject": e["subject"], "roi": e["roi"], "vs": e["vs"], "n": e["n_images"],
-               **{m: f"{e[m]['diff']:+.3f} [{e[m]['lo']:+.3f}, {e[m]['hi']:+.3f}] p={_p(e[m]['p'])}"
+               **{m: f"{e[m]['diff']:+.3f} [{e[m]['lo']:+.3f}, {e[m]['hi']:+.3f}] p={_p(e[m]['p'])} k={e[m]['n_nonzero']}"
                   for m in metrics if m in e}} for e in paired]
         lines.append(markdown_table(md, ["variant", "subject", "roi", "vs", "n"] + [m for m in metrics]))
     else:
@@ -267,44 +276,31 @@ def bars_plot(spec: CompareSpec, rows: list[dict], path: Path, title: str) -> No
 
 def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) -> None:
     """True images on top, one row per variant (its first subject and ROI), the same test images in every
-    row, and the reference variant's pixel-ridge baseline at the bottom."""
-    from shared.datasets import split_images
+    row, and the reference variant's pixel-ridge baseline at the bottom; from the saved files alone."""
     from shared.plotting import image_grid
-    from stage2_generate.recon_files import method_paths, read_reconstructions
+    from stage2_generate.recon_files import method_paths, read_reconstructions, read_stimuli, to_rgb
 
     ref_cfg = spec.variant(spec.reference).cfg
     subject, split = ref_cfg.data.subjects[0], next(iter(ref_cfg.data.test))
+    first_roi = {v.name: v.cfg.data.rois[0] for v in spec.variants}
+    shown = [r for r in rows if r["method"] == spec.method and r["subject"] == subject
+             and r["roi"] == first_roi[r["variant"]]]
+    shown += [r for r in rows if r["method"] == "pixel_ridge" and r["subject"] == subject
+              and spec.reference in r.get("variants", []) and r["roi"] == first_roi[spec.reference]]
+    ref_results = Path(next(r["results"] for r in shown if r["variant"] == spec.reference))
+    true, names = read_stimuli(ref_results, split)
+    names = names[:columns]
     picked: dict[str, np.ndarray] = {}
-    names: list[str] | None = None
-    wanted = [(r, r["variant"]) for r in rows if r["method"] == spec.method and r["subject"] == subject]
-    seen = set()
-    for r, label in wanted:
-        if label in seen:
-            continue
-        seen.add(label)
-        folder = Path(r["results"]) / "reconstructions" / subject / r["roi"] / split
-        method_key = spec.method if r["roi"] == spec.variant(r["variant"]).cfg.data.rois[0] else f"{spec.method}[{r['roi']}]"
-        h5, _ = method_paths(folder, method_key)
+    for r in shown:
+        h5, _ = method_paths(Path(r["results"]) / "reconstructions" / subject / r["roi"] / split, r["method"])
         if not h5.is_file():
-            raise UserError(f"{h5} is missing; the variant was run with eval.save_reconstructions=false. Set it true "
-                            f"and rerun compare")
+            raise UserError(f"{h5} is missing; rerun stage 2 of that variant (delete {r['results']}) and compare")
         images, rec_names = read_reconstructions(h5)
-        if names is None:
-            names = rec_names[:columns]
         index = {n: i for i, n in enumerate(rec_names)}
-        picked[label] = images[[index[n] for n in names]]
-    ref_row = next((r for r in rows if r["method"] == "pixel_ridge" and r["subject"] == subject
-                    and spec.reference in (r.get("variants") or [])), None)
-    if ref_row is not None:
-        folder = Path(ref_row["results"]) / "reconstructions" / subject / ref_row["roi"] / split
-        images, rec_names = read_reconstructions(method_paths(folder, "pixel_ridge")[0])
-        index = {n: i for i, n in enumerate(rec_names)}
-        picked["pixel_ridge (baseline)"] = images[[index[n] for n in names]]
-    size = max(x.shape[-1] for x in picked.values())
-    true = split_images(ref_cfg, split, names, size)
-    to_rgb = {k: (np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x) for k, x in picked.items()}
-    image_grid({"true": true, **to_rgb}, path, title=f"compare {spec.name}: {subject}, {split} test images, "
-                                                     f"{spec.method} per variant", columns=columns)
+        label = r["variant"] if r["method"] == spec.method else f"{r['method']} (baseline)"
+        picked[label] = to_rgb(images[[index[n] for n in names]])
+    image_grid({"true": true[:columns], **picked}, path, title=f"compare {spec.name}: {subject}, {split} test "
+                                                              f"images, {spec.method} per variant", columns=columns)
 
 
 # ---------------------------------------------------------------------------- verb
@@ -324,9 +320,10 @@ def compare_verb(args) -> None:
         for v in spec.variants:
             sys.stdout.write(f"# variant {v.name!r}: {v.changes}\n" + dump_yaml(v.cfg) + "\n")
         return
-    todo = [v for v in spec.variants if not args.only or v.name in args.only]
-    if args.only and len(todo) != len(args.only):
-        missing = sorted(set(args.only) - {v.name for v in todo})
+    only = list(dict.fromkeys(args.only))
+    todo = [v for v in spec.variants if not only or v.name in only]
+    if only and len(todo) != len(only):
+        missing = sorted(set(only) - {v.name for v in todo})
         raise UserError(f"--only names no variant {missing[0]!r}; variants: {', '.join(v.name for v in spec.variants)}")
     from shared.runs import ExperimentLock
 

@@ -97,18 +97,15 @@ class Row:
     method: str
 
 
-def _rgb(x: np.ndarray) -> np.ndarray:
-    return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
-
-
 def collect_rows(sources: list[Source], cfg, args, split: str) -> list[Row]:
     """Every chosen saved reconstruction, in the order stage 2 scored them."""
-    from stage2_generate.recon_files import method_paths, read_reconstructions
+    from shared.report import section_key
+    from stage2_generate.recon_files import method_paths, read_reconstructions, split_method_key, to_rgb
 
     rows: list[Row] = []
     for src in sources:
         metrics = _finished(src, args.config)
-        section = metrics.get("reconstruction" if split == next(iter(cfg.data.test)) else f"reconstruction_{split}")
+        section = metrics.get(section_key("reconstruction", split, next(iter(cfg.data.test))))
         if not section:
             raise UserError(f"{src.results} has no reconstructions of test set {split!r}; test sets: "
                             f"{', '.join(cfg.data.test)}")
@@ -126,39 +123,19 @@ def collect_rows(sources: list[Source], cfg, args, split: str) -> list[Row]:
                 if not folder.is_dir():
                     raise UserError(f"--rois names {roi!r}, which {src.results} has no reconstructions of; "
                                     f"ROIs: {', '.join(rois_present)}")
-                present = [k for k in section[subject] if _roi_of(k, first_roi) == roi]
-                methods = [_base(k) for k in present]
+                methods = [m for m, r in (split_method_key(k, first_roi) for k in section[subject]) if r == roi]
                 wanted = args.methods or ([src.method] if src.method else methods)
                 for method in wanted:
                     if method not in methods:
                         raise UserError(f"--methods names {method!r}, not saved for {subject} {roi}; saved: "
                                         f"{', '.join(methods)}")
-                    key = present[methods.index(method)]
-                    h5, _ = method_paths(folder, key)
+                    h5, _ = method_paths(folder, method)  # saved by method name in the ROI's folder
                     images, names = read_reconstructions(h5)
                     label = src.label or method
                     if src.label and (args.methods and len(wanted) > 1):
                         label = f"{src.label}: {method}"
-                    rows.append(Row(label, _rgb(images), names, subject, roi, method))
+                    rows.append(Row(label, to_rgb(images), names, subject, roi, method))
     return rows
-
-
-def _base(method_key: str) -> str:
-    return method_key.split("[", 1)[0]
-
-
-def _roi_of(method_key: str, first_roi: str) -> str:
-    return method_key[:-1].split("[", 1)[1] if method_key.endswith("]") and "[" in method_key else first_roi
-
-
-def _stimuli(src: Source, split: str) -> tuple[np.ndarray, list[str]]:
-    from stage2_generate.recon_files import method_paths, read_reconstructions
-
-    h5, _ = method_paths(src.results / "reconstructions" / "stimuli", split)
-    if not h5.is_file():
-        raise UserError(f"{h5} is missing (results of a stage 2 older than export); rerun stage 2 to save the stimuli")
-    images, names = read_reconstructions(h5)
-    return _rgb(images), names
 
 
 def _pick(images: np.ndarray, names: list[str], wanted: list[str], where: str) -> np.ndarray:
@@ -169,14 +146,17 @@ def _pick(images: np.ndarray, names: list[str], wanted: list[str], where: str) -
     return images[[index[n] for n in wanted]]
 
 
-def _title(metrics: dict, subject: str, roi: str, split: str) -> str:
+def _title(cfg, subject: str, roi: str, split: str) -> str:
     """The title stage 2 gives its grids."""
-    info = metrics.get("info", {})
-    return f"{subject} {roi}, {split} test images; features {info.get('network')} [{info.get('weights_label')}]"
+    from shared.weights import parse_weights
+
+    return (f"{subject} {roi}, {split} test images; features {cfg.features.network} "
+            f"[{parse_weights(cfg.features.weights).label}]")
 
 
 def export_verb(args) -> None:
     from shared.plotting import image_grid
+    from stage2_generate.recon_files import read_stimuli
 
     sources, cfg, default_out = _sources(args)
     out = Path(args.out) if args.out else default_out
@@ -185,7 +165,7 @@ def export_verb(args) -> None:
         raise UserError(f"--split {split!r} is not a test set of {args.config}; test sets: {', '.join(cfg.data.test)}")
     figures = args.figure or list(FIGURES)
     rows = collect_rows(sources, cfg, args, split)
-    true, true_names = _stimuli(sources[0], split)
+    true, true_names = read_stimuli(sources[0].results, split)
     names = args.images or true_names
     true = _pick(true, true_names, names, f"{sources[0].results}/reconstructions/stimuli")
     picked = [(r, _pick(r.images, r.names, names, f"{r.label} {r.subject} {r.roi}")) for r in rows]
@@ -195,11 +175,15 @@ def export_verb(args) -> None:
     pages = [slice(s, s + columns) for s in range(0, len(names), columns)]
     metrics = json.loads((sources[0].results / "metrics.json").read_text())
     multi = len({(r.subject, r.roi) for r in rows}) > 1
+    if args.dry_run:
+        print(f"would write to {out}: {', '.join(figures)} for {len(rows)} rows "
+              f"({', '.join(dict.fromkeys(r.label for r in rows))}), {len(names)} images, {len(pages)} page(s)")
+        return
     written = []
     if "grid" in figures:
         grid_rows = {"true": true, **{(f"{r.label} {r.subject} {r.roi}" if multi else r.label): x for r, x in picked}}
         subject, roi = rows[0].subject, rows[0].roi
-        title = _title(metrics, subject, roi, split) if not multi else f"{split} test images"
+        title = _title(sources[0].cfg, subject, roi, split) if not multi else f"{split} test images"
         for k, page in enumerate(pages):
             for ext in ("png", "pdf"):
                 path = out / f"grid_{split}_p{k + 1:02d}.{ext}"

@@ -64,3 +64,29 @@ def read_reconstructions(h5_path: Path) -> tuple[np.ndarray, list[str]]:
 
     with h5py.File(h5_path, "r") as f:
         return f["images"][:], [n.decode() if isinstance(n, bytes) else str(n) for n in f["names"][:]]
+
+
+def split_method_key(key: str, first_roi: str) -> tuple[str, str]:
+    """``("wgan_gp", "LVC")`` from a ``metrics.json`` method key ``"wgan_gp[LVC]"``; a key without the
+    suffix belongs to the first ROI. Files on disk are named by the method alone, in the ROI's folder."""
+    if key.endswith("]") and "[" in key:
+        method, roi = key[:-1].split("[", 1)
+        return method, roi
+    return key, first_roi
+
+
+def to_rgb(images: np.ndarray) -> np.ndarray:
+    """``(n, 3, S, S)`` from saved ``(n, 1 or 3, S, S)`` images (gray repeated)."""
+    return np.repeat(images, 3, axis=1) if images.shape[1] == 1 else images
+
+
+def read_stimuli(results: Path, split: str) -> tuple[np.ndarray, list[str]]:
+    """The stimuli stage 2 scored against, ``(n, 3, S, S)`` and names, from ``<results>/reconstructions``."""
+    from shared.errors import UserError
+
+    h5, _ = method_paths(Path(results) / "reconstructions" / "stimuli", split)
+    if not h5.is_file():
+        raise UserError(f"{h5} is missing (results of a stage 2 older than this release); rerun stage 2 to save "
+                        f"the stimuli")
+    images, names = read_reconstructions(h5)
+    return to_rgb(images), names

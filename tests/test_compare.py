@@ -109,3 +109,22 @@ def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
     assert "2 of 2 variants reused" in second.stderr
     assert "stage 1 (" not in second.stderr and "train generator" not in second.stderr
     assert json.loads((out / "compare.json").read_text())["summary"] == record["summary"]
+
+
+def test_with_a_matrix_each_variant_is_paired_with_the_reference_of_the_same_values(tmp_path, tiny_config, rng):
+    from stage2_generate.compare import paired_rows
+
+    path = _files(tmp_path, tiny_config, {"a": {}, "b": {"generator.loss_pixel": 0.5}}, reference="a",
+                  matrix={"seed": [0, 1]})
+    spec = load_compare(path)
+    assert [v.name for v in spec.variants] == ["a seed=0", "a seed=1", "b seed=0", "b seed=1"]
+    names = [f"img{i}" for i in range(12)]
+    values = {v.name: rng.random(12) for v in spec.variants}
+    rows = [{"variant": n, "subject": "sub-01", "roi": "VC", "method": "wgan_gp", "names": names,
+             "values": {"pixcorr": x}} for n, x in values.items()]
+    rows[3]["names"] = names[::-1]  # another image order is re-paired by name
+    rows[3]["values"] = {"pixcorr": values["b seed=1"][::-1]}
+    paired = {e["variant"]: e for e in paired_rows(spec, rows, seed=0)}
+    assert set(paired) == {"b seed=0", "b seed=1"}
+    assert paired["b seed=1"]["vs"] == "a seed=1 (VC)"
+    assert paired["b seed=1"]["pixcorr"]["diff"] == pytest.approx((values["b seed=1"] - values["a seed=1"]).mean())

@@ -24,6 +24,8 @@ def _pixels(path: Path) -> np.ndarray:
 
 def test_export_reproduces_the_stage2_grid_and_writes_shen_figure_and_hdf5(tmp_path, tiny_config):
     cfg = yaml.safe_load(tiny_config.read_text())
+    cfg["data"]["rois"] = ["VC", "V1"]  # methods of the second ROI are keyed wgan_gp[V1] in metrics.json
+    tiny_config.write_text(yaml.safe_dump(cfg))
     results = Path(cfg["results_dir"]) / cfg["experiment"]
     missing = _cli(tmp_path, "stage2_generate", "export", "--config", str(tiny_config))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "run python -m stage2_generate run" in \
@@ -52,5 +54,11 @@ def test_export_reproduces_the_stage2_grid_and_writes_shen_figure_and_hdf5(tmp_p
              "wgan_gp", "pixel_ridge", "--images", names[2], names[0], "--cell", "0.6", "--out", str(tmp_path / "sub"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["grid_natural_p01.pdf", "grid_natural_p01.png"]
+    r = _cli(tmp_path, "stage2_generate", "export", "--config", str(tiny_config), "--figure", "hdf5", "--rois", "all",
+             "--out", str(tmp_path / "all"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    v1, _ = read_reconstructions(results / "reconstructions" / "sub-01" / "V1" / "natural" / "pixel_ridge.h5")
+    with h5py.File(tmp_path / "all" / "reconstructions.h5", "r") as f:
+        np.testing.assert_array_equal(f["pixel_ridge/sub-01/V1/natural/images"][()], v1)
     bad = _cli(tmp_path, "stage2_generate", "export", "--config", str(tiny_config), "--methods", "vae")
     assert bad.returncode == 2 and "not saved" in bad.stderr and "wgan_gp" in bad.stderr

@@ -131,3 +131,23 @@ def test_matrix_dataset_runs_through_both_stages_and_compare(tmp_path):
     r = _cli(tmp_path, "stage2_generate", "compare", "--config", str(spec))
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "results" / "compare" / "matrix" / "table.md").read_text().count("wgan_gp |") == 2
+
+
+def test_pixel_values_are_scaled_like_the_training_images(tmp_path):
+    from shared import matrix_data
+
+    rng = np.random.default_rng(0)
+    vox = {"X_train": rng.standard_normal((6, 5)), "X_test": rng.standard_normal((2, 5))}
+    # 8-bit values stored as int64 (NumPy's default integer)
+    np.savez(tmp_path / "int.npz", **vox, Y_train=np.tile(np.arange(0, 256, 16), (6, 1)).astype(np.int64),
+             Y_test=np.full((2, 16), 128, dtype=np.int64))
+    cfg = load_config(_config(tmp_path, "int.npz"))
+    assert matrix_data.images(cfg, "sub-01", "train").max() == pytest.approx(240 / 255)
+    assert matrix_data.images(cfg, "sub-01", "test").max() == pytest.approx(128 / 255)
+    # float values outside [0, 1]: the test images use the training images' range, not their own
+    np.savez(tmp_path / "float.npz", **vox, Y_train=np.linspace(-2.0, 2.5, 96).reshape(6, 16),
+             Y_test=np.full((2, 16), 0.25))
+    cfg = load_config(_config(tmp_path, "float.npz"))
+    train, test = matrix_data.images(cfg, "sub-01", "train"), matrix_data.images(cfg, "sub-01", "test")
+    assert train.min() == pytest.approx(0) and train.max() == pytest.approx(1)
+    assert test.max() == pytest.approx((0.25 + 2.0) / 4.5)
