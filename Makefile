@@ -48,7 +48,8 @@ reference:
 	mkdir -p $(REFERENCE)/demo
 	cp results/demo/summary.md results/demo/metrics.json results/demo/decoding.* results/demo/reconstruction.* \
 	   results/demo/grid*.png $(REFERENCE)/demo/
-	$(PY) -m stage2_generate export --config $(CONFIG) --figure shen --out $(REFERENCE)/demo/export
+	$(PY) -m stage2_generate export --config $(CONFIG) --figure shen --out results/demo/export
+	mkdir -p $(REFERENCE)/demo/export && cp results/demo/export/shen_natural_p01.* $(REFERENCE)/demo/export/
 	for name in $(ABLATIONS); do \
 	  if [ -f results/compare/$$name/table.md ]; then mkdir -p $(REFERENCE)/compare/$$name && \
 	    cp results/compare/$$name/table.md results/compare/$$name/table.csv results/compare/$$name/stats.md \

@@ -298,6 +298,8 @@ def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) 
         images, rec_names = read_reconstructions(h5)
         index = {n: i for i, n in enumerate(rec_names)}
         label = r["variant"] if r["method"] == spec.method else f"{r['method']} (baseline)"
+        if label == "true":  # a variant named like the stimulus row (e.g. train_inputs 'true')
+            label = "variant true"
         picked[label] = to_rgb(images[[index[n] for n in names]])
     image_grid({"true": true[:columns], **picked}, path, title=f"compare {spec.name}: {subject}, {split} test "
                                                               f"images, {spec.method} per variant", columns=columns)

@@ -181,7 +181,9 @@ def export_verb(args) -> None:
         return
     written = []
     if "grid" in figures:
-        grid_rows = {"true": true, **{(f"{r.label} {r.subject} {r.roi}" if multi else r.label): x for r, x in picked}}
+        labels = [f"{r.label} {r.subject} {r.roi}" if multi else r.label for r, _ in picked]
+        labels = ["variant true" if lab == "true" else lab for lab in labels]  # the top row is the stimuli
+        grid_rows = {"true": true, **{lab: x for lab, (_, x) in zip(labels, picked)}}
         subject, roi = rows[0].subject, rows[0].roi
         title = _title(sources[0].cfg, subject, roi, split) if not multi else f"{split} test images"
         for k, page in enumerate(pages):
