@@ -54,6 +54,11 @@ def main(prog: str, description: str, verbs: dict[str, tuple[Verb, str]], argv: 
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; finished steps are kept and a rerun resumes from them\n")
         return 130

@@ -20,6 +20,8 @@ def section_key(kind: str, split: str, first: str) -> str:
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v) -> str:
+        if v is None:
+            return "n/a"
         if isinstance(v, float):
             return f"{v:g}" if abs(v) >= 1000 else f"{v:.3f}"
         return str(v)

@@ -63,13 +63,14 @@ def run(cfg: Config) -> None:
             train = load_split(cfg, subject, "train", roi, average=False)
             tests = {split: load_split(cfg, subject, split, roi, average=True) for split in cfg.data.test}
             reliability = M.single_trial_reliability(train.X, train.names)
+            finite = reliability[np.isfinite(reliability)]
+            median = float(np.median(finite)) if finite.size else None  # None: no image was repeated
             data_report.setdefault(subject, {})[roi] = {
                 "n_voxels": int(train.X.shape[1]), "n_train_trials": int(train.X.shape[0]),
-                "n_train_images": int(len(set(train.names))),
-                "reliability_median": float(np.nanmedian(reliability)),
+                "n_train_images": int(len(set(train.names))), "reliability_median": median,
             }
-            log.info("%s %s: %d voxels, median single-trial reliability %.3f", subject, roi, train.X.shape[1],
-                     data_report[subject][roi]["reliability_median"])
+            log.info("%s %s: %d voxels, median single-trial reliability %s", subject, roi, train.X.shape[1],
+                     "n/a (no repeated training images)" if median is None else f"{median:.3f}")
             scores = decode_subject_roi(cfg, store, subject, roi, train, tests, device, train_names)
             for layer, by_split in scores.items():
                 for split, s in by_split.items():
