@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from shared.config import Config, load_config, to_dict
+from shared.config import Config, load_config, read_yaml, to_dict
 from shared.errors import UserError
 
 KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method")
@@ -92,13 +92,8 @@ def _label(value: Any) -> str:
 def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> CompareSpec:
     """Read and validate a compare file; every variant's config is resolved."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"compare file '{path}' does not exist; pass e.g. configs/ablations/layers.yaml to --config")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"compare file '{path}' is not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, dict) or "variants" not in raw:
+    raw = read_yaml(path, "compare file")
+    if "variants" not in raw:
         raise UserError(f"'{path}' is not a compare file (it has no 'variants' mapping); see configs/ablations/")
     unknown = [k for k in raw if k not in KEYS]
     if unknown:

@@ -296,19 +296,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
                 values: dict[str, Any] | None = None) -> Config:
     """Read ``path`` (YAML), apply ``values`` (``{dotted key: value}``, e.g. a compare variant),
     then ``key=value`` overrides; validate and return a ``Config``."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise UserError(f"config file '{path}'{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"config file '{path}' must hold a mapping of keys at the top level")
+    raw: dict[str, Any] = read_yaml(path, "config file") if path is not None else {}
     for key, value in (values or {}).items():
         _set_dotted(raw, str(key), value)
     for item in overrides:
@@ -325,6 +313,22 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         cfg.data.test = {"test": SplitFiles(bdata="-", image_list="-", images="-")}
     validate(cfg)
     return cfg
+
+
+def read_yaml(path: str | Path, what: str) -> dict[str, Any]:
+    """The mapping in YAML file ``path``; ``what`` names it in the one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} '{path}' does not exist; pass an existing YAML file to --config")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{what} '{path}'{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{what} '{path}' must hold a mapping of keys at the top level")
+    return raw
 
 
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:

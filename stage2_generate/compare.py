@@ -190,11 +190,11 @@ def paired_rows(spec: CompareSpec, rows: list[dict], seed: int) -> list[dict]:
         if base is None:
             continue
         base_index = {n: i for i, n in enumerate(base["names"])}
-        common = [n for n in r["names"] if n in base_index]
-        ia = [r["names"].index(n) for n in common]
-        ib = [base_index[n] for n in common]
+        ia = [i for i, n in enumerate(r["names"]) if n in base_index]
+        ib = [base_index[r["names"][i]] for i in ia]
+
         entry = {"variant": r["variant"], "subject": r["subject"], "roi": r["roi"], "vs": f"{refv.name} ({base['roi']})",
-                 "n_images": len(common)}
+                 "n_images": len(ia)}
         for m in r["values"]:
             if m in base["values"]:
                 entry[m] = stats.paired(r["values"][m][ia], base["values"][m][ib], seed=seed)
@@ -253,6 +253,17 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
     atomic_write_text(out / "stats.md", "\n".join(lines))
 
 
+def shown_rows(spec: CompareSpec, rows: list[dict], baselines: tuple[str, ...]) -> list[dict]:
+    """What the figures show: each variant's method on its first ROI (first subject), then the reference
+    variant's ``baselines`` on its first ROI."""
+    subject = spec.variant(spec.reference).cfg.data.subjects[0]
+    first_roi = {v.name: v.cfg.data.rois[0] for v in spec.variants}
+    shown = [r for r in rows if r["method"] == spec.method and r["subject"] == subject
+             and r["roi"] == first_roi[r["variant"]]]
+    return shown + [r for r in rows if r["method"] in baselines and r["subject"] == subject
+                    and spec.reference in r.get("variants", []) and r["roi"] == first_roi[spec.reference]]
+
+
 def bars_plot(spec: CompareSpec, rows: list[dict], path: Path, title: str) -> None:
     """One panel per metric: each variant's method on its first ROI (first subject), then the reference
     variant's baselines, each mean with its bootstrap interval. The table has every row."""
@@ -260,10 +271,7 @@ def bars_plot(spec: CompareSpec, rows: list[dict], path: Path, title: str) -> No
 
     subject = spec.variant(spec.reference).cfg.data.subjects[0]
     first_roi = {v.name: v.cfg.data.rois[0] for v in spec.variants}
-    shown = [r for r in rows if r["method"] == spec.method and r["subject"] == subject
-             and r["roi"] == first_roi[r["variant"]]]
-    shown += [r for r in rows if r["method"] in BASELINES and r["subject"] == subject
-              and spec.reference in r.get("variants", []) and r["roi"] == first_roi[spec.reference]]
+    shown = shown_rows(spec, rows, BASELINES)
     labels = [r["variant"] + (f" ({r['roi']})" if r["roi"] != first_roi[spec.reference] else "")
               if r["method"] == spec.method else f"{r['method']} ({r['roi']})" for r in shown]
     kinds = ["baseline" if r["method"] in BASELINES else "method" for r in shown]
@@ -282,11 +290,7 @@ def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) 
 
     ref_cfg = spec.variant(spec.reference).cfg
     subject, split = ref_cfg.data.subjects[0], next(iter(ref_cfg.data.test))
-    first_roi = {v.name: v.cfg.data.rois[0] for v in spec.variants}
-    shown = [r for r in rows if r["method"] == spec.method and r["subject"] == subject
-             and r["roi"] == first_roi[r["variant"]]]
-    shown += [r for r in rows if r["method"] == "pixel_ridge" and r["subject"] == subject
-              and spec.reference in r.get("variants", []) and r["roi"] == first_roi[spec.reference]]
+    shown = shown_rows(spec, rows, ("pixel_ridge",))
     ref_results = Path(next(r["results"] for r in shown if r["variant"] == spec.reference))
     true, names = read_stimuli(ref_results, split)
     names = names[:columns]

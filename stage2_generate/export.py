@@ -146,17 +146,9 @@ def _pick(images: np.ndarray, names: list[str], wanted: list[str], where: str) -
     return images[[index[n] for n in wanted]]
 
 
-def _title(cfg, subject: str, roi: str, split: str) -> str:
-    """The title stage 2 gives its grids."""
-    from shared.weights import parse_weights
-
-    return (f"{subject} {roi}, {split} test images; features {cfg.features.network} "
-            f"[{parse_weights(cfg.features.weights).label}]")
-
-
 def export_verb(args) -> None:
     from shared.plotting import image_grid
-    from stage2_generate.recon_files import read_stimuli
+    from stage2_generate.recon_files import grid_title, read_stimuli
 
     sources, cfg, default_out = _sources(args)
     out = Path(args.out) if args.out else default_out
@@ -180,29 +172,25 @@ def export_verb(args) -> None:
               f"({', '.join(dict.fromkeys(r.label for r in rows))}), {len(names)} images, {len(pages)} page(s)")
         return
     written = []
+    def pages_of(prefix: str, figure_rows: dict[str, np.ndarray], title: str) -> None:
+        for k, page in enumerate(pages):
+            for ext in ("png", "pdf"):
+                path = out / f"{prefix}_{split}_p{k + 1:02d}.{ext}"
+                image_grid({lab: x[page] for lab, x in figure_rows.items()}, path, title=title, columns=columns,
+                           cell=args.cell)
+                written.append(path)
+
     if "grid" in figures:
         labels = [f"{r.label} {r.subject} {r.roi}" if multi else r.label for r, _ in picked]
         labels = ["variant true" if lab == "true" else lab for lab in labels]  # the top row is the stimuli
-        grid_rows = {"true": true, **{lab: x for lab, (_, x) in zip(labels, picked)}}
-        subject, roi = rows[0].subject, rows[0].roi
-        title = _title(sources[0].cfg, subject, roi, split) if not multi else f"{split} test images"
-        for k, page in enumerate(pages):
-            for ext in ("png", "pdf"):
-                path = out / f"grid_{split}_p{k + 1:02d}.{ext}"
-                image_grid({lab: x[page] for lab, x in grid_rows.items()}, path, title=title, columns=columns,
-                           cell=args.cell)
-                written.append(path)
+        title = grid_title(sources[0].cfg, rows[0].subject, rows[0].roi, split) if not multi \
+            else f"{split} test images"
+        pages_of("grid", {"true": true, **{lab: x for lab, (_, x) in zip(labels, picked)}}, title)
     if "shen" in figures:
         first = rows[0]
         per_subject = {r.subject: x for r, x in picked if (r.label, r.roi) == (first.label, first.roi)}
-        shen_rows = {"stimulus": true, **per_subject}
-        title = f"{first.label} ({first.roi}), {split} test images: stimulus above, one reconstruction per subject"
-        for k, page in enumerate(pages):
-            for ext in ("png", "pdf"):
-                path = out / f"shen_{split}_p{k + 1:02d}.{ext}"
-                image_grid({lab: x[page] for lab, x in shen_rows.items()}, path, title=title, columns=columns,
-                           cell=args.cell)
-                written.append(path)
+        pages_of("shen", {"stimulus": true, **per_subject},
+                 f"{first.label} ({first.roi}), {split} test images: stimulus above, one reconstruction per subject")
     if "hdf5" in figures:
         path = out / "reconstructions.h5"
         _write_h5(path, split, true, names, picked, metrics)

@@ -100,7 +100,7 @@ def run(cfg: Config) -> None:
     from shared.plotting import image_grid
     from stage2_generate.baselines import NearestTrain, pixel_ridge
     from stage2_generate.conditioning import decoded_inputs, fit_transforms, true_inputs
-    from stage2_generate.recon_files import save_reconstructions
+    from stage2_generate.recon_files import grid_title, save_reconstructions
     from stage2_generate.train import ConditionSampler, train_generator, training_key
 
     t0 = time.time()
@@ -137,7 +137,6 @@ def run(cfg: Config) -> None:
     e = cfg.eval
     judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval()
     nearest_train = NearestTrain(train_inputs, train_images)
-    spec = parse_weights(cfg.features.weights)
     results = cfg.results_path
     first_split, first_roi = next(iter(cfg.data.test)), cfg.data.rois[0]
     recon_metrics: dict = {}
@@ -194,8 +193,7 @@ def run(cfg: Config) -> None:
                 name = "grid" if (split == first_split and roi == first_roi and subject == cfg.data.subjects[0]) \
                     else f"grid_{subject}_{roi}_{split}"
                 image_grid({"true": true, **recons}, results / f"{name}.png",
-                           title=f"{subject} {roi}, {split} test images; features {cfg.features.network} "
-                                 f"[{spec.label}]", columns=cfg.eval.grid_columns)
+                           title=grid_title(cfg, subject, roi, split), columns=cfg.eval.grid_columns)
     sections = {section_key("reconstruction", split, first_split): rec for split, rec in recon_metrics.items()}
     judge_spec = parse_weights(e.judge_weights)
     sections["reconstruction_info"] = {

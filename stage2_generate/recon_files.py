@@ -90,3 +90,11 @@ def read_stimuli(results: Path, split: str) -> tuple[np.ndarray, list[str]]:
                         f"the stimuli")
     images, names = read_reconstructions(h5)
     return to_rgb(images), names
+
+
+def grid_title(cfg, subject: str, roi: str, split: str) -> str:
+    """The title of a reconstruction grid (stage 2's and export's alike)."""
+    from shared.weights import parse_weights
+
+    return (f"{subject} {roi}, {split} test images; features {cfg.features.network} "
+            f"[{parse_weights(cfg.features.weights).label}]")
