@@ -192,7 +192,6 @@ def paired_rows(spec: CompareSpec, rows: list[dict], seed: int) -> list[dict]:
         base_index = {n: i for i, n in enumerate(base["names"])}
         ia = [i for i, n in enumerate(r["names"]) if n in base_index]
         ib = [base_index[r["names"][i]] for i in ia]
-
         entry = {"variant": r["variant"], "subject": r["subject"], "roi": r["roi"], "vs": f"{refv.name} ({base['roi']})",
                  "n_images": len(ia)}
         for m in r["values"]:
