@@ -24,8 +24,9 @@ demo: $(STAMP)
 	$(PY) -m stage2_generate run --config $(CONFIG) && \
 	end=$$(date +%s) && echo "demo stages took $$((end - start)) s; summary: results/demo/summary.md"
 
+# two workers (every test is single-threaded), each test module on one worker (module fixtures run once)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) bench/bench_ridge.py

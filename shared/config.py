@@ -325,7 +325,8 @@ def read_yaml(path: str | Path, what: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{what} '{path}'{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise UserError(f"{what} '{path}'{where} is not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax "
+                        f"there (indentation, brackets, a ':' after each key)") from None
     if not isinstance(raw, dict):
         raise UserError(f"{what} '{path}' must hold a mapping of keys at the top level")
     return raw
@@ -373,39 +374,40 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(tp: Any, value: Any, key: str, current: Any = None) -> Any:
     """``value`` checked against type ``tp``; mappings merge into ``current`` (the default)."""
+    _FIX = "; correct it in the config file or its --set option"  # noqa: N806
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key + ".", current)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise UserError(f"config key '{key}' must be a list of {_type_name(item_tp)}, got {value!r}")
+            raise UserError(f"config key '{key}' must be a list of {_type_name(item_tp)}, got {value!r}{_FIX}")
         return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         _, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
+            raise UserError(f"config key '{key}' must be a mapping, got {value!r}{_FIX}")
         merged = dict(current or {})
         for k, v in value.items():
             merged[str(k)] = _coerce(val_tp, v, f"{key}.{k}", (current or {}).get(str(k)))
         return merged
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"config key '{key}' must be a number, got {value!r}")
+            raise UserError(f"config key '{key}' must be a number, got {value!r}{_FIX}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"config key '{key}' must be an integer, got {value!r}")
+            raise UserError(f"config key '{key}' must be an integer, got {value!r}{_FIX}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise UserError(f"config key '{key}' must be true or false, got {value!r}")
+            raise UserError(f"config key '{key}' must be true or false, got {value!r}{_FIX}")
         return value
     if tp is str:
         if isinstance(value, bool):  # YAML reads a bare true/false as a boolean
             return "true" if value else "false"
         if not isinstance(value, (str, int, float)):
-            raise UserError(f"config key '{key}' must be a string, got {value!r}")
+            raise UserError(f"config key '{key}' must be a string, got {value!r}{_FIX}")
         return str(value)
     raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in the schema, not user error
 

@@ -109,8 +109,11 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def check_inputs(cfg: Config) -> None:
-    """Fail before any work with one line naming the first missing input file or folder."""
+def check_inputs(cfg: Config, deep: bool = True) -> None:
+    """Fail before any work with one line naming the first bad input: a missing file or folder
+    and, with ``deep``, a BData file that is not HDF5, truncated, without a configured ROI,
+    with image indices not in its image list or with non-finite voxels; a stimulus image that
+    is missing or unreadable; fewer training images than cross-validation folds."""
     if cfg.data.source == "matrix":
         from shared import matrix_data
 
@@ -125,6 +128,37 @@ def check_inputs(cfg: Config) -> None:
             _require_bdata(bdata_path(cfg, subject, split))
         _require_image_list(cfg.data_root / spec.image_list)
         _require_folder(cfg.data_root / spec.images)
+    if not deep:
+        return
+    for split in ["train", *cfg.data.test]:
+        used: set[str] = set()
+        for subject in cfg.data.subjects:
+            for roi in cfg.data.rois:
+                used |= set(load_split(cfg, subject, split, roi, average=False).names)
+        names = [n for n in split_image_names(cfg, split) if n in used]
+        if split == "train":
+            _check_folds(cfg, len(names))
+        check_images_readable(cfg.data_root / split_files(cfg, split).images, names)
+
+
+def _check_folds(cfg: Config, n_images: int) -> None:
+    dc = cfg.decoder
+    if (len(dc.alphas) > 1 or dc.train_oof) and n_images < dc.cv_folds:
+        raise UserError(f"the training data have {n_images} images, fewer than decoder.cv_folds={dc.cv_folds} "
+                        f"(cross-validation holds out whole images); set decoder.cv_folds to at most {n_images} "
+                        f"(and at least 2), or use more training images")
+
+
+def check_images_readable(folder: Path, names: list[str]) -> None:
+    """Every named stimulus exists in ``folder`` and opens as an image (its header is read)."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path in image_paths(folder, names):
+        try:
+            with Image.open(path) as im:
+                im.size  # noqa: B018 - parsed with the header
+        except (UnidentifiedImageError, OSError) as exc:
+            raise UserError(f"stimulus image {path} cannot be read ({exc}); replace the file") from None
 
 
 def split_image_names(cfg: Config, split: str) -> list[str]:
@@ -138,10 +172,29 @@ def split_image_names(cfg: Config, split: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=4)  # the training file and up to three test files of one subject
-def _open_bdata(path: str):
+def _open_bdata(path: str, stamp: tuple):
     import bdpy
 
     return bdpy.BData(path)
+
+
+def open_bdata(path: Path):
+    """The BData file at ``path`` (bdpy); a file that is not HDF5, or is damaged, is one ``UserError``."""
+    import h5py
+
+    _require_bdata(path)
+    if not h5py.is_hdf5(path):
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        raise UserError(f"{path} is not an HDF5 file (it starts with {head!r}); BData files are HDF5 (.h5): check "
+                        f"data.*.bdata points at the right file, or re-download it")
+    st = path.stat()
+    try:
+        return _open_bdata(str(path), (st.st_size, st.st_mtime_ns))
+    except (OSError, KeyError, ValueError) as exc:
+        reason = str(exc).split("(")[0].strip() or type(exc).__name__
+        raise UserError(f"{path} is a damaged or truncated HDF5 file ({reason}); re-download or re-export it "
+                        f"(the download verb checks MD5s)") from None
 
 
 def resolve_roi(bdata, roi: str, path: Path) -> str:
@@ -164,10 +217,7 @@ def load_split(cfg: Config, subject: str, split: str, roi: str, average: bool) -
                          roi_key=roi, path=matrix_data.matrix_path(cfg, subject))
     path = bdata_path(cfg, subject, split)
     _require_bdata(path)
-    try:
-        bdata = _open_bdata(str(path))
-    except (OSError, KeyError) as exc:
-        raise UserError(f"{path} is not a readable BData HDF5 file ({exc}); check the file or re-download it") from None
+    bdata = open_bdata(path)
     key = resolve_roi(bdata, roi, path)
     X = np.asarray(bdata.select(f"{key} = 1", verbose=False), dtype=np.float32)
     if "image_index" not in bdata.metadata.key:
@@ -178,11 +228,18 @@ def load_split(cfg: Config, subject: str, split: str, roi: str, average: bool) -
         raise UserError(f"{path} has non-integer or missing 'image_index' values; it must hold 1-based image indices")
     if X.shape[1] == 0:
         raise UserError(f"ROI {roi!r} has no voxels in {path}; choose another ROI in 'data.rois'")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        cols = np.flatnonzero(bad.any(axis=0))
+        raise UserError(f"{path} has {int(bad.sum())} NaN or infinite voxel values in ROI {roi!r} ({len(cols)} of "
+                        f"{X.shape[1]} voxels, first at column {cols[0]}); drop those voxels from the ROI or "
+                        f"replace the values before decoding")
     spec = split_files(cfg, split)
     stems = read_image_list(cfg.data_root / spec.image_list)
     missing = sorted(set(index) - set(stems))
     if missing:
-        raise UserError(f"{path} uses image_index {missing[0]} which is not in {cfg.data_root / spec.image_list}")
+        raise UserError(f"{path} uses image_index {missing[0]} which is not in {cfg.data_root / spec.image_list}; use "
+                        f"the image list that belongs to this file (data.*.image_list), or add that index to it")
     if average:
         order = sorted(set(index))
         X = np.stack([X[index == i].mean(axis=0) for i in order]).astype(np.float32)

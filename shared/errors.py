@@ -7,3 +7,7 @@ class UserError(Exception):
     The CLI prints ``str(error)`` as one line and exits with status 2. The text
     says what went wrong, where, and how to fix it.
     """
+
+
+class DiskFull(UserError):
+    """A write failed for lack of space; the previous file is intact."""

@@ -8,6 +8,7 @@ are written atomically: to a temporary name, then renamed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -24,12 +25,69 @@ from shared.config import Config, dump_yaml
 log = logging.getLogger(__name__)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+TMP_MARK = ".tmp-"  # temporary files are ``.<name>.tmp-<pid>``: renamed into place when complete
+
+
+def tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+
+
+def atomic_write_bytes(path: Path, data: bytes, fault_point: str = "write") -> None:
+    """Write ``data`` to a temporary file, flush it to disk, then rename it over ``path``.
+
+    A write that fails (a full disk) removes the temporary file and leaves the previous
+    ``path`` as it was; a full disk is a ``DiskFull`` error naming the file.
+    """
     path = Path(path)
+    os.replace(write_temporary(path, data, fault_point), path)
+
+
+def write_temporary(path: Path, data: bytes, fault_point: str = "write") -> Path:
+    """``data`` written and flushed to ``path``'s temporary name, which is returned (on a
+    failure the temporary file is removed and a full disk raised as ``DiskFull``)."""
+    from shared.faults import failpoint
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = tmp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data[: len(data) // 2])
+            failpoint(fault_point)
+            failpoint(f"{fault_point}.{path.name}")
+            fh.write(data[len(data) // 2:])
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(exc, path) from None
+    return tmp
+
+
+def disk_error(exc: OSError, path: Path) -> Exception:
+    """A full disk or quota as a one-line ``DiskFull``; any other ``OSError`` unchanged."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return exc
+    from shared.errors import DiskFull
+
+    kept = f"the previous {path.name} is intact" if path.exists() else f"{path.name} was not written"
+    return DiskFull(f"no space left on the device while writing {path} ({kept}); free space there "
+                    f"(df -h {path.parent}) and rerun, which resumes")
+
+
+def sweep_temporary_files(*folders: Path) -> int:
+    """Delete temporary files a killed process left in ``folders`` (call while holding their
+    experiment's lock: no live process of it is writing). Returns how many were deleted."""
+    n = 0
+    for folder in folders:
+        if not Path(folder).is_dir():
+            continue
+        for p in Path(folder).rglob(f".*{TMP_MARK}*"):
+            if p.is_file() and p.name.rsplit(TMP_MARK, 1)[-1].isdigit():
+                p.unlink(missing_ok=True)
+                n += 1
+    if n:
+        log.info("deleted %d temporary file(s) an interrupted run left behind", n)
+    return n
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -88,13 +146,39 @@ def file_hash(path: Path, limit: int = 64 * 1024**2) -> str:
     return h.hexdigest()[:16]
 
 
+PACKAGES = {"numpy": "numpy", "torch": "torch", "torchvision": "torchvision", "bdpy": "bdpy", "h5py": "h5py",
+            "sklearn": "scikit-learn", "scipy": "scipy", "fastl2lir": "fastl2lir", "yaml": "PyYAML",
+            "matplotlib": "matplotlib", "PIL": "Pillow"}
+
+
 def versions() -> dict[str, str]:
+    """Python's and every installed dependency's version (from the package metadata)."""
+    from importlib import metadata
+
     out = {"python": platform.python_version()}
-    for mod in ("numpy", "torch", "torchvision", "bdpy", "h5py", "sklearn"):
+    for name, dist in PACKAGES.items():
         try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing optional package is just not listed
+            out[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:  # an optional package that is not installed
             pass
+    return out
+
+
+def machine(device: str) -> dict[str, Any]:
+    """Where a run ran: host, platform, CPU threads, and the GPU and CUDA/cuDNN when used."""
+    import socket
+
+    out: dict[str, Any] = {"host": socket.gethostname(), "platform": platform.platform(),
+                           "cpu_count": os.cpu_count(),
+                           "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
+                                                              "CUBLAS_WORKSPACE_CONFIG") if k in os.environ}}
+    if "torch" in sys.modules:
+        import torch
+
+        out["torch_threads"] = torch.get_num_threads()
+        if device.startswith("cuda"):
+            out.update(gpu=torch.cuda.get_device_name(torch.device(device)), cuda=torch.version.cuda,
+                       cudnn=torch.backends.cudnn.version())
     return out
 
 
@@ -153,6 +237,7 @@ class Run:
 
     def __init__(self, cfg: Config, stage: str, device: str, inputs: dict[str, Path] | None = None):
         self._lock = ExperimentLock.acquire(cfg.work_path, f"experiment '{cfg.experiment}' ({cfg.work_path})")
+        sweep_temporary_files(cfg.work_path, cfg.results_path)  # the lock says no live run is writing them
         base = cfg.results_path / "runs"
         base.mkdir(parents=True, exist_ok=True)
         n = 1 + max([int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{stage}-*") if p.name.rsplit("-", 1)[1].isdigit()],
@@ -167,6 +252,7 @@ class Run:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seed": cfg.seed,
             "device": device,
+            "machine": machine(device),
             "git_revision": git_revision(),
             "versions": versions(),
             "inputs": {k: {"path": str(p), "sha256_16": file_hash(p)} for k, p in (inputs or {}).items()

@@ -176,7 +176,7 @@ class FeatureStore:
         arr = FeatureArray(path)
         for key, want in expect.items():
             have = arr.attrs.get(key)
-            if isinstance(have, np.ndarray):
+            if isinstance(have, (np.ndarray, np.generic)):
                 have = have.tolist()
             if isinstance(want, tuple):
                 want = list(want)

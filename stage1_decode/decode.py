@@ -24,6 +24,7 @@ from shared import metrics as M
 from shared.config import Config
 from shared.datasets import SplitData
 from shared.errors import UserError
+from shared.faults import failpoint
 from shared.runs import atomic_write_json
 from shared.ridge import ImageFolds, Standardiser
 from shared.store import ExperimentStore, FeatureArray
@@ -234,6 +235,7 @@ def _decode_layer(cfg: Config, store: ExperimentStore, subject: str, roi: str, l
             if result.scores is not None:  # running sums of the valid per-unit CV scores
                 cv_sum = np.nansum(result.scores, axis=1) + (0 if cv_sum is None else cv_sum)
                 cv_units = (~np.isnan(result.scores)).sum(1) + cv_units
+            failpoint("decode.chunk")
             decoded = dict(result.tests)
             if oof_names is not None:
                 decoded[OOF] = result.oof

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 
 from shared.config import Config
+from shared.faults import failpoint
 from shared.datasets import bdata_files, image_paths, split_files, split_image_names, split_images
 from shared.store import ExperimentStore, StoreMismatch
 from shared.weights import parse_weights
@@ -61,4 +62,5 @@ def compute_true_features(cfg: Config, store: ExperimentStore, device, splits: l
                 feats = net(torch.from_numpy(imgs).to(device))
                 for layer in todo:
                     writers[layer].write_rows(start, feats[layer].flatten(1).float().cpu().numpy())
+                failpoint("features.batch")
         log.info("true features of %s: %d images, layers %s", split, len(names), todo)

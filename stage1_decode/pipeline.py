@@ -65,8 +65,13 @@ def run(cfg: Config) -> None:
             reliability = M.single_trial_reliability(train.X, train.names)
             finite = reliability[np.isfinite(reliability)]
             median = float(np.median(finite)) if finite.size else None  # None: no image was repeated
+            constant = int((train.X.std(axis=0) <= 1e-8).sum())
+            if constant:  # z-scoring maps them to 0 in every sample: the decoders ignore them
+                log.warning("%s %s: %d of %d voxels are constant over the training trials; they carry no "
+                            "information and are z-scored to 0 (ignored)", subject, roi, constant, train.X.shape[1])
             data_report.setdefault(subject, {})[roi] = {
-                "n_voxels": int(train.X.shape[1]), "n_train_trials": int(train.X.shape[0]),
+                "n_voxels": int(train.X.shape[1]), "n_constant_voxels": constant,
+                "n_train_trials": int(train.X.shape[0]),
                 "n_train_images": int(len(set(train.names))), "reliability_median": median,
             }
             log.info("%s %s: %d voxels, median single-trial reliability %s", subject, roi, train.X.shape[1],

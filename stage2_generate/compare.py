@@ -36,6 +36,7 @@ from shared import stats
 from shared.compare_spec import CompareSpec, Variant, load_compare, result_key, stage1_key, store_key
 from shared.config import Config, dump_yaml
 from shared.errors import UserError
+from shared.faults import failpoint
 from shared.report import csv_table, markdown_table
 from shared.runs import atomic_write_json, atomic_write_text
 from stage2_generate.recon_files import split_method_key
@@ -61,10 +62,22 @@ def variant_paths(cfg: Config) -> tuple[Config, Path, Path]:
     return run_cfg, run_cfg.work_path, run_cfg.results_path
 
 
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM when compare dies (Linux), so a killed compare leaves no stage
+    running that holds its variant's lock."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: the child finishes its stage on its own
+        pass
+
+
 def _run_stage(module: str, config_path: Path, what: str) -> None:
     """Run ``python -m <module> run --config <config_path>``, its output passed through."""
     cmd = [sys.executable, "-m", module, "run", "--config", str(config_path)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
     tail = b""
     assert proc.stderr is not None
     while True:
@@ -334,7 +347,10 @@ def compare_verb(args) -> None:
 
     lock = ExperimentLock.acquire(out, f"comparison '{spec.name}' ({out})")  # one compare of a name at a time
     log.info("compare %s: %d variants of %s, results in %s", spec.name, len(spec.variants), spec.base, out)
-    records = [run_variant(v, i + 1, len(todo)) for i, v in enumerate(todo)]
+    records = []
+    for i, v in enumerate(todo):
+        records.append(run_variant(v, i + 1, len(todo)))
+        failpoint("compare.variant")
     finished = [(v, r) for v, r in zip(todo, records)]
     if args.only:  # the tables cover every variant that has finished
         finished = [(v, run_variant_record(v)) for v in spec.variants]

@@ -93,6 +93,27 @@ def out_of_fold_inputs(cfg: Config, store: ExperimentStore, transforms, train_na
     return out
 
 
+def _check_inputs(cfg: Config, store: ExperimentStore) -> None:
+    """Every input stage 2 reads, checked before it writes anything: the networks' weights,
+    the fMRI files and images, and every feature-store array (its attributes and stimuli)."""
+    from shared.config import perceptual_weights
+    from shared.datasets import check_inputs
+    from shared.featnet import check_weights
+
+    check_inputs(cfg)
+    check_weights(cfg.eval.judge_network, cfg.eval.judge_weights)
+    if cfg.generator.loss_perceptual > 0:
+        check_weights(cfg.generator.perceptual_network, perceptual_weights(cfg))
+    gc = cfg.generator
+    for layer in gc.condition_layers:
+        store.open_true(layer, "train", names=split_image_names(cfg, "train")).close()
+        for split in cfg.data.test:
+            store.open_true(layer, split, names=split_image_names(cfg, split)).close()
+            for subject in cfg.data.subjects:
+                for roi in cfg.data.rois:
+                    store.open_decoded(subject, roi, layer, split).close()
+
+
 def run(cfg: Config) -> None:
     import torch
 
@@ -102,6 +123,7 @@ def run(cfg: Config) -> None:
     from stage2_generate.conditioning import decoded_inputs, fit_transforms, true_inputs
     from stage2_generate.recon_files import grid_title, save_reconstructions
     from stage2_generate.train import ConditionSampler, train_generator, training_key
+    from stage2_generate.train import preflight as check_generator_files
 
     t0 = time.time()
     device = process_device(cfg.device)
@@ -112,7 +134,7 @@ def run(cfg: Config) -> None:
         if not store.true_file(layer, "train").is_file():
             raise UserError(f"the feature store {store.root} has no {layer} features of experiment "
                             f"'{cfg.experiment}'; run stage 1 first: python -m stage1_decode run --config <same config>")
-    run_ = Run(cfg, "stage2", str(device), bdata_files(cfg)) if rank == 0 else None
+    _check_inputs(cfg, store)
     train_names = split_image_names(cfg, "train")
     transforms, train_inputs = fit_transforms(cfg, store, train_names)
     train_images = split_images(cfg, "train", train_names, gc.image_size)
@@ -128,7 +150,11 @@ def run(cfg: Config) -> None:
         inputs += [store.decoded_file(s, r, layer, "train_oof") for s in cfg.data.subjects for r in cfg.data.rois
                    for layer in gc.condition_layers]
     key = training_key(cfg, 1 if gray else 3, inputs)
-    G = train_generator(cfg, sampler, transforms, train_images, device, cfg.work_path / "generator" / key,
+    ckpt_dir = cfg.work_path / "generator" / key
+    check_generator_files(cfg, ckpt_dir, key, [tuple(x.shape[1:]) for x in train_inputs], 1 if gray else 3)
+    # every input checked: from here on the run writes (a bad input above has touched nothing)
+    run_ = Run(cfg, "stage2", str(device), bdata_files(cfg)) if rank == 0 else None
+    G = train_generator(cfg, sampler, transforms, train_images, device, ckpt_dir,
                         run_.dir if run_ else None, key, channels=1 if gray else 3, rank=rank, world=world)
     del sampler
     if rank != 0:  # the other torchrun processes only train

@@ -29,7 +29,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -38,7 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared import checkpoints
 from shared.config import Config, perceptual_weights
+from shared.faults import failpoint
 from shared.errors import UserError
 from shared.featnet import FeatureNet
 from shared.plotting import image_grid, training_plot
@@ -75,10 +76,43 @@ def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = ()) -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def check_checkpoint(state: dict, key: str, modules: dict[str, torch.nn.Module], path: Path) -> None:
+    """Refuse, in one line, a checkpoint of another training or whose tensors do not fit ``modules``."""
+    if not isinstance(state, dict) or "key" not in state:
+        raise UserError(f"{path} is not a generator checkpoint of this tool; move it away or delete it")
+    if state["key"] != key:
+        raise UserError(f"{path} is a checkpoint of another training (key {state['key']}, this one is {key}); "
+                        f"it was copied here by hand: move it away or delete it to train afresh")
+    for name, module in modules.items():
+        want = module.state_dict()
+        have = state.get(name, {})
+        bad = [k for k in want if k not in have or tuple(have[k].shape) != tuple(want[k].shape)]
+        if bad or set(have) - set(want):
+            k = (bad or sorted(set(have) - set(want)))[0]
+            shape = tuple(have[k].shape) if k in have else "missing"
+            raise UserError(f"{path} holds a generator of another architecture ({name} tensor {k}: {shape}, this "
+                            f"config needs {tuple(want[k].shape) if k in want else 'none'}); delete "
+                            f"{path.parent} to train afresh, or use the config it was trained with")
+
+
+def build_generator(cfg: Config, shapes: list[tuple], channels: int, device) -> Generator:
+    torch.manual_seed(cfg.generator.seed)
+    return Generator(shapes, cfg.generator.image_size, cfg.generator.base_channels, channels).to(device)
+
+
+def preflight(cfg: Config, ckpt_dir: Path, key: str, shapes: list[tuple], channels: int) -> None:
+    """Check the generator files a training would resume from, before anything is written."""
+    G = build_generator(cfg, shapes, channels, "cpu")
+    final_path, ckpt_path = ckpt_dir / "generator.pt", ckpt_dir / "checkpoint.pt"
+    if final_path.is_file():
+        check_checkpoint(checkpoints.load(final_path, "cpu"), key, {"generator": G}, final_path)
+    state, path = checkpoints.load_latest(ckpt_path, "cpu")
+    if state is not None:
+        check_checkpoint(state, key, {"generator": G, "generator_ema": G}, path)
+        if state["step"] > cfg.generator.iterations:
+            raise UserError(f"{path} holds {state['step']} generator steps, more than generator.iterations="
+                            f"{cfg.generator.iterations}; raise generator.iterations or delete {ckpt_dir} to train "
+                            f"afresh")
 
 
 def corrupt(inputs: list[torch.Tensor], rms: list[float], corr_min: float, gen: torch.Generator) -> list[torch.Tensor]:
@@ -221,12 +255,11 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final_path, ckpt_path = ckpt_dir / "generator.pt", ckpt_dir / "checkpoint.pt"
     shapes = [tuple(x.shape[1:]) for x in sampler.true]
-    torch.manual_seed(gc.seed)
-    G = Generator(shapes, gc.image_size, gc.base_channels, channels).to(device)
+    G = build_generator(cfg, shapes, channels, device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     if final_path.is_file():
-        state = torch.load(final_path, map_location=device, weights_only=False)
-        if state["key"] == key and state["step"] == gc.iterations:
+        state = checkpoints.load(final_path, device)
+        if state["step"] == gc.iterations:
             G_ema.load_state_dict(state["generator"])
             log.info("generator already trained for %d steps (%s); reusing it", gc.iterations, final_path)
             return G_ema
@@ -237,19 +270,15 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
     gen = torch.Generator()  # on the CPU: the same draws on every device and process
     gen.manual_seed(gc.seed)
     start = 0
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state["key"] == key and state["step"] > gc.iterations:
-            raise UserError(f"{ckpt_path} holds {state['step']} generator steps, more than generator.iterations="
-                            f"{gc.iterations}; raise generator.iterations or delete {ckpt_dir} to train afresh")
-        if state["key"] == key:
-            for module, name in [(G, "generator"), (G_ema, "generator_ema"), (D, "critic"), (opt_g, "opt_g"),
-                                 (opt_d, "opt_d")]:
-                module.load_state_dict(state[name])
-            gen.set_state(state["rng"].cpu())  # map_location moved it to the device
-            start = state["step"]
-            if rank == 0:
-                log.info("resuming generator training at step %d from %s", start, ckpt_path)
+    state, path = checkpoints.load_latest(ckpt_path, device)
+    if state is not None:  # checked by preflight(): this training's, and no further than gc.iterations
+        for module, name in [(G, "generator"), (G_ema, "generator_ema"), (D, "critic"), (opt_g, "opt_g"),
+                             (opt_d, "opt_d")]:
+            module.load_state_dict(state[name])
+        gen.set_state(state["rng"].cpu())  # map_location moved it to the device
+        start = state["step"]
+        if rank == 0:
+            log.info("resuming generator training at step %d from %s", start, path)
     critic_loss = CriticLoss(D, gc.lambda_gp)
     G_train, critic_train = G, critic_loss
     if world > 1:
@@ -302,6 +331,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
         opt_g.step()
         done = step + 1
         _ema_update(G_ema, G, min(gc.ema_decay, (1 + done) / (10 + done)))
+        failpoint("train.step")
         for k, v in {**{f"loss_{k}": v for k, v in losses.items()}, "wasserstein": w_dist, "gp": gp}.items():
             acc[k] = acc.get(k, 0.0) + float(v.detach())
         if done % gc.tick_every == 0 or done == gc.iterations:
@@ -318,15 +348,15 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
             history.append(record)
             if rank == 0:
                 _tick_outputs(record, gc.iterations, G_ema, sampler, fixed, images, run_dir)
-                _save_atomic({"key": key, "step": done, "generator": G.state_dict(),
-                              "generator_ema": G_ema.state_dict(), "critic": D.state_dict(),
-                              "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": gen.get_state()},
-                             ckpt_path)
+                checkpoints.save({"key": key, "step": done, "generator": G.state_dict(),
+                                  "generator_ema": G_ema.state_dict(), "critic": D.state_dict(),
+                                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": gen.get_state()},
+                                 ckpt_path)
     if rank == 0:
         if history and run_dir is not None:
             training_plot(history, run_dir / "training.png")
-        _save_atomic({"key": key, "step": gc.iterations, "generator": G_ema.state_dict(), "input_shapes": shapes,
-                      "channels": channels}, final_path)
+        checkpoints.save({"key": key, "step": gc.iterations, "generator": G_ema.state_dict(),
+                          "input_shapes": shapes, "channels": channels}, final_path, keep_previous=False)
     if world > 1:
         import torch.distributed as dist
 

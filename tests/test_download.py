@@ -79,14 +79,18 @@ class Figshare:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+def figshare_files() -> dict[int, tuple[str, bytes]]:
+    """Sub-01's two BData files (random bytes) and the two image lists, by figshare file id."""
+    rng = np.random.default_rng(0)
+    return {DIR_BDATA["sub-01"][0]: ("sub-01_train.h5", rng.bytes(3_000_000)),
+            DIR_BDATA["sub-01"][1]: ("sub-01_test.h5", rng.bytes(700_000)),
+            DIR_IMAGE_LISTS["train"]: ("train.tsv", b"n01443537_22563\t1\n" * 50),
+            DIR_IMAGE_LISTS["test"]: ("test.tsv", b"n01443537_16\t1\n" * 5)}
+
+
 @pytest.fixture
 def figshare():
-    rng = np.random.default_rng(0)
-    files = {DIR_BDATA["sub-01"][0]: ("sub-01_train.h5", rng.bytes(3_000_000)),
-             DIR_BDATA["sub-01"][1]: ("sub-01_test.h5", rng.bytes(700_000)),
-             DIR_IMAGE_LISTS["train"]: ("train.tsv", b"n01443537_22563\t1\n" * 50),
-             DIR_IMAGE_LISTS["test"]: ("test.tsv", b"n01443537_16\t1\n" * 5)}
-    server = Figshare(files)
+    server = Figshare(figshare_files())
     yield server
     server.server.shutdown()
 

@@ -168,8 +168,10 @@ def test_same_seed_same_metrics_and_torchrun_matches_one_process(tmp_path):
         port = sock.getsockname()[1]
     _run(c, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
          "-m", "stage2_generate", "run", "--config", "tiny.yaml")
-    one = torch.load(next((tmp_path / "a/work/tiny/generator").glob("*/generator.pt")), weights_only=False)
-    two = torch.load(next((c / "work/tiny/generator").glob("*/generator.pt")), weights_only=False)
+    from shared import checkpoints
+
+    one = checkpoints.load(next((tmp_path / "a/work/tiny/generator").glob("*/generator.pt")))
+    two = checkpoints.load(next((c / "work/tiny/generator").glob("*/generator.pt")))
     assert one["key"] == two["key"]
     for k in one["generator"]:
         torch.testing.assert_close(two["generator"][k], one["generator"][k], atol=1e-5, rtol=1e-4)

@@ -156,7 +156,12 @@ def simulate_experiment(cfg: Config) -> Path:
             _write_bdata(path, brain, responses, order + 1, run)
     (tmp / "simulation.json").write_text(json.dumps(want, indent=2))
     root.parent.mkdir(parents=True, exist_ok=True)
-    if root.exists():
-        root.rmdir()  # empty (checked above)
-    os.replace(tmp, root)
+    try:
+        if root.exists():
+            root.rmdir()  # empty (checked above)
+        os.replace(tmp, root)
+    except OSError:  # another process simulated the same experiment meanwhile: keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (marker_path.is_file() and json.loads(marker_path.read_text()) == want):
+            raise
     return root

@@ -1,0 +1,91 @@
+"""Checkpoint files that detect their own corruption, written atomically, one generation kept.
+
+A file is ``MAGIC``, the SHA-256 of the payload (32 bytes) and the payload (``torch.save``
+bytes). Reading checks the digest, so a truncated or damaged file is a
+``CorruptCheckpoint``, never a silently wrong state. ``save`` renames the current file
+to ``<name>.prev`` before putting the new one in place, and ``load_latest`` falls back
+to it, with a warning, when the current one is damaged or missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from shared.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"N2PCKPT1"
+
+
+class CorruptCheckpoint(UserError):
+    """A checkpoint file that cannot be read back as written."""
+
+
+def previous(path: Path) -> Path:
+    return path.with_name(path.name + ".prev")
+
+
+def save(obj: Any, path: Path, keep_previous: bool = True) -> None:
+    """Write ``obj`` to ``path`` atomically (a kill leaves the old file or the new one)."""
+    import torch
+
+    from shared.runs import write_temporary
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    data = MAGIC + hashlib.sha256(payload).digest() + payload
+    path = Path(path)
+    tmp = write_temporary(path, data, fault_point="checkpoint.write")  # a full disk leaves both files as they were
+    if keep_previous and path.is_file():
+        os.replace(path, previous(path))  # a kill here leaves only .prev, which load_latest reads
+    os.replace(tmp, path)
+
+
+def load(path: Path, map_location=None) -> Any:
+    """The object saved at ``path``; a damaged file raises ``CorruptCheckpoint``."""
+    import torch
+
+    path = Path(path)
+    data = path.read_bytes()
+    head = len(MAGIC) + 32
+    if data[: len(MAGIC)] == MAGIC:
+        if len(data) < head or hashlib.sha256(data[head:]).digest() != data[len(MAGIC):head]:
+            raise CorruptCheckpoint(f"checkpoint {path} is damaged (its checksum does not match: truncated or "
+                                    f"overwritten); delete it to start that training afresh")
+        return torch.load(io.BytesIO(data[head:]), map_location=map_location, weights_only=False)
+    try:  # a plain torch.save file (written before checksums)
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable content is damage
+        raise CorruptCheckpoint(f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start that "
+                                f"training afresh") from None
+
+
+def load_latest(path: Path, map_location=None) -> tuple[Any, Path] | tuple[None, None]:
+    """The newest readable generation of ``path``: ``(object, file)``, or ``(None, None)`` if none.
+
+    A damaged current file is passed over with a warning for its previous generation.
+    """
+    path = Path(path)
+    errors = []
+    for candidate in (path, previous(path)):
+        if not candidate.is_file():
+            continue
+        try:
+            obj = load(candidate, map_location)
+        except CorruptCheckpoint as exc:
+            errors.append(str(exc))
+            log.warning("%s; trying the one before it", exc)
+            continue
+        if errors:
+            log.warning("resuming from the last good checkpoint, %s", candidate)
+        return obj, candidate
+    if errors:
+        log.warning("no readable checkpoint in %s: training starts afresh", path.parent)
+    return None, None
