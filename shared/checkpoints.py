@@ -43,9 +43,22 @@ def save(obj: Any, path: Path, keep_previous: bool = True) -> None:
     data = MAGIC + hashlib.sha256(payload).digest() + payload
     path = Path(path)
     tmp = write_temporary(path, data, fault_point="checkpoint.write")  # a full disk leaves both files as they were
-    if keep_previous and path.is_file():
+    if keep_previous and path.is_file() and intact(path):  # a damaged file never displaces a good .prev
         os.replace(path, previous(path))  # a kill here leaves only .prev, which load_latest reads
     os.replace(tmp, path)
+
+
+HEAD = len(MAGIC) + 32
+
+
+def _digest_ok(data: bytes) -> bool:
+    return len(data) >= HEAD and hashlib.sha256(data[HEAD:]).digest() == data[len(MAGIC):HEAD]
+
+
+def intact(path: Path) -> bool:
+    """Whether ``path`` holds a checkpoint whose checksum matches (a plain torch file counts as intact)."""
+    data = Path(path).read_bytes()
+    return data[: len(MAGIC)] != MAGIC or _digest_ok(data)
 
 
 def load(path: Path, map_location=None) -> Any:
@@ -54,12 +67,11 @@ def load(path: Path, map_location=None) -> Any:
 
     path = Path(path)
     data = path.read_bytes()
-    head = len(MAGIC) + 32
     if data[: len(MAGIC)] == MAGIC:
-        if len(data) < head or hashlib.sha256(data[head:]).digest() != data[len(MAGIC):head]:
+        if not _digest_ok(data):
             raise CorruptCheckpoint(f"checkpoint {path} is damaged (its checksum does not match: truncated or "
                                     f"overwritten); delete it to start that training afresh")
-        return torch.load(io.BytesIO(data[head:]), map_location=map_location, weights_only=False)
+        return torch.load(io.BytesIO(data[HEAD:]), map_location=map_location, weights_only=False)
     try:  # a plain torch.save file (written before checksums)
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable content is damage
@@ -79,6 +91,8 @@ def load_latest(path: Path, map_location=None) -> tuple[Any, Path] | tuple[None,
             continue
         try:
             obj = load(candidate, map_location)
+        except FileNotFoundError:  # renamed to .prev by a writer meanwhile
+            continue
         except CorruptCheckpoint as exc:
             errors.append(str(exc))
             log.warning("%s; trying the one before it", exc)

@@ -456,6 +456,9 @@ def validate(cfg: Config) -> None:
         raise UserError(f"'decoder.n_voxels' must be at least 1; {cfg.decoder.n_voxels} was given")
     if not cfg.experiment or "/" in cfg.experiment:
         raise UserError(f"'experiment' must be a plain name without '/'; {cfg.experiment!r} was given")
+    if cfg.experiment == "compare":
+        raise UserError("'experiment' must not be 'compare': work/compare and results/compare hold compare's cache "
+                        "and tables; choose another name")
     if not cfg.data.subjects:
         raise UserError("'data.subjects' must list at least one subject, e.g. [sub-01]")
     if not cfg.data.rois:

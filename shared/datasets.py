@@ -134,31 +134,37 @@ def check_inputs(cfg: Config, deep: bool = True) -> None:
         used: set[str] = set()
         for subject in cfg.data.subjects:
             for roi in cfg.data.rois:
-                used |= set(load_split(cfg, subject, split, roi, average=False).names)
+                names = set(load_split(cfg, subject, split, roi, average=False).names)
+                if split == "train":
+                    _check_folds(cfg, len(names), subject)
+                used |= names
         names = [n for n in split_image_names(cfg, split) if n in used]
-        if split == "train":
-            _check_folds(cfg, len(names))
         check_images_readable(cfg.data_root / split_files(cfg, split).images, names)
 
 
-def _check_folds(cfg: Config, n_images: int) -> None:
+def _check_folds(cfg: Config, n_images: int, subject: str) -> None:
     dc = cfg.decoder
     if (len(dc.alphas) > 1 or dc.train_oof) and n_images < dc.cv_folds:
-        raise UserError(f"the training data have {n_images} images, fewer than decoder.cv_folds={dc.cv_folds} "
-                        f"(cross-validation holds out whole images); set decoder.cv_folds to at most {n_images} "
-                        f"(and at least 2), or use more training images")
+        raise UserError(f"the training data of {subject} have {n_images} images, fewer than decoder.cv_folds="
+                        f"{dc.cv_folds} (cross-validation holds out whole images); set decoder.cv_folds to at most "
+                        f"{n_images} (and at least 2), or use more training images")
 
 
 def check_images_readable(folder: Path, names: list[str]) -> None:
-    """Every named stimulus exists in ``folder`` and opens as an image (its header is read)."""
+    """Every named stimulus exists in ``folder`` and decodes as an image (a truncated file fails)."""
+    for path in image_paths(folder, names):
+        _read_rgb(path)
+
+
+def _read_rgb(path: Path):
+    """The image at ``path`` as an RGB PIL image; an unreadable or truncated file is a ``UserError``."""
     from PIL import Image, UnidentifiedImageError
 
-    for path in image_paths(folder, names):
-        try:
-            with Image.open(path) as im:
-                im.size  # noqa: B018 - parsed with the header
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"stimulus image {path} cannot be read ({exc}); replace the file") from None
+    try:
+        with Image.open(path) as f:
+            return f.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise UserError(f"stimulus image {path} cannot be read ({exc}); replace the file") from None
 
 
 def split_image_names(cfg: Config, split: str) -> list[str]:
@@ -263,15 +269,11 @@ def image_paths(folder: Path, names: list[str] | np.ndarray) -> list[Path]:
 
 def load_images(folder: Path, names: list[str] | np.ndarray, size: int) -> np.ndarray:
     """Images as ``(n, 3, size, size)`` float32 RGB in [0, 1] (centre-cropped square, resized)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     out = np.empty((len(names), 3, size, size), dtype=np.float32)
     for i, path in enumerate(image_paths(folder, names)):
-        try:
-            with Image.open(path) as f:
-                im = f.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"stimulus image {path} cannot be read ({exc}); replace the file") from None
+        im = _read_rgb(path)
         w, h = im.size
         side = min(w, h)
         im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))

@@ -12,6 +12,7 @@ a state dict, and ``random:<seed>`` builds seeded untrained weights for offline 
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import torch
@@ -40,11 +41,10 @@ def imagenet_weights_path(network: str) -> tuple[Path, str]:
 
 
 def check_weights(network: str, weights: str) -> None:
-    """Raise the same ``UserError`` as ``build_model`` would if the weights file is missing."""
-    spec = parse_weights(weights)
-    path = imagenet_weights_path(network)[0] if spec.kind == "imagenet" else spec.path
-    if spec.kind != "random" and not path.is_file():
-        _load_model(network, spec)
+    """Raise the same ``UserError`` as ``build_model`` would if the weights file is missing or is not
+    a state dict of ``network`` (the file is loaded: a damaged one fails here, before a run starts)."""
+    if parse_weights(weights).kind != "random":
+        _load_model(network, weights)
 
 
 def build_model(network: str, weights: str | WeightsSpec) -> nn.Module:
@@ -83,8 +83,10 @@ def _load_model(network: str, weights: str | WeightsSpec) -> nn.Module:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError, OSError) as exc:
-        raise UserError(f"weights file {path} is not a {network} state dict: {str(exc).splitlines()[0]}") from None
+    except (RuntimeError, KeyError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"weights file {path} is not a {network} state dict ({first}); replace it with the "
+                        f"network's .pth state dict") from None
     return model.eval()
 
 

@@ -75,14 +75,16 @@ def disk_error(exc: OSError, path: Path) -> Exception:
 
 
 def sweep_temporary_files(*folders: Path) -> int:
-    """Delete temporary files a killed process left in ``folders`` (call while holding their
-    experiment's lock: no live process of it is writing). Returns how many were deleted."""
+    """Delete temporary files (``.<name>.tmp-<pid>[.<suffix>]``) that processes no longer running left
+    in ``folders``: a live writer's files (another verb, e.g. ``export``) are kept. Returns how many
+    were deleted."""
     n = 0
     for folder in folders:
         if not Path(folder).is_dir():
             continue
         for p in Path(folder).rglob(f".*{TMP_MARK}*"):
-            if p.is_file() and p.name.rsplit(TMP_MARK, 1)[-1].isdigit():
+            pid = p.name.rsplit(TMP_MARK, 1)[-1].split(".")[0]
+            if p.is_file() and pid.isdigit() and not _alive(int(pid)):
                 p.unlink(missing_ok=True)
                 n += 1
     if n:
@@ -122,6 +124,18 @@ def update_metrics(path: Path, sections: dict, stage: str | None = None, run_dir
         data["runs"] = {**data.get("runs", {}), stage: str(Path(run_dir).relative_to(path.parent))}
     atomic_write_json(path, data)
     return data
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has not started writing yet
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def git_revision() -> str:
@@ -212,8 +226,14 @@ class ExperimentLock:
         try:
             fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self._fh.seek(0)
-            holder = self._fh.read().strip() or "another process"
+            holder = ""
+            for _ in range(20):  # the holder may be between emptying the file and naming itself
+                self._fh.seek(0)
+                holder = self._fh.read().strip()
+                if holder:
+                    break
+                time.sleep(0.05)
+            holder = holder or "another process"
             self._fh.close()
             from shared.errors import UserError
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from shared import stats
 from shared.compare_spec import CompareSpec, Variant, load_compare, result_key, stage1_key, store_key
-from shared.config import Config, dump_yaml
+from shared.config import Config, dump_yaml, to_dict
 from shared.errors import UserError
 from shared.faults import failpoint
 from shared.report import csv_table, markdown_table
@@ -84,9 +84,10 @@ def _run_stage(module: str, config_path: Path, what: str) -> None:
         chunk = proc.stderr.read1(4096)
         if not chunk:
             break
-        sys.stderr.buffer.write(chunk)
-        sys.stderr.flush()
         tail = (tail + chunk)[-8192:]
+        # the child's own `error:` line is not passed through: compare reports it, once, naming the variant
+        sys.stderr.buffer.write(b"".join(ln for ln in chunk.splitlines(keepends=True) if not ln.startswith(b"error:")))
+        sys.stderr.flush()
     rc = proc.wait()
     if rc == 0:
         return
@@ -97,6 +98,30 @@ def _run_stage(module: str, config_path: Path, what: str) -> None:
         raise UserError(f"{what}: {lines[-1][len('error:'):].strip()} (config {config_path})")
     raise UserError(f"{what} failed with exit status {rc} (see above); rerun it alone with "
                     f"python -m {module} run --config {config_path}")
+
+
+def check_variant_inputs(variants: list[Variant]) -> None:
+    """The input checks of both stages, for every variant still to run, before compare writes anything
+    (a simulated experiment not yet written is checked by its stage 1)."""
+    from shared.config import perceptual_weights
+    from shared.datasets import check_inputs
+    from shared.featnet import check_weights
+
+    seen = set()
+    for v in variants:
+        c = v.cfg
+        try:
+            for net, weights in {(c.features.network, c.features.weights), (c.eval.judge_network, c.eval.judge_weights),
+                                 (c.generator.perceptual_network, perceptual_weights(c))}:
+                if (net, weights) not in seen:
+                    check_weights(net, weights)
+                    seen.add((net, weights))
+            data = json.dumps([to_dict(c)["data"], c.decoder.cv_folds, len(c.decoder.alphas) > 1 or c.decoder.train_oof])
+            if data not in seen and not (c.data.source == "simulated" and not c.data_root.exists()):
+                check_inputs(c)
+                seen.add(data)
+        except UserError as exc:
+            raise UserError(f"variant {v.name!r}: {exc}") from None
 
 
 def run_variant(v: Variant, i: int, n: int) -> dict:
@@ -343,6 +368,7 @@ def compare_verb(args) -> None:
     if only and len(todo) != len(only):
         missing = sorted(set(only) - {v.name for v in todo})
         raise UserError(f"--only names no variant {missing[0]!r}; variants: {', '.join(v.name for v in spec.variants)}")
+    check_variant_inputs([v for v in todo if run_variant_record(v) is None])
     from shared.runs import ExperimentLock
 
     lock = ExperimentLock.acquire(out, f"comparison '{spec.name}' ({out})")  # one compare of a name at a time

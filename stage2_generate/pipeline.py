@@ -109,9 +109,15 @@ def _check_inputs(cfg: Config, store: ExperimentStore) -> None:
         store.open_true(layer, "train", names=split_image_names(cfg, "train")).close()
         for split in cfg.data.test:
             store.open_true(layer, split, names=split_image_names(cfg, split)).close()
+            first = None
             for subject in cfg.data.subjects:
                 for roi in cfg.data.rois:
-                    store.open_decoded(subject, roi, layer, split).close()
+                    with store.open_decoded(subject, roi, layer, split) as arr:
+                        names = set(arr.names)
+                    first = first or (subject, roi, names)
+                    if names != first[2]:
+                        raise UserError(f"the decoded {split} features of {subject} {roi} are not of the same images "
+                                        f"as those of {first[0]} {first[1]}; rerun stage 1")
 
 
 def run(cfg: Config) -> None:

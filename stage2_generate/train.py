@@ -95,6 +95,19 @@ def check_checkpoint(state: dict, key: str, modules: dict[str, torch.nn.Module],
                             f"{path.parent} to train afresh, or use the config it was trained with")
 
 
+def _final_state(path: Path, device, warn: bool = True) -> dict | None:
+    """The trained generator's file, or None when there is none or it is damaged (then training resumes
+    from its last checkpoint, which at the final step rebuilds it without a step)."""
+    if not path.is_file():
+        return None
+    try:
+        return checkpoints.load(path, device)
+    except checkpoints.CorruptCheckpoint as exc:
+        if warn:
+            log.warning("%s; rebuilding it from the training checkpoints", exc)
+        return None
+
+
 def build_generator(cfg: Config, shapes: list[tuple], channels: int, device) -> Generator:
     torch.manual_seed(cfg.generator.seed)
     return Generator(shapes, cfg.generator.image_size, cfg.generator.base_channels, channels).to(device)
@@ -104,8 +117,9 @@ def preflight(cfg: Config, ckpt_dir: Path, key: str, shapes: list[tuple], channe
     """Check the generator files a training would resume from, before anything is written."""
     G = build_generator(cfg, shapes, channels, "cpu")
     final_path, ckpt_path = ckpt_dir / "generator.pt", ckpt_dir / "checkpoint.pt"
-    if final_path.is_file():
-        check_checkpoint(checkpoints.load(final_path, "cpu"), key, {"generator": G}, final_path)
+    final = _final_state(final_path, "cpu", warn=False)
+    if final is not None:
+        check_checkpoint(final, key, {"generator": G}, final_path)
     state, path = checkpoints.load_latest(ckpt_path, "cpu")
     if state is not None:
         check_checkpoint(state, key, {"generator": G, "generator_ema": G}, path)
@@ -257,8 +271,8 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
     shapes = [tuple(x.shape[1:]) for x in sampler.true]
     G = build_generator(cfg, shapes, channels, device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    if final_path.is_file():
-        state = checkpoints.load(final_path, device)
+    state = _final_state(final_path, device)
+    if state is not None:
         if state["step"] == gc.iterations:
             G_ema.load_state_dict(state["generator"])
             log.info("generator already trained for %d steps (%s); reusing it", gc.iterations, final_path)

@@ -49,8 +49,10 @@ def restored(*paths: Path) -> Iterator[None]:
 
 
 def snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for f in folders if f.exists()
-            for p in sorted(f.rglob("*")) if p.is_file()}
+    """Every file and folder under ``folders``: size and modification time (a folder's changes when an
+    entry is added or removed)."""
+    return {str(p): (p.stat().st_size if p.is_file() else -1, p.stat().st_mtime_ns) for f in folders if f.exists()
+            for p in [f, *sorted(f.rglob("*"))]}
 
 
 def train_bdata(env: Finished) -> Path:
@@ -183,6 +185,26 @@ def _(env, tmp):
         yield *stage1(env), "cannot be read"
 
 
+@case("truncated image")
+def _(env, tmp):
+    path = sorted((env.data / "images" / "training").iterdir())[9]
+    with restored(path):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 2 // 3])
+        yield *stage1(env), f"stimulus image {path} cannot be read"
+
+
+@case("damaged weights file")
+def _(env, tmp):
+    (tmp / "vgg19.pth").write_bytes(np.random.default_rng(0).bytes(5000))
+    yield *stage1(env, "--set", f"features.weights={tmp / 'vgg19.pth'}"), "is not a vgg19 state dict"
+
+
+@case("experiment named like compare's folders")
+def _(env, tmp):
+    yield *stage2(env, "--set", "experiment=compare"), "'experiment' must not be 'compare'"
+
+
 @case("NaN voxels")
 def _(env, tmp):
     path = train_bdata(env)
@@ -210,7 +232,7 @@ def _(env, tmp):
                    "matrix": {"file": "lab.npz"}}
     config.write_text(yaml.safe_dump(raw))
     try:
-        yield "stage1_decode", ["run", "--config", str(config)], "21"
+        yield "stage1_decode", ["run", "--config", str(config)], "has 20 rows but there are 21 train images"
     finally:
         config.unlink()
 
@@ -279,6 +301,14 @@ def _(env, tmp):
     spec.write_text(yaml.safe_dump({"name": "bad", "base": str(env.config), "variants": {"a": {}},
                                     "matrix": {"generator.seedz": [0, 1]}}))
     yield "stage2_generate", ["compare", "--config", str(spec)], "unknown config key 'generator.seedz'"
+
+
+@case("compare variant with a bad input")
+def _(env, tmp):
+    spec = tmp / "cmp.yaml"
+    spec.write_text(yaml.safe_dump({"name": "bad", "base": str(env.config),
+                                    "variants": {"base": {}, "area V7": {"data.rois": ["V7"]}}}))
+    yield "stage2_generate", ["compare", "--config", str(spec)], "variant 'area V7': ROI 'V7' is not in"
 
 
 @case("export of a run that does not exist")

@@ -68,3 +68,33 @@ def test_run_metadata_holds_what_repeating_a_run_needs(raced):
         assert all(len(v["sha256_16"]) == 16 for v in meta["inputs"].values()) and meta["inputs"]
         config = yaml.safe_load((d / "config.yaml").read_text())
         assert config["seed"] == meta["seed"] == 0 and config["experiment"] == "tiny"
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from shared.runs import ExperimentLock
+ExperimentLock.acquire(Path(sys.argv[1]), "experiment 'tiny'")
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("module", ["stage1_decode", "stage2_generate"])
+def test_a_run_is_refused_while_another_holds_the_experiment(module, tiny_finished):
+    """The deterministic half of the race above: while a process holds the lock, the CLI stops at once,
+    naming it, with nothing written."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tiny_finished.work)], cwd=ROOT, env=CLI_ENV,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        runs = sorted((tiny_finished.results / "runs").iterdir())
+        r = subprocess.run([sys.executable, "-m", module, "run", "--config", str(tiny_finished.config)], cwd=ROOT,
+                           env=CLI_ENV, capture_output=True, text=True, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: experiment 'tiny' ({tiny_finished.work}) is in use "
+                                                        f"by pid {holder.pid}")
+    assert sorted((tiny_finished.results / "runs").iterdir()) == runs
