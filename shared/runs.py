@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -75,18 +76,22 @@ def disk_error(exc: OSError, path: Path) -> Exception:
 
 
 def sweep_temporary_files(*folders: Path) -> int:
-    """Delete temporary files (``.<name>.tmp-<pid>[.<suffix>]``) that processes no longer running left
+    """Delete temporary files and folders (``.<name>.tmp-<pid>[.<suffix>]``) that processes no longer running left
     in ``folders``: a live writer's files (another verb, e.g. ``export``) are kept. Returns how many
     were deleted."""
     n = 0
     for folder in folders:
         if not Path(folder).is_dir():
             continue
-        for p in Path(folder).rglob(f".*{TMP_MARK}*"):
+        for p in sorted(Path(folder).rglob(f".*{TMP_MARK}*")):
             pid = p.name.rsplit(TMP_MARK, 1)[-1].split(".")[0]
-            if p.is_file() and pid.isdigit() and not _alive(int(pid)):
+            if not pid.isdigit() or _alive(int(pid)) or not p.exists():
+                continue
+            if p.is_dir():  # a folder of files written together (saved reconstructions' PNGs)
+                shutil.rmtree(p, ignore_errors=True)
+            else:
                 p.unlink(missing_ok=True)
-                n += 1
+            n += 1
     if n:
         log.info("deleted %d temporary file(s) an interrupted run left behind", n)
     return n

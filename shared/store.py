@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from shared.errors import UserError
+from shared.runs import tmp_path
 
 ROW_CHUNK = 16  # feature extraction writes batches of rows
 UNIT_CHUNK = 4096
@@ -107,7 +108,7 @@ class ArrayWriter:
     def __init__(self, path: Path, names, n_units: int, attrs: dict):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.tmp = tmp_path(self.path)
         self._file = h5py.File(self.tmp, "w", rdcc_nbytes=CACHE_BYTES)
         n_rows = len(names)
         self._data = self._file.create_dataset(

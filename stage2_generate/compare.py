@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -62,22 +63,25 @@ def variant_paths(cfg: Config) -> tuple[Config, Path, Path]:
     return run_cfg, run_cfg.work_path, run_cfg.results_path
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """In the child: receive SIGTERM when compare dies (Linux), so a killed compare leaves no stage
-    running that holds its variant's lock."""
+    running that holds its variant's lock (and stop at once if it died before this was set up)."""
     import ctypes
     import signal
 
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:  # not Linux: the child finishes its stage on its own
-        pass
+        return
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _run_stage(module: str, config_path: Path, what: str) -> None:
     """Run ``python -m <module> run --config <config_path>``, its output passed through."""
     cmd = [sys.executable, "-m", module, "run", "--config", str(config_path)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+    parent = os.getpid()
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, preexec_fn=lambda: _die_with_parent(parent))
     tail = b""
     assert proc.stderr is not None
     while True:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import UserError
+from shared.runs import tmp_path
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def _write_h5(path: Path, split: str, true: np.ndarray, names: list[str], picked
     import h5py
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = tmp_path(path)
     str_dt = h5py.string_dtype()
     with h5py.File(tmp, "w") as f:
         f.attrs["layout"] = "/<row>/<subject>/<roi>/<split>/images (n, 3, S, S) float32 in [0, 1] and names"

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.runs import tmp_path
+
 
 def method_paths(folder: Path, method: str) -> tuple[Path, Path]:
     """``(<method>.h5, <method>/)`` inside ``folder``."""
@@ -36,13 +38,13 @@ def save_reconstructions(folder: Path, method: str, images: np.ndarray, names: l
     folder.mkdir(parents=True, exist_ok=True)
     h5_path, png_dir = method_paths(folder, method)
     arr = np.ascontiguousarray(images[:, :1] if grayscale else images, dtype=np.float32)
-    tmp_h5 = h5_path.with_name(f".{h5_path.name}.tmp-{os.getpid()}")
+    tmp_h5 = tmp_path(h5_path)
     with h5py.File(tmp_h5, "w") as f:
         f.create_dataset("images", data=arr)
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
         f.attrs["method"] = method
         f.attrs["layout"] = "(n, channels, height, width) float32 in [0, 1]"
-    tmp_dir = png_dir.with_name(f".{png_dir.name}.tmp-{os.getpid()}")
+    tmp_dir = tmp_path(png_dir)
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir()
     pixels = np.rint(np.clip(arr, 0, 1) * 255).astype(np.uint8)

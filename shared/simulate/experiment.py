@@ -28,6 +28,7 @@ from PIL import Image
 
 from shared.config import Config
 from shared.errors import UserError
+from shared.runs import tmp_path
 from shared.simulate import brain as brain_mod
 from shared.simulate import stimuli
 
@@ -117,7 +118,7 @@ def simulate_experiment(cfg: Config) -> Path:
         raise UserError(f"{root} exists but is not a simulated experiment (no simulation.json); "
                         f"set data.root to an empty folder, or data.source=bdata to read it")
 
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    tmp = tmp_path(root)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     log.info("simulating experiment into %s", root)
