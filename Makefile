@@ -36,7 +36,7 @@ bench-stage2: $(STAMP)
 
 # every shipped ablation (configs/ablations/*.yaml) through `compare`: about 5 min per variant on
 # 2 cores, cached, so a rerun recomputes nothing
-ABLATIONS := layers rois decoders losses inputs
+ABLATIONS := layers rois decoders losses inputs methods
 ablations: $(STAMP)
 	for name in $(ABLATIONS); do $(PY) -m stage2_generate compare --config configs/ablations/$$name.yaml || exit 1; done
 

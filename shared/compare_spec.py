@@ -13,6 +13,8 @@ A compare file is YAML::
       seed: [0, 1]
     reference: several            # optional: the variant others are tested against (default: the first)
     method: wgan_gp               # optional: the method compared across variants
+    also: [inversion_dgn]         # optional: other methods of each variant (methods.run), shown beside
+                                  # `method` and paired against it within the same variant
 
 Every variant is resolved and validated like any config (``shared.config.load_config``), so a
 misspelt key is refused before anything runs, with the variant's name in the message.
@@ -30,11 +32,13 @@ from typing import Any
 
 import yaml
 
+from shared.config import METHODS as PUBLISHED
 from shared.config import Config, load_config, read_yaml, to_dict
 from shared.errors import UserError
 
-KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method")
-METHODS = ("wgan_gp", "wgan_gp_true_features", "pixel_ridge", "nearest_train")  # what stage 2 scores
+KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method", "also")
+# what stage 2 scores: the generator, its true-feature ceiling, the baselines and the published methods
+METHODS = ("wgan_gp", "wgan_gp_true_features", "pixel_ridge", "nearest_train", *PUBLISHED)
 
 
 @dataclass
@@ -55,6 +59,7 @@ class CompareSpec:
     reference: str
     method: str = "wgan_gp"
     shared_changes: dict[str, Any] = field(default_factory=dict)
+    also: list[str] = field(default_factory=list)  # other methods shown and paired against `method`
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
@@ -141,8 +146,18 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
     method = str(raw.get("method") or "wgan_gp")
     if method not in METHODS:
         raise UserError(f"'method' in {path} is {method!r}; it must be one of {', '.join(METHODS)}")
+    also = raw.get("also") or []
+    if not isinstance(also, list) or any(str(a) not in METHODS or str(a) == method for a in also):
+        raise UserError(f"'also' in {path} must list other methods than 'method' ({method}), among "
+                        f"{', '.join(METHODS)}; {also!r} was given")
+    for a in also:
+        missing = [v.name for v in variants if a in PUBLISHED and a not in v.cfg.methods.run]
+        if missing:
+            raise UserError(f"'also' in {path} names {a!r}, which variant {missing[0]!r} does not run; add it to "
+                            f"methods.run (e.g. in 'set')")
     return CompareSpec(name=str(raw.get("name") or path.stem), path=path, base=base, variants=variants,
-                       reference=reference, method=method, shared_changes=shared_changes)
+                       reference=reference, method=method, shared_changes=shared_changes,
+                       also=[str(a) for a in also])
 
 
 # ------------------------------------------------------------------ cache keys

@@ -240,6 +240,27 @@ class EvalConfig:
 
 
 @dataclass
+class MethodsConfig:
+    """Published methods run beside the WGAN-GP generator and scored with it (stage 2; see
+    ``stage2_generate/methods.py``). ``run`` lists them; [] runs none (the demo)."""
+
+    run: list[str] = field(default_factory=list)  # any of METHODS
+    # iterative feature inversion (Shen et al. 2019): layers whose decoded features are matched
+    # ([] = features.layers), iterations of momentum gradient descent, the step size at the first and
+    # last iteration (a fraction of the variable's SD per step: the generator's z-scored inputs have
+    # SD 1, pixels the training images' SD), momentum, images per batch
+    inversion_layers: list[str] = field(default_factory=list)
+    inversion_iterations: int = 200
+    inversion_lr_start: float = 0.03
+    inversion_lr_end: float = 0.0
+    inversion_momentum: float = 0.9
+    inversion_batch: int = 25
+
+
+METHODS = ("inversion_dgn", "inversion_pixels")
+
+
+@dataclass
 class LabConfig:
     """The Kamitani lab's per-image .mat feature files (stage-1 verbs export-lab, import-lab)."""
 
@@ -273,6 +294,7 @@ class Config:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
     lab: LabConfig = field(default_factory=LabConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
 
@@ -525,6 +547,24 @@ def validate(cfg: Config) -> None:
         parse_weights(value, key)
     _check_generator(cfg)
     _check_judge(cfg)
+    _check_methods(cfg)
+
+
+def _check_methods(cfg: Config) -> None:
+    m = cfg.methods
+    for name in m.run:
+        _one_of("methods.run", name, METHODS)
+    if len(set(m.run)) != len(m.run):
+        raise UserError(f"'methods.run' names a method twice: {m.run}")
+    for layer in m.inversion_layers:
+        if layer not in cfg.features.layers:
+            raise UserError(f"'methods.inversion_layers' entry {layer!r} is not decoded; add it to "
+                            f"'features.layers' ({cfg.features.layers})")
+    for key in ("inversion_iterations", "inversion_batch", "inversion_lr_start"):
+        _positive(f"methods.{key}", getattr(m, key))
+    if m.inversion_lr_end < 0 or not 0 <= m.inversion_momentum < 1:
+        raise UserError("'methods.inversion_lr_end' must not be negative and 'methods.inversion_momentum' must lie "
+                        f"in [0, 1); {m.inversion_lr_end} and {m.inversion_momentum} were given")
 
 
 def perceptual_weights(cfg: Config) -> str:

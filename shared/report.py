@@ -108,7 +108,11 @@ def write_summary(results: Path, metrics: dict) -> None:
                          "identification by pixel correlation (chance 0.5 and 0.1). `wgan_gp`: generator from "
                          "decoded features; `wgan_gp_true_features`: the same generator from the true features "
                          "(a ceiling); `pixel_ridge`: ridge from voxels to pixels; `nearest_train`: the "
-                         "training image whose true features best match the decoded ones.\n")
+                         "training image whose true features best match the decoded ones."
+                         + (" `inversion_dgn`: iterative inversion of the decoded features (Shen et al. 2019) "
+                            "through the generator, from its reconstruction; `inversion_pixels`: the same "
+                            "inversion of the pixels, from the mean training image."
+                            if recon_info.get("methods") else "") + "\n")
     for grid in sorted(results.glob("grid*.png")):
         parts.append(f"![{grid.stem}]({grid.name})\n")
     atomic_write_text(results / "summary.md", "\n".join(parts))

@@ -185,7 +185,7 @@ def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
                 metrics = {k: np.asarray(x, dtype=np.float64) for k, x in values.items() if k != "names"}
                 row = {"variant": v.name, "subject": subject, "roi": roi, "method": method, "split": split,
                        "names": list(values["names"]), "values": metrics, "results": rec["results"]}
-                if method in (spec.method, f"{spec.method}_true_features"):
+                if method in (spec.method, f"{spec.method}_true_features", *spec.also):
                     rows.append(row)
                 elif method in BASELINES:
                     same = next((b for b in baselines if b["method"] == method and b["subject"] == subject
@@ -231,16 +231,25 @@ def paired_rows(spec: CompareSpec, rows: list[dict], seed: int) -> list[dict]:
         base = ref.get((refv.name, r["subject"], r["roi"])) or first.get((refv.name, r["subject"]))
         if base is None:
             continue
-        base_index = {n: i for i, n in enumerate(base["names"])}
-        ia = [i for i, n in enumerate(r["names"]) if n in base_index]
-        ib = [base_index[r["names"][i]] for i in ia]
-        entry = {"variant": r["variant"], "subject": r["subject"], "roi": r["roi"], "vs": f"{refv.name} ({base['roi']})",
-                 "n_images": len(ia)}
-        for m in r["values"]:
-            if m in base["values"]:
-                entry[m] = stats.paired(r["values"][m][ia], base["values"][m][ib], seed=seed)
-        out.append(entry)
+        out.append(_paired_entry(r, base, f"{refv.name} ({base['roi']})", seed))
+    for r in rows:  # the other methods against `method` of the same variant, subject and ROI
+        base = ref.get((r["variant"], r["subject"], r["roi"]))
+        if r["method"] not in spec.also or base is None:
+            continue
+        out.append(_paired_entry(r, base, f"{spec.method} (same variant)", seed))
     return out
+
+
+def _paired_entry(r: dict, base: dict, vs: str, seed: int) -> dict:
+    base_index = {n: i for i, n in enumerate(base["names"])}
+    ia = [i for i, n in enumerate(r["names"]) if n in base_index]
+    ib = [base_index[r["names"][i]] for i in ia]
+    entry = {"variant": r["variant"], "method": r["method"], "subject": r["subject"], "roi": r["roi"], "vs": vs,
+             "n_images": len(ia)}
+    for m in r["values"]:
+        if m in base["values"]:
+            entry[m] = stats.paired(r["values"][m][ia], base["values"][m][ib], seed=seed)
+    return entry
 
 
 # ------------------------------------------------------------------------ writing
@@ -279,16 +288,19 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
                     for sfx, part in (("", "mean"), ("_lo", "lo"), ("_hi", "hi"))},
                  "n_images": r["summary"][metrics[0]]["n"]} for r in rows]
     atomic_write_text(out / "table.csv", csv_table(csv_rows, csv_cols))
+    also = (f" Rows of {', '.join(f'`{a}`' for a in spec.also)}: that method against `{spec.method}` of the same "
+            f"variant." if spec.also else "")
     lines = [f"# Compare `{spec.name}`: each variant against `{spec.reference}`\n",
              f"Method `{spec.method}`, paired over the same test images: mean difference (variant minus reference) "
              f"[95% bootstrap interval], and the two-sided Wilcoxon signed-rank p-value (scipy), which rests on the "
              f"k images whose difference is not zero (identification scores near 1 tie on most images). Positive is "
-             f"better for every metric. No correction for multiple comparisons.\n"]
+             f"better for every metric. No correction for multiple comparisons.{also}\n"]
     if paired:
-        md = [{"variant": e["variant"], "subject": e["subject"], "roi": e["roi"], "vs": e["vs"], "n": e["n_images"],
+        md = [{"variant": e["variant"], "method": e["method"], "subject": e["subject"], "roi": e["roi"], "vs": e["vs"],
+               "n": e["n_images"],
                **{m: f"{e[m]['diff']:+.3f} [{e[m]['lo']:+.3f}, {e[m]['hi']:+.3f}] p={_p(e[m]['p'])} k={e[m]['n_nonzero']}"
                   for m in metrics if m in e}} for e in paired]
-        lines.append(markdown_table(md, ["variant", "subject", "roi", "vs", "n"] + [m for m in metrics]))
+        lines.append(markdown_table(md, ["variant", "method", "subject", "roi", "vs", "n"] + [m for m in metrics]))
     else:
         lines.append("(only the reference variant ran)\n")
     atomic_write_text(out / "stats.md", "\n".join(lines))
@@ -299,10 +311,18 @@ def shown_rows(spec: CompareSpec, rows: list[dict], baselines: tuple[str, ...]) 
     variant's ``baselines`` on its first ROI."""
     subject = spec.variant(spec.reference).cfg.data.subjects[0]
     first_roi = {v.name: v.cfg.data.rois[0] for v in spec.variants}
-    shown = [r for r in rows if r["method"] == spec.method and r["subject"] == subject
+    shown = [r for r in rows if r["method"] in (spec.method, *spec.also) and r["subject"] == subject
              and r["roi"] == first_roi[r["variant"]]]
     return shown + [r for r in rows if r["method"] in baselines and r["subject"] == subject
                     and spec.reference in r.get("variants", []) and r["roi"] == first_roi[spec.reference]]
+
+
+def _label(spec: CompareSpec, r: dict) -> str:
+    """A figure's name of a method row: the variant's name, with the method's when it is not `method`
+    (only the method's when there is one variant)."""
+    if len(spec.variants) == 1 and spec.also:
+        return r["method"]
+    return r["variant"] if r["method"] == spec.method else f"{r['variant']}: {r['method']}"
 
 
 def bars_plot(spec: CompareSpec, rows: list[dict], path: Path, title: str) -> None:
@@ -313,8 +333,8 @@ def bars_plot(spec: CompareSpec, rows: list[dict], path: Path, title: str) -> No
     subject = spec.variant(spec.reference).cfg.data.subjects[0]
     first_roi = {v.name: v.cfg.data.rois[0] for v in spec.variants}
     shown = shown_rows(spec, rows, BASELINES)
-    labels = [r["variant"] + (f" ({r['roi']})" if r["roi"] != first_roi[spec.reference] else "")
-              if r["method"] == spec.method else f"{r['method']} ({r['roi']})" for r in shown]
+    labels = [_label(spec, r) + (f" ({r['roi']})" if r["roi"] != first_roi[spec.reference] else "")
+              if r["method"] not in BASELINES else f"{r['method']} ({r['roi']})" for r in shown]
     kinds = ["baseline" if r["method"] in BASELINES else "method" for r in shown]
     nan = {"mean": np.nan, "lo": np.nan, "hi": np.nan}
     panels = {m: [tuple(r["summary"].get(m, nan)[k] for k in ("mean", "lo", "hi")) for r in shown]
@@ -342,7 +362,7 @@ def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) 
             raise UserError(f"{h5} is missing; rerun stage 2 of that variant (delete {r['results']}) and compare")
         images, rec_names = read_reconstructions(h5)
         index = {n: i for i, n in enumerate(rec_names)}
-        label = r["variant"] if r["method"] == spec.method else f"{r['method']} (baseline)"
+        label = _label(spec, r) if r["method"] not in BASELINES else f"{r['method']} (baseline)"
         if label == "true":  # a variant named like the stimulus row (e.g. train_inputs 'true')
             label = "variant true"
         picked[label] = to_rgb(images[[index[n] for n in names]])
@@ -389,7 +409,7 @@ def compare_verb(args) -> None:
         log.info("the reference variant %r has not run yet; no tables written", spec.reference)
         return
     sub = CompareSpec(spec.name, spec.path, spec.base, [v for v, _ in finished], spec.reference, spec.method,
-                      spec.shared_changes)
+                      spec.shared_changes, spec.also)
     recs = [r for _, r in finished]
     rows = collect(sub, recs)
     summarise_rows(rows, ref_cfg.seed)

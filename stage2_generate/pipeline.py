@@ -105,7 +105,8 @@ def _check_inputs(cfg: Config, store: ExperimentStore) -> None:
     if cfg.generator.loss_perceptual > 0:
         check_weights(cfg.generator.perceptual_network, perceptual_weights(cfg))
     gc = cfg.generator
-    for layer in gc.condition_layers:
+    inverted = (cfg.methods.inversion_layers or cfg.features.layers) if cfg.methods.run else []
+    for layer in dict.fromkeys([*gc.condition_layers, *inverted]):
         store.open_true(layer, "train", names=split_image_names(cfg, "train")).close()
         for split in cfg.data.test:
             store.open_true(layer, split, names=split_image_names(cfg, split)).close()
@@ -127,6 +128,7 @@ def run(cfg: Config) -> None:
     from shared.plotting import image_grid
     from stage2_generate.baselines import NearestTrain, pixel_ridge
     from stage2_generate.conditioning import decoded_inputs, fit_transforms, true_inputs
+    from stage2_generate.methods import Methods
     from stage2_generate.recon_files import grid_title, save_reconstructions
     from stage2_generate.train import ConditionSampler, train_generator, training_key
     from stage2_generate.train import preflight as check_generator_files
@@ -169,6 +171,7 @@ def run(cfg: Config) -> None:
     e = cfg.eval
     judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval()
     nearest_train = NearestTrain(train_inputs, train_images)
+    methods = Methods(cfg, store, G, transforms, train_images, device)
     results = cfg.results_path
     first_split, first_roi = next(iter(cfg.data.test)), cfg.data.rois[0]
     recon_metrics: dict = {}
@@ -201,7 +204,7 @@ def run(cfg: Config) -> None:
                     rows = [index[n] for n in names]
                     true, ceiling = true[rows], ceiling[rows]
                     true_feats = {k: v[rows] for k, v in true_feats.items()}
-                recons = {"wgan_gp": _generate(G, dec, device)}
+                recons = {"wgan_gp": _generate(G, dec, device), **methods.reconstruct(subject, roi, split, names, dec)}
                 if e.baselines:
                     recons.update(pixel_ridge=ridge_recon[split], nearest_train=nearest_train(dec))
                 if gray:  # a grayscale set is reconstructed and scored in gray
@@ -237,6 +240,11 @@ def run(cfg: Config) -> None:
                       "perceptual": f"{gc.perceptual_network} {gc.perceptual_layers}", "iterations": gc.iterations},
         "grayscale": gray,
     }
+    if cfg.methods.run:
+        sections["reconstruction_info"]["methods"] = {
+            "run": cfg.methods.run, "inversion_layers": methods.layers,
+            "inversion_iterations": cfg.methods.inversion_iterations,
+            "inversion_feature_network": f"{cfg.features.network} [{cfg.features.weights}]"}
     atomic_write_json(results / "per_image.json", per_image)
     metrics = update_metrics(results / "metrics.json", sections, "stage2", run_.dir)
     for key_name, rec in sections.items():

@@ -126,11 +126,21 @@ def test_matrix_dataset_runs_through_both_stages_and_compare(tmp_path):
     assert set(metrics["reconstruction"]["sub-01"]) >= {"wgan_gp", "pixel_ridge", "nearest_train"}
     assert (results / "reconstructions" / "sub-01" / "all" / "test" / "wgan_gp.h5").is_file()
     spec = tmp_path / "cmp.yaml"
-    spec.write_text(yaml.safe_dump({"name": "matrix", "base": "matrix.yaml", "variants": {
-        "both layers": {}, "fc7 only": {"generator.condition_layers": ["fc7"]}}}))
+    methods = ["inversion_dgn", "inversion_pixels"]  # the published methods, beside the generator
+    spec.write_text(yaml.safe_dump({"name": "matrix", "base": "matrix.yaml", "also": methods,
+                                    "set": {"methods.run": methods, "methods.inversion_iterations": 10},
+                                    "variants": {"both layers": {}, "fc7 only": {"generator.condition_layers": ["fc7"]}}}))
     r = _cli(tmp_path, "stage2_generate", "compare", "--config", str(spec))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (tmp_path / "results" / "compare" / "matrix" / "table.md").read_text().count("wgan_gp |") == 2
+    out = tmp_path / "results" / "compare" / "matrix"
+    table = (out / "table.md").read_text()
+    assert table.count("| wgan_gp |") == 2 and table.count("| inversion_dgn |") == 2
+    assert table.count("| inversion_pixels |") == 2
+    stats = (out / "stats.md").read_text()
+    for variant in ("both layers", "fc7 only"):
+        for method in methods:
+            assert f"| {variant} | {method} | sub-01 | all | wgan_gp (same variant) | 8 |" in stats
+    assert "| fc7 only | wgan_gp | sub-01 | all | both layers (all) | 8 |" in stats
 
 
 def test_pixel_values_are_scaled_like_the_training_images(tmp_path):
