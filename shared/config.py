@@ -444,7 +444,7 @@ def _one_of(key: str, value: Any, allowed: tuple | list) -> None:
 
 def _positive(key: str, value: float) -> None:
     if value <= 0:
-        raise UserError(f"'{key}' must be positive; {value!r} was given")
+        raise UserError(f"'{key}' must be positive; {value!r} was given: give a value above 0")
 
 
 def validate(cfg: Config) -> None:
@@ -490,16 +490,16 @@ def validate(cfg: Config) -> None:
     check_layers("features.layers", cfg.features.network, cfg.features.layers)
     check_layers("generator.perceptual_layers", cfg.generator.perceptual_network, cfg.generator.perceptual_layers)
     check_layers("eval.judge_layers", cfg.eval.judge_network, cfg.eval.judge_layers)
-    for layer in cfg.generator.consistency_layers:
-        if layer not in cfg.generator.condition_layers:
-            raise UserError(f"'generator.consistency_layers' entry {layer!r} is not a condition layer "
-                            f"({cfg.generator.condition_layers})")
     for layer in cfg.generator.condition_layers:
         if layer not in cfg.features.layers:
             raise UserError(
                 f"'generator.condition_layers' entry {layer!r} is not decoded; add it to 'features.layers' "
                 f"({cfg.features.layers})"
             )
+    for layer in cfg.generator.consistency_layers:
+        if layer not in cfg.generator.condition_layers:
+            raise UserError(f"'generator.consistency_layers' entry {layer!r} is not a condition layer "
+                            f"({cfg.generator.condition_layers})")
     if not cfg.generator.condition_layers:
         raise UserError("'generator.condition_layers' must name at least one layer")
     for key, value in [
