@@ -10,7 +10,6 @@ becomes one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import sys
 from typing import Callable
@@ -64,7 +63,9 @@ def main(prog: str, description: str, verbs: dict[str, tuple[Verb, str]], argv: 
         sys.stderr.write("interrupted; finished steps are kept and a rerun resumes from them\n")
         return 130
     except OSError as exc:  # a full disk while writing an HDF5 array or a checkpoint
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) and "No space left" not in str(exc):
+        from shared.runs import is_disk_full
+
+        if not is_disk_full(exc):
             raise
         sys.stderr.write(f"error: no space left on the device ({getattr(exc, 'filename', None) or exc}); files "
                          f"being written were discarded and finished ones are intact: free space and rerun, "

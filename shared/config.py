@@ -605,8 +605,8 @@ def _same_network(net_a: str, weights_a: str, net_b: str, weights_b: str) -> boo
 def _check_judge(cfg: Config) -> None:
     """The judge never scores with a network whose features a training loss uses."""
     g, e = cfg.generator, cfg.eval
-    # the generator is conditioned on the feature network's features (and nearest_train retrieves by
-    # them), so the judge is never the feature network either
+    # the generator is conditioned on the feature network's features (nearest_train retrieves by them and
+    # the inversion methods match them), so the judge is never the feature network either
     users = [("the generator's conditioning", "features.network/weights", cfg.features.network, cfg.features.weights)]
     if g.loss_perceptual > 0:
         users.append(("the perceptual loss", "generator.perceptual_network/perceptual_weights",

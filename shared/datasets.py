@@ -109,9 +109,9 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def check_inputs(cfg: Config, deep: bool = True) -> None:
-    """Fail before any work with one line naming the first bad input: a missing file or folder
-    and, with ``deep``, a BData file that is not HDF5, truncated, without a configured ROI,
+def check_inputs(cfg: Config) -> None:
+    """Fail before any work with one line naming the first bad input: a missing file or folder,
+    a BData file that is not HDF5, truncated, without a configured ROI,
     with image indices not in its image list or with non-finite voxels; a stimulus image that
     is missing or unreadable; fewer training images than cross-validation folds."""
     if cfg.data.source == "matrix":
@@ -128,8 +128,6 @@ def check_inputs(cfg: Config, deep: bool = True) -> None:
             _require_bdata(bdata_path(cfg, subject, split))
         _require_image_list(cfg.data_root / spec.image_list)
         _require_folder(cfg.data_root / spec.images)
-    if not deep:
-        return
     for split in ["train", *cfg.data.test]:
         used: set[str] = set()
         for subject in cfg.data.subjects:

@@ -64,9 +64,14 @@ def write_temporary(path: Path, data: bytes, fault_point: str = "write") -> Path
     return tmp
 
 
+def is_disk_full(exc: OSError) -> bool:
+    """A full disk or quota (h5py reports it in its message, without an errno)."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc)
+
+
 def disk_error(exc: OSError, path: Path) -> Exception:
     """A full disk or quota as a one-line ``DiskFull``; any other ``OSError`` unchanged."""
-    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    if not is_disk_full(exc):
         return exc
     from shared.errors import DiskFull
 

@@ -23,6 +23,7 @@ variant's results are, for ``export``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -408,8 +409,7 @@ def compare_verb(args) -> None:
     if not any(v.name == spec.reference for v, _ in finished):
         log.info("the reference variant %r has not run yet; no tables written", spec.reference)
         return
-    sub = CompareSpec(spec.name, spec.path, spec.base, [v for v, _ in finished], spec.reference, spec.method,
-                      spec.shared_changes, spec.also)
+    sub = dataclasses.replace(spec, variants=[v for v, _ in finished])
     recs = [r for _, r in finished]
     rows = collect(sub, recs)
     summarise_rows(rows, ref_cfg.seed)

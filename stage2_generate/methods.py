@@ -12,6 +12,7 @@ See ``stage2_generate/inversion.py`` for the optimisation.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -19,7 +20,6 @@ import torch
 
 from shared.config import Config
 from shared.store import ExperimentStore
-from stage2_generate.conditioning import LayerTransform
 from stage2_generate.inversion import invert, norm_corrected, typical_sd
 
 log = logging.getLogger(__name__)
@@ -28,34 +28,35 @@ log = logging.getLogger(__name__)
 class Methods:
     """Reconstructions of the methods in ``cfg.methods.run`` for one (subject, ROI, test set) at a time."""
 
-    def __init__(self, cfg: Config, store: ExperimentStore, G: torch.nn.Module, transforms: list[LayerTransform],
-                 train_images: np.ndarray, device):
-        self.cfg, self.store, self.G, self.transforms, self.device = cfg, store, G, transforms, device
+    def __init__(self, cfg: Config, store: ExperimentStore, G: torch.nn.Module, train_images: np.ndarray, device):
+        self.cfg, self.store, self.G, self.device = cfg, store, G, device
         self.names = list(cfg.methods.run)
         self.layers = list(cfg.methods.inversion_layers or cfg.features.layers)
         self.mean_image = train_images.mean(axis=0)
         self.pixel_sd = float(train_images.std())
-        self._featnet = None
-        self._sd: dict[str, float] = {}
 
-    def _net(self):
+    @functools.cached_property
+    def featnet(self):
         from shared.featnet import FeatureNet
 
-        if self._featnet is None:
-            f = self.cfg.features
-            self._featnet = FeatureNet(f.network, f.weights, self.layers, input_size=f.input_size).to(self.device).eval()
-            for layer in self.layers:
-                with self.store.open_true(layer, "train") as arr:
-                    self._sd[layer] = typical_sd(arr.read())
-        return self._featnet
+        f = self.cfg.features
+        return FeatureNet(f.network, f.weights, self.layers, input_size=f.input_size).to(self.device).eval()
+
+    @functools.cached_property
+    def true_sd(self) -> dict[str, float]:
+        """The typical SD of each inversion layer's true training features (the norm correction's target)."""
+        out = {}
+        for layer in self.layers:
+            with self.store.open_true(layer, "train") as arr:
+                out[layer] = typical_sd(arr, self.cfg.decoder.chunk_units)
+        return out
 
     def targets(self, subject: str, roi: str, split: str, names: list[str]) -> dict[str, np.ndarray]:
         """The norm-corrected decoded features of ``names``, per inversion layer ``(n, *unit_shape)``."""
-        self._net()
         out = {}
         for layer in self.layers:
             with self.store.open_decoded(subject, roi, layer, split) as arr:
-                out[layer] = norm_corrected(arr.read(arr.rows_for(names)), self._sd[layer]).reshape(
+                out[layer] = norm_corrected(arr.read(arr.rows_for(names)), self.true_sd[layer]).reshape(
                     len(names), *arr.unit_shape)
         return out
 
@@ -98,7 +99,7 @@ class Methods:
                 return v[0]
             clamp = True
         self.G.requires_grad_(False)
-        images, history = invert(self._net(), targets, variables, render, m.inversion_iterations,
+        images, history = invert(self.featnet, targets, variables, render, m.inversion_iterations,
                                  (m.inversion_lr_start * scale, m.inversion_lr_end * scale), m.inversion_momentum,
                                  clamp, desc)
         return images.float().cpu().numpy(), history

@@ -106,10 +106,11 @@ def _check_inputs(cfg: Config, store: ExperimentStore) -> None:
         check_weights(cfg.generator.perceptual_network, perceptual_weights(cfg))
     gc = cfg.generator
     inverted = (cfg.methods.inversion_layers or cfg.features.layers) if cfg.methods.run else []
+    names_of = {split: split_image_names(cfg, split) for split in ["train", *cfg.data.test]}
     for layer in dict.fromkeys([*gc.condition_layers, *inverted]):
-        store.open_true(layer, "train", names=split_image_names(cfg, "train")).close()
+        store.open_true(layer, "train", names=names_of["train"]).close()
         for split in cfg.data.test:
-            store.open_true(layer, split, names=split_image_names(cfg, split)).close()
+            store.open_true(layer, split, names=names_of[split]).close()
             first = None
             for subject in cfg.data.subjects:
                 for roi in cfg.data.rois:
@@ -171,7 +172,7 @@ def run(cfg: Config) -> None:
     e = cfg.eval
     judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval()
     nearest_train = NearestTrain(train_inputs, train_images)
-    methods = Methods(cfg, store, G, transforms, train_images, device)
+    methods = Methods(cfg, store, G, train_images, device)
     results = cfg.results_path
     first_split, first_roi = next(iter(cfg.data.test)), cfg.data.rois[0]
     recon_metrics: dict = {}

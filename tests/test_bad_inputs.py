@@ -89,34 +89,24 @@ def _store_file(env: Finished, layer: str = "conv3_4", split: str = "train") -> 
 
 # ---------------------------------------------------------------------- configs and settings
 
-@case("config key typo")
-def _(env, tmp):
-    yield *stage1(env, "--set", "decoder.alpha=3"), "unknown config key 'decoder.alpha'; did you mean 'decoder.alphas'?"
+def _setting_case(name: str, stage, setting: str, expect: str) -> None:
+    """A case that is one bad ``--set`` on the finished experiment's config."""
+    def prepare(env, tmp):
+        yield *stage(env, "--set", setting), expect
+    case(name)(prepare)
 
 
-@case("wrong type")
-def _(env, tmp):
-    yield *stage1(env, "--set", "generator.iterations=many"), "'generator.iterations' must be an integer"
-
-
-@case("negative penalty")
-def _(env, tmp):
-    yield *stage1(env, "--set", "decoder.alphas=[-10.0]"), "'decoder.alphas' must be positive"
-
-
-@case("zero penalty")
-def _(env, tmp):
-    yield *stage1(env, "--set", "decoder.alphas=[0, 10.0]"), "'decoder.alphas' must be positive"
-
-
-@case("unknown layer")
-def _(env, tmp):
-    yield *stage1(env, "--set", "features.layers=[conv9_9]"), "conv5_4"  # the message lists the valid names
-
-
-@case("set without a value")
-def _(env, tmp):
-    yield *stage1(env, "--set", "decoder.alphas"), "--set expects key=value"
+for _name, _stage, _setting, _expect in [
+    ("config key typo", stage1, "decoder.alpha=3", "unknown config key 'decoder.alpha'; did you mean 'decoder.alphas'?"),
+    ("wrong type", stage1, "generator.iterations=many", "'generator.iterations' must be an integer"),
+    ("negative penalty", stage1, "decoder.alphas=[-10.0]", "'decoder.alphas' must be positive"),
+    ("zero penalty", stage1, "decoder.alphas=[0, 10.0]", "'decoder.alphas' must be positive"),
+    ("unknown layer", stage1, "features.layers=[conv9_9]", "conv5_4"),  # the message lists the valid names
+    ("set without a value", stage1, "decoder.alphas", "--set expects key=value"),
+    ("fewer training images than folds", stage1, "decoder.cv_folds=61", "fewer than decoder.cv_folds=61"),
+    ("experiment named like compare's folders", stage2, "experiment=compare", "'experiment' must not be 'compare'"),
+]:
+    _setting_case(_name, _stage, _setting, _expect)
 
 
 @case("missing config file")
@@ -129,11 +119,6 @@ def _(env, tmp):
     bad = tmp / "broken.yaml"
     bad.write_text("data: [subjects\n")
     yield "stage2_generate", ["run", "--config", str(bad)], "is not valid YAML"
-
-
-@case("fewer training images than folds")
-def _(env, tmp):
-    yield *stage1(env, "--set", "decoder.cv_folds=61"), "fewer than decoder.cv_folds=61"
 
 
 # ---------------------------------------------------------------------- fMRI files and images
@@ -198,11 +183,6 @@ def _(env, tmp):
 def _(env, tmp):
     (tmp / "vgg19.pth").write_bytes(np.random.default_rng(0).bytes(5000))
     yield *stage1(env, "--set", f"features.weights={tmp / 'vgg19.pth'}"), "is not a vgg19 state dict"
-
-
-@case("experiment named like compare's folders")
-def _(env, tmp):
-    yield *stage2(env, "--set", "experiment=compare"), "'experiment' must not be 'compare'"
 
 
 @case("NaN voxels")

@@ -20,6 +20,13 @@ def test_norm_correction_and_layer_weights_follow_the_paper():
     rng = np.random.default_rng(0)
     true = rng.normal(0.5, 2.0, size=(40, 300))
     assert typical_sd(true) == pytest.approx(2.0, rel=0.05)
+
+    class Chunked:  # a store array, read 64 units at a time
+        def iter_units(self, chunk):
+            for s in range(0, true.shape[1], chunk):
+                yield slice(s, s + chunk), true[:, s:s + chunk]
+
+    assert typical_sd(Chunked(), chunk=64) == pytest.approx(typical_sd(true), rel=1e-10)
     decoded = 0.1 * rng.normal(size=(5, 300)) + 3.0  # decoding shrinks features
     fixed = norm_corrected(decoded, typical_sd(true))
     assert np.allclose(fixed.std(axis=1, ddof=1), typical_sd(true), rtol=1e-4)
