@@ -94,8 +94,10 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> CompareSpec:
-    """Read and validate a compare file; every variant's config is resolved."""
+def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = (), base: str | Path | None = None) -> CompareSpec:
+    """Read and validate a compare file; every variant's config is resolved. ``base`` (``--base``) runs
+    the comparison over another experiment config (e.g. your own data) instead of the file's; its
+    results are then named ``<name>_<base file's stem>``."""
     path = Path(path)
     raw = read_yaml(path, "compare file")
     if "variants" not in raw:
@@ -105,13 +107,15 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
         raise UserError(f"compare file '{path}' has unknown key '{unknown[0]}'; valid keys: {', '.join(KEYS)}")
     if not raw.get("base"):
         raise UserError(f"compare file '{path}' needs 'base': the experiment config the variants start from")
-    base = (path.parent / str(raw["base"])).resolve()
+    own_base = base is None
+    base = (path.parent / str(raw["base"])).resolve() if own_base else Path(base).resolve()
     try:
         base = base.relative_to(Path.cwd())
     except ValueError:
         pass
     if not base.is_file():
-        raise UserError(f"compare file '{path}': base config '{base}' does not exist")
+        raise UserError(f"compare file '{path}': base config '{base}' does not exist" if own_base else
+                        f"--base config '{base}' does not exist; pass an experiment YAML file")
     shared_changes = _flatten(raw.get("set"), f"'set' in {path}")
     variants_raw = raw["variants"]
     if not isinstance(variants_raw, dict) or not variants_raw:
@@ -155,7 +159,8 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
         if missing:
             raise UserError(f"'also' in {path} names {a!r}, which variant {missing[0]!r} does not run; add it to "
                             f"methods.run (e.g. in 'set')")
-    return CompareSpec(name=str(raw.get("name") or path.stem), path=path, base=base, variants=variants,
+    name = str(raw.get("name") or path.stem) + ("" if own_base else f"_{base.stem}")
+    return CompareSpec(name=name, path=path, base=base, variants=variants,
                        reference=reference, method=method, shared_changes=shared_changes,
                        also=[str(a) for a in also])
 

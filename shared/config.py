@@ -255,9 +255,22 @@ class MethodsConfig:
     inversion_lr_end: float = 0.0
     inversion_momentum: float = 0.9
     inversion_batch: int = 25
+    # end_to_end (Shen et al. 2019, Front Comput Neurosci) trains the generator's network, losses (less
+    # feature consistency) and steps from voxels. latent_regression and vae train an image coder (an
+    # encoder and the generator's network as decoder) on the training stimuli: latent size, steps, Adam's
+    # learning rate, the VAE's KL weight; latent_regression then tunes the ridge map from voxels to the
+    # autoencoder's latents through the frozen decoder (steps, Adam's learning rate).
+    coder_latent: int = 128
+    coder_iterations: int = 3000
+    coder_lr: float = 0.0005
+    vae_beta: float = 1.0
+    latent_tune_steps: int = 300
+    latent_tune_lr: float = 0.00001
 
 
-METHODS = ("inversion_dgn", "inversion_pixels")
+METHODS = ("inversion_dgn", "inversion_pixels", "end_to_end", "latent_regression", "vae")
+FEATURE_METHODS = ("inversion_dgn", "inversion_pixels")  # start from the decoded features
+VOXEL_METHODS = ("end_to_end", "latent_regression", "vae")  # start from the voxels
 
 
 @dataclass
@@ -560,8 +573,12 @@ def _check_methods(cfg: Config) -> None:
         if layer not in cfg.features.layers:
             raise UserError(f"'methods.inversion_layers' entry {layer!r} is not decoded; add it to "
                             f"'features.layers' ({cfg.features.layers})")
-    for key in ("inversion_iterations", "inversion_batch", "inversion_lr_start"):
+    for key in ("inversion_iterations", "inversion_batch", "inversion_lr_start", "coder_latent", "coder_iterations",
+                "coder_lr", "latent_tune_lr"):
         _positive(f"methods.{key}", getattr(m, key))
+    if m.latent_tune_steps < 0 or m.vae_beta < 0:
+        raise UserError("'methods.latent_tune_steps' and 'methods.vae_beta' must not be negative; "
+                        f"{m.latent_tune_steps} and {m.vae_beta} were given")
     if m.inversion_lr_end < 0 or not 0 <= m.inversion_momentum < 1:
         raise UserError("'methods.inversion_lr_end' must not be negative and 'methods.inversion_momentum' must lie "
                         f"in [0, 1); {m.inversion_lr_end} and {m.inversion_momentum} were given")

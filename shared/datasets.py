@@ -52,6 +52,15 @@ def bdata_path(cfg: Config, subject: str, split: str) -> Path:
     return cfg.data_root / split_files(cfg, split).bdata.format(subject=subject)
 
 
+def brain_file(cfg: Config, subject: str, split: str) -> Path:
+    """The file holding ``subject``'s voxels of ``split`` (a BData file, or a matrix dataset's one file)."""
+    if cfg.data.source == "matrix":
+        from shared.matrix_data import matrix_path
+
+        return matrix_path(cfg, subject)
+    return bdata_path(cfg, subject, split)
+
+
 def bdata_files(cfg: Config) -> dict[str, Path]:
     """Every data file of the experiment, keyed ``<subject>/<split>`` (run metadata hashes them)."""
     if cfg.data.source == "matrix":

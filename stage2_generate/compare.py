@@ -374,14 +374,20 @@ def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) 
 # ---------------------------------------------------------------------------- verb
 
 
+def add_base_argument(parser) -> None:
+    parser.add_argument("--base", metavar="CONFIG", help="run the compare file over this experiment config (e.g. your "
+                        "own data) instead of its 'base'; results go to results/compare/<name>_<config's stem>")
+
+
 def add_arguments(parser) -> None:
+    add_base_argument(parser)
     parser.add_argument("--only", action="append", default=[], metavar="VARIANT",
                         help="run only these variants (repeatable); the tables cover what has finished")
 
 
 def compare_verb(args) -> None:
     t0 = time.time()
-    spec = load_compare(args.config, args.overrides)
+    spec = load_compare(args.config, args.overrides, args.base)
     ref_cfg = spec.variant(spec.reference).cfg
     out = Path(ref_cfg.results_dir) / "compare" / spec.name
     if args.dry_run:

@@ -41,6 +41,9 @@ class Source:
 
 
 def add_arguments(parser) -> None:
+    from stage2_generate.compare import add_base_argument
+
+    add_base_argument(parser)  # for a compare file run with --base
     parser.add_argument("--figure", action="append", choices=FIGURES, default=[],
                         help="what to write (repeatable; default all): grid, shen, hdf5")
     parser.add_argument("--methods", nargs="+", default=[], metavar="M",
@@ -63,7 +66,7 @@ def _sources(args) -> tuple[list[Source], object, Path]:
     if is_compare_file(args.config):
         from stage2_generate.compare import variant_paths
 
-        spec = load_compare(args.config, args.overrides)
+        spec = load_compare(args.config, args.overrides, args.base)
         chosen = [v for v in spec.variants if not args.variants or v.name in args.variants]
         unknown = set(args.variants) - {v.name for v in spec.variants}
         if unknown:

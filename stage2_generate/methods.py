@@ -5,9 +5,17 @@ decoded features and scored with the same metrics and judge (``methods.run``):
   project's trained generator as the image prior, optimising its conditioning inputs from the
   decoded features (so it refines the WGAN-GP reconstruction);
 * ``inversion_pixels``: the same inversion of the pixels themselves, from the mean training image
-  (the paper's reconstruction without a generator).
+  (the paper's reconstruction without a generator);
+* ``end_to_end`` (Shen et al. 2019, Front Comput Neurosci): a generator trained from voxels to
+  images (``end_to_end.py``);
+* ``latent_regression`` (Seeliger et al. 2018; Güçlütürk et al. 2017): ridge from voxels to the
+  latent codes of an autoencoder of the training stimuli, tuned through its frozen decoder;
+* ``vae`` (Han et al. 2019): ridge from voxels to a VAE's latent means, decoded by the VAE
+  (``image_coder.py`` for both coders).
 
-See ``stage2_generate/inversion.py`` for the optimisation.
+The first two start from the decoded features (``reconstruct``), the others from the voxels
+(``from_voxels``), with the same training trials and the same ridge as the ``pixel_ridge``
+baseline. See ``stage2_generate/inversion.py`` for the optimisation.
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ import logging
 import numpy as np
 import torch
 
-from shared.config import Config
+from shared.config import FEATURE_METHODS, VOXEL_METHODS, Config
+from shared.datasets import SplitData
 from shared.store import ExperimentStore
 from stage2_generate.inversion import invert, norm_corrected, typical_sd
 
@@ -28,9 +37,13 @@ log = logging.getLogger(__name__)
 class Methods:
     """Reconstructions of the methods in ``cfg.methods.run`` for one (subject, ROI, test set) at a time."""
 
-    def __init__(self, cfg: Config, store: ExperimentStore, G: torch.nn.Module, train_images: np.ndarray, device):
+    def __init__(self, cfg: Config, store: ExperimentStore, G: torch.nn.Module, train_images: np.ndarray,
+                 channels: int, device):
         self.cfg, self.store, self.G, self.device = cfg, store, G, device
-        self.names = list(cfg.methods.run)
+        self.feature_names = [name for name in cfg.methods.run if name in FEATURE_METHODS]
+        self.voxel_names = [name for name in cfg.methods.run if name in VOXEL_METHODS]
+        self.train_images, self.channels = train_images, channels
+        self.tuning: dict[str, list[float]] = {}  # "<subject>/<roi>" -> latent_regression's loss per tick
         self.layers = list(cfg.methods.inversion_layers or cfg.features.layers)
         self.mean_image = train_images.mean(axis=0)
         self.pixel_sd = float(train_images.std())
@@ -60,19 +73,74 @@ class Methods:
                     len(names), *arr.unit_shape)
         return out
 
+    def info(self) -> dict:
+        """What ``metrics.json`` records of the methods run (``reconstruction_info.methods``)."""
+        m = self.cfg.methods
+        out: dict = {"run": list(m.run)}
+        if self.feature_names:
+            out.update(inversion_layers=self.layers, inversion_iterations=m.inversion_iterations,
+                       inversion_feature_network=f"{self.cfg.features.network} [{self.cfg.features.weights}]")
+        if self.voxel_names:
+            out.update(coder={k: getattr(m, k) for k in ("coder_latent", "coder_iterations", "coder_lr", "vae_beta",
+                                                         "latent_tune_steps", "latent_tune_lr")},
+                       latent_tuning_loss=self.tuning)
+        return out
+
+    @functools.cached_property
+    def coders(self) -> dict:
+        """The image coders the voxel methods need, trained once on the training stimuli."""
+        from stage2_generate.image_coder import train_coder
+
+        kinds = {"latent_regression": "autoencoder", "vae": "vae"}
+        return {name: train_coder(self.cfg, kinds[name], self.train_images, self.channels, self.device,
+                                  self.cfg.work_path) for name in self.voxel_names if name in kinds}
+
+    def from_voxels(self, subject: str, roi: str, train: SplitData, ridge,
+                    tests: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        """``{split: {method: (n, C, S, S)}}`` of the voxel methods from the test voxels ``tests``
+        ``{split: (n, n_voxels)}`` (rows as given); ``ridge``: the ``VoxelRidge`` of ``train``."""
+        from stage2_generate.end_to_end import train_end_to_end
+        from stage2_generate.image_coder import decode, encode_means, tune_latent_map
+        from stage2_generate.models import generate
+
+        out: dict[str, dict[str, np.ndarray]] = {split: {} for split in tests}
+        for name in self.voxel_names:
+            if name == "end_to_end":
+                G = train_end_to_end(self.cfg, subject, roi, train, ridge.x_std, ridge.trial_img, self.train_images,
+                                     self.channels, self.device)
+                for split, X in tests.items():
+                    out[split][name] = generate(G, [ridge.x_std.transform(X)], self.device)
+                continue
+            coder = self.coders[name]
+            fit = ridge.fit(encode_means(coder, self.train_images, self.device))
+            if name == "vae":
+                for split, X in tests.items():
+                    out[split][name] = decode(coder, fit.predict(X), self.device)
+                continue
+            W, b = fit.coef()
+            W, b, history = tune_latent_map(self.cfg, coder, W, b, ridge.x_std.transform(train.X), ridge.trial_img,
+                                            self.train_images, self.device)
+            self.tuning[f"{subject}/{roi}"] = history
+            if history:
+                log.info("latent_regression %s %s: loss through the decoder on training trials %.4g -> %.4g "
+                         "(ridge penalty %g)", subject, roi, history[0], history[-1], fit.alpha)
+            for split, X in tests.items():
+                out[split][name] = decode(coder, ridge.x_std.transform(X) @ W + b, self.device)
+        return out
+
     def reconstruct(self, subject: str, roi: str, split: str, names: list[str],
                     inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
         """``{method: (n, C, S, S)}`` for the test images ``names``; ``inputs``: the generator's decoded
         conditioning inputs of those images (what the WGAN-GP reconstruction is made from)."""
-        if not self.names:
+        if not self.feature_names:
             return {}
         m = self.cfg.methods
         targets = self.targets(subject, roi, split, names)
-        out: dict[str, list[np.ndarray]] = {name: [] for name in self.names}
+        out: dict[str, list[np.ndarray]] = {name: [] for name in self.feature_names}
         for s in range(0, len(names), m.inversion_batch):
             rows = slice(s, s + m.inversion_batch)
             t = {k: torch.from_numpy(v[rows]).to(self.device) for k, v in targets.items()}
-            for name in self.names:
+            for name in self.feature_names:
                 images, history = self._invert(name, t, [x[rows] for x in inputs],
                                                f"{name} {subject}/{roi}/{split} {s + 1}-{min(s + m.inversion_batch, len(names))}")
                 log.info("%s %s %s %s images %d-%d: feature loss %.4g -> %.4g (mean over images)", name, subject,

@@ -82,6 +82,18 @@ class Generator(nn.Module):
         return img.expand(-1, 3, -1, -1) if self.channels == 1 else img
 
 
+def generate(G: nn.Module, inputs: list, device, batch: int = 64):
+    """``G``'s images ``(n, C, S, S)`` float32 numpy of numpy inputs ``[(n, *shape_i)]``, in batches."""
+    import numpy as np
+
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(inputs[0]), batch):
+            out.append(G([torch.from_numpy(np.ascontiguousarray(x[s:s + batch])).float().to(device)
+                          for x in inputs]).float().cpu().numpy())
+    return np.concatenate(out)
+
+
 class Critic(nn.Module):
     """``forward(images (B, 3, S, S)) -> (B,)`` scores; ``features`` gives the last hidden map."""
 

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 
 from shared import metrics as M
-from shared.config import Config
+from shared.config import FEATURE_METHODS, Config
 from shared.datasets import bdata_files, load_split, split_image_names, split_images
 from shared.device import distributed, process_device
 from shared.errors import UserError
@@ -19,16 +19,6 @@ from shared.store import ExperimentStore
 from shared.weights import parse_weights
 
 log = logging.getLogger(__name__)
-
-
-def _generate(G, inputs: list[np.ndarray], device, batch: int = 64) -> np.ndarray:
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(inputs[0]), batch):
-            out.append(G([torch.from_numpy(x[s:s + batch]).to(device) for x in inputs]).float().cpu().numpy())
-    return np.concatenate(out)
 
 
 def judge_name(network: str, layer: str) -> str:
@@ -105,7 +95,8 @@ def _check_inputs(cfg: Config, store: ExperimentStore) -> None:
     if cfg.generator.loss_perceptual > 0:
         check_weights(cfg.generator.perceptual_network, perceptual_weights(cfg))
     gc = cfg.generator
-    inverted = (cfg.methods.inversion_layers or cfg.features.layers) if cfg.methods.run else []
+    inverted = (cfg.methods.inversion_layers or cfg.features.layers) \
+        if any(m in FEATURE_METHODS for m in cfg.methods.run) else []
     names_of = {split: split_image_names(cfg, split) for split in ["train", *cfg.data.test]}
     for layer in dict.fromkeys([*gc.condition_layers, *inverted]):
         store.open_true(layer, "train", names=names_of["train"]).close()
@@ -127,9 +118,10 @@ def run(cfg: Config) -> None:
 
     from shared.featnet import FeatureNet
     from shared.plotting import image_grid
-    from stage2_generate.baselines import NearestTrain, pixel_ridge
+    from stage2_generate.baselines import NearestTrain, VoxelRidge, pixel_ridge
     from stage2_generate.conditioning import decoded_inputs, fit_transforms, true_inputs
     from stage2_generate.methods import Methods
+    from stage2_generate.models import generate
     from stage2_generate.recon_files import grid_title, save_reconstructions
     from stage2_generate.train import ConditionSampler, train_generator, training_key
     from stage2_generate.train import preflight as check_generator_files
@@ -172,7 +164,7 @@ def run(cfg: Config) -> None:
     e = cfg.eval
     judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval()
     nearest_train = NearestTrain(train_inputs, train_images)
-    methods = Methods(cfg, store, G, train_images, device)
+    methods = Methods(cfg, store, G, train_images, 1 if gray else 3, device)
     results = cfg.results_path
     first_split, first_roi = next(iter(cfg.data.test)), cfg.data.rois[0]
     recon_metrics: dict = {}
@@ -180,19 +172,25 @@ def run(cfg: Config) -> None:
     truth: dict[str, tuple] = {}  # split -> (images, judge features, true-feature ceiling), once per split
     for subject in cfg.data.subjects:
         for roi in cfg.data.rois:
-            train = load_split(cfg, subject, "train", roi, average=False) if e.baselines else None
+            train = load_split(cfg, subject, "train", roi, average=False) \
+                if e.baselines or methods.voxel_names else None
             tests = {split: load_split(cfg, subject, split, roi, average=True) for split in cfg.data.test}
-            ridge_recon, ridge_alpha = pixel_ridge(cfg, train, train_names, train_images,
-                                                   {s: d.X for s, d in tests.items()}, device) \
+            voxel_ridge = VoxelRidge(cfg, train, train_names, device) if train is not None else None
+            test_voxels = {s: d.X for s, d in tests.items()}
+            ridge_recon, ridge_alpha = pixel_ridge(cfg, voxel_ridge, train_images, test_voxels) \
                 if e.baselines else ({}, None)
+            from_voxels = methods.from_voxels(subject, roi, train, voxel_ridge, test_voxels)
             for split, d in tests.items():
                 dec, names = decoded_inputs(store, transforms, subject, roi, split)
-                if e.baselines and list(names) != list(d.names):
+                if list(names) != list(d.names):  # voxel methods' rows follow the brain data's order
                     order = {n: i for i, n in enumerate(d.names)}
-                    ridge_recon[split] = ridge_recon[split][[order[n] for n in names]]
+                    rows = [order[n] for n in names]
+                    from_voxels[split] = {k: v[rows] for k, v in from_voxels[split].items()}
+                    if e.baselines:
+                        ridge_recon[split] = ridge_recon[split][rows]
                 if split not in truth:
                     true = split_images(cfg, split, names, gc.image_size)
-                    ceiling = _generate(G, true_inputs(store, transforms, split, names), device)
+                    ceiling = generate(G, true_inputs(store, transforms, split, names), device)
                     truth[split] = (list(names), true, judge_features(judge, true, device), ceiling)
                     if e.save_reconstructions:  # the stimuli as scored, so figures need nothing but results/
                         save_reconstructions(results / "reconstructions" / "stimuli", split, true, names, gray)
@@ -205,7 +203,8 @@ def run(cfg: Config) -> None:
                     rows = [index[n] for n in names]
                     true, ceiling = true[rows], ceiling[rows]
                     true_feats = {k: v[rows] for k, v in true_feats.items()}
-                recons = {"wgan_gp": _generate(G, dec, device), **methods.reconstruct(subject, roi, split, names, dec)}
+                recons = {"wgan_gp": generate(G, dec, device), **methods.reconstruct(subject, roi, split, names, dec),
+                          **from_voxels[split]}
                 if e.baselines:
                     recons.update(pixel_ridge=ridge_recon[split], nearest_train=nearest_train(dec))
                 if gray:  # a grayscale set is reconstructed and scored in gray
@@ -242,10 +241,7 @@ def run(cfg: Config) -> None:
         "grayscale": gray,
     }
     if cfg.methods.run:
-        sections["reconstruction_info"]["methods"] = {
-            "run": cfg.methods.run, "inversion_layers": methods.layers,
-            "inversion_iterations": cfg.methods.inversion_iterations,
-            "inversion_feature_network": f"{cfg.features.network} [{cfg.features.weights}]"}
+        sections["reconstruction_info"]["methods"] = methods.info()
     atomic_write_json(results / "per_image.json", per_image)
     metrics = update_metrics(results / "metrics.json", sections, "stage2", run_.dir)
     for key_name, rec in sections.items():

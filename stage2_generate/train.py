@@ -53,12 +53,13 @@ log = logging.getLogger(__name__)
 LOSSES = ("adversarial", "pixel", "perceptual", "feature_matching", "feature_consistency")
 
 
-def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = ()) -> str:
+def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = (), tag: dict | None = None) -> str:
     """Hash of everything that determines the trained generator (resume only on a match).
 
     ``inputs`` are the feature-store files training reads; their size and modification
     time enter the hash, so features decoded again (another seed, decoder or an
-    ``import-lab``) train a new generator.
+    ``import-lab``) train a new generator. ``tag`` tells apart generators of other methods
+    (``end_to_end``) trained with the same settings.
     """
     from dataclasses import asdict
 
@@ -71,8 +72,8 @@ def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = ()) -> str
                        "train": asdict(cfg.data.train), "decoder": asdict(cfg.decoder),
                        "subjects": cfg.data.subjects, "rois": cfg.data.rois, "seed": cfg.seed,
                        "inputs": [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in inputs],
-                       "simulation": asdict(cfg.simulation) if cfg.data.source == "simulated" else None},
-                      sort_keys=True)
+                       "simulation": asdict(cfg.simulation) if cfg.data.source == "simulated" else None,
+                       **({"tag": tag} if tag else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -254,7 +255,7 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[LayerTransform], images: np.ndarray,
                     device, ckpt_dir: Path, run_dir: Path | None, key: str, channels: int = 3,
-                    rank: int = 0, world: int = 1) -> Generator:
+                    rank: int = 0, world: int = 1, label: str = "generator") -> Generator:
     """Train (or resume, or load) the generator on ``images`` ``(n, 3, S, S)``; returns its EMA.
 
     With ``world`` > 1 (torchrun), every process trains on its share of each global
@@ -275,7 +276,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
     if state is not None:
         if state["step"] == gc.iterations:
             G_ema.load_state_dict(state["generator"])
-            log.info("generator already trained for %d steps (%s); reusing it", gc.iterations, final_path)
+            log.info("%s already trained for %d steps (%s); reusing it", label, gc.iterations, final_path)
             return G_ema
     D = Critic(gc.image_size, gc.base_channels).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=gc.lr, betas=(gc.beta1, gc.beta2))
@@ -292,7 +293,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
         gen.set_state(state["rng"].cpu())  # map_location moved it to the device
         start = state["step"]
         if rank == 0:
-            log.info("resuming generator training at step %d from %s", start, path)
+            log.info("resuming %s training at step %d from %s", label, start, path)
     critic_loss = CriticLoss(D, gc.lambda_gp)
     G_train, critic_train = G, critic_loss
     if world > 1:
@@ -317,7 +318,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
         cond = sampler(idx, gen)
         return [c[share] for c in cond], Y[idx[share].to(device)]
 
-    bar = tqdm(range(start, gc.iterations), desc="train generator", unit="step", initial=start, total=gc.iterations,
+    bar = tqdm(range(start, gc.iterations), desc=f"train {label}", unit="step", initial=start, total=gc.iterations,
                disable=rank != 0)
     critic_used = uses_critic(weights)
     w_dist = gp = torch.zeros(())
@@ -361,7 +362,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
             acc, t_tick = {}, time.time()
             history.append(record)
             if rank == 0:
-                _tick_outputs(record, gc.iterations, G_ema, sampler, fixed, images, run_dir)
+                _tick_outputs(record, gc.iterations, G_ema, sampler, fixed, images, run_dir, label)
                 checkpoints.save({"key": key, "step": done, "generator": G.state_dict(),
                                   "generator_ema": G_ema.state_dict(), "critic": D.state_dict(),
                                   "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": gen.get_state()},
@@ -379,8 +380,8 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
 
 
 def _tick_outputs(record: dict, iterations: int, G_ema: Generator, sampler: ConditionSampler, fixed: torch.Tensor,
-                  images: np.ndarray, run_dir: Path | None) -> None:
-    log.info("step %d/%d %s", record["step"], iterations,
+                  images: np.ndarray, run_dir: Path | None, label: str = "generator") -> None:
+    log.info("%s step %d/%d %s", label, record["step"], iterations,
              " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
     if run_dir is None:
         return

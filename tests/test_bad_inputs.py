@@ -291,6 +291,14 @@ def _(env, tmp):
     yield "stage2_generate", ["compare", "--config", str(spec)], "variant 'area V7': ROI 'V7' is not in"
 
 
+@case("compare over a --base config that does not exist")
+def _(env, tmp):
+    spec = tmp / "cmp.yaml"
+    spec.write_text(yaml.safe_dump({"name": "bad", "base": str(env.config), "variants": {"a": {}}}))
+    yield "stage2_generate", ["compare", "--config", str(spec), "--base", str(tmp / "mine.yaml")], \
+        "--base config"
+
+
 @case("export of a run that does not exist")
 def _(env, tmp):
     yield "stage2_generate", ["export", "--config", str(env.config), "--set", "experiment=ghost"], \

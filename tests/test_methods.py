@@ -66,8 +66,10 @@ def test_stage2_scores_the_methods_beside_the_generator(tiny_finished, tmp_path)
     for name in ("work", "results"):
         shutil.copytree(tiny_finished.folder / name, tmp_path / name)
     config = write_tiny_config(tmp_path, tiny_finished.data)
-    r = run_cli("stage2_generate", "run", "--config", str(config), "--set",
-                "methods.run=[inversion_dgn, inversion_pixels]", "--set", "methods.inversion_iterations=20")
+    published = ["inversion_dgn", "inversion_pixels", "end_to_end", "latent_regression", "vae"]
+    r = run_cli("stage2_generate", "run", "--config", str(config), "--set", f"methods.run=[{', '.join(published)}]",
+                "--set", "methods.inversion_iterations=20", "--set", "methods.coder_iterations=10",
+                "--set", "methods.latent_tune_steps=6")
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("inversion_dgn", "inversion_pixels"):
         losses = [(float(a), float(b)) for a, b in re.findall(rf"{name} sub-01 VC natural .*feature loss (\S+) -> (\S+)",
@@ -75,10 +77,151 @@ def test_stage2_scores_the_methods_beside_the_generator(tiny_finished, tmp_path)
         assert losses and all(b < a for a, b in losses), (name, losses)
     metrics = json.loads((tmp_path / "results" / "tiny" / "metrics.json").read_text())
     rows = metrics["reconstruction"]["sub-01"]
-    assert {"wgan_gp", "inversion_dgn", "inversion_pixels", "pixel_ridge", "nearest_train"} <= set(rows)
-    for name in ("inversion_dgn", "inversion_pixels"):
+    assert {"wgan_gp", *published, "pixel_ridge", "nearest_train"} <= set(rows)
+    for name in published:
         assert all(np.isfinite(rows[name][k]) for k in ("pixcorr", "ssim", "alexnet2", "pairwise_id_pixel"))
         assert (tmp_path / "results" / "tiny" / "reconstructions" / "sub-01" / "VC" / "natural" / f"{name}.h5").is_file()
-    assert metrics["reconstruction_info"]["methods"]["run"] == ["inversion_dgn", "inversion_pixels"]
-    # the generator's own reconstruction is untouched by the refinement
+    info = metrics["reconstruction_info"]["methods"]
+    assert info["run"] == published and info["coder"]["coder_iterations"] == 10
+    tuning = info["latent_tuning_loss"]["sub-01/VC"]
+    assert len(tuning) == 4 and np.isfinite(tuning).all()  # ticks at steps 0, 2, 4, 6 (descent: the unit test)
+    # the end-to-end generator's one input is the ROI's voxels (no decoded features)
+    from shared.checkpoints import load
+    from shared.datasets import load_split
+    from shared.config import load_config
+
+    n_voxels = load_split(load_config(config), "sub-01", "train", "VC", average=False).X.shape[1]
+    shapes = [load(p, "cpu")["input_shapes"] for p in (tmp_path / "work" / "tiny" / "generator").glob("*/generator.pt")]
+    assert [(n_voxels,)] in shapes  # the end-to-end generator
+    assert all(s in ([(n_voxels,)], tiny_generator_shapes(tiny_finished)) for s in shapes)  # and the WGAN-GP one(s)
+    # the generator's own reconstruction is untouched by the other methods
     assert rows["wgan_gp"] == tiny_finished.metrics["reconstruction"]["sub-01"]["wgan_gp"]
+
+
+def tiny_generator_shapes(finished):
+    from shared.checkpoints import load
+
+    (path,) = (finished.work / "generator").glob("*/generator.pt")
+    return load(path, "cpu")["input_shapes"]
+
+
+# ------------------------------------------------------------------ the methods that start from the voxels
+
+def _tiny_cfg(tmp_path, **methods):
+    from shared.config import load_config
+
+    sets = [f"methods.{k}={v}" for k, v in methods.items()]
+    return load_config(write_tiny_config(tmp_path, tmp_path / "data"), sets)
+
+
+def _trials(rng, n_images=30, reps=3, n_voxels=50):
+    """Voxels of ``reps`` trials per image, partly explained by a hidden image code ``(n_images, 6)``."""
+    from shared.datasets import SplitData
+
+    code = rng.normal(size=(n_images, 6))
+    mix = rng.normal(size=(6, n_voxels))
+    names = np.array([f"im{i:02d}" for i in range(n_images)] * reps)
+    img = np.tile(np.arange(n_images), reps)
+    X = (code[img] @ mix + 0.5 * rng.normal(size=(len(img), n_voxels)) + 3.0).astype(np.float32)
+    return SplitData(X, names, "VC", None), [f"im{i:02d}" for i in range(n_images)], code
+
+
+def test_voxel_ridge_equals_scikit_learn_ridge_on_any_targets(tmp_path, rng):
+    from sklearn.linear_model import Ridge
+
+    from shared.ridge import Standardiser
+    from stage2_generate.baselines import VoxelRidge
+
+    cfg = _tiny_cfg(tmp_path)
+    train, names, code = _trials(rng)
+    Y = (code @ rng.normal(size=(6, 9)) * 4 + 1).astype(np.float32)  # e.g. latent codes of the training images
+    vr = VoxelRidge(cfg, train, names, "cpu")
+    fit = vr.fit(Y, alphas=[30.0])
+    Xz = Standardiser().fit(train.X).transform(train.X)
+    ref = Ridge(alpha=30.0).fit(Xz, Y[vr.trial_img])
+    X_new = train.X[:7] + rng.normal(size=(7, train.X.shape[1])).astype(np.float32)
+    np.testing.assert_allclose(fit.predict(X_new), ref.predict(vr.x_std.transform(X_new)), atol=2e-4)
+    W, b = fit.coef()  # the explicit map latent_regression starts from and tunes
+    np.testing.assert_allclose(W, ref.coef_.T, atol=2e-5)
+    np.testing.assert_allclose(vr.x_std.transform(X_new) @ W + b, fit.predict(X_new), atol=2e-4)
+    assert vr.fit(Y).alpha in cfg.decoder.alphas  # chosen by cross-validation when not given
+
+
+def test_latent_regression_maps_voxels_to_the_autoencoders_latents_then_tunes_through_the_decoder(tmp_path, rng):
+    from stage2_generate.baselines import VoxelRidge
+    from stage2_generate.image_coder import decode, encode_means, train_coder, tune_latent_map
+
+    cfg = _tiny_cfg(tmp_path, coder_iterations=30, coder_latent=8, latent_tune_steps=12, latent_tune_lr=0.01)
+    train, names, code = _trials(rng)
+    images = np.clip(0.5 + 0.15 * (code[:, :3, None, None] + rng.normal(size=(30, 3, 32, 32)) * 0.3),
+                     0, 1).astype(np.float32)
+    coder = train_coder(cfg, "autoencoder", images, 3, "cpu", tmp_path / "work")
+    assert (tmp_path / "work" / "coders" / "autoencoder").is_dir()
+    latents = encode_means(coder, images, "cpu")
+    assert latents.shape == (30, 8)
+    vr = VoxelRidge(cfg, train, names, "cpu")
+    fit = vr.fit(latents)
+    W, b = fit.coef()
+    # with no tuning the map is ridge to the latents; decoding it is decoding ridge's prediction
+    W0, b0, none = tune_latent_map(replace_methods(cfg, latent_tune_steps=0), coder, W, b,
+                                   vr.x_std.transform(train.X), vr.trial_img, images, "cpu")
+    assert none == [] and np.array_equal(W0, W)
+    Xz = vr.x_std.transform(train.X[:5])
+    np.testing.assert_allclose(decode(coder, Xz @ W0 + b0, "cpu"), decode(coder, fit.predict(train.X[:5]), "cpu"),
+                               atol=1e-4)
+    W1, b1, history = tune_latent_map(cfg, coder, W, b, vr.x_std.transform(train.X), vr.trial_img, images, "cpu")
+    assert history[-1] < history[0], history  # tuning lowers the loss through the frozen decoder
+    assert not np.array_equal(W1, W)
+    # a second training with the same settings reuses the coder
+    again = train_coder(cfg, "autoencoder", images, 3, "cpu", tmp_path / "work")
+    np.testing.assert_array_equal(encode_means(again, images, "cpu"), latents)
+
+
+def replace_methods(cfg, **values):
+    from dataclasses import replace
+
+    return replace(cfg, methods=replace(cfg.methods, **values))
+
+
+def test_vae_lowers_its_bound_and_decodes_ridge_predictions_of_its_latent_means(tmp_path, rng):
+    import torch
+
+    from stage2_generate.image_coder import ImageCoder, encode_means, train_coder, vae_loss
+
+    cfg = _tiny_cfg(tmp_path, coder_iterations=60, coder_latent=8)
+    images = rng.uniform(0.2, 0.8, size=(30, 3, 32, 32)).astype(np.float32)
+    images[:15, 0] = 0.9  # two kinds of image
+    torch.manual_seed(cfg.generator.seed)
+    untrained = ImageCoder(32, cfg.generator.base_channels, 8, 3, variational=True).eval()
+    coder = train_coder(cfg, "vae", images, 3, "cpu", tmp_path / "work")
+
+    def bound(c):
+        x = torch.from_numpy(images)
+        with torch.no_grad():
+            mean, logvar = c.encode(x)
+            err, kl = vae_loss(c.decode(mean), x, mean, logvar, 1.0)
+        return float(err + kl)
+
+    assert bound(coder) < 0.8 * bound(untrained)
+    means = encode_means(coder, images, "cpu")  # the posterior means, not samples: deterministic
+    np.testing.assert_array_equal(means, encode_means(coder, images, "cpu"))
+    with torch.no_grad():
+        np.testing.assert_allclose(means, coder.encoder(torch.from_numpy(images))[:, :8].numpy(), atol=1e-6)
+
+
+def test_end_to_end_trains_on_one_trial_of_each_drawn_image(rng):
+    import torch
+
+    from stage2_generate.end_to_end import TrialSampler
+
+    trial_img = np.array([0, 1, 2, 0, 1, 0, 2, 0])  # image 0 has four trials, 1 and 2 two
+    Xz = np.arange(8, dtype=np.float32)[:, None].repeat(3, axis=1)  # row r holds r
+    sampler = TrialSampler.build(Xz, trial_img, 3, "cpu")
+    np.testing.assert_allclose(sampler.true[0][:, 0].numpy(), [(0 + 3 + 5 + 7) / 4, (1 + 4) / 2, (2 + 6) / 2])
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.zeros(4000, dtype=torch.long)
+    rows = sampler(idx, gen)[0][:, 0].long().numpy()
+    assert set(rows) == {0, 3, 5, 7}  # only image 0's trials
+    assert np.bincount(rows, minlength=8)[[0, 3, 5, 7]].min() > 850  # each about equally often
+    rows = sampler(torch.tensor([1, 2, 1, 2]), gen)[0][:, 0].long().numpy()
+    assert all(trial_img[r] == i for r, i in zip(rows, [1, 2, 1, 2]))

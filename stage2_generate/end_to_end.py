@@ -1,0 +1,74 @@
+"""End-to-end reconstruction (Shen, Dwivedi, Majima, Horikawa, Kamitani 2019, Front Comput Neurosci):
+a generator trained from voxels straight to images, with pixel, feature (comparator: the
+perceptual network) and adversarial losses.
+
+It is this project's generator and training loop (``train.train_generator``) with one vector
+input, the z-scored voxels of one subject and ROI, trained on the same training trials, one
+trial per sample (each image's trials are drawn with equal probability), with the same losses
+and steps as the WGAN-GP generator less feature consistency (there are no decoded features
+to be consistent with). Test samples are the trial-averaged voxels, z-scored with the
+training trials' statistics, as the paper does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from shared.config import Config
+from shared.errors import UserError
+from shared.datasets import SplitData, brain_file
+from shared.ridge import Standardiser
+
+
+@dataclass
+class TrialSampler:
+    """The ``ConditionSampler`` of end-to-end training: a random trial of each drawn image.
+
+    ``trials``: z-scored voxels ``(n_trials, n_voxels)``; ``of_image``: ``(n_images, max_trials)``
+    trial rows per image (padded); ``counts``: trials per image. ``true`` holds each image's mean
+    trial (what the training log's sample grid shows) and fixes the input shape.
+    """
+
+    trials: torch.Tensor
+    of_image: torch.Tensor
+    counts: torch.Tensor
+    true: list[torch.Tensor]
+
+    @classmethod
+    def build(cls, Xz: np.ndarray, trial_img: np.ndarray, n_images: int, device) -> TrialSampler:
+        counts = np.bincount(trial_img, minlength=n_images)
+        of_image = np.zeros((n_images, max(1, counts.max())), dtype=np.int64)
+        mean = np.zeros((n_images, Xz.shape[1]), dtype=np.float32)
+        for i in range(n_images):
+            rows = np.flatnonzero(trial_img == i)
+            of_image[i, :len(rows)] = rows
+            if len(rows):
+                mean[i] = Xz[rows].mean(axis=0)
+        return cls(torch.from_numpy(Xz).to(device), torch.from_numpy(of_image).to(device),
+                   torch.from_numpy(counts).to(device), [torch.from_numpy(mean).to(device)])
+
+    def __call__(self, idx: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        idx = idx.to(self.trials.device)
+        pick = (torch.rand(len(idx), generator=gen).to(self.trials.device) * self.counts[idx]).long()
+        return [self.trials[self.of_image[idx, pick]]]
+
+
+def train_end_to_end(cfg: Config, subject: str, roi: str, train: SplitData, x_std: Standardiser,
+                     trial_img: np.ndarray, images: np.ndarray, channels: int, device) -> torch.nn.Module:
+    """The end-to-end generator of one subject and ROI (trained, resumed or reused from
+    ``<work>/generator/<key>``, like the WGAN-GP generator's)."""
+    from stage2_generate.train import train_generator, training_key
+
+    if len(np.unique(trial_img)) < len(images):
+        missing = len(images) - len(np.unique(trial_img))
+        raise UserError(f"{missing} training images have no trial in {brain_file(cfg, subject, 'train')}; the "
+                        f"end_to_end method trains on every training image: drop it from methods.run")
+    e2e = replace(cfg, generator=replace(cfg.generator, loss_feature_consistency=0.0))
+    sampler = TrialSampler.build(x_std.transform(train.X), trial_img, len(images), device)
+    key = training_key(e2e, channels, [brain_file(cfg, subject, "train")],
+                       tag={"method": "end_to_end", "subject": subject, "roi": roi})
+    return train_generator(e2e, sampler, [], images, device, cfg.work_path / "generator" / key, None, key,
+                           channels=channels, label=f"end_to_end {subject} {roi}")

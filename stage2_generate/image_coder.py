@@ -1,0 +1,230 @@
+"""Image coders trained on the training stimuli only, for the latent-space methods.
+
+* ``autoencoder`` (``latent_regression``): an encoder to a latent vector and a decoder back,
+  trained with the generator's pixel and perceptual losses (Seeliger et al. 2018 trained a
+  DCGAN; an autoencoder gives the latent targets a ridge map needs, as in Güçlütürk et al. 2017);
+* ``vae`` (``vae``, Han et al. 2019): a variational autoencoder, trained on the evidence lower
+  bound: squared pixel error summed over the image plus ``methods.vae_beta`` times the KL
+  divergence of the latent posterior from N(0, I).
+
+The decoder is this project's generator network with one vector input; the encoder mirrors
+the critic. Training is resumable like the generator's: a checkpoint every
+``generator.tick_every`` steps under ``<work>/coders/<kind>/<key>/``, a finished coder is
+reused by later runs with the same settings (the key hashes them and the images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from shared import checkpoints
+from shared.config import Config
+from stage2_generate.losses import pixel_loss
+from stage2_generate.models import Generator, generate
+
+log = logging.getLogger(__name__)
+
+KINDS = ("autoencoder", "vae")
+
+
+class Encoder(nn.Module):
+    """``forward(images (B, 3, S, S)) -> (B, out)``: strided convolutions to 4 x 4, then a linear map."""
+
+    def __init__(self, image_size: int, base: int, out: int):
+        super().__init__()
+        layers, ch = [], 3
+        for i in range(int(math.log2(image_size // 4))):
+            nxt = min(base * 2**i, 8 * base)
+            layers += [nn.Conv2d(ch, nxt, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            ch = nxt
+        self.body = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Linear(ch * 16, out)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(images))
+
+
+class ImageCoder(nn.Module):
+    """An encoder and a decoder of images; ``variational`` makes it a VAE (the encoder gives means
+    and log-variances)."""
+
+    def __init__(self, image_size: int, base: int, latent: int, channels: int, variational: bool):
+        super().__init__()
+        self.latent, self.variational = latent, variational
+        self.encoder = Encoder(image_size, base, 2 * latent if variational else latent)
+        self.decoder = Generator([(latent,)], image_size, base, channels)
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(mean, log-variance)`` of the latent code (log-variance None for an autoencoder)."""
+        h = self.encoder(images)
+        return (h[:, :self.latent], h[:, self.latent:].clamp(-10, 10)) if self.variational else (h, None)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder([z])
+
+
+def vae_loss(recon: torch.Tensor, images: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
+             beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image means of (squared error summed over pixels, KL divergence from N(0, I))."""
+    err = ((recon - images) ** 2).flatten(1).sum(1).mean()
+    kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(1).mean()
+    return err, beta * kl
+
+
+def coder_key(cfg: Config, kind: str, channels: int, images: np.ndarray) -> str:
+    """Hash of everything that determines a trained coder (resume and reuse only on a match)."""
+    m, g = cfg.methods, cfg.generator
+    blob = json.dumps({"kind": kind, "channels": channels, "seed": cfg.seed, "latent": m.coder_latent,
+                       "lr": m.coder_lr, "beta": m.vae_beta if kind == "vae" else None,
+                       "generator": [g.image_size, g.base_channels, g.batch_size, g.beta1, g.beta2, g.seed],
+                       "perceptual": [g.loss_perceptual, g.perceptual_network, g.perceptual_layers,
+                                      g.perceptual_weights or cfg.features.weights] if kind == "autoencoder" else None,
+                       "features": [cfg.features.network, cfg.features.input_size],
+                       "images": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, device, work: Path) -> ImageCoder:
+    """Train (or resume, or load) a coder of ``images`` ``(n, 3, S, S)``; returns it in eval mode."""
+    from tqdm import tqdm
+
+    from stage2_generate.train import LossNetworks
+
+    assert kind in KINDS
+    m, g = cfg.methods, cfg.generator
+    key = coder_key(cfg, kind, channels, images)
+    folder = work / "coders" / kind / key
+    final_path, ckpt_path = folder / "coder.pt", folder / "checkpoint.pt"
+    torch.manual_seed(g.seed)
+    coder = ImageCoder(g.image_size, g.base_channels, m.coder_latent, channels, kind == "vae").to(device)
+    if final_path.is_file():
+        try:
+            state = checkpoints.load(final_path, device)
+            if state.get("key") == key and state.get("step") == m.coder_iterations:
+                coder.load_state_dict(state["coder"])
+                log.info("%s already trained for %d steps (%s); reusing it", kind, m.coder_iterations, final_path)
+                return coder.eval().requires_grad_(False)
+        except checkpoints.CorruptCheckpoint as exc:
+            log.warning("%s; rebuilding it from the training checkpoints", exc)
+    folder.mkdir(parents=True, exist_ok=True)
+    opt = torch.optim.Adam(coder.parameters(), lr=m.coder_lr, betas=(0.5, 0.999))
+    gen = torch.Generator()
+    gen.manual_seed(g.seed)
+    start = 0
+    state, path = checkpoints.load_latest(ckpt_path, device)
+    if state is not None and state.get("key") == key and state["step"] <= m.coder_iterations:
+        coder.load_state_dict(state["coder"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["rng"].cpu())
+        start = state["step"]
+        log.info("resuming %s training at step %d from %s", kind, start, path)
+    percep = None
+    if kind == "autoencoder" and g.loss_perceptual > 0:  # the generator's perceptual loss, without the rest
+        percep = LossNetworks(replace(cfg, generator=replace(g, loss_feature_consistency=0.0)), []).to(device).eval()
+    Y = torch.from_numpy(images).to(device)
+    acc: dict[str, float] = {}
+    last_tick = start
+    bar = tqdm(range(start, m.coder_iterations), desc=f"train {kind}", unit="step", initial=start,
+               total=m.coder_iterations)
+    for step in bar:
+        coder.train()
+        real = Y[torch.randint(0, len(Y), (g.batch_size,), generator=gen).to(device)]
+        mean, logvar = coder.encode(real)
+        if kind == "vae":
+            z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=gen).to(device)
+            recon = coder.decode(z)
+            err, kl = vae_loss(recon, real, mean, logvar, m.vae_beta)
+            losses = {"pixel_sum": err, "kl": kl}
+        else:
+            recon = coder.decode(mean)
+            losses = {"pixel": g.loss_pixel * pixel_loss(recon, real)}
+            if percep is not None:
+                losses["perceptual"] = g.loss_perceptual * percep.losses(recon, real, [])["perceptual"]
+        total = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        for k, v in losses.items():
+            acc[k] = acc.get(k, 0.0) + float(v.detach())
+        done = step + 1
+        if done % g.tick_every == 0 or done == m.coder_iterations:
+            log.info("%s step %d/%d %s", kind, done, m.coder_iterations,
+                     " ".join(f"{k}={v / (done - last_tick):.4g}" for k, v in acc.items()))
+            acc, last_tick = {}, done
+            checkpoints.save({"key": key, "step": done, "coder": coder.state_dict(), "opt": opt.state_dict(),
+                              "rng": gen.get_state()}, ckpt_path)
+    checkpoints.save({"key": key, "step": m.coder_iterations, "coder": coder.state_dict(),
+                      "settings": asdict(m)}, final_path, keep_previous=False)
+    return coder.eval().requires_grad_(False)
+
+
+def encode_means(coder: ImageCoder, images: np.ndarray, device, batch: int = 64) -> np.ndarray:
+    """Latent codes (a VAE's posterior means) of ``images``, ``(n, latent)``."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch):
+            out.append(coder.encode(torch.from_numpy(images[s:s + batch]).to(device))[0].float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def decode(coder: ImageCoder, z: np.ndarray, device) -> np.ndarray:
+    """Images ``(n, 3, S, S)`` of latent codes ``z``."""
+    return generate(coder.decoder, [z], device)
+
+
+def tune_latent_map(cfg: Config, coder: ImageCoder, W: np.ndarray, b: np.ndarray, Xz: np.ndarray,
+                    trial_img: np.ndarray, images: np.ndarray, device) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Tune the linear map ``z = Xz @ W + b`` from z-scored training trials to latent codes with the
+    autoencoder's losses (pixel, perceptual) through its frozen decoder: ``methods.latent_tune_steps``
+    Adam steps of ``generator.batch_size`` trials (Seeliger et al. 2018 train the map this way).
+    Returns the tuned ``(W, b)`` and the loss per tick (the first before any step)."""
+    from stage2_generate.train import LossNetworks
+
+    m, g = cfg.methods, cfg.generator
+    Wt = torch.tensor(W, device=device, requires_grad=True)
+    bt = torch.tensor(b, device=device, requires_grad=True)
+    if m.latent_tune_steps == 0:
+        return W, b, []
+    coder.requires_grad_(False)
+    percep = LossNetworks(replace(cfg, generator=replace(g, loss_feature_consistency=0.0)), []).to(device).eval() \
+        if g.loss_perceptual > 0 else None
+    X = torch.from_numpy(np.ascontiguousarray(Xz)).to(device)
+    Y = torch.from_numpy(images).to(device)
+    idx_img = torch.from_numpy(trial_img).to(device)
+    opt = torch.optim.Adam([Wt, bt], lr=m.latent_tune_lr)
+    gen = torch.Generator()
+    gen.manual_seed(cfg.seed)
+
+    def loss_of(rows):
+        recon = coder.decode(X[rows] @ Wt + bt)
+        real = Y[idx_img[rows]]
+        loss = g.loss_pixel * pixel_loss(recon, real)
+        if percep is not None:
+            loss = loss + g.loss_perceptual * percep.losses(recon, real, [])["perceptual"]
+        return loss
+
+    from tqdm import tqdm
+
+    history = []
+    probe = torch.randperm(len(X), generator=gen)[: min(256, len(X))].to(device)  # a fixed sample to report on
+    for step in tqdm(range(m.latent_tune_steps + 1), desc="tune latent map", unit="step"):
+        if step % g.tick_every == 0 or step == m.latent_tune_steps:
+            with torch.no_grad():
+                history.append(float(loss_of(probe)))
+        if step == m.latent_tune_steps:
+            break
+        loss = loss_of(torch.randint(0, len(X), (g.batch_size,), generator=gen).to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return Wt.detach().cpu().numpy(), bt.detach().cpu().numpy(), history
