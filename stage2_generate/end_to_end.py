@@ -56,19 +56,40 @@ class TrialSampler:
         return [self.trials[self.of_image[idx, pick]]]
 
 
+def _training(cfg: Config, subject: str, roi: str, images: np.ndarray, channels: int) -> tuple[Config, str]:
+    """The end-to-end generator's config (the generator's, less feature consistency) and training key."""
+    import hashlib
+
+    from stage2_generate.train import training_key
+
+    e2e = replace(cfg, generator=replace(cfg.generator, loss_feature_consistency=0.0))
+    images_hash = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+    key = training_key(e2e, channels, [brain_file(cfg, subject, "train")],
+                       tag={"method": "end_to_end", "subject": subject, "roi": roi, "images": images_hash})
+    return e2e, key
+
+
+def preflight(cfg: Config, subject: str, roi: str, train: SplitData, train_names: list[str], images: np.ndarray,
+              channels: int) -> None:
+    """Check, before anything is written, that every training image has a trial and that the generator
+    files a training would resume from fit (as ``train.preflight`` does for the WGAN-GP generator)."""
+    from stage2_generate.train import preflight as check_generator_files
+
+    missing = len(set(train_names) - set(train.names))
+    if missing:
+        raise UserError(f"{missing} training images have no trial in {brain_file(cfg, subject, 'train')}; the "
+                        f"end_to_end method trains on every training image: drop it from methods.run")
+    e2e, key = _training(cfg, subject, roi, images, channels)
+    check_generator_files(e2e, cfg.work_path / "generator" / key, key, [(train.X.shape[1],)], channels)
+
+
 def train_end_to_end(cfg: Config, subject: str, roi: str, train: SplitData, x_std: Standardiser,
                      trial_img: np.ndarray, images: np.ndarray, channels: int, device) -> torch.nn.Module:
     """The end-to-end generator of one subject and ROI (trained, resumed or reused from
-    ``<work>/generator/<key>``, like the WGAN-GP generator's)."""
-    from stage2_generate.train import train_generator, training_key
+    ``<work>/generator/<key>``, like the WGAN-GP generator's; checked by ``preflight``)."""
+    from stage2_generate.train import train_generator
 
-    if len(np.unique(trial_img)) < len(images):
-        missing = len(images) - len(np.unique(trial_img))
-        raise UserError(f"{missing} training images have no trial in {brain_file(cfg, subject, 'train')}; the "
-                        f"end_to_end method trains on every training image: drop it from methods.run")
-    e2e = replace(cfg, generator=replace(cfg.generator, loss_feature_consistency=0.0))
+    e2e, key = _training(cfg, subject, roi, images, channels)
     sampler = TrialSampler.build(x_std.transform(train.X), trial_img, len(images), device)
-    key = training_key(e2e, channels, [brain_file(cfg, subject, "train")],
-                       tag={"method": "end_to_end", "subject": subject, "roi": roi})
     return train_generator(e2e, sampler, [], images, device, cfg.work_path / "generator" / key, None, key,
                            channels=channels, label=f"end_to_end {subject} {roi}")

@@ -63,6 +63,8 @@ def _sources(args) -> tuple[list[Source], object, Path]:
     from shared.compare_spec import is_compare_file, load_compare
     from shared.config import load_config
 
+    if args.base and not is_compare_file(args.config):
+        raise UserError(f"--base applies to a compare file; {args.config} is an experiment config: drop --base")
     if is_compare_file(args.config):
         from stage2_generate.compare import variant_paths
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from shared import checkpoints
-from shared.config import Config
+from shared.config import Config, perceptual_weights
+from shared.errors import UserError
 from stage2_generate.losses import pixel_loss
 from stage2_generate.models import Generator, generate
 
@@ -85,28 +86,51 @@ def coder_key(cfg: Config, kind: str, channels: int, images: np.ndarray) -> str:
     m, g = cfg.methods, cfg.generator
     blob = json.dumps({"kind": kind, "channels": channels, "seed": cfg.seed, "latent": m.coder_latent,
                        "lr": m.coder_lr, "beta": m.vae_beta if kind == "vae" else None,
-                       "generator": [g.image_size, g.base_channels, g.batch_size, g.beta1, g.beta2, g.seed],
-                       "perceptual": [g.loss_perceptual, g.perceptual_network, g.perceptual_layers,
-                                      g.perceptual_weights or cfg.features.weights] if kind == "autoencoder" else None,
+                       "generator": [g.image_size, g.base_channels, g.batch_size, g.seed],
+                       "losses": [g.loss_pixel, g.loss_perceptual, g.perceptual_network, g.perceptual_layers,
+                                  perceptual_weights(cfg)] if kind == "autoencoder" else None,
                        "features": [cfg.features.network, cfg.features.input_size],
                        "images": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, device, work: Path) -> ImageCoder:
+def coder_folder(cfg: Config, kind: str, channels: int, images: np.ndarray) -> tuple[Path, str]:
+    key = coder_key(cfg, kind, channels, images)
+    return cfg.work_path / "coders" / kind / key, key
+
+
+def check_coder(cfg: Config, kind: str, channels: int, images: np.ndarray) -> None:
+    """Refuse, before anything is written, a coder checkpoint further than ``methods.coder_iterations``."""
+    folder, _ = coder_folder(cfg, kind, channels, images)
+    state, path = checkpoints.load_latest(folder / "checkpoint.pt", "cpu")
+    if state is not None and state.get("step", 0) > cfg.methods.coder_iterations:
+        raise UserError(f"{path} holds {state['step']} {kind} steps, more than methods.coder_iterations="
+                        f"{cfg.methods.coder_iterations}; raise methods.coder_iterations or delete {folder} to "
+                        f"train afresh")
+
+
+def perceptual_losses(cfg: Config, device):
+    """The generator's perceptual loss network alone (no feature consistency), or None when it is off."""
+    from stage2_generate.train import LossNetworks
+
+    g = cfg.generator
+    if g.loss_perceptual <= 0:
+        return None
+    return LossNetworks(replace(cfg, generator=replace(g, loss_feature_consistency=0.0)), []).to(device).eval()
+
+
+def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, device) -> ImageCoder:
     """Train (or resume, or load) a coder of ``images`` ``(n, 3, S, S)``; returns it in eval mode."""
     from tqdm import tqdm
 
-    from stage2_generate.train import LossNetworks
-
     assert kind in KINDS
     m, g = cfg.methods, cfg.generator
-    key = coder_key(cfg, kind, channels, images)
-    folder = work / "coders" / kind / key
+    folder, key = coder_folder(cfg, kind, channels, images)
     final_path, ckpt_path = folder / "coder.pt", folder / "checkpoint.pt"
-    torch.manual_seed(g.seed)
-    coder = ImageCoder(g.image_size, g.base_channels, m.coder_latent, channels, kind == "vae").to(device)
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the global generator left as it was
+        torch.manual_seed(g.seed)
+        coder = ImageCoder(g.image_size, g.base_channels, m.coder_latent, channels, kind == "vae").to(device)
     if final_path.is_file():
         try:
             state = checkpoints.load(final_path, device)
@@ -121,16 +145,15 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
     gen = torch.Generator()
     gen.manual_seed(g.seed)
     start = 0
+    check_coder(cfg, kind, channels, images)
     state, path = checkpoints.load_latest(ckpt_path, device)
-    if state is not None and state.get("key") == key and state["step"] <= m.coder_iterations:
+    if state is not None and state.get("key") == key:
         coder.load_state_dict(state["coder"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["rng"].cpu())
         start = state["step"]
         log.info("resuming %s training at step %d from %s", kind, start, path)
-    percep = None
-    if kind == "autoencoder" and g.loss_perceptual > 0:  # the generator's perceptual loss, without the rest
-        percep = LossNetworks(replace(cfg, generator=replace(g, loss_feature_consistency=0.0)), []).to(device).eval()
+    percep = perceptual_losses(cfg, device) if kind == "autoencoder" else None
     Y = torch.from_numpy(images).to(device)
     acc: dict[str, float] = {}
     last_tick = start
@@ -163,8 +186,8 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
             acc, last_tick = {}, done
             checkpoints.save({"key": key, "step": done, "coder": coder.state_dict(), "opt": opt.state_dict(),
                               "rng": gen.get_state()}, ckpt_path)
-    checkpoints.save({"key": key, "step": m.coder_iterations, "coder": coder.state_dict(),
-                      "settings": asdict(m)}, final_path, keep_previous=False)
+    checkpoints.save({"key": key, "step": m.coder_iterations, "coder": coder.state_dict()}, final_path,
+                     keep_previous=False)
     return coder.eval().requires_grad_(False)
 
 
@@ -188,16 +211,13 @@ def tune_latent_map(cfg: Config, coder: ImageCoder, W: np.ndarray, b: np.ndarray
     autoencoder's losses (pixel, perceptual) through its frozen decoder: ``methods.latent_tune_steps``
     Adam steps of ``generator.batch_size`` trials (Seeliger et al. 2018 train the map this way).
     Returns the tuned ``(W, b)`` and the loss per tick (the first before any step)."""
-    from stage2_generate.train import LossNetworks
-
     m, g = cfg.methods, cfg.generator
     Wt = torch.tensor(W, device=device, requires_grad=True)
     bt = torch.tensor(b, device=device, requires_grad=True)
     if m.latent_tune_steps == 0:
         return W, b, []
     coder.requires_grad_(False)
-    percep = LossNetworks(replace(cfg, generator=replace(g, loss_feature_consistency=0.0)), []).to(device).eval() \
-        if g.loss_perceptual > 0 else None
+    percep = perceptual_losses(cfg, device)
     X = torch.from_numpy(np.ascontiguousarray(Xz)).to(device)
     Y = torch.from_numpy(images).to(device)
     idx_img = torch.from_numpy(trial_img).to(device)

@@ -33,6 +33,24 @@ from stage2_generate.inversion import invert, norm_corrected, typical_sd
 
 log = logging.getLogger(__name__)
 
+CODERS = {"latent_regression": "autoencoder", "vae": "vae"}  # the image coder each latent method decodes through
+
+
+def preflight(cfg: Config, train_names: list[str], train_images: np.ndarray, channels: int) -> None:
+    """Check what the voxel methods would resume from or train on, before stage 2 writes anything."""
+    from shared.datasets import load_split
+    from stage2_generate import end_to_end
+    from stage2_generate.image_coder import check_coder
+
+    for name in cfg.methods.run:
+        if name in CODERS:
+            check_coder(cfg, CODERS[name], channels, train_images)
+    if "end_to_end" in cfg.methods.run:
+        for subject in cfg.data.subjects:
+            for roi in cfg.data.rois:
+                train = load_split(cfg, subject, "train", roi, average=False)
+                end_to_end.preflight(cfg, subject, roi, train, train_names, train_images, channels)
+
 
 class Methods:
     """Reconstructions of the methods in ``cfg.methods.run`` for one (subject, ROI, test set) at a time."""
@@ -80,7 +98,7 @@ class Methods:
         if self.feature_names:
             out.update(inversion_layers=self.layers, inversion_iterations=m.inversion_iterations,
                        inversion_feature_network=f"{self.cfg.features.network} [{self.cfg.features.weights}]")
-        if self.voxel_names:
+        if any(name in CODERS for name in self.voxel_names):
             out.update(coder={k: getattr(m, k) for k in ("coder_latent", "coder_iterations", "coder_lr", "vae_beta",
                                                          "latent_tune_steps", "latent_tune_lr")},
                        latent_tuning_loss=self.tuning)
@@ -91,9 +109,8 @@ class Methods:
         """The image coders the voxel methods need, trained once on the training stimuli."""
         from stage2_generate.image_coder import train_coder
 
-        kinds = {"latent_regression": "autoencoder", "vae": "vae"}
-        return {name: train_coder(self.cfg, kinds[name], self.train_images, self.channels, self.device,
-                                  self.cfg.work_path) for name in self.voxel_names if name in kinds}
+        return {name: train_coder(self.cfg, CODERS[name], self.train_images, self.channels, self.device)
+                for name in self.voxel_names if name in CODERS}
 
     def from_voxels(self, subject: str, roi: str, train: SplitData, ridge,
                     tests: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:

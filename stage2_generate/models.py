@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -84,8 +85,6 @@ class Generator(nn.Module):
 
 def generate(G: nn.Module, inputs: list, device, batch: int = 64):
     """``G``'s images ``(n, C, S, S)`` float32 numpy of numpy inputs ``[(n, *shape_i)]``, in batches."""
-    import numpy as np
-
     out = []
     with torch.no_grad():
         for s in range(0, len(inputs[0]), batch):

@@ -121,6 +121,7 @@ def run(cfg: Config) -> None:
     from stage2_generate.baselines import NearestTrain, VoxelRidge, pixel_ridge
     from stage2_generate.conditioning import decoded_inputs, fit_transforms, true_inputs
     from stage2_generate.methods import Methods
+    from stage2_generate.methods import preflight as check_methods
     from stage2_generate.models import generate
     from stage2_generate.recon_files import grid_title, save_reconstructions
     from stage2_generate.train import ConditionSampler, train_generator, training_key
@@ -153,6 +154,7 @@ def run(cfg: Config) -> None:
     key = training_key(cfg, 1 if gray else 3, inputs)
     ckpt_dir = cfg.work_path / "generator" / key
     check_generator_files(cfg, ckpt_dir, key, [tuple(x.shape[1:]) for x in train_inputs], 1 if gray else 3)
+    check_methods(cfg, train_names, train_images, 1 if gray else 3)
     # every input checked: from here on the run writes (a bad input above has touched nothing)
     run_ = Run(cfg, "stage2", str(device), bdata_files(cfg)) if rank == 0 else None
     G = train_generator(cfg, sampler, transforms, train_images, device, ckpt_dir,

@@ -110,6 +110,7 @@ def tiny_generator_shapes(finished):
 def _tiny_cfg(tmp_path, **methods):
     from shared.config import load_config
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     sets = [f"methods.{k}={v}" for k, v in methods.items()]
     return load_config(write_tiny_config(tmp_path, tmp_path / "data"), sets)
 
@@ -147,43 +148,83 @@ def test_voxel_ridge_equals_scikit_learn_ridge_on_any_targets(tmp_path, rng):
     assert vr.fit(Y).alpha in cfg.decoder.alphas  # chosen by cross-validation when not given
 
 
-def test_latent_regression_maps_voxels_to_the_autoencoders_latents_then_tunes_through_the_decoder(tmp_path, rng):
+def _images(rng, code):
+    """Training images ``(n, 3, 32, 32)`` whose colours follow the first three code dimensions."""
+    return np.clip(0.5 + 0.15 * (code[:, :3, None, None] + rng.normal(size=(len(code), 3, 32, 32)) * 0.3),
+                   0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["latent_regression", "vae"])
+def test_latent_methods_decode_ridges_prediction_of_the_coders_latents(name, tmp_path, rng):
+    """What the method reconstructs is the coder's decoding of scikit-learn's ridge from the training
+    trials to the coder's latent codes (a VAE's posterior means), before any tuning."""
+    from sklearn.linear_model import Ridge
+
     from stage2_generate.baselines import VoxelRidge
-    from stage2_generate.image_coder import decode, encode_means, train_coder, tune_latent_map
+    from stage2_generate.image_coder import decode, encode_means
+    from stage2_generate.methods import Methods
+
+    cfg = _tiny_cfg(tmp_path, run=f"[{name}]", coder_iterations=20, coder_latent=8, latent_tune_steps=0)
+    cfg = replace_decoder(cfg, alphas=[30.0])
+    train, names, code = _trials(rng)
+    images = _images(rng, code)
+    methods = Methods(cfg, None, None, images, 3, "cpu")
+    vr = VoxelRidge(cfg, train, names, "cpu")
+    X_test = train.X[:6] + rng.normal(size=(6, train.X.shape[1])).astype(np.float32)
+    out = methods.from_voxels("sub-01", "VC", train, vr, {"natural": X_test})["natural"][name]
+    coder = methods.coders[name]
+    assert coder.variational == (name == "vae")
+    latents = encode_means(coder, images, "cpu")
+    ref = Ridge(alpha=30.0).fit(vr.x_std.transform(train.X), latents[vr.trial_img])
+    np.testing.assert_allclose(out, decode(coder, ref.predict(vr.x_std.transform(X_test)).astype(np.float32), "cpu"),
+                               atol=2e-4)
+    assert (tmp_path / "work" / "tiny" / "coders" / ("vae" if name == "vae" else "autoencoder")).is_dir()
+
+
+def replace_decoder(cfg, **values):
+    from dataclasses import replace
+
+    return replace(cfg, decoder=replace(cfg.decoder, **values))
+
+
+def test_latent_regression_tuning_lowers_its_loss_through_the_frozen_decoder(tmp_path, rng):
+    from stage2_generate.baselines import VoxelRidge
+    from stage2_generate.image_coder import encode_means, train_coder, tune_latent_map
 
     cfg = _tiny_cfg(tmp_path, coder_iterations=30, coder_latent=8, latent_tune_steps=12, latent_tune_lr=0.01)
     train, names, code = _trials(rng)
-    images = np.clip(0.5 + 0.15 * (code[:, :3, None, None] + rng.normal(size=(30, 3, 32, 32)) * 0.3),
-                     0, 1).astype(np.float32)
-    coder = train_coder(cfg, "autoencoder", images, 3, "cpu", tmp_path / "work")
-    assert (tmp_path / "work" / "coders" / "autoencoder").is_dir()
-    latents = encode_means(coder, images, "cpu")
-    assert latents.shape == (30, 8)
+    images = _images(rng, code)
+    coder = train_coder(cfg, "autoencoder", images, 3, "cpu")
     vr = VoxelRidge(cfg, train, names, "cpu")
-    fit = vr.fit(latents)
-    W, b = fit.coef()
-    # with no tuning the map is ridge to the latents; decoding it is decoding ridge's prediction
-    W0, b0, none = tune_latent_map(replace_methods(cfg, latent_tune_steps=0), coder, W, b,
-                                   vr.x_std.transform(train.X), vr.trial_img, images, "cpu")
-    assert none == [] and np.array_equal(W0, W)
-    Xz = vr.x_std.transform(train.X[:5])
-    np.testing.assert_allclose(decode(coder, Xz @ W0 + b0, "cpu"), decode(coder, fit.predict(train.X[:5]), "cpu"),
-                               atol=1e-4)
+    W, b = vr.fit(encode_means(coder, images, "cpu")).coef()
     W1, b1, history = tune_latent_map(cfg, coder, W, b, vr.x_std.transform(train.X), vr.trial_img, images, "cpu")
-    assert history[-1] < history[0], history  # tuning lowers the loss through the frozen decoder
-    assert not np.array_equal(W1, W)
-    # a second training with the same settings reuses the coder
-    again = train_coder(cfg, "autoencoder", images, 3, "cpu", tmp_path / "work")
-    np.testing.assert_array_equal(encode_means(again, images, "cpu"), latents)
+    assert len(history) == 7 and history[-1] < history[0], history  # ticks every 2 steps, and the end
+    assert np.abs(W1 - W).max() > 1e-4
 
 
-def replace_methods(cfg, **values):
-    from dataclasses import replace
+def test_coder_training_resumes_to_what_one_uninterrupted_training_gives(tmp_path, rng, caplog):
+    import logging
 
-    return replace(cfg, methods=replace(cfg.methods, **values))
+    from shared.errors import UserError
+    from stage2_generate.image_coder import check_coder, encode_means, train_coder
+
+    images = _images(rng, rng.normal(size=(20, 6)))
+    straight = encode_means(train_coder(_tiny_cfg(tmp_path / "a", coder_iterations=8), "vae", images, 3, "cpu"),
+                            images, "cpu")
+    train_coder(_tiny_cfg(tmp_path / "b", coder_iterations=4), "vae", images, 3, "cpu")
+    with caplog.at_level(logging.INFO):
+        longer = train_coder(_tiny_cfg(tmp_path / "b", coder_iterations=8), "vae", images, 3, "cpu")
+    assert "resuming vae training at step 4" in caplog.text
+    np.testing.assert_allclose(encode_means(longer, images, "cpu"), straight, atol=1e-5)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # finished: reused, not trained again
+        train_coder(_tiny_cfg(tmp_path / "b", coder_iterations=8), "vae", images, 3, "cpu")
+    assert "already trained for 8 steps" in caplog.text and "resuming" not in caplog.text
+    with pytest.raises(UserError, match="holds 8 vae steps, more than methods.coder_iterations=2"):
+        check_coder(_tiny_cfg(tmp_path / "b", coder_iterations=2), "vae", 3, images)
 
 
-def test_vae_lowers_its_bound_and_decodes_ridge_predictions_of_its_latent_means(tmp_path, rng):
+def test_vae_lowers_its_bound_and_its_latent_targets_are_the_posterior_means(tmp_path, rng):
     import torch
 
     from stage2_generate.image_coder import ImageCoder, encode_means, train_coder, vae_loss
@@ -193,7 +234,7 @@ def test_vae_lowers_its_bound_and_decodes_ridge_predictions_of_its_latent_means(
     images[:15, 0] = 0.9  # two kinds of image
     torch.manual_seed(cfg.generator.seed)
     untrained = ImageCoder(32, cfg.generator.base_channels, 8, 3, variational=True).eval()
-    coder = train_coder(cfg, "vae", images, 3, "cpu", tmp_path / "work")
+    coder = train_coder(cfg, "vae", images, 3, "cpu")
 
     def bound(c):
         x = torch.from_numpy(images)
@@ -206,7 +247,8 @@ def test_vae_lowers_its_bound_and_decodes_ridge_predictions_of_its_latent_means(
     means = encode_means(coder, images, "cpu")  # the posterior means, not samples: deterministic
     np.testing.assert_array_equal(means, encode_means(coder, images, "cpu"))
     with torch.no_grad():
-        np.testing.assert_allclose(means, coder.encoder(torch.from_numpy(images))[:, :8].numpy(), atol=1e-6)
+        mean, _ = coder.encode(torch.from_numpy(images))
+    np.testing.assert_allclose(means, mean.numpy(), atol=1e-6)
 
 
 def test_end_to_end_trains_on_one_trial_of_each_drawn_image(rng):
@@ -225,3 +267,20 @@ def test_end_to_end_trains_on_one_trial_of_each_drawn_image(rng):
     assert np.bincount(rows, minlength=8)[[0, 3, 5, 7]].min() > 850  # each about equally often
     rows = sampler(torch.tensor([1, 2, 1, 2]), gen)[0][:, 0].long().numpy()
     assert all(trial_img[r] == i for r, i in zip(rows, [1, 2, 1, 2]))
+
+
+def test_end_to_end_refuses_training_images_without_a_trial_before_writing(tmp_path, rng):
+    from shared.errors import UserError
+    from stage2_generate import end_to_end
+
+    cfg = _tiny_cfg(tmp_path, run="[end_to_end]")
+    train, names, code = _trials(rng, n_images=10)
+    images = _images(rng, code)
+    from shared.datasets import brain_file
+
+    brain_file(cfg, "sub-01", "train").parent.mkdir(parents=True)
+    brain_file(cfg, "sub-01", "train").write_bytes(b"voxels")  # its size and time enter the training key
+    end_to_end.preflight(cfg, "sub-01", "VC", train, names, images, 3)  # every image has trials: no error
+    with pytest.raises(UserError, match="2 training images have no trial in"):
+        end_to_end.preflight(cfg, "sub-01", "VC", train, [*names, "extra1", "extra2"], images, 3)
+    assert not (tmp_path / "work").exists()
