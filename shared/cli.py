@@ -24,7 +24,8 @@ def _parser(prog: str, description: str, verbs: dict[str, tuple[Verb, str]]) -> 
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, (_, help_text, *extra) in verbs.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", required=True, help="experiment YAML file, e.g. configs/demo.yaml")
+        p.add_argument("--config", required=True, help="compare file, e.g. configs/ablations/layers.yaml" if name == "compare"
+                       else "experiment YAML file, e.g. configs/demo.yaml")
         if extra:  # a verb with its own options; it reads its config itself
             extra[0](p)
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
