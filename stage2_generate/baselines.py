@@ -30,10 +30,12 @@ class VoxelRidge:
     def __init__(self, cfg: Config, train: SplitData, train_names: list[str], device):
         self.cfg = cfg
         self.x_std = Standardiser().fit(train.X)
-        self.ridge = KernelRidge(self.x_std.transform(train.X), device)
+        self.Xz = self.x_std.transform(train.X)  # the z-scored training trials (the methods train on them too)
+        self.ridge = KernelRidge(self.Xz, device)
         index = {n: i for i, n in enumerate(train_names)}
         self.trial_img = np.array([index[n] for n in train.names])
         self.n_images = len(train_names)
+        self.E = trials_to_images(self.trial_img, self.n_images, self.ridge.device)
 
     def fit(self, Y: np.ndarray, alphas: list[float] | None = None) -> FittedRidge:
         """Ridge to ``Y`` ``(n_images, k)``; ``alphas`` default to ``decoder.alphas``."""
@@ -51,16 +53,15 @@ class FittedRidge:
 
     def __init__(self, vr: VoxelRidge, y_std: Standardiser, Yz: torch.Tensor, alpha: float):
         self.vr, self.y_std, self.Yz, self.alpha = vr, y_std, Yz, alpha
-        self.E = trials_to_images(vr.trial_img, vr.n_images, vr.ridge.device)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted targets ``(n, k)`` of voxel rows ``X`` ``(n, n_voxels)`` (raw, not z-scored)."""
         vr = self.vr
-        return self.y_std.inverse(((vr.ridge.hat(vr.x_std.transform(X), self.alpha) @ self.E) @ self.Yz).cpu().numpy())
+        return self.y_std.inverse(((vr.ridge.hat(vr.x_std.transform(X), self.alpha) @ vr.E) @ self.Yz).cpu().numpy())
 
     def coef(self) -> tuple[np.ndarray, np.ndarray]:
         """``(W, b)``: predictions are ``x_std.transform(X) @ W + b`` (``W`` ``(n_voxels, k)``)."""
-        W = (self.vr.ridge.coef_map(self.alpha) @ (self.E @ self.Yz)).cpu().numpy()
+        W = (self.vr.ridge.coef_map(self.alpha) @ (self.vr.E @ self.Yz)).cpu().numpy()
         return W * self.y_std.std_, self.y_std.mean_.copy()
 
 

@@ -20,7 +20,6 @@ import torch
 from shared.config import Config
 from shared.errors import UserError
 from shared.datasets import SplitData, brain_file
-from shared.ridge import Standardiser
 
 
 @dataclass
@@ -40,15 +39,15 @@ class TrialSampler:
     @classmethod
     def build(cls, Xz: np.ndarray, trial_img: np.ndarray, n_images: int, device) -> TrialSampler:
         counts = np.bincount(trial_img, minlength=n_images)
+        order = np.argsort(trial_img, kind="stable")  # trial rows grouped by image, in file order
+        rank = np.arange(len(order)) - (np.cumsum(counts) - counts)[trial_img[order]]  # k-th trial of its image
         of_image = np.zeros((n_images, max(1, counts.max())), dtype=np.int64)
-        mean = np.zeros((n_images, Xz.shape[1]), dtype=np.float32)
-        for i in range(n_images):
-            rows = np.flatnonzero(trial_img == i)
-            of_image[i, :len(rows)] = rows
-            if len(rows):
-                mean[i] = Xz[rows].mean(axis=0)
-        return cls(torch.from_numpy(Xz).to(device), torch.from_numpy(of_image).to(device),
-                   torch.from_numpy(counts).to(device), [torch.from_numpy(mean).to(device)])
+        of_image[trial_img[order], rank] = order
+        trials = torch.from_numpy(Xz).to(device)
+        img = torch.from_numpy(trial_img).to(device)
+        total = torch.zeros(n_images, Xz.shape[1], device=device).index_add_(0, img, trials)
+        mean = total / torch.from_numpy(counts).to(device).clamp_min(1).unsqueeze(1)
+        return cls(trials, torch.from_numpy(of_image).to(device), torch.from_numpy(counts).to(device), [mean])
 
     def __call__(self, idx: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
         idx = idx.to(self.trials.device)
@@ -83,13 +82,14 @@ def preflight(cfg: Config, subject: str, roi: str, train: SplitData, train_names
     check_generator_files(e2e, cfg.work_path / "generator" / key, key, [(train.X.shape[1],)], channels)
 
 
-def train_end_to_end(cfg: Config, subject: str, roi: str, train: SplitData, x_std: Standardiser,
-                     trial_img: np.ndarray, images: np.ndarray, channels: int, device) -> torch.nn.Module:
-    """The end-to-end generator of one subject and ROI (trained, resumed or reused from
-    ``<work>/generator/<key>``, like the WGAN-GP generator's; checked by ``preflight``)."""
+def train_end_to_end(cfg: Config, subject: str, roi: str, Xz: np.ndarray, trial_img: np.ndarray, images: np.ndarray,
+                     channels: int, device) -> torch.nn.Module:
+    """The end-to-end generator of one subject and ROI, trained on its z-scored training trials ``Xz``
+    (trained, resumed or reused from ``<work>/generator/<key>``, like the WGAN-GP generator's; checked
+    by ``preflight``)."""
     from stage2_generate.train import train_generator
 
     e2e, key = _training(cfg, subject, roi, images, channels)
-    sampler = TrialSampler.build(x_std.transform(train.X), trial_img, len(images), device)
+    sampler = TrialSampler.build(Xz, trial_img, len(images), device)
     return train_generator(e2e, sampler, [], images, device, cfg.work_path / "generator" / key, None, key,
                            channels=channels, label=f"end_to_end {subject} {roi}")

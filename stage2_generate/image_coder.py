@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from shared import checkpoints
 from shared.config import Config, perceptual_weights
@@ -100,14 +101,16 @@ def coder_folder(cfg: Config, kind: str, channels: int, images: np.ndarray) -> t
     return cfg.work_path / "coders" / kind / key, key
 
 
-def check_coder(cfg: Config, kind: str, channels: int, images: np.ndarray) -> None:
-    """Refuse, before anything is written, a coder checkpoint further than ``methods.coder_iterations``."""
+def check_coder(cfg: Config, kind: str, channels: int, images: np.ndarray, device="cpu") -> tuple[dict | None, Path]:
+    """The coder's latest training checkpoint (``(None, path)`` when there is none), refused, before
+    anything is written, when it is further than ``methods.coder_iterations``."""
     folder, _ = coder_folder(cfg, kind, channels, images)
-    state, path = checkpoints.load_latest(folder / "checkpoint.pt", "cpu")
+    state, path = checkpoints.load_latest(folder / "checkpoint.pt", device)
     if state is not None and state.get("step", 0) > cfg.methods.coder_iterations:
         raise UserError(f"{path} holds {state['step']} {kind} steps, more than methods.coder_iterations="
                         f"{cfg.methods.coder_iterations}; raise methods.coder_iterations or delete {folder} to "
                         f"train afresh")
+    return state, path
 
 
 def perceptual_losses(cfg: Config, device):
@@ -120,10 +123,18 @@ def perceptual_losses(cfg: Config, device):
     return LossNetworks(replace(cfg, generator=replace(g, loss_feature_consistency=0.0)), []).to(device).eval()
 
 
+def autoencoder_loss(cfg: Config, percep, recon: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The generator's pixel and perceptual losses, weighted as it weights them (``percep``: from
+    ``perceptual_losses``); what the autoencoder and the latent map are trained on."""
+    g = cfg.generator
+    out = {"pixel": g.loss_pixel * pixel_loss(recon, real)}
+    if percep is not None:
+        out["perceptual"] = g.loss_perceptual * percep.losses(recon, real, [])["perceptual"]
+    return out
+
+
 def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, device) -> ImageCoder:
     """Train (or resume, or load) a coder of ``images`` ``(n, 3, S, S)``; returns it in eval mode."""
-    from tqdm import tqdm
-
     assert kind in KINDS
     m, g = cfg.methods, cfg.generator
     folder, key = coder_folder(cfg, kind, channels, images)
@@ -145,8 +156,7 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
     gen = torch.Generator()
     gen.manual_seed(g.seed)
     start = 0
-    check_coder(cfg, kind, channels, images)
-    state, path = checkpoints.load_latest(ckpt_path, device)
+    state, path = check_coder(cfg, kind, channels, images, device)
     if state is not None and state.get("key") == key:
         coder.load_state_dict(state["coder"])
         opt.load_state_dict(state["opt"])
@@ -169,10 +179,7 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
             err, kl = vae_loss(recon, real, mean, logvar, m.vae_beta)
             losses = {"pixel_sum": err, "kl": kl}
         else:
-            recon = coder.decode(mean)
-            losses = {"pixel": g.loss_pixel * pixel_loss(recon, real)}
-            if percep is not None:
-                losses["perceptual"] = g.loss_perceptual * percep.losses(recon, real, [])["perceptual"]
+            losses = autoencoder_loss(cfg, percep, coder.decode(mean), real)
         total = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -212,10 +219,10 @@ def tune_latent_map(cfg: Config, coder: ImageCoder, W: np.ndarray, b: np.ndarray
     Adam steps of ``generator.batch_size`` trials (Seeliger et al. 2018 train the map this way).
     Returns the tuned ``(W, b)`` and the loss per tick (the first before any step)."""
     m, g = cfg.methods, cfg.generator
-    Wt = torch.tensor(W, device=device, requires_grad=True)
-    bt = torch.tensor(b, device=device, requires_grad=True)
     if m.latent_tune_steps == 0:
         return W, b, []
+    Wt = torch.tensor(W, device=device, requires_grad=True)
+    bt = torch.tensor(b, device=device, requires_grad=True)
     coder.requires_grad_(False)
     percep = perceptual_losses(cfg, device)
     X = torch.from_numpy(np.ascontiguousarray(Xz)).to(device)
@@ -226,14 +233,7 @@ def tune_latent_map(cfg: Config, coder: ImageCoder, W: np.ndarray, b: np.ndarray
     gen.manual_seed(cfg.seed)
 
     def loss_of(rows):
-        recon = coder.decode(X[rows] @ Wt + bt)
-        real = Y[idx_img[rows]]
-        loss = g.loss_pixel * pixel_loss(recon, real)
-        if percep is not None:
-            loss = loss + g.loss_perceptual * percep.losses(recon, real, [])["perceptual"]
-        return loss
-
-    from tqdm import tqdm
+        return sum(autoencoder_loss(cfg, percep, coder.decode(X[rows] @ Wt + bt), Y[idx_img[rows]]).values())
 
     history = []
     probe = torch.randperm(len(X), generator=gen)[: min(256, len(X))].to(device)  # a fixed sample to report on

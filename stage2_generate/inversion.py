@@ -11,11 +11,11 @@ the decoded features, as in the paper:
 * gradient descent with momentum, the gradient divided by its mean absolute value (the
   lab's ``icnn_gd``), the step size decayed linearly over a fixed number of iterations.
 
-What is optimised (``methods.inversion_prior``): ``generator``, the conditioning inputs of
-this project's trained generator, which then plays the part of the paper's deep generator
-network (DGN) as the image prior, starting from the decoded features themselves, i.e. from
-the WGAN-GP reconstruction, so the method refines it; or ``none``, the pixels, starting
-from the mean training image. Every image of a batch is optimised at once, independently
+What is optimised (the ``render`` of ``invert``; see ``methods.py``): for ``inversion_dgn``,
+the conditioning inputs of this project's trained generator, which then plays the part of
+the paper's deep generator network (DGN) as the image prior, starting from the decoded
+features themselves, i.e. from the WGAN-GP reconstruction, so the method refines it; for
+``inversion_pixels``, the pixels, starting from the mean training image. Every image of a batch is optimised at once, independently
 (the loss is a sum of per-image terms).
 
 What differs from the paper: torchvision's VGG19 instead of Caffe's, and no downloaded
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from shared.featnet import FeatureNet
 
@@ -74,8 +75,6 @@ def invert(featnet: FeatureNet, targets: dict[str, torch.Tensor], variables: lis
     """
     weights = layer_weights(targets)
     velocity = [torch.zeros_like(v) for v in variables]
-    from tqdm import tqdm
-
     history = []
     for it in tqdm(range(iterations + 1), desc=desc, unit="step", leave=False, disable=desc is None):
         for v in variables:

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from shared.config import FEATURE_METHODS, VOXEL_METHODS, Config
-from shared.datasets import SplitData
 from shared.store import ExperimentStore
 from stage2_generate.inversion import invert, norm_corrected, typical_sd
 
@@ -112,10 +111,9 @@ class Methods:
         return {name: train_coder(self.cfg, CODERS[name], self.train_images, self.channels, self.device)
                 for name in self.voxel_names if name in CODERS}
 
-    def from_voxels(self, subject: str, roi: str, train: SplitData, ridge,
-                    tests: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    def from_voxels(self, subject: str, roi: str, ridge, tests: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
         """``{split: {method: (n, C, S, S)}}`` of the voxel methods from the test voxels ``tests``
-        ``{split: (n, n_voxels)}`` (rows as given); ``ridge``: the ``VoxelRidge`` of ``train``."""
+        ``{split: (n, n_voxels)}`` (rows as given); ``ridge``: the ``VoxelRidge`` of the training trials."""
         from stage2_generate.end_to_end import train_end_to_end
         from stage2_generate.image_coder import decode, encode_means, tune_latent_map
         from stage2_generate.models import generate
@@ -123,7 +121,7 @@ class Methods:
         out: dict[str, dict[str, np.ndarray]] = {split: {} for split in tests}
         for name in self.voxel_names:
             if name == "end_to_end":
-                G = train_end_to_end(self.cfg, subject, roi, train, ridge.x_std, ridge.trial_img, self.train_images,
+                G = train_end_to_end(self.cfg, subject, roi, ridge.Xz, ridge.trial_img, self.train_images,
                                      self.channels, self.device)
                 for split, X in tests.items():
                     out[split][name] = generate(G, [ridge.x_std.transform(X)], self.device)
@@ -135,8 +133,8 @@ class Methods:
                     out[split][name] = decode(coder, fit.predict(X), self.device)
                 continue
             W, b = fit.coef()
-            W, b, history = tune_latent_map(self.cfg, coder, W, b, ridge.x_std.transform(train.X), ridge.trial_img,
-                                            self.train_images, self.device)
+            W, b, history = tune_latent_map(self.cfg, coder, W, b, ridge.Xz, ridge.trial_img, self.train_images,
+                                            self.device)
             self.tuning[f"{subject}/{roi}"] = history
             if history:
                 log.info("latent_regression %s %s: loss through the decoder on training trials %.4g -> %.4g "
@@ -171,11 +169,7 @@ class Methods:
         if name == "inversion_dgn":
             variables = [torch.from_numpy(np.ascontiguousarray(x)).float().to(self.device) for x in inputs]
             scale = 1.0  # the generator's inputs are z-scored
-
-            def render(v):
-                y = self.G(v)
-                return y.expand(-1, 3, -1, -1) if y.shape[1] == 1 else y
-            clamp = False
+            render, clamp = self.G, False  # a grayscale generator already repeats its channel to RGB
         else:  # inversion_pixels
             variables = [torch.from_numpy(np.repeat(self.mean_image[None], n, axis=0)).float().to(self.device)]
             scale = self.pixel_sd

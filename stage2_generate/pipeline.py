@@ -181,7 +181,7 @@ def run(cfg: Config) -> None:
             test_voxels = {s: d.X for s, d in tests.items()}
             ridge_recon, ridge_alpha = pixel_ridge(cfg, voxel_ridge, train_images, test_voxels) \
                 if e.baselines else ({}, None)
-            from_voxels = methods.from_voxels(subject, roi, train, voxel_ridge, test_voxels)
+            from_voxels = methods.from_voxels(subject, roi, voxel_ridge, test_voxels)
             for split, d in tests.items():
                 dec, names = decoded_inputs(store, transforms, subject, roi, split)
                 if list(names) != list(d.names):  # voxel methods' rows follow the brain data's order

@@ -171,7 +171,7 @@ def test_latent_methods_decode_ridges_prediction_of_the_coders_latents(name, tmp
     methods = Methods(cfg, None, None, images, 3, "cpu")
     vr = VoxelRidge(cfg, train, names, "cpu")
     X_test = train.X[:6] + rng.normal(size=(6, train.X.shape[1])).astype(np.float32)
-    out = methods.from_voxels("sub-01", "VC", train, vr, {"natural": X_test})["natural"][name]
+    out = methods.from_voxels("sub-01", "VC", vr, {"natural": X_test})["natural"][name]
     coder = methods.coders[name]
     assert coder.variational == (name == "vae")
     latents = encode_means(coder, images, "cpu")
