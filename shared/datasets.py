@@ -54,7 +54,7 @@ def bdata_path(cfg: Config, subject: str, split: str) -> Path:
 
 def brain_file(cfg: Config, subject: str, split: str) -> Path:
     """The file holding ``subject``'s voxels of ``split`` (a BData file, or a matrix dataset's one file)."""
-    if cfg.data.source == "matrix":
+    if cfg.reads_matrix:
         from shared.matrix_data import matrix_path
 
         return matrix_path(cfg, subject)
@@ -63,7 +63,7 @@ def brain_file(cfg: Config, subject: str, split: str) -> Path:
 
 def bdata_files(cfg: Config) -> dict[str, Path]:
     """Every data file of the experiment, keyed ``<subject>/<split>`` (run metadata hashes them)."""
-    if cfg.data.source == "matrix":
+    if cfg.reads_matrix:
         from shared.matrix_data import matrix_path
 
         return {s: matrix_path(cfg, s) for s in cfg.data.subjects}
@@ -123,13 +123,14 @@ def check_inputs(cfg: Config) -> None:
     a BData file that is not HDF5, truncated, without a configured ROI,
     with image indices not in its image list or with non-finite voxels; a stimulus image that
     is missing or unreadable; fewer training images than cross-validation folds."""
-    if cfg.data.source == "matrix":
+    if cfg.reads_matrix:
         from shared import matrix_data
 
         for subject in cfg.data.subjects:
             for split in ["train", *cfg.data.test]:
                 matrix_data.voxels(cfg, subject, split)  # also checks the images and that the counts agree
         matrix_data.check_subjects(cfg)
+        _check_folds(cfg, len(matrix_data.names(cfg, "train")), cfg.data.subjects[0])  # distinct images, not rows
         return
     for split in ["train", *cfg.data.test]:
         spec = split_files(cfg, split)
@@ -176,7 +177,7 @@ def _read_rgb(path: Path):
 
 def split_image_names(cfg: Config, split: str) -> list[str]:
     """Stimulus names of a split in image-list order (the row order of the feature store)."""
-    if cfg.data.source == "matrix":
+    if cfg.reads_matrix:
         from shared import matrix_data
 
         return matrix_data.names(cfg, split)
@@ -223,11 +224,17 @@ def resolve_roi(bdata, roi: str, path: Path) -> str:
 
 def load_split(cfg: Config, subject: str, split: str, roi: str, average: bool) -> SplitData:
     """Voxels of ``roi`` for one subject and split, labelled by stimulus name."""
-    if cfg.data.source == "matrix":  # one row per image: nothing to average
+    if cfg.reads_matrix:  # one row per trial; the trials of one image (equal pixels) share its name
         from shared import matrix_data
 
-        return SplitData(X=matrix_data.voxels(cfg, subject, split), names=np.array(matrix_data.names(cfg, split)),
-                         roi_key=roi, path=matrix_data.matrix_path(cfg, subject))
+        X = matrix_data.voxels(cfg, subject, split)
+        names = np.array(matrix_data.row_names(cfg, subject, split))
+        if average:  # one row per image, in split_image_names order
+            order = matrix_data.names(cfg, split)
+            if set(names) != set(order):
+                matrix_data.check_subjects(cfg)  # names the file whose images differ
+            X, names = matrix_data.average_by_name(X, names, order), np.array(order)
+        return SplitData(X=X, names=names, roi_key=roi, path=matrix_data.matrix_path(cfg, subject))
     path = bdata_path(cfg, subject, split)
     _require_bdata(path)
     bdata = open_bdata(path)
@@ -293,7 +300,7 @@ def load_images(folder: Path, names: list[str] | np.ndarray, size: int) -> np.nd
 def split_images(cfg: Config, split: str, names: list[str] | np.ndarray, size: int) -> np.ndarray:
     """The stimuli of ``split`` named ``names`` as ``(n, 3, size, size)`` float32 RGB in [0, 1],
     from the split's image folder or, for a matrix dataset, from its file."""
-    if cfg.data.source == "matrix":
+    if cfg.reads_matrix:
         from shared import matrix_data
 
         return matrix_data.resized(cfg, split, list(names), size)

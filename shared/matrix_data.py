@@ -4,8 +4,15 @@ Many public reconstruction sets ship this way: training and test voxel matrices 
 voxels) and the stimulus images as arrays, often 28 x 28 grayscale flattened to rows in
 MATLAB's column-major order. ``data.source: matrix`` reads them (``data.matrix.*`` names the
 variables) and hands the stages the same things a BData experiment gives: voxels per row,
-a stimulus name per row (``train_00001``, ...; one image per row, so nothing is averaged)
-and the images in [0, 1].
+a stimulus name per row and the images in [0, 1].
+
+* A stimulus is its pixels: rows whose images are identical after reading (exactly equal
+  decoded arrays) are trials of one stimulus, named once by a hash of its pixels with the split
+  as prefix (``train_3fa2c1d9e0``; see ``stimulus_digest``), the same on every run and platform.
+  ``names`` lists each stimulus once (order of first appearance), ``row_names`` gives every trial
+  its stimulus' name, so repeats are averaged like BData test repetitions and stay on one side of
+  image-grouped cross-validation. Subjects may show the trials in different orders, but must show
+  the same stimuli.
 
 * ``.mat`` v5 and older are read with scipy's ``loadmat``; v7.3 files are HDF5, read with
   h5py, whose arrays appear with MATLAB's axes reversed, so they are transposed back.
@@ -20,6 +27,7 @@ and the images in [0, 1].
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from pathlib import Path
 
@@ -102,26 +110,82 @@ def voxels(cfg, subject: str, split: str) -> np.ndarray:
 
 
 def names(cfg, split: str) -> list[str]:
-    n = len(_variable(cfg, cfg.data.subjects[0], f"{_split_key(cfg, split)}_voxels"))
-    prefix = "train" if split == "train" else split
-    return [f"{prefix}_{i + 1:05d}" for i in range(n)]
+    """Each stimulus of the split once, in order of first appearance in the first subject's file
+    (the row order of the feature store)."""
+    return _stimuli(cfg, cfg.data.subjects[0], split)[1]
+
+
+def row_names(cfg, subject: str, split: str) -> list[str]:
+    """The stimulus name of every row (trial) of ``subject``'s file; repeats share a name."""
+    return _stimuli(cfg, subject, split)[0]
+
+
+DIGEST_CHARS = 10  # hex characters of the digest in a name (more only if two stimuli of a split share them)
+
+
+def stimulus_digest(image: np.ndarray) -> str:
+    """SHA-256 (hex) of one decoded image ``(H, W, C)``: its shape as three little-endian int64, then its
+    pixels as little-endian float32 in C order (-0.0 counted as 0.0), so equal pixels give equal digests
+    on every platform."""
+    arr = np.asarray(image, dtype=np.float32) + np.float32(0)  # -0.0 + 0.0 == +0.0
+    h = hashlib.sha256(np.asarray(arr.shape, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(arr, dtype="<f4").tobytes())  # C order, little-endian whatever the machine
+    return h.hexdigest()
+
+
+def average_by_name(X: np.ndarray, rows: np.ndarray, order: list[str]) -> np.ndarray:
+    """``(len(order), n_voxels)`` float32: the mean of the rows of each name in ``order``."""
+    index = {n: i for i, n in enumerate(order)}
+    inverse = np.array([index[n] for n in rows], dtype=np.int64)
+    sums = np.zeros((len(order), X.shape[1]))
+    np.add.at(sums, inverse, X)
+    counts = np.bincount(inverse, minlength=len(order))
+    return (sums / counts[:, None]).astype(np.float32)
 
 
 _CACHE: dict[tuple, np.ndarray] = {}  # decoded images of the last files read (feature batches reread them)
+_NAMES: dict[tuple, tuple[list[str], list[str]]] = {}  # (row names, stimulus names) of the same files
+_LOGGED: set[tuple] = set()
 
 
-def images(cfg, subject: str, split: str) -> np.ndarray:
-    """The split's images as ``(n, H, W, C)`` float32 in [0, 1] (C = 1 or 3), scaled like the training
-    images (see ``_scale``)."""
+def _key(cfg, subject: str, split: str) -> tuple:
     from dataclasses import astuple
 
     path = matrix_path(cfg, subject)
-    key = (str(path), path.stat().st_mtime_ns if path.is_file() else 0, split, repr(astuple(cfg.data.matrix)))
+    return str(path), path.stat().st_mtime_ns if path.is_file() else 0, split, repr(astuple(cfg.data.matrix))
+
+
+def images(cfg, subject: str, split: str) -> np.ndarray:
+    """The split's images, one per row, as ``(n, H, W, C)`` float32 in [0, 1] (C = 1 or 3), scaled like
+    the training images (see ``_scale``)."""
+    key = _key(cfg, subject, split)
     if key not in _CACHE:
         if len(_CACHE) >= 4:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = _images(cfg, subject, split)
     return _CACHE[key]
+
+
+def _stimuli(cfg, subject: str, split: str) -> tuple[list[str], list[str]]:
+    """``(name of each row, each name once in order of first appearance)``."""
+    key = _key(cfg, subject, split)
+    if key not in _NAMES:
+        imgs = images(cfg, subject, split)
+        digests = [stimulus_digest(im) for im in imgs]
+        unique = list(dict.fromkeys(digests))
+        chars = DIGEST_CHARS
+        while len({d[:chars] for d in unique}) < len(unique):  # a shared prefix: lengthen every name of the split
+            chars += 2
+        prefix = "train" if split == "train" else split
+        rows = [f"{prefix}_{d[:chars]}" for d in digests]
+        if len(_NAMES) >= 8:
+            _NAMES.pop(next(iter(_NAMES)))
+        _NAMES[key] = (rows, list(dict.fromkeys(rows)))
+        if len(unique) < len(rows) and key not in _LOGGED:
+            _LOGGED.add(key)
+            log.info("%s: %d trials of %d distinct images (%s); repeats of an image are one stimulus", split,
+                     len(rows), len(unique), key[0])
+    return _NAMES[key]
 
 
 def _images(cfg, subject: str, split: str) -> np.ndarray:
@@ -178,23 +242,25 @@ def _shaped(cfg, subject: str, split: str, raw: np.ndarray) -> np.ndarray:
 
 
 def check_subjects(cfg) -> None:
-    """Several subjects' files must show the same images in the same order (stimuli come from the first)."""
+    """Several subjects' files must show the same stimuli (stimuli come from the first; the trials may
+    be in another order and repeat differently)."""
     first = cfg.data.subjects[0]
     for subject in cfg.data.subjects[1:]:
         for split in ("train", "test"):
             a, b = images(cfg, first, split), images(cfg, subject, split)
-            if a.shape != b.shape or not np.array_equal(a, b):
+            if a.shape[1:] != b.shape[1:] or set(names(cfg, split)) != set(row_names(cfg, subject, split)):
                 raise UserError(f"the {split} images of {matrix_path(cfg, subject)} differ from those of "
-                                f"{matrix_path(cfg, first)}; every subject's file must hold the same images in the "
-                                f"same order")
+                                f"{matrix_path(cfg, first)}; every subject's file must show the same images "
+                                f"(in any trial order)")
 
 
 def resized(cfg, split: str, wanted: list[str], size: int) -> np.ndarray:
     """Images named ``wanted`` as ``(n, 3, size, size)`` float32 RGB in [0, 1] (grey repeated)."""
     from PIL import Image
 
-    all_names = names(cfg, split)
-    index = {n: i for i, n in enumerate(all_names)}
+    index: dict[str, int] = {}
+    for i, n in enumerate(row_names(cfg, cfg.data.subjects[0], split)):
+        index.setdefault(n, i)  # the first row showing the stimulus (its repeats are equal)
     missing = [n for n in wanted if n not in index]
     if missing:
         raise UserError(f"stimulus {missing[0]!r} is not in the {split} images of {matrix_path(cfg, cfg.data.subjects[0])}")

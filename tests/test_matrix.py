@@ -3,6 +3,10 @@ and compare with one command each."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -174,3 +178,138 @@ def test_pixel_values_are_scaled_like_the_training_images(tmp_path):
     train, test = matrix_data.images(cfg, "sub-01", "train"), matrix_data.images(cfg, "sub-01", "test")
     assert train.min() == pytest.approx(0) and train.max() == pytest.approx(1)
     assert test.max() == pytest.approx((0.25 + 2.0) / 4.5)
+
+
+# ------------------------------------------------------------------ repeated stimuli: one stimulus, many trials
+
+def write_repeated_file(path: Path, kind: str, n_images: int = 20, reps: int = 3, n_test: int = 6, test_reps: int = 2,
+                        seed: int = 1) -> dict:
+    """Single trials of a few binary images, each shown several times in shuffled order (as small public sets
+    ship them), with a fresh noise draw per trial; ``kind``: 'npz' (C order rows) or 'mat5' (column-major rows).
+    Returns the images, the image shown in each trial (``*_index``) and the voxels."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((49, 150))
+    tr, te = (_images(rng, n_images) > 0.5).astype(np.uint8), (_images(rng, n_test) > 0.5).astype(np.uint8)
+    assert len(np.unique(tr.reshape(n_images, -1), axis=0)) == n_images  # distinct images
+    tr_index = rng.permutation(np.repeat(np.arange(n_images), reps))
+    te_index = rng.permutation(np.repeat(np.arange(n_test), test_reps))
+    data = {"X_train": _voxels(rng, tr[tr_index].astype(float), w), "X_test": _voxels(rng, te[te_index].astype(float), w)}
+    order = "C" if kind == "npz" else "F"
+    rows = {"Y_train": np.stack([im.ravel(order=order) for im in tr[tr_index]]),
+            "Y_test": np.stack([im.ravel(order=order) for im in te[te_index]])}
+    if kind == "npz":
+        np.savez(path, **data, **rows)
+    elif kind == "mat5":
+        savemat(path, {**data, **rows})
+    else:
+        raise ValueError(kind)
+    return {"train": tr, "test": te, "train_index": tr_index, "test_index": te_index, **data}
+
+
+@pytest.mark.parametrize("kind", ["npz", "mat5"])
+def test_repeated_images_are_one_stimulus_named_by_their_pixels(tmp_path, kind, caplog):
+    from shared.datasets import load_split, split_image_names, split_images
+
+    suffix = ".npz" if kind == "npz" else ".mat"
+    truth = write_repeated_file(tmp_path / f"rep{suffix}", kind)
+    cfg = load_config(_config(tmp_path, f"rep{suffix}"))
+    with caplog.at_level(logging.INFO, logger="shared.matrix_data"):
+        names = split_image_names(cfg, "train")
+        assert split_image_names(cfg, "train") == names  # asked again: the same names, logged once
+        trials = load_split(cfg, "sub-01", "train", "all", average=False)
+        images = load_split(cfg, "sub-01", "train", "all", average=True)
+    first = list(dict.fromkeys(truth["train_index"]))  # images in order of first appearance
+    assert len(names) == len(set(names)) == 20 and all(re.fullmatch(r"train_[0-9a-f]{10}", n) for n in names)
+    np.testing.assert_array_equal(split_images(cfg, "train", names, SIDE)[:, 0], truth["train"][first])
+    # the name is the digest of the decoded pixels (shape as int64, pixels as float32, little-endian, C order),
+    # so the .npz and the .mat of the same image give it the same name
+    pixels = truth["train"][first[0]].astype("<f4")[..., None]
+    digest = hashlib.sha256(np.array(pixels.shape, "<i8").tobytes() + pixels.tobytes()).hexdigest()
+    assert names[0] == f"train_{digest[:10]}"
+    # one row per trial, repeated names; averaged: one row per image in split_image_names order
+    name_of = dict(zip(first, names))
+    assert list(trials.names) == [name_of[i] for i in truth["train_index"]]
+    np.testing.assert_allclose(trials.X, truth["X_train"], rtol=1e-6)
+    assert list(images.names) == names
+    expected = np.stack([truth["X_train"][truth["train_index"] == i].mean(axis=0) for i in first])
+    np.testing.assert_allclose(images.X, expected, rtol=1e-5, atol=1e-6)
+    test = load_split(cfg, "sub-01", "test", "all", average=True)
+    first_test = list(dict.fromkeys(truth["test_index"]))
+    assert list(test.names) == split_image_names(cfg, "test") and len(test.names) == 6
+    np.testing.assert_allclose(test.X, np.stack([truth["X_test"][truth["test_index"] == i].mean(axis=0)
+                                                 for i in first_test]), rtol=1e-5, atol=1e-6)
+    logged = [r.getMessage() for r in caplog.records if "distinct images" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].startswith("train: 60 trials of 20 distinct images")
+
+
+def test_cross_validation_folds_keep_every_repeat_of_an_image_on_one_side(tmp_path):
+    from shared.datasets import load_split, split_image_names
+    from shared.ridge import ImageFolds
+
+    truth = write_repeated_file(tmp_path / "rep.npz", "npz")
+    cfg = load_config(_config(tmp_path, "rep.npz"), ["decoder.cv_folds=5"])
+    train = load_split(cfg, "sub-01", "train", "all", average=False)
+    train_names = split_image_names(cfg, "train")
+    # the folds exactly as stage1_decode.decode.decode_subject_roi makes them from the names of the trials
+    img_index = {n: i for i, n in enumerate(train_names)}
+    folds = ImageFolds(np.array([img_index[n] for n in train.names]), len(train_names), cfg.decoder.cv_folds, cfg.seed)
+    shown = truth["train_index"]  # the image really shown in each trial (what a leak would share)
+    assert len(folds) == 5
+    seen: set = set()
+    for k in range(len(folds)):
+        held, trained = set(shown[folds.held_trials[k]]), set(shown[folds.train_trials(k)])
+        assert held and not held & trained, f"fold {k}: images on both sides"
+        assert not held & seen, f"fold {k}: images held out by an earlier fold too"
+        seen |= held
+        inner = folds.inner(k)  # the nested folds that choose fold k's penalty
+        for j in range(len(inner)):
+            inner_held = set(shown[inner.held_trials[j]])
+            assert not inner_held & set(shown[inner.train_trials(j)]) and not inner_held & held
+    assert seen == set(range(20))
+    # out-of-fold rows are stimuli, each once
+    assert [train_names[i] for i in folds.present] == train_names
+
+
+def test_stage1_on_repeated_trials_reports_their_reliability(tmp_path):
+    from shared.datasets import split_image_names
+    from shared.store import ExperimentStore
+
+    write_repeated_file(tmp_path / "rep.mat", "mat5")
+    config = _config(tmp_path, "rep.mat")
+    r = _cli(tmp_path, "stage1_decode", "run", "--config", str(config))
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads((tmp_path / "results" / "tiny" / "metrics.json").read_text())["data"]["sub-01"]["all"]
+    assert isinstance(data["reliability_median"], float) and 0 < data["reliability_median"] <= 1, data
+    assert (data["n_train_trials"], data["n_train_images"]) == (60, 20)
+    assert "train: 60 trials of 20 distinct images" in r.stderr
+    # features of each stimulus once; out-of-fold decoded features per stimulus
+    cfg = load_config(config)
+    store, names = ExperimentStore(cfg), split_image_names(cfg, "train")
+    with store.open_true("fc7", "train") as arr:
+        assert list(arr.names) == names
+    with store.open_decoded("sub-01", "all", "fc7", "train_oof") as arr:
+        assert sorted(arr.names) == sorted(names)
+
+
+def test_subjects_may_show_the_same_stimuli_in_another_trial_order(tmp_path):
+    from shared.datasets import check_inputs, load_split, split_image_names
+
+    truth = write_repeated_file(tmp_path / "rep_sub-01.npz", "npz")
+    with np.load(tmp_path / "rep_sub-01.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    order = np.random.default_rng(5).permutation(len(arrays["X_train"]))
+    np.savez(tmp_path / "rep_sub-02.npz", **{**arrays, "X_train": arrays["X_train"][order] + 1.0,
+                                             "Y_train": arrays["Y_train"][order]})
+    cfg = load_config(_config(tmp_path, "rep_{subject}.npz"), ["data.subjects=[sub-01,sub-02]"])
+    check_inputs(cfg)
+    first = load_split(cfg, "sub-01", "train", "all", average=True)
+    second = load_split(cfg, "sub-02", "train", "all", average=True)
+    assert list(first.names) == list(second.names) == split_image_names(cfg, "train")
+    np.testing.assert_allclose(second.X, first.X + 1.0, rtol=1e-5, atol=1e-5)  # each image's own trials, reordered
+    # a subject shown another image is refused, naming its file
+    other, trials_of_one = arrays["Y_train"].copy(), truth["train_index"] == truth["train_index"][0]
+    other[trials_of_one, :2] = 1 - other[trials_of_one, :2]  # another image in place of one (in all its trials)
+    np.savez(tmp_path / "rep_sub-02.npz", **{**arrays, "Y_train": other})
+    cfg = load_config(_config(tmp_path, "rep_{subject}.npz"), ["data.subjects=[sub-01,sub-02]"])
+    with pytest.raises(UserError, match="train images of .*rep_sub-02.npz differ"):
+        check_inputs(cfg)

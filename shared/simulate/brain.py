@@ -306,9 +306,13 @@ def calibrate(brain: Brain, cfg: SimulationConfig, maps: torch.Tensor) -> None:
     proj_col = torch.einsum("ncp,vp->nvc", flat[:, CH_RG:CH_BY + 1], brain.prf_colour)
     var_c = contrast.var(dim=0) + 1e-12
     var_lum = (proj_lum * brain.w_linear[:, 0]).var(dim=0) + 1e-12
-    var_col = (proj_col * brain.w_linear[:, 1:]).sum(-1).var(dim=0) + 1e-12
+    var_col_raw = (proj_col * brain.w_linear[:, 1:]).sum(-1).var(dim=0)
+    var_col = var_col_raw + 1e-12
     brain.w_linear[:, 0] *= torch.sqrt(cfg.luminance_share * var_c / var_lum)
-    brain.w_linear[:, 1:] *= torch.sqrt(cfg.colour_share * var_c / var_col)[:, None]
+    # grey training stimuli (the strokes and shapes presets) carry no colour: colour then drives nothing,
+    # rather than through a weight scaled up by 1e12 (which colourful test images would set off)
+    colour_scale = torch.where(var_col_raw > 0, torch.sqrt(cfg.colour_share * var_c / var_col), 0.0)
+    brain.w_linear[:, 1:] *= colour_scale[:, None]
     brain.desc_mean = desc.mean(dim=0)
     brain.desc_std = desc.std(dim=0) + 1e-6
     brain.sig_mean = np.zeros(brain.n_voxels)

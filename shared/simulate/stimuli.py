@@ -1,13 +1,28 @@
-"""Seeded stimulus images: natural-like scenes, coloured shapes and letters.
+"""Seeded stimulus images: natural-like scenes, coloured shapes and letters, and the
+grey presets that look like small public fMRI sets.
 
 Every function returns float32 RGB arrays of shape ``(3, size, size)`` in [0, 1].
 Scenes are drawn at twice the size and averaged down 2x2, so edges are antialiased.
 The same seed always gives the same images.
+
+``PRESETS`` maps ``simulation.stimuli`` to the generator ``draw(rng, size)`` of its training
+and test images:
+
+* ``natural``: ``natural_scene``, colourful composed scenes (the demo's).
+* ``strokes``: ``stroke_character``, a handwritten-like digit or letter (MNIST/EMNIST-like):
+  thin white strokes on black, grey (three equal channels), drawn from the outlines of fonts
+  matplotlib ships, with seeded jitter in font, stroke width, slant, rotation, scale, position
+  and a smooth warp of the outline.
+* ``shapes``: ``binary_shape``, a black/white geometric shape or bitmap letter on a coarse
+  ``SHAPE_GRID`` x ``SHAPE_GRID`` grid (like Miyawaki et al. 2008's 10 x 10 patches),
+  upscaled to ``size`` by nearest neighbour; only the values 0 and 1.
 """
 
 from __future__ import annotations
 
 import colorsys
+import functools
+from collections.abc import Callable
 
 import numpy as np
 
@@ -161,3 +176,162 @@ def letter_image(letter: str, size: int) -> np.ndarray:
 
 def letter_set(size: int, n: int) -> list[tuple[str, np.ndarray]]:
     return [(f"letter_{c}", letter_image(c, size)) for c in LETTERS[:n]]
+
+
+# ------------------------------------------------------------------ strokes: handwritten-like characters
+
+STROKE_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# regular-weight fonts in matplotlib's own mpl-data/fonts/ttf (no system fonts: the same glyphs everywhere)
+STROKE_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSansMono.ttf", "DejaVuSerif.ttf",
+                "DejaVuSerif-Italic.ttf", "cmss10.ttf", "cmr10.ttf", "cmti10.ttf", "cmtt10.ttf",
+                "STIXGeneralItalic.ttf")
+SUPERSAMPLE = 4  # strokes are rasterised at 4x the size and box-averaged down (antialiased edges)
+
+
+@functools.lru_cache(maxsize=1024)
+def _glyph(char: str, font: str) -> tuple[np.ndarray, ...]:
+    """The outline polygons of ``char`` in ``font``, centred on its bounding box, largest extent 1,
+    y pointing down."""
+    import os
+
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+
+    path = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", font)
+    polys = TextPath((0, 0), char, size=1, prop=FontProperties(fname=path)).to_polygons(closed_only=True)
+    lo = np.min([p.min(axis=0) for p in polys], axis=0)
+    hi = np.max([p.max(axis=0) for p in polys], axis=0)
+    scale = float(np.max(hi - lo))
+    return tuple(((p - (lo + hi) / 2) / scale) * np.array([1.0, -1.0]) for p in polys)
+
+
+def _warp(rng: np.random.Generator, amplitude: float) -> Callable[[np.ndarray], np.ndarray]:
+    """A smooth random displacement of points ``(n, 2)`` (two low-frequency waves per axis)."""
+    freq = rng.uniform(0.5, 1.5, (2, 2, 2))  # axis, wave, (fx, fy) in cycles per glyph
+    phase = rng.uniform(0, 2 * np.pi, (2, 2))
+    amp = amplitude * rng.uniform(0.3, 1.0, (2, 2))
+
+    def apply(p: np.ndarray) -> np.ndarray:
+        d = [(amp[a, :, None] * np.sin(2 * np.pi * (freq[a] @ p.T) + phase[a, :, None])).sum(0) for a in (0, 1)]
+        return p + np.stack(d, axis=1)
+
+    return apply
+
+
+def _fill_even_odd(polys: list[np.ndarray], big: int) -> np.ndarray:
+    """``(big, big)`` bool: pixels inside an odd number of polygons (glyph holes stay open)."""
+    from PIL import Image, ImageDraw
+
+    mask = np.zeros((big, big), dtype=bool)
+    for p in polys:
+        canvas = Image.new("1", (big, big), 0)
+        ImageDraw.Draw(canvas).polygon([tuple(v) for v in p], fill=1)
+        mask ^= np.asarray(canvas, dtype=bool)
+    return mask
+
+
+def stroke_character(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A handwritten-like digit or letter: white strokes on black, grey, about 2-3 px wide at 28 px."""
+    from PIL import Image, ImageFilter
+
+    char = STROKE_CHARS[rng.integers(len(STROKE_CHARS))]
+    font = STROKE_FONTS[rng.integers(len(STROKE_FONTS))]
+    height = rng.uniform(0.55, 0.8)  # the glyph's larger extent, as a fraction of the image
+    aspect = rng.uniform(0.8, 1.15)
+    slant = rng.uniform(-0.3, 0.3)  # x shift per unit of height (negative y is up)
+    angle = rng.normal(0, 0.12)
+    offset = rng.uniform(-0.08, 0.08, 2)
+    warp = _warp(rng, 0.035)
+    widen = rng.uniform(0.0, 0.7) * size / 28  # extra stroke width in output pixels
+    ca, sa = np.cos(angle), np.sin(angle)
+    linear = np.array([[ca, -sa], [sa, ca]]) @ np.array([[aspect, -slant], [0.0, 1.0]]) * height
+    big = SUPERSAMPLE * size
+    polys = [(warp(p) @ linear.T + offset + 0.5) * big for p in _glyph(char, font)]
+    mask = Image.fromarray(_fill_even_odd(polys, big).astype(np.uint8) * 255)
+    radius = int(round(widen * SUPERSAMPLE / 2))
+    if radius:
+        mask = mask.filter(ImageFilter.MaxFilter(2 * radius + 1))
+    ink = np.asarray(mask, dtype=np.float32).reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(1, 3)) / 255
+    return np.repeat(ink[None], 3, axis=0).astype(np.float32)
+
+
+# ------------------------------------------------------------------ shapes: binary figures on a coarse grid
+
+SHAPE_GRID = 10  # cells per side of the binary pattern (Miyawaki et al. 2008 used 10 x 10)
+# a 5 x 7 bitmap font ('#' = on) for the letters of the binary set
+BITMAP_LETTERS = {
+    "N": ("#...#", "##..#", "#.#.#", "#..##", "#...#", "#...#", "#...#"),
+    "E": ("#####", "#....", "#....", "####.", "#....", "#....", "#####"),
+    "U": ("#...#", "#...#", "#...#", "#...#", "#...#", "#...#", ".###."),
+    "R": ("####.", "#...#", "#...#", "####.", "#.#..", "#..#.", "#...#"),
+    "O": (".###.", "#...#", "#...#", "#...#", "#...#", "#...#", ".###."),
+    "A": (".###.", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
+    "C": (".####", "#....", "#....", "#....", "#....", "#....", ".####"),
+    "H": ("#...#", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
+    "K": ("#...#", "#..#.", "#.#..", "##...", "#.#..", "#..#.", "#...#"),
+    "L": ("#....", "#....", "#....", "#....", "#....", "#....", "#####"),
+    "S": (".####", "#....", "#....", ".###.", "....#", "....#", "####."),
+    "T": ("#####", "..#..", "..#..", "..#..", "..#..", "..#..", "..#.."),
+    "X": ("#...#", "#...#", ".#.#.", "..#..", ".#.#.", "#...#", "#...#"),
+    "Z": ("#####", "....#", "...#.", "..#..", ".#...", "#....", "#####"),
+}
+BINARY_KINDS = ("square", "frame", "plus", "x", "disc", "ring", "triangle", "diamond", "bar", "letter")
+
+
+def _cell_mask(kind: str, rng: np.random.Generator, g: int) -> np.ndarray:
+    """A ``(g, g)`` bool pattern of one figure, centred at a random cell position."""
+    r, c = np.mgrid[0:g, 0:g] + 0.5
+    half = rng.uniform(0.2, 0.42) * g  # half the figure's extent in cells
+    # centres snap to cell centres or corners, so figures are symmetric on the grid
+    cy, cx = np.round(2 * (g / 2 + rng.uniform(-1, 1, 2) * (g / 2 - half))) / 2
+    dy, dx = r - cy, c - cx
+    if kind == "square":
+        return (np.abs(dy) < half) & (np.abs(dx) < half * rng.uniform(0.6, 1.0))
+    if kind == "frame":
+        return (np.maximum(np.abs(dy), np.abs(dx)) < half) & (np.maximum(np.abs(dy), np.abs(dx)) >= half - 1)
+    if kind == "plus":
+        return ((np.abs(dx) < 0.75) & (np.abs(dy) < half)) | ((np.abs(dy) < 0.75) & (np.abs(dx) < half))
+    if kind == "x":
+        return (np.abs(np.abs(dy) - np.abs(dx)) < 0.75) & (np.abs(dy) < half)
+    if kind == "disc":
+        return dy**2 + dx**2 < half**2
+    if kind == "ring":
+        return (dy**2 + dx**2 < half**2) & (dy**2 + dx**2 >= (half - 1.2) ** 2)
+    if kind == "triangle":
+        flip = 1 if rng.integers(2) else -1  # pointing up or down
+        return (np.abs(flip * dy) < half) & (np.abs(dx) <= (flip * dy + half) / 2)
+    if kind == "diamond":
+        return np.abs(dy) + np.abs(dx) < half
+    if kind == "bar":
+        width = rng.uniform(0.5, 1.0)
+        bar = (np.abs(dy) < width) & (np.abs(dx) < half)
+        return bar.T if rng.integers(2) else bar
+    raise ValueError(kind)
+
+
+def _letter_mask(rng: np.random.Generator, g: int) -> np.ndarray:
+    letters = sorted(BITMAP_LETTERS)
+    rows = BITMAP_LETTERS[letters[rng.integers(len(letters))]]
+    bitmap = np.array([[ch == "#" for ch in row] for row in rows])
+    out = np.zeros((g, g), dtype=bool)
+    top = rng.integers(0, g - bitmap.shape[0] + 1)
+    left = rng.integers(0, g - bitmap.shape[1] + 1)
+    out[top:top + bitmap.shape[0], left:left + bitmap.shape[1]] = bitmap
+    return out
+
+
+def binary_shape(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A white figure (shape or letter) on black, ``SHAPE_GRID`` cells upscaled by nearest neighbour."""
+    cells = np.zeros((SHAPE_GRID, SHAPE_GRID), dtype=bool)
+    while not cells.any():  # a figure too thin for the grid leaves no cell on: draw another
+        kind = BINARY_KINDS[rng.integers(len(BINARY_KINDS))]
+        cells = _letter_mask(rng, SHAPE_GRID) if kind == "letter" else _cell_mask(kind, rng, SHAPE_GRID)
+    idx = np.arange(size) * SHAPE_GRID // size
+    img = cells[idx][:, idx].astype(np.float32)
+    return np.repeat(img[None], 3, axis=0)
+
+
+PRESETS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "natural": natural_scene, "strokes": stroke_character, "shapes": binary_shape,
+}
