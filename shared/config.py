@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 from shared.errors import UserError
 
 NETWORKS = ("vgg19", "alexnet")
+SIM_STIMULI = ("natural", "strokes", "shapes")  # simulation.stimuli (shared/simulate/stimuli.py PRESETS)
 
 
 @dataclass
@@ -32,9 +34,19 @@ class SimulationConfig:
     """
 
     seed: int = 0
+    # 'bdata' writes the real DIR layout (BData files, image lists, image folders); 'matrix' writes one
+    # matrix file per subject (data.matrix.*), read back through the matrix reader like a public set's
+    format: str = "bdata"
+    # Stimuli of the training and 'natural' (or 'test') test images: 'natural' (colourful composed scenes),
+    # 'strokes' (handwritten-like digits and letters, thin white strokes on black, grey; MNIST-like) or
+    # 'shapes' (binary geometric shapes and letters on a coarse 10 x 10 grid, upscaled; Miyawaki-like)
+    stimuli: str = "natural"
     image_size: int = 64
     n_train_images: int = 1200
     n_train_reps: int = 5
+    # Training trials in all: 0 = n_train_images x n_train_reps; otherwise every training image once and
+    # the rest seeded random repeats (unequal counts, as in small public sets), n_train_reps unused
+    n_train_trials: int = 0
     n_test_natural: int = 50
     n_test_natural_reps: int = 24
     n_test_artificial: int = 40
@@ -182,7 +194,7 @@ class GeneratorConfig:
     # Conv layers enter the generator at the block of their own spatial size; fc layers
     # through a learned projection at the first block.
     condition_layers: list[str] = field(default_factory=lambda: ["conv3_4", "conv5_4", "fc7"])
-    image_size: int = 64  # 32, 64, 128 or 256
+    image_size: int = 64  # any side from 8 to 512 (blocks at S, ceil(S/2), ... down to 4 or more)
     base_channels: int = 64
     iterations: int = 2000  # generator steps
     batch_size: int = 32  # global batch (split across torchrun processes)
@@ -213,11 +225,17 @@ class GeneratorConfig:
     condition_corr_min: float = 0.3
     ema_decay: float = 0.999  # EMA of the generator's weights (used for reconstruction); 0 = off
     bf16: bool = False  # bf16 autocast on GPU (ignored on CPU)
-    tick_every: int = 100  # generator steps between status lines, grids and checkpoints
+    tick_every: int = 100  # generator steps between status lines, grids, validation scores and checkpoints
+    # A tick whose output is dead (no variance across images, or not finite) rolls training back to the
+    # last healthy checkpoint with the learning rate times rollback_lr_factor; after max_rollbacks such
+    # rollbacks the run stops with one line naming the cause and the fix.
+    max_rollbacks: int = 3
+    rollback_lr_factor: float = 0.3
     seed: int = 0
 
 
 TRAIN_INPUTS = ("true", "corrupted", "oof", "mix")
+VALIDATION_METRICS = ("pixcorr", "ssim", "pixcorr_ssim")
 
 
 @dataclass
@@ -233,8 +251,18 @@ class EvalConfig:
     judge_weights: str = "imagenet"
     judge_layers: list[str] = field(default_factory=lambda: ["conv2", "conv5"])
     judge_input_size: int = 224
-    pixel_ridge_size: int = 32  # resolution of the voxels-to-pixels baseline
+    pixel_ridge_size: int = 32  # resolution of the voxels-to-pixels baseline (capped at generator.image_size)
     grid_columns: int = 10
+    # Held-out training images (all repeats of an image on one side, drawn with the experiment's seed):
+    # never in a generator batch nor in any method's fit; their out-of-fold decoded features are scored
+    # at every tick, and the reconstruction uses the tick that scores best on them by validation_metric
+    # (a pixel metric: the judge only watches, so it stays independent). 0 = no hold-out (last tick).
+    validation_fraction: float = 0.1
+    # Reconstructions are scored at this side in pixels; 0 = the stimuli's own size when every test
+    # stimulus has one square size (so resampling neither helps nor hurts a method), else the
+    # generator's image_size. Every method's output is resampled to it (area-averaged when shrunk).
+    score_size: int = 0
+    validation_metric: str = "pixcorr_ssim"  # 'pixcorr', 'ssim' or 'pixcorr_ssim' (their mean)
     save_reconstructions: bool = True  # every reconstruction as PNG files and one HDF5 file
     baselines: bool = True  # score pixel ridge and nearest training image beside the generator
 
@@ -323,6 +351,11 @@ class Config:
     def data_root(self) -> Path:
         return Path(self.data.root)
 
+    @property
+    def reads_matrix(self) -> bool:
+        """Whether the experiment is read as a matrix dataset (a real one, or a simulated one written so)."""
+        return self.data.source == "matrix" or (self.data.source == "simulated" and self.simulation.format == "matrix")
+
 
 # --------------------------------------------------------------------------- loading
 
@@ -344,7 +377,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             value = text
         _set_dotted(raw, key.strip(), value)
     cfg = _build(Config, raw, "")
-    if cfg.data.source == "matrix":  # one file holds one training and one test split
+    if cfg.reads_matrix:  # one file holds one training and one test split
         cfg.data.test = {"test": SplitFiles(bdata="-", image_list="-", images="-")}
     validate(cfg)
     return cfg
@@ -407,6 +440,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(tp: Any, value: Any, key: str, current: Any = None) -> Any:
     """``value`` checked against type ``tp``; mappings merge into ``current`` (the default)."""
     _FIX = "; correct it in the config file or its --set option"  # noqa: N806
@@ -427,6 +463,8 @@ def _coerce(tp: Any, value: Any, key: str, current: Any = None) -> Any:
             merged[str(k)] = _coerce(val_tp, v, f"{key}.{k}", (current or {}).get(str(k)))
         return merged
     if tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; a person means the number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"config key '{key}' must be a number, got {value!r}{_FIX}")
         return float(value)
@@ -465,7 +503,10 @@ def validate(cfg: Config) -> None:
     from shared.layers import check_layers  # torch-free layer tables
 
     _one_of("data.source", cfg.data.source, ("simulated", "bdata", "matrix"))
-    if cfg.data.source == "matrix":
+    _one_of("simulation.format", cfg.simulation.format, ("bdata", "matrix"))
+    _one_of("simulation.stimuli", cfg.simulation.stimuli, SIM_STIMULI)
+    _check_trials(cfg.simulation)
+    if cfg.reads_matrix:
         _one_of("data.matrix.order", cfg.data.matrix.order, ("auto", "F", "C"))
         if not cfg.data.matrix.file:
             raise UserError("'data.matrix.file' is empty; name the .mat or .npz file (relative to data.root)")
@@ -548,8 +589,11 @@ def validate(cfg: Config) -> None:
                         f"out of fold; {cfg.decoder.cv_folds} was given")
     if not 0 < cfg.simulation.reliability_median < 1:
         raise UserError(f"'simulation.reliability_median' must lie in (0, 1); {cfg.simulation.reliability_median} was given")
-    if cfg.generator.image_size not in (32, 64, 128, 256):
-        raise UserError(f"'generator.image_size' must be one of [32, 64, 128, 256]; {cfg.generator.image_size} was given")
+    if not 8 <= cfg.generator.image_size <= 512:
+        raise UserError(f"'generator.image_size' must lie in [8, 512]; {cfg.generator.image_size} was given")
+    if cfg.eval.pixel_ridge_size < 1:
+        raise UserError(f"'eval.pixel_ridge_size' must be at least 1 (it is capped at generator.image_size); "
+                        f"{cfg.eval.pixel_ridge_size} was given")
     from shared.weights import parse_weights
 
     for key, value in [
@@ -561,6 +605,13 @@ def validate(cfg: Config) -> None:
     _check_generator(cfg)
     _check_judge(cfg)
     _check_methods(cfg)
+
+
+def _check_trials(sim: SimulationConfig) -> None:
+    if sim.n_train_trials != 0 and sim.n_train_trials < sim.n_train_images:
+        raise UserError(f"'simulation.n_train_trials' must be 0 (n_train_images x n_train_reps) or at least "
+                        f"simulation.n_train_images ({sim.n_train_images}), as every training image is shown once; "
+                        f"{sim.n_train_trials} was given")
 
 
 def _check_methods(cfg: Config) -> None:
@@ -608,6 +659,23 @@ def _check_generator(cfg: Config) -> None:
         raise UserError(f"'generator.ema_decay' must lie in [0, 1); {g.ema_decay} was given")
     if not 0 <= g.condition_corr_min <= 1:
         raise UserError(f"'generator.condition_corr_min' must lie in [0, 1]; {g.condition_corr_min} was given")
+    if g.max_rollbacks < 0:
+        raise UserError(f"'generator.max_rollbacks' must not be negative (0 stops at the first dead tick); "
+                        f"{g.max_rollbacks} was given")
+    if not 0 < g.rollback_lr_factor < 1:
+        raise UserError(f"'generator.rollback_lr_factor' must lie in (0, 1); {g.rollback_lr_factor} was given")
+    e = cfg.eval
+    if not 0 <= e.validation_fraction < 0.5:
+        raise UserError(f"'eval.validation_fraction' must lie in [0, 0.5) (0 = no hold-out); {e.validation_fraction} "
+                        f"was given")
+    _one_of("eval.validation_metric", e.validation_metric, VALIDATION_METRICS)
+    if e.score_size != 0 and not 8 <= e.score_size <= 1024:
+        raise UserError(f"'eval.score_size' must be 0 (the stimuli's own size) or lie in [8, 1024]; {e.score_size} "
+                        f"was given")
+    if e.validation_fraction > 0 and not cfg.decoder.train_oof:
+        raise UserError("'eval.validation_fraction' > 0 scores the held-out images' out-of-fold decoded features, but "
+                        "decoder.train_oof is false; set decoder.train_oof=true (and rerun stage 1) or "
+                        "eval.validation_fraction=0")
 
 
 def _same_network(net_a: str, weights_a: str, net_b: str, weights_b: str) -> bool:

@@ -305,3 +305,26 @@ def split_images(cfg: Config, split: str, names: list[str] | np.ndarray, size: i
 
         return matrix_data.resized(cfg, split, list(names), size)
     return load_images(cfg.data_root / split_files(cfg, split).images, names, size)
+
+
+def native_size(cfg: Config) -> int | None:
+    """The side of the test stimuli when every one of them is the same square size (28 for a 28 x 28 set),
+    else None (photographs of many sizes, as in the real study: then they are scored at the generator's
+    size)."""
+    if cfg.reads_matrix:
+        from shared import matrix_data
+
+        h, w = matrix_data.images(cfg, cfg.data.subjects[0], "test").shape[1:3]
+        return int(h) if h == w else None
+    from PIL import Image
+
+    sizes = set()
+    for split in cfg.data.test:
+        folder = cfg.data_root / split_files(cfg, split).images
+        for path in image_paths(folder, split_image_names(cfg, split)):
+            with Image.open(path) as im:
+                sizes.add(im.size)
+            if len(sizes) > 1:
+                return None
+    (w, h), = sizes
+    return int(h) if h == w else None

@@ -82,21 +82,31 @@ def decoding_plot(decoding: dict, layers: list[str], path: Path, title: str = ""
     atomic_write_bytes(path, figure_bytes(fig))
 
 
-def training_plot(stats: list[dict], path: Path) -> None:
-    """Losses from ``stats.jsonl`` records against generator step."""
+def training_plot(stats: list[dict], path: Path, best_step: int | None = None) -> None:
+    """Losses and validation scores (``val_*``) from ``stats.jsonl`` records against generator step;
+    ``best_step`` (the tick that reconstructs) is marked on every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in stats[0] if k.startswith("loss_") or k in ("wasserstein", "gp")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3 * len(keys), 2.8), squeeze=False)
+    keys = [k for k in stats[0] if k.startswith(("loss_", "val_")) or k in ("wasserstein", "gp")]
+    cols = min(len(keys), 5)
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.8 * rows), squeeze=False)
     steps = [s["step"] for s in stats]
-    for ax, key in zip(axes[0], keys):
-        ax.plot(steps, [s[key] for s in stats])
-        ax.set_title(key, fontsize=9)
+    for ax, key in zip(axes.flat, keys):
+        ax.plot(steps, [s.get(key) for s in stats], color="#1f5fa8" if key.startswith("val_") else "#444444")
+        if best_step is not None:
+            ax.axvline(best_step, color="#c0392b", lw=0.8, ls="--")
+        ax.set_title(key + (" (validation)" if key.startswith("val_") else ""), fontsize=9)
         ax.set_xlabel("generator step", fontsize=8)
         ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    if best_step is not None:
+        fig.suptitle(f"dashed: step {best_step}, the tick that scores best on the validation images", fontsize=9)
+    fig.tight_layout()
     atomic_write_bytes(path, figure_bytes(fig))
 
 

@@ -56,7 +56,7 @@ def recon_columns(recon: dict) -> list[str]:
     keys = [k for by_method in recon.values() for m in by_method.values() for k, v in m.items()
             if not isinstance(v, dict)]
     judge = [k for k in dict.fromkeys(keys) if k not in RECON_FIRST + RECON_LAST + ["alpha"]]
-    return RECON_FIRST + judge + RECON_LAST
+    return RECON_FIRST + judge + [k for k in RECON_LAST if k in keys]
 
 
 def decoding_rows(decoding: dict) -> list[dict]:
@@ -102,6 +102,8 @@ def write_summary(results: Path, metrics: dict) -> None:
             split = key.split("reconstruction_", 1)[1] if "_" in key else metrics.get("info", {}).get("test_set", "test")
             parts.append(f"## Reconstruction ({split} test images)\n")
             parts.append(markdown_table(recon_rows(value), recon_columns(value)))
+            if recon_info.get("score_size"):
+                parts.append(f"Scored at {recon_info['score_size']['pixels']} px ({recon_info['score_size']['label']}).\n")
             judges = "; ".join(f"`{k}`: {v}" for k, v in recon_info.get("judge", {}).items())
             parts.append("Two-way identification by the judge network's features (chance 0.5; the judge is never a "
                          f"network a training loss uses): {judges}. `pairwise_id_pixel`/`nway10_id_pixel`: "
@@ -113,6 +115,38 @@ def write_summary(results: Path, metrics: dict) -> None:
                             "through the generator, from its reconstruction; `inversion_pixels`: the same "
                             "inversion of the pixels, from the mean training image."
                             if recon_info.get("methods") else "") + "\n")
+    parts += _training_parts(recon_info, metrics.get("validation"), results)
     for grid in sorted(results.glob("grid*.png")):
         parts.append(f"![{grid.stem}]({grid.name})\n")
     atomic_write_text(results / "summary.md", "\n".join(parts))
+
+
+def _training_parts(recon_info: dict, validation: dict | None, results: Path) -> list[str]:
+    """The generator's training as the summary states it: the tick that reconstructs, its validation
+    scores beside the other methods', and every rollback of a dead tick (a finished run never hides one)."""
+    g = recon_info.get("generator", {})
+    if not g:
+        return []
+    parts = ["## Training and validation\n"]
+    val = recon_info.get("validation", {})
+    rollbacks = g.get("rollbacks") or []
+    if val.get("n_images"):
+        parts.append(f"{val['n_images']} of the {val['n_images'] + val['n_train_images']} training images were held "
+                     f"out for validation (never in a generator batch nor in any method's fit). The generator of "
+                     f"step {g.get('best_step')} of {g.get('iterations')} reconstructs: it scored best on them by "
+                     f"`{val['metric']}` ({g.get('best_score'):.3f}).\n")
+    else:
+        parts.append(f"No validation hold-out (eval.validation_fraction=0): the last step's generator reconstructs.\n")
+    if rollbacks:
+        parts.append(f"**{len(rollbacks)} rollback(s) of a dead output** (learning rate cut each time):\n")
+        parts += [f"- step {r['step']}: {r['cause']}; learning rate now {r['lr']:.2g}" for r in rollbacks]
+        parts.append("")
+    else:
+        parts.append("No tick had a dead output (no rollback).\n")
+    if validation:
+        parts.append("Scores on the held-out training images (their out-of-fold decoded features; the voxel "
+                     "methods from their averaged trials):\n")
+        parts.append(markdown_table(recon_rows(validation), recon_columns(validation)))
+    if (results / "training.png").is_file():
+        parts.append("![training curves](training.png)\n")
+    return parts

@@ -43,7 +43,7 @@ def compute_true_features(cfg: Config, store: ExperimentStore, device, splits: l
         if not todo:
             log.info("true features of %s: already in the store", split)
             continue
-        if cfg.data.source == "matrix":
+        if cfg.reads_matrix:
             folder = bdata_files(cfg)[cfg.data.subjects[0]]
         else:
             folder = cfg.data_root / split_files(cfg, split).images

@@ -1,7 +1,7 @@
 """Honest baselines beside every reconstruction, and the voxel ridge they share with the methods.
 
 * ``pixel_ridge``: ridge regression straight from voxels to pixels at
-  ``eval.pixel_ridge_size`` (same kernel ridge, z-scoring and cross-validated penalty as
+  ``eval.pixel_ridge_size``, never above the images' own size (same kernel ridge, z-scoring and cross-validated penalty as
   stage 1's feature decoders).
 * ``nearest_train``: the training image whose true conditioning features correlate
   best with the decoded ones (retrieval from a gallery, no generation).
@@ -69,12 +69,13 @@ def pixel_ridge(cfg: Config, vr: VoxelRidge, train_images: np.ndarray,
                 tests: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
     """Reconstructions ``{split: (n, 3, S, S)}`` from test voxels ``{split: (n, n_voxels)}``.
 
-    The regression targets the images at ``eval.pixel_ridge_size``; predictions are
-    upsampled to the size of ``train_images``.
+    The regression targets the images at ``eval.pixel_ridge_size`` or at their own size
+    (``generator.image_size``) when that is smaller (never upsampled); predictions are brought
+    to the size of ``train_images``.
     """
     size = train_images.shape[-1]
-    small = torch.nn.functional.interpolate(torch.from_numpy(train_images), size=cfg.eval.pixel_ridge_size,
-                                            mode="area").numpy()
+    target = min(cfg.eval.pixel_ridge_size, size)
+    small = torch.nn.functional.interpolate(torch.from_numpy(train_images), size=target, mode="area").numpy()
     fit = vr.fit(small.reshape(len(small), -1))
     out = {}
     for split, X in tests.items():

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 METRIC_ORDER = ["pixcorr", "ssim", "alexnet2", "alexnet5", "pairwise_id_pixel", "nway10_id_pixel"]
 BASELINES = ("pixel_ridge", "nearest_train")
+VALIDATION_SHOWN = ("pixcorr", "ssim")  # validation scores shown beside the test scores
 
 
 # ------------------------------------------------------------------------ running
@@ -171,6 +172,11 @@ def _per_image(results: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _validation(results: Path) -> dict:
+    """``subject -> method -> mean scores`` on the validation hold-out of the training images."""
+    return json.loads((results / "metrics.json").read_text()).get("validation", {})
+
+
 def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
     """Per-image values of every row: variant's method (and its true-feature ceiling), then baselines
     (a baseline identical in several variants is listed once)."""
@@ -179,13 +185,15 @@ def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
     for v, rec in zip(spec.variants, records):
         split = next(iter(v.cfg.data.test))
         per = _per_image(Path(rec["results"]))[split]
+        validation = _validation(Path(rec["results"]))
         first_roi = v.cfg.data.rois[0]
         for subject, by_method in per.items():
             for key, values in by_method.items():
                 method, roi = split_method_key(key, first_roi)
                 metrics = {k: np.asarray(x, dtype=np.float64) for k, x in values.items() if k != "names"}
                 row = {"variant": v.name, "subject": subject, "roi": roi, "method": method, "split": split,
-                       "names": list(values["names"]), "values": metrics, "results": rec["results"]}
+                       "names": list(values["names"]), "values": metrics, "results": rec["results"],
+                       "validation": validation.get(subject, {}).get(key, {})}
                 if method in (spec.method, f"{spec.method}_true_features", *spec.also):
                     rows.append(row)
                 elif method in BASELINES:
@@ -267,8 +275,9 @@ def _p(p: float) -> str:
 def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[dict]) -> None:
     metrics = metric_names(rows)
     keys = ["variant", "subject", "roi", "method"]
-    md_rows = [{**{k: r[k] for k in keys}, **{m: _cell(r["summary"][m]) for m in metrics if m in r["summary"]}}
-               for r in rows]
+    val_cols = [f"val_{m}" for m in VALIDATION_SHOWN if any(m in r.get("validation", {}) for r in rows)]
+    md_rows = [{**{k: r[k] for k in keys}, **{m: _cell(r["summary"][m]) for m in metrics if m in r["summary"]},
+                **{c: r["validation"][c[4:]] for c in val_cols if c[4:] in r.get("validation", {})}} for r in rows]
     n_images = sorted({r["summary"][metrics[0]]["n"] for r in rows}) if rows else []
     ref_cfg = spec.variant(spec.reference).cfg
     judge = ref_cfg.eval
@@ -282,12 +291,16 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
             f"test images [95% percentile bootstrap interval, {stats.N_RESAMPLES} resamples of the images]. "
             f"`{spec.method}_true_features`: the same generator fed the true features (a ceiling). Baselines "
             f"(`pixel_ridge`, `nearest_train`) are listed once per distinct result.\n\n")
-    atomic_write_text(out / "table.md", head + markdown_table(md_rows, keys + metrics))
-    csv_cols = keys + [f"{m}{sfx}" for m in metrics for sfx in ("", "_lo", "_hi")] + ["n_images"]
+    if val_cols:
+        head += (f"`{'`, `'.join(val_cols)}`: the same method's mean on the validation hold-out of the training "
+                 f"images (never trained on; settings are chosen there, not on the test images).\n\n")
+    atomic_write_text(out / "table.md", head + markdown_table(md_rows, keys + metrics + val_cols))
+    csv_cols = keys + [f"{m}{sfx}" for m in metrics for sfx in ("", "_lo", "_hi")] + ["n_images"] + val_cols
     csv_rows = [{**{k: r[k] for k in keys},
                  **{f"{m}{sfx}": r["summary"][m][part] for m in metrics if m in r["summary"]
                     for sfx, part in (("", "mean"), ("_lo", "lo"), ("_hi", "hi"))},
-                 "n_images": r["summary"][metrics[0]]["n"]} for r in rows]
+                 "n_images": r["summary"][metrics[0]]["n"],
+                 **{c: r["validation"][c[4:]] for c in val_cols if c[4:] in r.get("validation", {})}} for r in rows]
     atomic_write_text(out / "table.csv", csv_table(csv_rows, csv_cols))
     also = (f" Rows of {', '.join(f'`{a}`' for a in spec.also)}: that method against `{spec.method}` of the same "
             f"variant." if spec.also else "")

@@ -2,8 +2,11 @@
 
 For each conditioning layer the features are z-scored per unit with the statistics
 of the true training features; a conv layer is then average-pooled to the generator
-block it enters, the largest power of two not above its own size nor the output size
-(maps under 4 x 4 stay as they are and are upsampled to the first block) (``(C, r, r)``; pooling also averages out decoding noise), and fc layers stay vectors. Decoded features go through the same transform and are then
+block it enters (``(C, r, r)``; pooling also averages out decoding noise): the largest of the
+generator's block sides (``models.block_sizes``: the image size, its half rounded up, ... down
+to the last side of at least 4; powers of two for a power-of-two image) not above the map's own
+side. Maps smaller than the smallest block stay as they are and are upsampled to it by the
+generator. fc layers stay vectors. Decoded features go through the same transform and are then
 rescaled per sample to the RMS of the true training inputs, because ridge shrinks
 predictions towards the mean.
 """
@@ -17,14 +20,17 @@ import torch
 
 from shared.config import Config
 from shared.store import ExperimentStore, FeatureArray
-
+from stage2_generate.models import block_sizes
 
 
 def entry_size(height: int, image_size: int) -> int:
-    """Side of the generator block a ``height x height`` conv map enters (a power of two)."""
-    if height < 4:
+    """Side a ``height x height`` conv map is pooled to: the largest of the generator's block sides
+    (``models.block_sizes(image_size)``) not above ``height``; a map smaller than every block keeps its
+    side (the generator upsamples it to its smallest block)."""
+    sizes = block_sizes(image_size)
+    if height < sizes[0]:
         return height
-    return min(1 << (height.bit_length() - 1), image_size)
+    return max(s for s in sizes if s <= height)
 
 
 @dataclass
@@ -73,20 +79,26 @@ class LayerTransform:
         return out
 
 
-def fit_transforms(cfg: Config, store: ExperimentStore, train_names: list[str]) -> tuple[list[LayerTransform], list[np.ndarray]]:
-    """Transforms of every conditioning layer and the transformed true training inputs."""
+def fit_transforms(cfg: Config, store: ExperimentStore, train_names: list[str],
+                   fit_names: list[str] | None = None) -> tuple[list[LayerTransform], list[np.ndarray]]:
+    """Transforms of every conditioning layer, with statistics of the images ``fit_names`` (default: all
+    of ``train_names``; the validation hold-out is left out), and the transformed true inputs of every
+    training image, in ``train_names`` order."""
     transforms, inputs = [], []
     for layer in cfg.generator.condition_layers:
         with store.open_true(layer, "train", names=train_names) as arr:
+            rows = None if fit_names is None else np.sort(arr.rows_for(fit_names))
             means, stds = [], []
             for _, block in arr.iter_units(cfg.decoder.chunk_units):
+                block = block if rows is None else block[rows]
                 means.append(block.mean(axis=0))
                 stds.append(block.std(axis=0))
             std = np.concatenate(stds)
             tf = LayerTransform(layer, arr.unit_shape, np.concatenate(means).astype(np.float32),
                                 np.where(std > 1e-8, std, 1.0).astype(np.float32), cfg.generator.image_size)
             x = tf.apply(arr)
-        tf.rms = float(np.sqrt((x.reshape(len(x), -1) ** 2).mean()))
+        fit = x if rows is None else x[rows]
+        tf.rms = float(np.sqrt((fit.reshape(len(fit), -1) ** 2).mean()))
         transforms.append(tf)
         inputs.append(x)
     return transforms, inputs

@@ -6,8 +6,10 @@ It is this project's generator and training loop (``train.train_generator``) wit
 input, the z-scored voxels of one subject and ROI, trained on the same training trials, one
 trial per sample (each image's trials are drawn with equal probability), with the same losses
 and steps as the WGAN-GP generator less feature consistency (there are no decoded features
-to be consistent with). Test samples are the trial-averaged voxels, z-scored with the
-training trials' statistics, as the paper does.
+to be consistent with). Its output starts, like the WGAN-GP generator's, at the mean of the
+training images it is given (``train.train_generator`` builds it), at their own size. Test
+samples are the trial-averaged voxels, z-scored with the training trials' statistics, as the
+paper does.
 """
 
 from __future__ import annotations

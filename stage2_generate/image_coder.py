@@ -7,8 +7,11 @@
   bound: squared pixel error summed over the image plus ``methods.vae_beta`` times the KL
   divergence of the latent posterior from N(0, I).
 
-The decoder is this project's generator network with one vector input; the encoder mirrors
-the critic. Training is resumable like the generator's: a checkpoint every
+The decoder is this project's generator network with one vector input (its output starts at
+the training images' mean image and is clamped to [0, 1] only in evaluation mode, so training
+and the latent map's tuning always have a pixel gradient); the encoder mirrors the critic.
+Both work at any ``generator.image_size`` (the generator's and the critic's block sides).
+Training is resumable like the generator's: a checkpoint every
 ``generator.tick_every`` steps under ``<work>/coders/<kind>/<key>/``, a finished coder is
 reused by later runs with the same settings (the key hashes them and the images).
 """
@@ -18,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from shared import checkpoints
 from shared.config import Config, perceptual_weights
 from shared.errors import UserError
 from stage2_generate.losses import pixel_loss
-from stage2_generate.models import Generator, generate
+from stage2_generate.models import Generator, generate, strided_body
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +41,14 @@ KINDS = ("autoencoder", "vae")
 
 
 class Encoder(nn.Module):
-    """``forward(images (B, 3, S, S)) -> (B, out)``: strided convolutions to 4 x 4, then a linear map."""
+    """``forward(images (B, 3, S, S)) -> (B, out)``: the critic's strided convolutions (while the side is
+    at least 8), then a linear map."""
 
     def __init__(self, image_size: int, base: int, out: int):
         super().__init__()
-        layers, ch = [], 3
-        for i in range(int(math.log2(image_size // 4))):
-            nxt = min(base * 2**i, 8 * base)
-            layers += [nn.Conv2d(ch, nxt, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
-            ch = nxt
+        layers, ch, side = strided_body(image_size, base)
         self.body = nn.Sequential(*layers, nn.Flatten())
-        self.head = nn.Linear(ch * 16, out)
+        self.head = nn.Linear(ch * side * side, out)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(images))
@@ -57,13 +56,15 @@ class Encoder(nn.Module):
 
 class ImageCoder(nn.Module):
     """An encoder and a decoder of images; ``variational`` makes it a VAE (the encoder gives means
-    and log-variances)."""
+    and log-variances). ``mean_image``: the training images' mean image, the untrained decoder's
+    output (see ``models.Generator``)."""
 
-    def __init__(self, image_size: int, base: int, latent: int, channels: int, variational: bool):
+    def __init__(self, image_size: int, base: int, latent: int, channels: int, variational: bool,
+                 mean_image: np.ndarray | torch.Tensor | None = None):
         super().__init__()
         self.latent, self.variational = latent, variational
         self.encoder = Encoder(image_size, base, 2 * latent if variational else latent)
-        self.decoder = Generator([(latent,)], image_size, base, channels)
+        self.decoder = Generator([(latent,)], image_size, base, channels, mean_image=mean_image)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(mean, log-variance)`` of the latent code (log-variance None for an autoencoder)."""
@@ -85,8 +86,10 @@ def vae_loss(recon: torch.Tensor, images: torch.Tensor, mean: torch.Tensor, logv
 def coder_key(cfg: Config, kind: str, channels: int, images: np.ndarray) -> str:
     """Hash of everything that determines a trained coder (resume and reuse only on a match)."""
     m, g = cfg.methods, cfg.generator
-    blob = json.dumps({"kind": kind, "channels": channels, "seed": cfg.seed, "latent": m.coder_latent,
-                       "lr": m.coder_lr, "beta": m.vae_beta if kind == "vae" else None,
+    # "decoder" names the decoder's output (mean image + skips, no sigmoid): coders of the older
+    # sigmoid decoder, whose state dicts do not fit, are never resumed or reused
+    blob = json.dumps({"kind": kind, "decoder": "mean+skips", "channels": channels, "seed": cfg.seed,
+                       "latent": m.coder_latent, "lr": m.coder_lr, "beta": m.vae_beta if kind == "vae" else None,
                        "generator": [g.image_size, g.base_channels, g.batch_size, g.seed],
                        "losses": [g.loss_pixel, g.loss_perceptual, g.perceptual_network, g.perceptual_layers,
                                   perceptual_weights(cfg)] if kind == "autoencoder" else None,
@@ -141,7 +144,8 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
     final_path, ckpt_path = folder / "coder.pt", folder / "checkpoint.pt"
     with torch.random.fork_rng(devices=[]):  # seeded weights, the global generator left as it was
         torch.manual_seed(g.seed)
-        coder = ImageCoder(g.image_size, g.base_channels, m.coder_latent, channels, kind == "vae").to(device)
+        coder = ImageCoder(g.image_size, g.base_channels, m.coder_latent, channels, kind == "vae",
+                           mean_image=images.mean(axis=0)).to(device)
     if final_path.is_file():
         try:
             state = checkpoints.load(final_path, device)
@@ -216,8 +220,10 @@ def tune_latent_map(cfg: Config, coder: ImageCoder, W: np.ndarray, b: np.ndarray
                     trial_img: np.ndarray, images: np.ndarray, device) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Tune the linear map ``z = Xz @ W + b`` from z-scored training trials to latent codes with the
     autoencoder's losses (pixel, perceptual) through its frozen decoder: ``methods.latent_tune_steps``
-    Adam steps of ``generator.batch_size`` trials (Seeliger et al. 2018 train the map this way).
-    Returns the tuned ``(W, b)`` and the loss per tick (the first before any step)."""
+    Adam steps of ``generator.batch_size`` trials (Seeliger et al. 2018 train the map this way). The
+    decoder renders unclamped during tuning (training mode, as it was trained), so a pixel pushed outside
+    [0, 1] still has a gradient back; the loss reported per tick is of the clamped decoding (what
+    ``decode`` gives). Returns the tuned ``(W, b)`` and the loss per tick (the first before any step)."""
     m, g = cfg.methods, cfg.generator
     if m.latent_tune_steps == 0:
         return W, b, []
@@ -232,19 +238,24 @@ def tune_latent_map(cfg: Config, coder: ImageCoder, W: np.ndarray, b: np.ndarray
     gen = torch.Generator()
     gen.manual_seed(cfg.seed)
 
-    def loss_of(rows):
+    def loss_of(rows, clamped: bool):
+        coder.decoder.train(not clamped)  # the generator clamps its output in evaluation mode only
         return sum(autoencoder_loss(cfg, percep, coder.decode(X[rows] @ Wt + bt), Y[idx_img[rows]]).values())
 
+    was_training = coder.decoder.training
     history = []
     probe = torch.randperm(len(X), generator=gen)[: min(256, len(X))].to(device)  # a fixed sample to report on
-    for step in tqdm(range(m.latent_tune_steps + 1), desc="tune latent map", unit="step"):
-        if step % g.tick_every == 0 or step == m.latent_tune_steps:
-            with torch.no_grad():
-                history.append(float(loss_of(probe)))
-        if step == m.latent_tune_steps:
-            break
-        loss = loss_of(torch.randint(0, len(X), (g.batch_size,), generator=gen).to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    try:
+        for step in tqdm(range(m.latent_tune_steps + 1), desc="tune latent map", unit="step"):
+            if step % g.tick_every == 0 or step == m.latent_tune_steps:
+                with torch.no_grad():
+                    history.append(float(loss_of(probe, clamped=True)))  # what decoding will give
+            if step == m.latent_tune_steps:
+                break
+            loss = loss_of(torch.randint(0, len(X), (g.batch_size,), generator=gen).to(device), clamped=False)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        coder.decoder.train(was_training)
     return Wt.detach().cpu().numpy(), bt.detach().cpu().numpy(), history

@@ -14,9 +14,13 @@ the decoded features, as in the paper:
 What is optimised (the ``render`` of ``invert``; see ``methods.py``): for ``inversion_dgn``,
 the conditioning inputs of this project's trained generator, which then plays the part of
 the paper's deep generator network (DGN) as the image prior, starting from the decoded
-features themselves, i.e. from the WGAN-GP reconstruction, so the method refines it; for
-``inversion_pixels``, the pixels, starting from the mean training image. Every image of a batch is optimised at once, independently
-(the loss is a sum of per-image terms).
+features themselves, i.e. from the WGAN-GP reconstruction, so the method refines it (the
+generator renders in evaluation mode, its output clamped to [0, 1]: what is optimised is what
+is shown, and a pixel held at 0 or 1 by the clamp passes no gradient); for
+``inversion_pixels``, the pixels, starting from the mean training image (clamped to [0, 1]
+after every step). Both work at the generator's image size, whatever it is; the feature network
+resizes its input. Every image of a batch is optimised at once, independently (the loss is a
+sum of per-image terms).
 
 What differs from the paper: torchvision's VGG19 instead of Caffe's, and no downloaded
 DGN (the prior is this project's own generator, trained on the training stimuli).

@@ -169,6 +169,7 @@ class Methods:
         if name == "inversion_dgn":
             variables = [torch.from_numpy(np.ascontiguousarray(x)).float().to(self.device) for x in inputs]
             scale = 1.0  # the generator's inputs are z-scored
+            self.G.eval()  # clamped to [0, 1], as it reconstructs
             render, clamp = self.G, False  # a grayscale generator already repeats its channel to RGB
         else:  # inversion_pixels
             variables = [torch.from_numpy(np.repeat(self.mean_image[None], n, axis=0)).float().to(self.device)]

@@ -10,15 +10,18 @@ import numpy as np
 
 from shared import metrics as M
 from shared.config import FEATURE_METHODS, Config
-from shared.datasets import bdata_files, load_split, split_image_names, split_images
+from shared.datasets import bdata_files, load_split, native_size, split_image_names, split_images
 from shared.device import distributed, process_device
 from shared.errors import UserError
+from shared.holdout import validation_split
 from shared.report import recon_columns, recon_rows, section_key, write_summary, write_table
-from shared.runs import Run, atomic_write_json, update_metrics
+from shared.runs import Run, atomic_write_bytes, atomic_write_json, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
 
 log = logging.getLogger(__name__)
+
+VALIDATION = "__validation__"  # the held-out training images, reconstructed beside the test sets
 
 
 def judge_name(network: str, layer: str) -> str:
@@ -53,6 +56,62 @@ def score(recon: np.ndarray, true: np.ndarray, true_feats: dict[str, np.ndarray]
         "pairwise_id_pixel": M.pairwise_identification(None, None, corr=corr),
         "nway10_id_pixel": M.nway_hits(corr, min(10, len(true)), rng),
     }
+
+
+def _rows(names: list[str], wanted: list[str]) -> np.ndarray:
+    index = {n: i for i, n in enumerate(names)}
+    return np.array([index[n] for n in wanted], dtype=int)
+
+
+def _only(data, names: list[str]):
+    """The trials of ``data`` (a ``SplitData``) whose stimulus is one of ``names``."""
+    from dataclasses import replace
+
+    keep = np.isin(data.names, list(names))
+    return replace(data, X=data.X[keep], names=data.names[keep])
+
+
+def _image_means(data, names: list[str]) -> np.ndarray:
+    """``(len(names), n_voxels)``: the mean of each named image's trials in ``data``."""
+    return np.stack([data.X[data.names == n].mean(axis=0) for n in names]).astype(np.float32)
+
+
+def _validation(inputs: list[list[np.ndarray]], images: np.ndarray, judge, device, metric: str, seed: int):
+    """The per-tick scorer of the held-out training images (pixel metrics and the judge's)."""
+    from stage2_generate.watch import Validation
+
+    truth = judge_features(judge, images, device)
+    gray = is_grayscale(images)
+
+    def mean_scores(recon: np.ndarray, with_judge: bool = True) -> dict[str, float]:
+        recon = np.repeat(recon.mean(axis=1, keepdims=True), 3, axis=1) if gray else recon
+        if not with_judge:
+            return {"pixcorr": M.summarise(np.diag(M.corr_matrix(recon, images))), "ssim": M.summarise(M.ssim(recon, images))}
+        per = score(recon, images, truth, judge, device, np.random.default_rng(seed))
+        return {k: M.summarise(v) for k, v in per.items() if k in ("pixcorr", "ssim") or k in truth}
+
+    return Validation(inputs, images, mean_scores, metric)
+
+
+def at_size(images: np.ndarray, size: int) -> np.ndarray:
+    """``(n, C, S, S)`` images resampled to ``size`` (area-averaged when shrunk, bilinear when enlarged),
+    in [0, 1]; images already at ``size`` are returned as they are."""
+    import torch
+
+    if images.shape[-1] == size:
+        return images
+    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    mode = {"mode": "area"} if size < images.shape[-1] else {"mode": "bilinear", "align_corners": False}
+    return torch.nn.functional.interpolate(t, size=(size, size), **mode).clamp(0, 1).numpy()
+
+
+def _size_label(size: int, native: int | None, generator_size: int) -> str:
+    if size == native:
+        return "the stimuli's own size"
+    if native is None:
+        return "the generator's size; the stimuli have no one square size" if size == generator_size \
+            else "set by eval.score_size; the stimuli have no one square size"
+    return f"resampled: the stimuli are {native} px (eval.score_size={size})"
 
 
 def is_grayscale(images: np.ndarray) -> bool:
@@ -124,7 +183,7 @@ def run(cfg: Config) -> None:
     from stage2_generate.methods import preflight as check_methods
     from stage2_generate.models import generate
     from stage2_generate.recon_files import grid_title, save_reconstructions
-    from stage2_generate.train import ConditionSampler, train_generator, training_key
+    from stage2_generate.train import ConditionSampler, train_generator, training_key, training_record
     from stage2_generate.train import preflight as check_generator_files
 
     t0 = time.time()
@@ -137,18 +196,27 @@ def run(cfg: Config) -> None:
             raise UserError(f"the feature store {store.root} has no {layer} features of experiment "
                             f"'{cfg.experiment}'; run stage 1 first: python -m stage1_decode run --config <same config>")
     _check_inputs(cfg, store)
-    train_names = split_image_names(cfg, "train")
-    transforms, train_inputs = fit_transforms(cfg, store, train_names)
-    train_images = split_images(cfg, "train", train_names, gc.image_size)
+    e = cfg.eval
+    all_names = split_image_names(cfg, "train")
+    # the validation hold-out: no generator batch and no method's fit ever sees these images
+    train_names, val_names = validation_split(all_names, e.validation_fraction, cfg.seed)
+    fit_rows, val_rows = _rows(all_names, train_names), _rows(all_names, val_names)
+    transforms, all_inputs = fit_transforms(cfg, store, all_names, train_names if val_names else None)
+    train_inputs = [x[fit_rows] for x in all_inputs]
+    all_images = split_images(cfg, "train", all_names, gc.image_size)
+    train_images, val_images = all_images[fit_rows], all_images[val_rows]
+    del all_images
     gray = is_grayscale(train_images)
     uses_oof = gc.train_inputs == "oof" or (gc.train_inputs == "mix" and gc.mix_oof > 0)
-    oof = out_of_fold_inputs(cfg, store, transforms, train_names) if uses_oof else None
+    oof = out_of_fold_inputs(cfg, store, transforms, all_names) if uses_oof or val_names else None
     sampler = ConditionSampler.from_config(
         cfg, [torch.from_numpy(x).to(device) for x in train_inputs],
-        None if oof is None else [torch.from_numpy(x).to(device) for x in oof], [tf.rms for tf in transforms])
+        [torch.from_numpy(x[:, fit_rows]).to(device) for x in oof] if uses_oof else None,
+        [tf.rms for tf in transforms])
+    val_inputs = [[x[k, val_rows].astype(np.float32) for x in oof] for k in range(len(oof[0]))] if val_names else []
     del oof
     inputs = [store.true_file(layer, "train") for layer in gc.condition_layers]
-    if uses_oof:
+    if uses_oof or val_names:
         inputs += [store.decoded_file(s, r, layer, "train_oof") for s in cfg.data.subjects for r in cfg.data.rois
                    for layer in gc.condition_layers]
     key = training_key(cfg, 1 if gray else 3, inputs)
@@ -157,14 +225,22 @@ def run(cfg: Config) -> None:
     check_methods(cfg, train_names, train_images, 1 if gray else 3)
     # every input checked: from here on the run writes (a bad input above has touched nothing)
     run_ = Run(cfg, "stage2", str(device), bdata_files(cfg)) if rank == 0 else None
-    G = train_generator(cfg, sampler, transforms, train_images, device, ckpt_dir,
-                        run_.dir if run_ else None, key, channels=1 if gray else 3, rank=rank, world=world)
+    judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval() \
+        if rank == 0 else None
+    validation = _validation(val_inputs, val_images, judge, device, e.validation_metric, cfg.seed) \
+        if val_names and rank == 0 else None
+    G = train_generator(cfg, sampler, transforms, train_images, device, ckpt_dir, run_.dir if run_ else None, key,
+                        channels=1 if gray else 3, rank=rank, world=world, validation=validation)
     del sampler
     if rank != 0:  # the other torchrun processes only train
         return
-
-    e = cfg.eval
-    judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval()
+    training = training_record(ckpt_dir)
+    native = native_size(cfg)
+    size = e.score_size or native or gc.image_size
+    log.info("scoring at %d px (%s)", size, _size_label(size, native, gc.image_size))
+    for name in ("training.png", "stats.jsonl"):  # the whole training's curves, over resumes and rollbacks
+        if (ckpt_dir / name).is_file():
+            atomic_write_bytes(cfg.results_path / name, (ckpt_dir / name).read_bytes())
     nearest_train = NearestTrain(train_inputs, train_images)
     methods = Methods(cfg, store, G, train_images, 1 if gray else 3, device)
     results = cfg.results_path
@@ -172,16 +248,29 @@ def run(cfg: Config) -> None:
     recon_metrics: dict = {}
     per_image: dict = {}  # split -> subject -> method -> {"names", metric: per-image values}
     truth: dict[str, tuple] = {}  # split -> (images, judge features, true-feature ceiling), once per split
+    validation_scores: dict = {}  # subject -> method -> mean scores on the held-out training images
     for subject in cfg.data.subjects:
         for roi in cfg.data.rois:
-            train = load_split(cfg, subject, "train", roi, average=False) \
+            trials = load_split(cfg, subject, "train", roi, average=False) \
                 if e.baselines or methods.voxel_names else None
+            train = _only(trials, train_names) if trials is not None else None
             tests = {split: load_split(cfg, subject, split, roi, average=True) for split in cfg.data.test}
             voxel_ridge = VoxelRidge(cfg, train, train_names, device) if train is not None else None
             test_voxels = {s: d.X for s, d in tests.items()}
+            if val_names and trials is not None:  # the held-out images' trials, averaged like a test set's
+                test_voxels[VALIDATION] = _image_means(trials, val_names)
             ridge_recon, ridge_alpha = pixel_ridge(cfg, voxel_ridge, train_images, test_voxels) \
                 if e.baselines else ({}, None)
             from_voxels = methods.from_voxels(subject, roi, voxel_ridge, test_voxels)
+            if val_names:  # every method scored on the held-out images, beside the test scores
+                src = cfg.data.subjects.index(subject) * len(cfg.data.rois) + cfg.data.rois.index(roi)
+                val_recons = {"wgan_gp": generate(G, val_inputs[src], device), **from_voxels.pop(VALIDATION, {})}
+                if e.baselines:
+                    val_recons.update(pixel_ridge=ridge_recon.pop(VALIDATION),
+                                      nearest_train=nearest_train(val_inputs[src]))
+                suffix = "" if roi == first_roi else f"[{roi}]"
+                for method, rec in val_recons.items():
+                    validation_scores.setdefault(subject, {})[method + suffix] = validation.score(rec)
             for split, d in tests.items():
                 dec, names = decoded_inputs(store, transforms, subject, roi, split)
                 if list(names) != list(d.names):  # voxel methods' rows follow the brain data's order
@@ -191,8 +280,8 @@ def run(cfg: Config) -> None:
                     if e.baselines:
                         ridge_recon[split] = ridge_recon[split][rows]
                 if split not in truth:
-                    true = split_images(cfg, split, names, gc.image_size)
-                    ceiling = generate(G, true_inputs(store, transforms, split, names), device)
+                    true = split_images(cfg, split, names, size)
+                    ceiling = at_size(generate(G, true_inputs(store, transforms, split, names), device), size)
                     truth[split] = (list(names), true, judge_features(judge, true, device), ceiling)
                     if e.save_reconstructions:  # the stimuli as scored, so figures need nothing but results/
                         save_reconstructions(results / "reconstructions" / "stimuli", split, true, names, gray)
@@ -209,6 +298,7 @@ def run(cfg: Config) -> None:
                           **from_voxels[split]}
                 if e.baselines:
                     recons.update(pixel_ridge=ridge_recon[split], nearest_train=nearest_train(dec))
+                recons = {k: at_size(v, size) for k, v in recons.items()}
                 if gray:  # a grayscale set is reconstructed and scored in gray
                     recons = {k: np.repeat(v.mean(axis=1, keepdims=True), 3, axis=1) for k, v in recons.items()}
                 if roi == first_roi:  # the ceiling does not depend on the ROI
@@ -233,14 +323,20 @@ def run(cfg: Config) -> None:
                            title=grid_title(cfg, subject, roi, split), columns=cfg.eval.grid_columns)
     sections = {section_key("reconstruction", split, first_split): rec for split, rec in recon_metrics.items()}
     judge_spec = parse_weights(e.judge_weights)
+    if val_names:
+        sections["validation"] = validation_scores
     sections["reconstruction_info"] = {
         "judge": {judge_name(e.judge_network, layer): f"{e.judge_network} {layer}, weights {judge_spec.label}, "
                                                         f"input {e.judge_input_size} px" for layer in e.judge_layers},
         "generator": {"train_inputs": gc.train_inputs, "condition_layers": gc.condition_layers,
                       "losses": {k: getattr(gc, f"loss_{k}") for k in ("adversarial", "pixel", "perceptual",
                                                                        "feature_matching", "feature_consistency")},
-                      "perceptual": f"{gc.perceptual_network} {gc.perceptual_layers}", "iterations": gc.iterations},
+                      "perceptual": f"{gc.perceptual_network} {gc.perceptual_layers}", "iterations": gc.iterations,
+                      **training},
+        "validation": {"fraction": e.validation_fraction, "n_images": len(val_names), "n_train_images":
+                       len(train_names), "metric": e.validation_metric},
         "grayscale": gray,
+        "score_size": {"pixels": size, "native": native, "label": _size_label(size, native, gc.image_size)},
     }
     if cfg.methods.run:
         sections["reconstruction_info"]["methods"] = methods.info()

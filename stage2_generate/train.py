@@ -46,7 +46,8 @@ from shared.plotting import image_grid, training_plot
 from stage2_generate.conditioning import LayerTransform
 from stage2_generate.losses import (CriticLoss, feature_consistency_loss, feature_matching_loss, perceptual_loss,
                                     pixel_loss)
-from stage2_generate.models import Critic, Generator
+from stage2_generate.models import Critic, Generator, generate
+from stage2_generate.watch import Health, Validation, image_spread
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,9 @@ def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = (), tag: d
     from dataclasses import asdict
 
     g = asdict(cfg.generator)
-    g.pop("tick_every")
     g.pop("iterations")  # more iterations continue the same training from its checkpoint
+    for name in ("max_rollbacks", "rollback_lr_factor"):  # a run stopped by dead ticks resumes with more rollbacks
+        g.pop(name)
     f = cfg.features
     blob = json.dumps({"generator": g, "perceptual_weights": perceptual_weights(cfg), "channels": channels,
                        "features": [f.network, f.weights, f.input_size], "root": cfg.data.root,
@@ -73,6 +75,8 @@ def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = (), tag: d
                        "subjects": cfg.data.subjects, "rois": cfg.data.rois, "seed": cfg.seed,
                        "inputs": [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in inputs],
                        "simulation": asdict(cfg.simulation) if cfg.data.source == "simulated" else None,
+                       # the hold-out decides which images train; 2: the output starts at the mean image, unsquashed
+                       "validation": [cfg.eval.validation_fraction, cfg.eval.validation_metric], "version": 2,
                        **({"tag": tag} if tag else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -109,9 +113,12 @@ def _final_state(path: Path, device, warn: bool = True) -> dict | None:
         return None
 
 
-def build_generator(cfg: Config, shapes: list[tuple], channels: int, device) -> Generator:
+def build_generator(cfg: Config, shapes: list[tuple], channels: int, device,
+                    mean_image: np.ndarray | None = None) -> Generator:
+    """The seeded, untrained generator; it starts at ``mean_image`` ``(3, S, S)`` (the training images' mean)."""
     torch.manual_seed(cfg.generator.seed)
-    return Generator(shapes, cfg.generator.image_size, cfg.generator.base_channels, channels).to(device)
+    return Generator(shapes, cfg.generator.image_size, cfg.generator.base_channels, channels,
+                     mean_image=mean_image).to(device)
 
 
 def preflight(cfg: Config, ckpt_dir: Path, key: str, shapes: list[tuple], channels: int) -> None:
@@ -255,11 +262,16 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[LayerTransform], images: np.ndarray,
                     device, ckpt_dir: Path, run_dir: Path | None, key: str, channels: int = 3,
-                    rank: int = 0, world: int = 1, label: str = "generator") -> Generator:
-    """Train (or resume, or load) the generator on ``images`` ``(n, 3, S, S)``; returns its EMA.
+                    rank: int = 0, world: int = 1, label: str = "generator",
+                    validation: Validation | None = None) -> Generator:
+    """Train (or resume, or load) the generator on ``images`` ``(n, 3, S, S)``; returns the EMA of the
+    tick that scored best on ``validation`` (the last tick without one).
 
-    With ``world`` > 1 (torchrun), every process trains on its share of each global
-    batch; only ``rank`` 0 logs and writes files.
+    Every tick checks the outputs (``watch.Health``); a dead tick rolls back to the last healthy
+    checkpoint with the learning rate times ``generator.rollback_lr_factor``, and after
+    ``generator.max_rollbacks`` rollbacks training stops with a ``UserError``. With ``world`` > 1
+    (torchrun), every process trains on its share of each global batch; only ``rank`` 0 logs,
+    validates and writes files, and tells the others whether to roll back.
     """
     from tqdm import tqdm
 
@@ -268,32 +280,57 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
         raise UserError(f"'generator.batch_size' ({gc.batch_size}) must be divisible by the number of processes "
                         f"({world})")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    final_path, ckpt_path = ckpt_dir / "generator.pt", ckpt_dir / "checkpoint.pt"
+    final_path, ckpt_path, best_path = ckpt_dir / "generator.pt", ckpt_dir / "checkpoint.pt", ckpt_dir / "best.pt"
     shapes = [tuple(x.shape[1:]) for x in sampler.true]
-    G = build_generator(cfg, shapes, channels, device)
+    mean_image = images.mean(axis=0)
+    G = build_generator(cfg, shapes, channels, device, mean_image)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     state = _final_state(final_path, device)
     if state is not None:
         if state["step"] == gc.iterations:
             G_ema.load_state_dict(state["generator"])
-            log.info("%s already trained for %d steps (%s); reusing it", label, gc.iterations, final_path)
+            log.info("%s already trained for %d steps (%s); reusing its step-%d generator", label, gc.iterations,
+                     final_path, state.get("best_step", gc.iterations))
             return G_ema
     D = Critic(gc.image_size, gc.base_channels).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=gc.lr, betas=(gc.beta1, gc.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=gc.lr, betas=(gc.beta1, gc.beta2))
     nets = LossNetworks(cfg, transforms).to(device).eval()
     gen = torch.Generator()  # on the CPU: the same draws on every device and process
-    gen.manual_seed(gc.seed)
-    start = 0
-    state, path = checkpoints.load_latest(ckpt_path, device)
-    if state is not None:  # checked by preflight(): this training's, and no further than gc.iterations
-        for module, name in [(G, "generator"), (G_ema, "generator_ema"), (D, "critic"), (opt_g, "opt_g"),
-                             (opt_d, "opt_d")]:
+    modules = {"generator": G, "generator_ema": G_ema, "critic": D, "opt_g": opt_g, "opt_d": opt_d}
+    # what survives a rollback or a resume: the learning-rate scale, every rollback, the best tick so far
+    track = {"lr_scale": 1.0, "rollbacks": [], "best_step": None, "best_score": None}
+
+    def restore(verb: str) -> int:
+        """Load the newest healthy checkpoint (else the initial state); returns its step."""
+        state, path = checkpoints.load_latest(ckpt_path, device)
+        if state is None:
+            fresh = build_generator(cfg, shapes, channels, device, mean_image)
+            G.load_state_dict(fresh.state_dict())
+            G_ema.load_state_dict(fresh.state_dict())
+            torch.manual_seed(gc.seed)
+            D.load_state_dict(Critic(gc.image_size, gc.base_channels).to(device).state_dict())
+            opt_g.state.clear()
+            opt_d.state.clear()
+            gen.manual_seed(gc.seed)
+            return 0
+        for name, module in modules.items():  # checked by preflight(): this training's, within gc.iterations
             module.load_state_dict(state[name])
         gen.set_state(state["rng"].cpu())  # map_location moved it to the device
-        start = state["step"]
+        track.update({k: state[k] for k in track if k in state})
         if rank == 0:
-            log.info("resuming %s training at step %d from %s", label, start, path)
+            log.info("%s %s training at step %d from %s", verb, label, state["step"], path)
+        return state["step"]
+
+    gen.manual_seed(gc.seed)
+    start = restore("resuming") if ckpt_path.is_file() or checkpoints.previous(ckpt_path).is_file() else 0
+
+    def set_lr() -> None:
+        for opt in (opt_g, opt_d):
+            for group in opt.param_groups:
+                group["lr"] = gc.lr * track["lr_scale"]
+
+    set_lr()
     critic_loss = CriticLoss(D, gc.lambda_gp)
     G_train, critic_train = G, critic_loss
     if world > 1:
@@ -309,7 +346,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
     share = slice(rank * gc.batch_size // world, (rank + 1) * gc.batch_size // world)
     weights = loss_weights(cfg)
     fixed = torch.arange(min(10, n))
-    history: list[dict] = []
+    health = Health(image_spread(images))
     t_tick = time.time()
     acc: dict[str, float] = {}
 
@@ -318,11 +355,11 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
         cond = sampler(idx, gen)
         return [c[share] for c in cond], Y[idx[share].to(device)]
 
-    bar = tqdm(range(start, gc.iterations), desc=f"train {label}", unit="step", initial=start, total=gc.iterations,
-               disable=rank != 0)
+    bar = tqdm(total=gc.iterations, desc=f"train {label}", unit="step", initial=start, disable=rank != 0)
     critic_used = uses_critic(weights)
     w_dist = gp = torch.zeros(())
-    for step in bar:
+    step, tick_start = start, start
+    while step < gc.iterations:
         G.train()
         for _ in range(gc.n_critic if critic_used else 0):  # no loss looks through an unused critic
             cond, real = batch()
@@ -344,34 +381,79 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
         opt_g.zero_grad(set_to_none=True)
         total.backward()
         opt_g.step()
-        done = step + 1
-        _ema_update(G_ema, G, min(gc.ema_decay, (1 + done) / (10 + done)))
+        step += 1
+        bar.update(1)
+        _ema_update(G_ema, G, min(gc.ema_decay, (1 + step) / (10 + step)))
         failpoint("train.step")
         for k, v in {**{f"loss_{k}": v for k, v in losses.items()}, "wasserstein": w_dist, "gp": gp}.items():
             acc[k] = acc.get(k, 0.0) + float(v.detach())
-        if done % gc.tick_every == 0 or done == gc.iterations:
-            if world > 1:
-                import torch.distributed as dist
+        if step % gc.tick_every and step != gc.iterations:
+            continue
+        if world > 1:
+            import torch.distributed as dist
 
-                vals = torch.tensor(list(acc.values()), dtype=torch.float64, device=device)
-                dist.all_reduce(vals)
-                acc = dict(zip(acc, (vals / world).tolist()))
-            steps_in_tick = done - (history[-1]["step"] if history else start)
-            record = {"step": done, **{k: round(v / max(steps_in_tick, 1), 5) for k, v in acc.items()},
-                      "sec_per_step": round((time.time() - t_tick) / max(steps_in_tick, 1), 3)}
-            acc, t_tick = {}, time.time()
-            history.append(record)
-            if rank == 0:
-                _tick_outputs(record, gc.iterations, G_ema, sampler, fixed, images, run_dir, label)
-                checkpoints.save({"key": key, "step": done, "generator": G.state_dict(),
-                                  "generator_ema": G_ema.state_dict(), "critic": D.state_dict(),
-                                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": gen.get_state()},
-                                 ckpt_path)
+            vals = torch.tensor(list(acc.values()), dtype=torch.float64, device=device)
+            dist.all_reduce(vals)
+            acc = dict(zip(acc, (vals / world).tolist()))
+        steps_in_tick = max(step - tick_start, 1)
+        record = {"step": step, **{k: round(v / steps_in_tick, 5) for k, v in acc.items()},
+                  "sec_per_step": round((time.time() - t_tick) / steps_in_tick, 3), "lr": gc.lr * track["lr_scale"]}
+        acc = {}
+        dead = None
+        if rank == 0:
+            samples = {f"{label} (EMA) on the fixed batch": _generate(G_ema, sampler, fixed),
+                       f"{label} (trained weights) on the fixed batch": _generate(G, sampler, fixed)}
+            dead = None if all(np.isfinite(v) for v in record.values()) else "a loss is not finite"
+            if validation is not None and dead is None:
+                scores, val_recon = validation(lambda inputs: generate(G_ema, inputs, device))
+                record.update(scores)
+                samples[f"{label} (EMA) on the validation images"] = val_recon
+            dead = dead or health.dead_reason(samples)
+        dead = _agree(dead, world, device)
+        if dead is not None:
+            try:
+                _rollback(dead, step, track, gc, [run_dir, ckpt_dir], label, rank)
+            except UserError:
+                bar.close()  # the error line comes last
+                raise
+            step = tick_start = restore("rolling back")
+            if step == 0:
+                health.last = {}
+            set_lr()
+            bar.reset(total=gc.iterations)
+            bar.update(step)
+            t_tick = time.time()
+            continue
+        if rank == 0:
+            score = record.get(validation.key) if validation is not None else None
+            if validation is None or track["best_score"] is None or score > track["best_score"]:
+                track["best_step"], track["best_score"] = step, score
+                if validation is not None:
+                    checkpoints.save({"key": key, "step": step, "generator": G_ema.state_dict(), "score": score},
+                                     best_path, keep_previous=False)
+            record["best_step"] = track["best_step"]
+            _tick_outputs(record, gc.iterations, samples[f"{label} (EMA) on the fixed batch"], images[fixed.numpy()],
+                          [run_dir, ckpt_dir], label)
+            checkpoints.save({"key": key, "step": step, **{k: m.state_dict() for k, m in modules.items()},
+                              "rng": gen.get_state(), **track}, ckpt_path)
+        tick_start, t_tick = step, time.time()
+    bar.close()
+    if validation is not None and track["best_step"] is not None and track["best_step"] != gc.iterations:
+        best = checkpoints.load(best_path, device)
+        G_ema.load_state_dict(best["generator"])
     if rank == 0:
-        if history and run_dir is not None:
-            training_plot(history, run_dir / "training.png")
+        ticks = _tick_records(ckpt_dir / "stats.jsonl")
+        for folder in (ckpt_dir, run_dir):
+            if ticks and folder is not None:
+                training_plot(ticks, folder / "training.png", best_step=track["best_step"] if validation else None)
+        if validation is not None:
+            log.info("%s: the step-%d generator scores best on the validation images (%s %.4f); it reconstructs",
+                     label, track["best_step"], validation.key, track["best_score"])
         checkpoints.save({"key": key, "step": gc.iterations, "generator": G_ema.state_dict(),
-                          "input_shapes": shapes, "channels": channels}, final_path, keep_previous=False)
+                          "input_shapes": shapes, "channels": channels, "best_step": track["best_step"],
+                          "best_score": track["best_score"], "validation_metric": validation.metric if validation
+                          else None, "rollbacks": track["rollbacks"], "lr_scale": track["lr_scale"]},
+                         final_path, keep_previous=False)
     if world > 1:
         import torch.distributed as dist
 
@@ -379,15 +461,77 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
     return G_ema
 
 
-def _tick_outputs(record: dict, iterations: int, G_ema: Generator, sampler: ConditionSampler, fixed: torch.Tensor,
-                  images: np.ndarray, run_dir: Path | None, label: str = "generator") -> None:
-    log.info("%s step %d/%d %s", label, record["step"], iterations,
-             " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
-    if run_dir is None:
-        return
-    with open(run_dir / "stats.jsonl", "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+def training_record(ckpt_dir: Path) -> dict:
+    """What a finished training reports: the tick that reconstructs, its validation score, every rollback."""
+    state = checkpoints.load(ckpt_dir / "generator.pt", "cpu")
+    return {k: state.get(k) for k in ("best_step", "best_score", "validation_metric", "rollbacks", "lr_scale")}
+
+
+def _generate(G: Generator, sampler: ConditionSampler, rows: torch.Tensor) -> np.ndarray:
+    """``G``'s images (eval mode, in [0, 1]) of the true features of training images ``rows``."""
+    was_training = G.training
+    G.eval()
     with torch.no_grad():
-        samples = G_ema([x[fixed.to(x.device)] for x in sampler.true]).cpu().numpy()
-    image_grid({"true": images[: len(fixed)], f"step {record['step']}": samples},
-               run_dir / "samples" / f"{record['step']:06d}.png")
+        out = G([x[rows.to(x.device)] for x in sampler.true]).float().cpu().numpy()
+    G.train(was_training)
+    return out
+
+
+def _agree(dead: str | None, world: int, device) -> str | None:
+    """Rank 0's verdict on the tick, shared with every torchrun process (they roll back together)."""
+    if world == 1:
+        return dead
+    import torch.distributed as dist
+
+    box = [dead]
+    dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+    return box[0]
+
+
+def _tick_records(path: Path) -> list[dict]:
+    """The tick records of a training's whole ``stats.jsonl`` (over resumes and rollbacks): the last one of
+    each step, in step order."""
+    if not path.is_file():
+        return []
+    by_step = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if "event" not in record:
+            by_step[record["step"]] = record
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def _append_stats(record: dict, folders: list[Path | None]) -> None:
+    """One JSON line in ``stats.jsonl`` of the run and of the training (which spans resumes)."""
+    for folder in folders:
+        if folder is not None:
+            with open(folder / "stats.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+def _rollback(reason: str, step: int, track: dict, gc, folders: list[Path | None], label: str, rank: int) -> None:
+    """Record a dead tick and cut the learning rate, or stop when the rollbacks are spent."""
+    if len(track["rollbacks"]) >= gc.max_rollbacks:
+        raise UserError(f"the {label}'s output died at step {step} ({reason}) after {len(track['rollbacks'])} "
+                        f"rollback(s) with the learning rate cut to {gc.lr * track['lr_scale']:.2g}; lower "
+                        f"generator.lr (e.g. {gc.lr * track['lr_scale'] * gc.rollback_lr_factor:.2g}) or raise "
+                        f"generator.max_rollbacks, and look at the training images and stats.jsonl")
+    track["lr_scale"] *= gc.rollback_lr_factor
+    event = {"step": step, "event": "rollback", "cause": reason, "lr": gc.lr * track["lr_scale"]}
+    track["rollbacks"].append(event)
+    if rank == 0:
+        log.warning("%s: dead output at step %d (%s); rolling back to the last healthy checkpoint with the learning "
+                    "rate cut to %.2g (rollback %d of at most %d)", label, step, reason, event["lr"],
+                    len(track["rollbacks"]), gc.max_rollbacks)
+        _append_stats(event, folders)
+
+
+def _tick_outputs(record: dict, iterations: int, samples: np.ndarray, true: np.ndarray,
+                  folders: list[Path | None], label: str = "generator") -> None:
+    """The tick's status line, its ``stats.jsonl`` line and, in the run folder, its sample grid."""
+    log.info("%s step %d/%d %s", label, record["step"], iterations,
+             " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step" and v is not None))
+    _append_stats(record, folders)
+    if folders[0] is not None:
+        image_grid({"true": true, f"step {record['step']}": samples},
+                   folders[0] / "samples" / f"{record['step']:06d}.png")

@@ -54,6 +54,8 @@ def test_inversion_lowers_the_feature_loss_it_optimises(prior, rng):
         render, clamp, scale = (lambda v: v[0]), True, float(images.std())
     else:
         G = Generator([(256, 8, 8), (4096,)], 32, 8, 3).eval().requires_grad_(False)
+        for conv in G.to_image:  # an untrained generator outputs its mean image alone: give it image weights
+            conv.reset_parameters()
         variables = [torch.randn(4, 256, 8, 8), torch.randn(4, 4096)]
         render, clamp, scale = G, False, 1.0
     out, history = invert(net, targets, variables, render, 40, (0.05 * scale, 0.0), 0.9, clamp)

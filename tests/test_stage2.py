@@ -34,6 +34,8 @@ def test_conv_maps_enter_at_the_block_of_their_own_size():
     assert G.start == 4 and G.entry == [16, 32, 4] and G.sizes == [4, 8, 16, 32, 64]
     only_conv = Generator([(8, 16, 16), (4, 32, 32)], image_size=64, base=8)
     assert only_conv.start == 16  # no vector input: the generator starts at the coarsest map
+    for conv in only_conv.to_image:  # an untrained generator outputs its mean image alone: give it image weights
+        conv.reset_parameters()
     # the 32 x 32 map reaches the image through a path that never pools it: a change in one
     # of its pixels changes the output near that place more than far away
     x = [torch.zeros(1, 8, 16, 16), torch.zeros(1, 4, 32, 32)]
@@ -184,8 +186,10 @@ def test_grayscale_stimuli_give_grayscale_reconstructions(tmp_path):
     _run(tmp_path, "-m", "stage1_decode", "simulate", "--config", "tiny.yaml")
     for png in (tmp_path / "data/images").rglob("*.png"):
         Image.open(png).convert("L").save(png)
-    _run(tmp_path, "-m", "stage1_decode", "run", "--config", "tiny.yaml", "--set", "decoder.train_oof=false")
-    _run(tmp_path, "-m", "stage2_generate", "run", "--config", "tiny.yaml", "--set", "decoder.train_oof=false")
+    _run(tmp_path, "-m", "stage1_decode", "run", "--config", "tiny.yaml", "--set", "decoder.train_oof=false",
+         "--set", "eval.validation_fraction=0")
+    _run(tmp_path, "-m", "stage2_generate", "run", "--config", "tiny.yaml", "--set", "decoder.train_oof=false",
+         "--set", "eval.validation_fraction=0")
     results = tmp_path / "results/tiny"
     assert json.loads((results / "metrics.json").read_text())["reconstruction_info"]["grayscale"] is True
     folder = results / "reconstructions/sub-01/VC/natural"

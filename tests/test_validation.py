@@ -1,0 +1,77 @@
+"""The validation hold-out: seeded and image-grouped, never trained on, and the tick it picks reconstructs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from shared.holdout import validation_split
+
+
+def test_validation_split_is_seeded_grouped_and_disjoint():
+    names = [f"img{i:02d}" for i in range(50)]
+    fit, val = validation_split(names, 0.1, seed=0)
+    assert len(val) == 5 and len(fit) == 45
+    assert not set(fit) & set(val) and set(fit) | set(val) == set(names)
+    assert fit == [n for n in names if n in set(fit)]  # the names' own order on both sides
+    assert validation_split(names, 0.1, 0) == (fit, val)
+    assert validation_split(names, 0.1, 1)[1] != val
+    # trials of repeated images: each image once, all of its repeats on one side
+    assert validation_split([n for n in names for _ in range(3)], 0.1, 0) == (fit, val)
+    assert validation_split(names, 0.0, 0) == (names, [])
+    assert len(validation_split(names[:3], 0.1, 0)[1]) == 1  # at least one image when asked for a hold-out
+
+
+def _ticks(path) -> list[dict]:
+    return [r for r in map(json.loads, path.read_text().splitlines()) if "event" not in r]
+
+
+def test_reconstruction_uses_the_validation_best_tick(tiny_finished):
+    ticks = _ticks(tiny_finished.results / "stats.jsonl")
+    assert [t["step"] for t in ticks] == [2, 4] and all("val_pixcorr" in t and "val_alexnet5" in t for t in ticks)
+    best = max(ticks, key=lambda t: t["val_pixcorr_ssim"])  # the first of equal scores, as training keeps
+    info = tiny_finished.metrics["reconstruction_info"]
+    assert info["generator"]["best_step"] == best["step"]
+    assert info["validation"]["n_images"] == 6 and info["validation"]["n_train_images"] == 54
+    # the generator that reconstructs scores on the held-out images what the best tick scored
+    got = tiny_finished.metrics["validation"]["sub-01"]["wgan_gp"]
+    assert abs(got["pixcorr"] - best["val_pixcorr"]) < 1e-4 and abs(got["ssim"] - best["val_ssim"]) < 1e-4
+    assert {"pixel_ridge", "nearest_train"} <= set(tiny_finished.metrics["validation"]["sub-01"])
+    summary = (tiny_finished.results / "summary.md").read_text()
+    assert f"step {best['step']} of 4 reconstructs" in summary and "No tick had a dead output" in summary
+    assert (tiny_finished.results / "training.png").is_file()
+
+
+def test_no_validation_image_is_trained_on(tiny_finished, tmp_path, monkeypatch):
+    """Run stage 2 in this process with spies on what the generator and the baselines are given."""
+    import stage2_generate.baselines as baselines
+    import stage2_generate.train as train
+    from shared.config import load_config
+    from shared.datasets import split_image_names, split_images
+    from stage2_generate.pipeline import run
+
+    seen = {}
+    real_train, real_ridge = train.train_generator, baselines.VoxelRidge
+
+    def spy_train(cfg, sampler, transforms, images, *args, **kwargs):
+        seen.update(images=images, n_true=len(sampler.true[0]), n_oof=sampler.oof[0].shape[1])
+        return real_train(cfg, sampler, transforms, images, *args, **kwargs)
+
+    def spy_ridge(cfg, trials, names, device):
+        seen.update(ridge_trials=set(trials.names), ridge_images=list(names))
+        return real_ridge(cfg, trials, names, device)
+
+    monkeypatch.setattr(train, "train_generator", spy_train)
+    monkeypatch.setattr(baselines, "VoxelRidge", spy_ridge)
+    cfg = load_config(tiny_finished.config, [f"results_dir={tmp_path}"])
+    run(cfg)
+    names = split_image_names(cfg, "train")
+    fit, val = validation_split(names, cfg.eval.validation_fraction, cfg.seed)
+    val_images = split_images(cfg, "train", val, cfg.generator.image_size)
+    trained = seen["images"]
+    assert len(trained) == len(fit) == seen["n_true"] == seen["n_oof"] == len(names) - len(val)
+    # every batch is drawn from these rows: none of them is a held-out image
+    diff = np.abs(trained[:, None] - val_images[None]).reshape(len(trained), len(val), -1).max(axis=2)
+    assert diff.min() > 1e-3
+    assert not seen["ridge_trials"] & set(val) and seen["ridge_images"] == fit
