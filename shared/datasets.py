@@ -233,7 +233,7 @@ def load_split(cfg: Config, subject: str, split: str, roi: str, average: bool) -
             order = matrix_data.names(cfg, split)
             if set(names) != set(order):
                 matrix_data.check_subjects(cfg)  # names the file whose images differ
-            X, names = matrix_data.average_by_name(X, names, order), np.array(order)
+            X, names = average_by_name(X, names, order), np.array(order)
         return SplitData(X=X, names=names, roi_key=roi, path=matrix_data.matrix_path(cfg, subject))
     path = bdata_path(cfg, subject, split)
     _require_bdata(path)
@@ -267,6 +267,16 @@ def load_split(cfg: Config, subject: str, split: str, roi: str, average: bool) -
     else:
         names = np.array([stems[i] for i in index])
     return SplitData(X=X, names=names, roi_key=key, path=path)
+
+
+def average_by_name(X: np.ndarray, rows: np.ndarray, order: list[str]) -> np.ndarray:
+    """``(len(order), n_voxels)`` float32: the mean of the rows of each name in ``order``."""
+    index = {n: i for i, n in enumerate(order)}
+    inverse = np.array([index[n] for n in rows], dtype=np.int64)
+    sums = np.zeros((len(order), X.shape[1]))
+    np.add.at(sums, inverse, X)
+    counts = np.bincount(inverse, minlength=len(order))
+    return (sums / counts[:, None]).astype(np.float32)
 
 
 def image_paths(folder: Path, names: list[str] | np.ndarray) -> list[Path]:

@@ -133,16 +133,6 @@ def stimulus_digest(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def average_by_name(X: np.ndarray, rows: np.ndarray, order: list[str]) -> np.ndarray:
-    """``(len(order), n_voxels)`` float32: the mean of the rows of each name in ``order``."""
-    index = {n: i for i, n in enumerate(order)}
-    inverse = np.array([index[n] for n in rows], dtype=np.int64)
-    sums = np.zeros((len(order), X.shape[1]))
-    np.add.at(sums, inverse, X)
-    counts = np.bincount(inverse, minlength=len(order))
-    return (sums / counts[:, None]).astype(np.float32)
-
-
 _CACHE: dict[tuple, np.ndarray] = {}  # decoded images of the last files read (feature batches reread them)
 _NAMES: dict[tuple, tuple[list[str], list[str]]] = {}  # (row names, stimulus names) of the same files
 _LOGGED: set[tuple] = set()

@@ -92,11 +92,12 @@ def _filter2(img: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def ssim(recon: np.ndarray, true: np.ndarray, data_range: float = 1.0) -> np.ndarray:
-    """Per-image SSIM on luminance of ``(n, 3, H, W)`` images in [0, data_range], ``(n,)``."""
+    """Per-image SSIM on luminance of ``(n, 3, H, W)`` images in [0, data_range], ``(n,)``: Gaussian window of
+    11 pixels (SD 1.5), or the largest odd window that fits a smaller image (10 x 10 sets)."""
     w = np.array([0.299, 0.587, 0.114])[None, :, None, None]
     x = (recon * w).sum(axis=1).astype(np.float64)
     y = (true * w).sum(axis=1).astype(np.float64)
-    g = _gaussian_window()
+    g = _gaussian_window(min(11, x.shape[-1] - (1 - x.shape[-1] % 2), x.shape[-2] - (1 - x.shape[-2] % 2)))
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mx, my = _filter2(x, g), _filter2(y, g)
     sxx = _filter2(x * x, g) - mx**2

@@ -35,17 +35,19 @@ from tqdm import tqdm
 from shared.featnet import FeatureNet
 
 
-def typical_sd(true_train, chunk: int = 4096) -> float:
+def typical_sd(true_train, chunk: int = 4096, rows: np.ndarray | None = None) -> float:
     """The SD true features of a layer typically have: the mean over images of each image's SD across
     units. ``true_train``: ``(n_images, n_units)``, an array or a store ``FeatureArray`` (read a chunk
-    of units at a time, so a large layer is never held whole)."""
+    of units at a time, so a large layer is never held whole); ``rows``: the images to average over
+    (default all)."""
     blocks = (b for _, b in true_train.iter_units(chunk)) if hasattr(true_train, "iter_units") else [true_train]
     s = ss = 0.0
     n = 0
     for block in blocks:
         block = np.asarray(block, dtype=np.float64)
         s, ss, n = s + block.sum(axis=1), ss + (block**2).sum(axis=1), n + block.shape[1]
-    return float(np.sqrt(np.maximum(ss - s**2 / n, 0) / (n - 1)).mean())
+    sd = np.sqrt(np.maximum(ss - s**2 / n, 0) / (n - 1))
+    return float((sd if rows is None else sd[rows]).mean())
 
 
 def norm_corrected(decoded: np.ndarray, sd: float) -> np.ndarray:

@@ -55,8 +55,11 @@ class Methods:
     """Reconstructions of the methods in ``cfg.methods.run`` for one (subject, ROI, test set) at a time."""
 
     def __init__(self, cfg: Config, store: ExperimentStore, G: torch.nn.Module, train_images: np.ndarray,
-                 channels: int, device):
+                 channels: int, device, train_names: list[str] | None = None):
+        """``train_images`` ``(n, 3, S, S)`` and ``train_names``: the images the methods fit (the validation
+        hold-out left out; None = every training image in the store)."""
         self.cfg, self.store, self.G, self.device = cfg, store, G, device
+        self.train_names = train_names
         self.feature_names = [name for name in cfg.methods.run if name in FEATURE_METHODS]
         self.voxel_names = [name for name in cfg.methods.run if name in VOXEL_METHODS]
         self.train_images, self.channels = train_images, channels
@@ -78,7 +81,8 @@ class Methods:
         out = {}
         for layer in self.layers:
             with self.store.open_true(layer, "train") as arr:
-                out[layer] = typical_sd(arr, self.cfg.decoder.chunk_units)
+                rows = None if self.train_names is None else arr.rows_for(self.train_names)
+                out[layer] = typical_sd(arr, self.cfg.decoder.chunk_units, rows)
         return out
 
     def targets(self, subject: str, roi: str, split: str, names: list[str]) -> dict[str, np.ndarray]:

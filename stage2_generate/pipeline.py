@@ -10,7 +10,7 @@ import numpy as np
 
 from shared import metrics as M
 from shared.config import FEATURE_METHODS, Config
-from shared.datasets import bdata_files, load_split, native_size, split_image_names, split_images
+from shared.datasets import average_by_name, bdata_files, load_split, native_size, split_image_names, split_images
 from shared.device import distributed, process_device
 from shared.errors import UserError
 from shared.holdout import validation_split
@@ -71,26 +71,25 @@ def _only(data, names: list[str]):
     return replace(data, X=data.X[keep], names=data.names[keep])
 
 
-def _image_means(data, names: list[str]) -> np.ndarray:
-    """``(len(names), n_voxels)``: the mean of each named image's trials in ``data``."""
-    return np.stack([data.X[data.names == n].mean(axis=0) for n in names]).astype(np.float32)
-
-
-def _validation(inputs: list[list[np.ndarray]], images: np.ndarray, judge, device, metric: str, seed: int):
-    """The per-tick scorer of the held-out training images (pixel metrics and the judge's)."""
+def _validation(inputs: list[list[np.ndarray]], images: np.ndarray, judge, device, metric: str, seed: int,
+                size: int):
+    """The scorer of the held-out training images ``images`` (pixel metrics and the judge's), at ``size`` px
+    like the test images: every tick's, and the final validation table's."""
     from stage2_generate.watch import Validation
 
+    images = at_size(images, size)
     truth = judge_features(judge, images, device)
     gray = is_grayscale(images)
 
     def mean_scores(recon: np.ndarray, with_judge: bool = True) -> dict[str, float]:
+        recon = at_size(recon, size)
         recon = np.repeat(recon.mean(axis=1, keepdims=True), 3, axis=1) if gray else recon
         if not with_judge:
             return {"pixcorr": M.summarise(np.diag(M.corr_matrix(recon, images))), "ssim": M.summarise(M.ssim(recon, images))}
         per = score(recon, images, truth, judge, device, np.random.default_rng(seed))
         return {k: M.summarise(v) for k, v in per.items() if k in ("pixcorr", "ssim") or k in truth}
 
-    return Validation(inputs, images, mean_scores, metric)
+    return Validation(inputs, mean_scores, metric)
 
 
 def at_size(images: np.ndarray, size: int) -> np.ndarray:
@@ -133,7 +132,8 @@ def out_of_fold_inputs(cfg: Config, store: ExperimentStore, transforms, train_na
             if missing:
                 raise UserError(f"the feature store has no out-of-fold features of {subject} {roi} {missing[0]} "
                                 f"(generator.train_inputs={cfg.generator.train_inputs}); rerun stage 1 with "
-                                f"decoder.train_oof=true, or set generator.train_inputs=corrupted")
+                                f"decoder.train_oof=true (generator.train_inputs=oof or mix and the validation hold-out read them), "
+                                f"or set generator.train_inputs=corrupted and eval.validation_fraction=0")
             sources.append((subject, roi))
     out = [np.empty((len(sources), len(train_names), *tf.out_shape), dtype=np.float16) for tf in transforms]
     for k, (subject, roi) in enumerate(sources):
@@ -227,7 +227,9 @@ def run(cfg: Config) -> None:
     run_ = Run(cfg, "stage2", str(device), bdata_files(cfg)) if rank == 0 else None
     judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval() \
         if rank == 0 else None
-    validation = _validation(val_inputs, val_images, judge, device, e.validation_metric, cfg.seed) \
+    native = native_size(cfg)
+    size = e.score_size or native or gc.image_size
+    validation = _validation(val_inputs, val_images, judge, device, e.validation_metric, cfg.seed, size) \
         if val_names and rank == 0 else None
     G = train_generator(cfg, sampler, transforms, train_images, device, ckpt_dir, run_.dir if run_ else None, key,
                         channels=1 if gray else 3, rank=rank, world=world, validation=validation)
@@ -235,14 +237,12 @@ def run(cfg: Config) -> None:
     if rank != 0:  # the other torchrun processes only train
         return
     training = training_record(ckpt_dir)
-    native = native_size(cfg)
-    size = e.score_size or native or gc.image_size
     log.info("scoring at %d px (%s)", size, _size_label(size, native, gc.image_size))
     for name in ("training.png", "stats.jsonl"):  # the whole training's curves, over resumes and rollbacks
         if (ckpt_dir / name).is_file():
             atomic_write_bytes(cfg.results_path / name, (ckpt_dir / name).read_bytes())
     nearest_train = NearestTrain(train_inputs, train_images)
-    methods = Methods(cfg, store, G, train_images, 1 if gray else 3, device)
+    methods = Methods(cfg, store, G, train_images, 1 if gray else 3, device, train_names)
     results = cfg.results_path
     first_split, first_roi = next(iter(cfg.data.test)), cfg.data.rois[0]
     recon_metrics: dict = {}
@@ -258,7 +258,8 @@ def run(cfg: Config) -> None:
             voxel_ridge = VoxelRidge(cfg, train, train_names, device) if train is not None else None
             test_voxels = {s: d.X for s, d in tests.items()}
             if val_names and trials is not None:  # the held-out images' trials, averaged like a test set's
-                test_voxels[VALIDATION] = _image_means(trials, val_names)
+                held = _only(trials, val_names)
+                test_voxels[VALIDATION] = average_by_name(held.X, held.names, val_names)
             ridge_recon, ridge_alpha = pixel_ridge(cfg, voxel_ridge, train_images, test_voxels) \
                 if e.baselines else ({}, None)
             from_voxels = methods.from_voxels(subject, roi, voxel_ridge, test_voxels)

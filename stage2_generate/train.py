@@ -308,8 +308,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
             fresh = build_generator(cfg, shapes, channels, device, mean_image)
             G.load_state_dict(fresh.state_dict())
             G_ema.load_state_dict(fresh.state_dict())
-            torch.manual_seed(gc.seed)
-            D.load_state_dict(Critic(gc.image_size, gc.base_channels).to(device).state_dict())
+            D.load_state_dict(Critic(gc.image_size, gc.base_channels).to(device).state_dict())  # as first built
             opt_g.state.clear()
             opt_d.state.clear()
             gen.manual_seed(gc.seed)
@@ -317,7 +316,9 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
         for name, module in modules.items():  # checked by preflight(): this training's, within gc.iterations
             module.load_state_dict(state[name])
         gen.set_state(state["rng"].cpu())  # map_location moved it to the device
-        track.update({k: state[k] for k in track if k in state})
+        # a resume takes the whole record; a rollback keeps its own learning-rate cut and rollbacks
+        kept = track if verb == "resuming" else {"best_step": None, "best_score": None}
+        track.update({k: state[k] for k in kept if k in state})
         if rank == 0:
             log.info("%s %s training at step %d from %s", verb, label, state["step"], path)
         return state["step"]
@@ -418,7 +419,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
                 raise
             step = tick_start = restore("rolling back")
             if step == 0:
-                health.last = {}
+                health.reset()
             set_lr()
             bar.reset(total=gc.iterations)
             bar.update(step)
@@ -431,7 +432,6 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
                 if validation is not None:
                     checkpoints.save({"key": key, "step": step, "generator": G_ema.state_dict(), "score": score},
                                      best_path, keep_previous=False)
-            record["best_step"] = track["best_step"]
             _tick_outputs(record, gc.iterations, samples[f"{label} (EMA) on the fixed batch"], images[fixed.numpy()],
                           [run_dir, ckpt_dir], label)
             checkpoints.save({"key": key, "step": step, **{k: m.state_dict() for k, m in modules.items()},

@@ -17,11 +17,12 @@ from typing import Callable
 import numpy as np
 
 # A tick is dead when an output is not finite, or when the outputs' spread across images is
-# under this share of the training images' spread and has not grown since the last healthy
-# tick: a generator starts at the mean image (spread 0) and a healthy one spreads out, however
-# slowly at a small learning rate; one that collapsed (black everywhere) or is stuck does not.
+# under DEAD_SPREAD of the training images' spread and either has collapsed (fallen under half
+# of the highest spread of a healthy tick) or is stuck (not grown at all since the last tick).
+# A generator starts at the mean image (spread 0) and a healthy one spreads out, however slowly
+# at a small learning rate; one that collapsed (black everywhere) or never moves does not.
 DEAD_SPREAD = 0.02
-GROWTH = 1.05  # under DEAD_SPREAD, a spread that has not grown by this factor since the last tick is stuck
+STUCK = 1e-6  # growth under this share of the training images' spread is no growth
 
 
 def image_spread(images: np.ndarray) -> float:
@@ -35,6 +36,11 @@ class Health:
     def __init__(self, reference_spread: float):
         self.reference = reference_spread
         self.last: dict[str, float] = {}  # spread of each output at the last healthy tick (0 at the start)
+        self.best: dict[str, float] = {}  # the highest spread of each output at a healthy tick
+
+    def reset(self) -> None:
+        """Forget the spreads (training starts again from the mean image)."""
+        self.last, self.best = {}, {}
 
     def dead_reason(self, outputs: dict[str, np.ndarray]) -> str | None:
         """Why the outputs ``{what: (n, C, S, S)}`` of this tick are dead, or None (then they are remembered)."""
@@ -43,11 +49,15 @@ class Health:
             if not np.isfinite(images).all():
                 return f"{what} is not finite"
             spreads[what] = spread = image_spread(images)
-            if len(images) > 1 and spread < DEAD_SPREAD * self.reference \
-                    and spread <= GROWTH * self.last.get(what, 0.0) + 1e-9:
-                return (f"{what} does not vary across images (spread {spread:.2g}, "
-                        f"{spread / max(self.reference, 1e-12):.1%} of the training images')")
+            if len(images) < 2 or spread >= DEAD_SPREAD * self.reference:
+                continue
+            share = f"spread {spread:.2g}, {spread / max(self.reference, 1e-12):.1%} of the training images'"
+            if spread < 0.5 * self.best.get(what, 0.0):
+                return f"{what} collapsed: it no longer varies across images ({share})"
+            if spread <= self.last.get(what, 0.0) + STUCK * self.reference:
+                return f"{what} does not vary across images and is not spreading out ({share})"
         self.last = spreads
+        self.best = {k: max(v, self.best.get(k, 0.0)) for k, v in spreads.items()}
         return None
 
 
@@ -56,14 +66,13 @@ class Validation:
     """The held-out training images a tick scores.
 
     ``inputs``: per source (subject x ROI) the generator's inputs of the held-out images, per layer
-    ``(n_val, *shape)``; ``images``: ``(n_val, 3, S, S)``; ``score(recon, judge) -> {metric: mean}`` scores
+    ``(n_val, *shape)``; ``score(recon, judge) -> {metric: mean}`` scores
     reconstructions of the held-out images by pixel metrics, and by the judge's identification when
     ``judge`` is true (the first source only: the judge watches, it does not choose, and it is the
     slow part); ``metric`` (a pixel metric) chooses the tick.
     """
 
     inputs: list[list[np.ndarray]]
-    images: np.ndarray
     score: Callable[[np.ndarray, bool], dict[str, float]]
     metric: str
 

@@ -50,3 +50,10 @@ def test_single_trial_reliability_recovers_known_value(rng):
     names = np.tile(np.arange(n_img).astype(str), reps)
     rel = M.single_trial_reliability(X, names)
     assert abs(np.median(rel) - 0.25) < 0.05
+
+
+def test_ssim_works_on_images_smaller_than_its_window(rng):
+    x = rng.uniform(0, 1, (4, 3, 10, 10))
+    y = np.clip(x + 0.2 * rng.standard_normal(x.shape), 0, 1)
+    assert np.allclose(M.ssim(x, x), 1) and (M.ssim(y, x) < 0.95).all()
+    assert M.ssim(x[..., :8, :8], x[..., :8, :8]).shape == (4,)

@@ -19,11 +19,18 @@ def test_health_tells_a_collapsed_output_from_a_starting_one(rng):
     train = rng.uniform(0, 1, (20, 3, 8, 8))
     health = Health(float(train.std(axis=0).mean()))
     mean = np.broadcast_to(train.mean(axis=0), train.shape)
-    assert "does not vary across images" in health.dead_reason({"EMA": mean})  # stuck at the start
-    small = mean + 0.001 * rng.standard_normal(train.shape)
-    assert health.dead_reason({"EMA": small}) is None  # tiny but growing: a slow start, alive
+    noise = rng.standard_normal(train.shape)
+    assert "not spreading out" in health.dead_reason({"EMA": mean})  # never moved from the mean image
+    for scale in (1e-4, 1.03e-4, 1.06e-4, 0.05):  # a slow start, growing 3% a tick, is alive
+        assert health.dead_reason({"EMA": mean + scale * noise}) is None
+    assert "collapsed" in health.dead_reason({"EMA": mean + 0.001 * noise})  # fell from above 2% to under half
+    health = Health(health.reference)
+    for scale in (0.001, 0.002):
+        assert health.dead_reason({"EMA": mean + scale * noise}) is None
+    assert "not spreading out" in health.dead_reason({"EMA": mean + 0.002 * noise})  # stuck under 2%
     assert health.dead_reason({"EMA": train}) is None
-    assert "does not vary" in health.dead_reason({"EMA": np.zeros_like(train)})  # black everywhere
+    assert "collapsed" in health.dead_reason({"EMA": np.zeros_like(train)})  # black everywhere
+    assert "collapsed" in health.dead_reason({"EMA": mean + 0.001 * noise})
     nan = train.copy()
     nan[0, 0, 0, 0] = np.nan
     assert "not finite" in health.dead_reason({"EMA": nan})
@@ -105,3 +112,20 @@ def test_a_28px_set_is_generated_and_scored_at_28px(tiny_strokes, tmp_path, monk
     finals = list((cfg.work_path / "generator").glob("*/generator.pt"))
     assert finals and all(tuple(checkpoints.load(p)["generator"]["mean_image"].shape) == (1, 28, 28)
                           for p in finals)  # every generator of this set is a grey 28-px one
+
+
+def test_a_generator_larger_than_the_stimuli_is_scored_at_their_size(tiny_strokes, tmp_path, monkeypatch):
+    from shared.config import load_config
+    from shared.datasets import split_images
+    from stage2_generate.methods import Methods
+    from stage2_generate.pipeline import run
+
+    config, _ = tiny_strokes
+    cfg = load_config(config, [f"results_dir={tmp_path}", "generator.lr=0.001", "generator.image_size=32"])
+    monkeypatch.setattr(Methods, "reconstruct",
+                        lambda self, subject, roi, split, names, dec: {"stimuli": split_images(cfg, split, names, 32)})
+    run(cfg)
+    metrics = json.loads((tmp_path / cfg.experiment / "metrics.json").read_text())
+    assert metrics["reconstruction_info"]["score_size"]["pixels"] == 28
+    row = metrics["reconstruction"]["sub-01"]["stimuli"]
+    assert 0.9 < row["pixcorr"] < 0.999  # upsampled to 32 px and back to 28: resampling costs a little

@@ -75,3 +75,56 @@ def test_no_validation_image_is_trained_on(tiny_finished, tmp_path, monkeypatch)
     diff = np.abs(trained[:, None] - val_images[None]).reshape(len(trained), len(val), -1).max(axis=2)
     assert diff.min() > 1e-3
     assert not seen["ridge_trials"] & set(val) and seen["ridge_images"] == fit
+
+
+def _stage2(tiny_finished, tmp_path, *overrides):
+    """Stage 2 of the tiny experiment in this process, results under ``tmp_path``; its metrics and stats."""
+    from shared.config import load_config
+    from stage2_generate.pipeline import run
+
+    cfg = load_config(tiny_finished.config, [f"results_dir={tmp_path}", *overrides])
+    run(cfg)
+    results = tmp_path / cfg.experiment
+    stats = [json.loads(line) for line in (results / "stats.jsonl").read_text().splitlines()]
+    return cfg, json.loads((results / "metrics.json").read_text()), stats, results
+
+
+def test_an_earlier_best_tick_is_the_one_that_reconstructs(tiny_finished, tmp_path, monkeypatch):
+    import stage2_generate.watch as watch
+
+    real, calls = watch.Validation.__call__, []
+
+    def first_tick_best(self, generate):
+        scores, recon = real(self, generate)
+        calls.append(dict(scores))
+        scores[self.key] = 1.0 if len(calls) == 1 else 0.0  # the first tick scores best, by rigging
+        return scores, recon
+
+    monkeypatch.setattr(watch.Validation, "__call__", first_tick_best)
+    _, metrics, _, _ = _stage2(tiny_finished, tmp_path, "generator.seed=7", "generator.lr=0.003")
+    assert len(calls) == 2 and metrics["reconstruction_info"]["generator"]["best_step"] == 2
+    assert abs(calls[0]["val_pixcorr"] - calls[1]["val_pixcorr"]) > 1e-3  # the two ticks differ
+    got = metrics["validation"]["sub-01"]["wgan_gp"]["pixcorr"]  # scored after training, by the kept generator
+    assert abs(got - calls[0]["val_pixcorr"]) < 1e-4
+
+
+def test_a_dead_tick_after_a_healthy_one_rolls_back_to_it(tiny_finished, tmp_path, monkeypatch, caplog):
+    import logging
+
+    import stage2_generate.watch as watch
+
+    real, calls = watch.Health.dead_reason, []
+
+    def dies_once(self, outputs):
+        calls.append(1)
+        return "forced dead" if len(calls) == 2 else real(self, outputs)
+
+    monkeypatch.setattr(watch.Health, "dead_reason", dies_once)
+    caplog.set_level(logging.INFO)
+    cfg, metrics, stats, results = _stage2(tiny_finished, tmp_path, "generator.seed=8", "generator.iterations=6")
+    lr = cfg.generator.lr
+    assert [(s["step"], s["lr"]) for s in stats if s.get("event") == "rollback"] == [(4, lr * 0.3)]
+    assert [(s["step"], s["lr"]) for s in stats if "event" not in s] == [(2, lr), (4, lr * 0.3), (6, lr * 0.3)]
+    assert "rolling back generator training at step 2 from" in caplog.text
+    assert [r["step"] for r in metrics["reconstruction_info"]["generator"]["rollbacks"]] == [4]
+    assert "- step 4: forced dead; learning rate now" in (results / "summary.md").read_text()
