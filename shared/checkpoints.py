@@ -31,8 +31,9 @@ def previous(path: Path) -> Path:
     return path.with_name(path.name + ".prev")
 
 
-def save(obj: Any, path: Path, keep_previous: bool = True) -> None:
-    """Write ``obj`` to ``path`` atomically (a kill leaves the old file or the new one)."""
+def save(obj: Any, path: Path, keep_previous: bool = True, fault_point: str = "checkpoint.write") -> None:
+    """Write ``obj`` to ``path`` atomically (a kill leaves the old file or the new one); ``fault_point``
+    names the write for the tests' failpoints."""
     import torch
 
     from shared.runs import write_temporary
@@ -42,7 +43,7 @@ def save(obj: Any, path: Path, keep_previous: bool = True) -> None:
     payload = buf.getvalue()
     data = MAGIC + hashlib.sha256(payload).digest() + payload
     path = Path(path)
-    tmp = write_temporary(path, data, fault_point="checkpoint.write")  # a full disk leaves both files as they were
+    tmp = write_temporary(path, data, fault_point=fault_point)  # a full disk leaves both files as they were
     if keep_previous and path.is_file() and intact(path):  # a damaged file never displaces a good .prev
         os.replace(path, previous(path))  # a kill here leaves only .prev, which load_latest reads
     os.replace(tmp, path)

@@ -575,8 +575,9 @@ def validate(cfg: Config) -> None:
             if not getattr(spec, field_name):
                 raise UserError(f"'data.{'train' if name == 'train' else 'test.' + name}.{field_name}' is empty; "
                                 f"give the file or folder (relative to data.root)")
-    if "train" in cfg.data.test:
-        raise UserError("'data.test' must not name a test set 'train'; call it e.g. 'natural'")
+    if "train" in cfg.data.test or "validation" in cfg.data.test:
+        raise UserError("'data.test' must not name a test set 'train' or 'validation' (names of the training images "
+                        "and their hold-out); call it e.g. 'natural'")
     if cfg.decoder.cv_units < 1:
         raise UserError(f"'decoder.cv_units' must be at least 1; {cfg.decoder.cv_units} was given")
     if cfg.simulation.noise_shared + cfg.simulation.noise_spatial > 1:

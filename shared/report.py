@@ -47,6 +47,7 @@ def write_table(base: Path, rows: list[dict], columns: list[str]) -> None:
 
 DECODING_COLUMNS = ["subject", "roi", "layer", "profile_corr", "pattern_corr", "pairwise_id", "oof_profile_corr",
                     "oof_pattern_corr", "oof_pairwise_id", "alpha", "alpha_per", "n_voxels", "n_units"]
+VALIDATION_SECTION = "reconstruction_validation"  # metrics.json: every method's scores on the validation hold-out
 RECON_FIRST = ["subject", "method", "pixcorr", "ssim"]
 RECON_LAST = ["pairwise_id_pixel", "nway10_id_pixel"]
 
@@ -98,7 +99,7 @@ def write_summary(results: Path, metrics: dict) -> None:
         parts.append("![decoding accuracy per layer](decoding.png)\n")
     recon_info = metrics.get("reconstruction_info", {})
     for key, value in metrics.items():
-        if key.startswith("reconstruction") and key != "reconstruction_info" and value:
+        if key.startswith("reconstruction") and key not in ("reconstruction_info", VALIDATION_SECTION) and value:
             split = key.split("reconstruction_", 1)[1] if "_" in key else metrics.get("info", {}).get("test_set", "test")
             parts.append(f"## Reconstruction ({split} test images)\n")
             parts.append(markdown_table(recon_rows(value), recon_columns(value)))
@@ -115,7 +116,7 @@ def write_summary(results: Path, metrics: dict) -> None:
                             "through the generator, from its reconstruction; `inversion_pixels`: the same "
                             "inversion of the pixels, from the mean training image."
                             if recon_info.get("methods") else "") + "\n")
-    parts += _training_parts(recon_info, metrics.get("validation"), results)
+    parts += _training_parts(recon_info, metrics.get(VALIDATION_SECTION), results)
     for grid in sorted(results.glob("grid*.png")):
         parts.append(f"![{grid.stem}]({grid.name})\n")
     atomic_write_text(results / "summary.md", "\n".join(parts))

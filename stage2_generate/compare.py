@@ -39,7 +39,7 @@ from shared.compare_spec import CompareSpec, Variant, load_compare, result_key, 
 from shared.config import Config, dump_yaml, to_dict
 from shared.errors import UserError
 from shared.faults import failpoint
-from shared.report import csv_table, markdown_table
+from shared.report import VALIDATION_SECTION, csv_table, markdown_table
 from shared.runs import atomic_write_json, atomic_write_text
 from stage2_generate.recon_files import split_method_key
 
@@ -174,7 +174,7 @@ def _per_image(results: Path) -> dict:
 
 def _validation(results: Path) -> dict:
     """``subject -> method -> mean scores`` on the validation hold-out of the training images."""
-    return json.loads((results / "metrics.json").read_text()).get("validation", {})
+    return json.loads((results / "metrics.json").read_text()).get(VALIDATION_SECTION, {})
 
 
 def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:

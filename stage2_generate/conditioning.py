@@ -20,17 +20,14 @@ import torch
 
 from shared.config import Config
 from shared.store import ExperimentStore, FeatureArray
-from stage2_generate.models import block_sizes
+from stage2_generate.models import entry_block
 
 
 def entry_size(height: int, image_size: int) -> int:
-    """Side a ``height x height`` conv map is pooled to: the largest of the generator's block sides
-    (``models.block_sizes(image_size)``) not above ``height``; a map smaller than every block keeps its
-    side (the generator upsamples it to its smallest block)."""
-    sizes = block_sizes(image_size)
-    if height < sizes[0]:
-        return height
-    return max(s for s in sizes if s <= height)
+    """Side a ``height x height`` conv map is pooled to: the generator block it enters
+    (``models.entry_block``); a map smaller than every block keeps its side (the generator upsamples it
+    to its smallest block)."""
+    return min(height, entry_block(height, image_size))
 
 
 @dataclass

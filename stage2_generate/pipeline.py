@@ -14,7 +14,7 @@ from shared.datasets import average_by_name, bdata_files, load_split, native_siz
 from shared.device import distributed, process_device
 from shared.errors import UserError
 from shared.holdout import validation_split
-from shared.report import recon_columns, recon_rows, section_key, write_summary, write_table
+from shared.report import VALIDATION_SECTION, recon_columns, recon_rows, section_key, write_summary, write_table
 from shared.runs import Run, atomic_write_bytes, atomic_write_json, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
@@ -325,7 +325,7 @@ def run(cfg: Config) -> None:
     sections = {section_key("reconstruction", split, first_split): rec for split, rec in recon_metrics.items()}
     judge_spec = parse_weights(e.judge_weights)
     if val_names:
-        sections["validation"] = validation_scores
+        sections[VALIDATION_SECTION] = validation_scores
     sections["reconstruction_info"] = {
         "judge": {judge_name(e.judge_network, layer): f"{e.judge_network} {layer}, weights {judge_spec.label}, "
                                                         f"input {e.judge_input_size} px" for layer in e.judge_layers},
@@ -345,7 +345,8 @@ def run(cfg: Config) -> None:
     metrics = update_metrics(results / "metrics.json", sections, "stage2", run_.dir)
     for key_name, rec in sections.items():
         if key_name != "reconstruction_info":
-            write_table(results / key_name, recon_rows(rec), recon_columns(rec))
+            write_table(results / ("validation" if key_name == VALIDATION_SECTION else key_name), recon_rows(rec),
+                        recon_columns(rec))
     write_summary(results, metrics)
     run_.finish(generator_key=key)
     log.info("stage 2 done in %.0f s; results in %s", time.time() - t0, results)

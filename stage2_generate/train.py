@@ -1,11 +1,16 @@
 """Training of the conditional WGAN-GP generator, resumable tick by tick.
 
-Each tick (``generator.tick_every`` generator steps) writes one status line, appends a
-JSON line to ``stats.jsonl``, saves a sample grid from a fixed conditioning batch and
-checkpoints all state dicts. A rerun with the same settings resumes from the last
-checkpoint (also to train further with a larger ``generator.iterations``); a finished
-run leaves ``generator.pt`` (the exponential moving average of the generator's
-weights, which reconstructs), which later runs with the same settings reuse.
+Each tick (``generator.tick_every`` generator steps) checks the outputs for a dead one
+(``watch.Health``: then it rolls back to the last healthy checkpoint with a smaller learning
+rate, or stops), scores the validation hold-out (``watch.Validation``), writes one status
+line, appends a JSON line to ``stats.jsonl`` (of the run, and of the training in its
+checkpoint folder, which spans resumes), saves a sample grid from a fixed conditioning batch
+and checkpoints all state dicts; the validation-best tick's EMA is kept as ``best.pt``. A
+rerun with the same settings resumes from the last checkpoint (also to train further with a
+larger ``generator.iterations``); a finished run leaves ``generator.pt``: the exponential
+moving average of the generator's weights at the validation-best tick (the last tick without a
+hold-out), which reconstructs, with its step, score and every rollback; later runs with the
+same settings reuse it.
 
 What the generator is conditioned on during training (``generator.train_inputs``):
 
@@ -431,7 +436,7 @@ def train_generator(cfg: Config, sampler: ConditionSampler, transforms: list[Lay
                 track["best_step"], track["best_score"] = step, score
                 if validation is not None:
                     checkpoints.save({"key": key, "step": step, "generator": G_ema.state_dict(), "score": score},
-                                     best_path, keep_previous=False)
+                                     best_path, keep_previous=False, fault_point="best.write")
             _tick_outputs(record, gc.iterations, samples[f"{label} (EMA) on the fixed batch"], images[fixed.numpy()],
                           [run_dir, ckpt_dir], label)
             checkpoints.save({"key": key, "step": step, **{k: m.state_dict() for k, m in modules.items()},

@@ -35,9 +35,9 @@ def test_reconstruction_uses_the_validation_best_tick(tiny_finished):
     assert info["generator"]["best_step"] == best["step"]
     assert info["validation"]["n_images"] == 6 and info["validation"]["n_train_images"] == 54
     # the generator that reconstructs scores on the held-out images what the best tick scored
-    got = tiny_finished.metrics["validation"]["sub-01"]["wgan_gp"]
+    got = tiny_finished.metrics["reconstruction_validation"]["sub-01"]["wgan_gp"]
     assert abs(got["pixcorr"] - best["val_pixcorr"]) < 1e-4 and abs(got["ssim"] - best["val_ssim"]) < 1e-4
-    assert {"pixel_ridge", "nearest_train"} <= set(tiny_finished.metrics["validation"]["sub-01"])
+    assert {"pixel_ridge", "nearest_train"} <= set(tiny_finished.metrics["reconstruction_validation"]["sub-01"])
     summary = (tiny_finished.results / "summary.md").read_text()
     assert f"step {best['step']} of 4 reconstructs" in summary and "No tick had a dead output" in summary
     assert (tiny_finished.results / "training.png").is_file()
@@ -104,7 +104,7 @@ def test_an_earlier_best_tick_is_the_one_that_reconstructs(tiny_finished, tmp_pa
     _, metrics, _, _ = _stage2(tiny_finished, tmp_path, "generator.seed=7", "generator.lr=0.003")
     assert len(calls) == 2 and metrics["reconstruction_info"]["generator"]["best_step"] == 2
     assert abs(calls[0]["val_pixcorr"] - calls[1]["val_pixcorr"]) > 1e-3  # the two ticks differ
-    got = metrics["validation"]["sub-01"]["wgan_gp"]["pixcorr"]  # scored after training, by the kept generator
+    got = metrics["reconstruction_validation"]["sub-01"]["wgan_gp"]["pixcorr"]  # scored after training, by the kept generator
     assert abs(got - calls[0]["val_pixcorr"]) < 1e-4
 
 
