@@ -24,7 +24,8 @@ from shared import metrics as M
 from shared.config import load_config
 from shared.datasets import load_images, load_split, split_image_names
 from shared.simulate.experiment import simulate_experiment
-from stage2_generate.baselines import VoxelRidge, pixel_ridge
+from stage2_generate.methods._voxel_ridge import VoxelRidge
+from stage2_generate.methods.pixel_ridge import pixel_ridge
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
             test = load_split(cfg, "sub-01", "natural", "VC", average=True)
             names = split_image_names(cfg, "train")
             images = load_images(cfg.data_root / cfg.data.train.images, names, cfg.generator.image_size)
-            recon, _ = pixel_ridge(cfg, VoxelRidge(cfg, train, names, "cpu"), images, {"natural": test.X})
+            recon, _ = pixel_ridge(cfg.eval.pixel_ridge_size, VoxelRidge(cfg.decoder, cfg.seed, train, names, "cpu"), images, {"natural": test.X})
             true = load_images(cfg.data_root / cfg.data.test["natural"].images, test.names, cfg.generator.image_size)
             corr = M.corr_matrix(recon["natural"], true)
             rel = np.nanmedian(M.single_trial_reliability(train.X, train.names))

@@ -34,7 +34,7 @@ from shared.featnet import FeatureNet
 from stage2_generate.conditioning import LayerTransform
 from stage2_generate.losses import CriticLoss
 from stage2_generate.models import Critic, Generator
-from stage2_generate.train import LossNetworks, generator_losses, loss_weights, uses_critic
+from stage2_generate.losses import LossNetworks, generator_losses, loss_weights, uses_critic
 
 
 def _transforms(cfg) -> list[LayerTransform]:
@@ -69,8 +69,8 @@ def measure(config: str, overrides: list[str], size: int, steps: int) -> dict:
     G = Generator([tf.out_shape for tf in transforms], size, g.base_channels).to(device)
     D = Critic(size, g.base_channels).to(device)
     critic_loss = CriticLoss(D, g.lambda_gp)
-    nets = LossNetworks(cfg, transforms).to(device).eval()
-    weights = loss_weights(cfg)
+    nets = LossNetworks(cfg.generator, cfg.features, transforms).to(device).eval()
+    weights = loss_weights(cfg.generator)
     opt_g, opt_d = torch.optim.Adam(G.parameters(), lr=g.lr), torch.optim.Adam(D.parameters(), lr=g.lr)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--work", default="work", help="work_dir of the run (the store lands in <work>/bench_layer)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
-    sets = [f"experiment=bench_layer", f"work_dir={args.work}", "results_dir=results/bench", "data.rois=[VC]",
+    sets = ["experiment=bench_layer", f"work_dir={args.work}", "results_dir=results/bench", "data.rois=[VC]",
             "features.input_size=224", "features.batch_size=16", f"features.layers=[{args.layer}]",
             f"generator.condition_layers=[{args.layer}]", *args.overrides]
     cmd = [sys.executable, "-m", "stage1_decode", "run", "--config", args.config]

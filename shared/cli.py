@@ -2,8 +2,9 @@
 
 ``main(prog, description, verbs, argv)`` parses ``<verb> --config FILE [--set key=value ...]
 [--dry-run]``, loads and validates the config, and calls the verb. A verb given as
-``(function, help, add_arguments)`` adds its own options and receives the parsed
-arguments instead (``compare`` and ``export`` read other kinds of files). A ``UserError``
+``(function, help, add_arguments[, option_help])`` adds its own options and receives the parsed
+arguments instead (``compare`` and ``export`` read other kinds of files); ``option_help`` says
+what its ``--config`` and ``--dry-run`` mean (``{"config": ..., "dry_run": ...}``). A ``UserError``
 becomes one line on stderr and exit status 2, never a traceback.
 """
 
@@ -24,13 +25,15 @@ def _parser(prog: str, description: str, verbs: dict[str, tuple[Verb, str]]) -> 
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, (_, help_text, *extra) in verbs.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", required=True, help="compare file, e.g. configs/ablations/layers.yaml" if name == "compare"
-                       else "experiment YAML file, e.g. configs/demo.yaml")
+        option_help = extra[1] if len(extra) > 1 else {}
+        p.add_argument("--config", required=True,
+                       help=option_help.get("config", "experiment YAML file, e.g. configs/demo.yaml"))
         if extra:  # a verb with its own options; it reads its config itself
             extra[0](p)
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set generator.iterations=200 (repeatable)")
-        p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+                       help="override a config key, e.g. --set data.rois=[VC] (repeatable)")
+        p.add_argument("--dry-run", action="store_true",
+                       help=option_help.get("dry_run", "print the resolved config and exit"))
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 

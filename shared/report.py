@@ -137,7 +137,7 @@ def _training_parts(recon_info: dict, validation: dict | None, results: Path) ->
                      f"step {g.get('best_step')} of {g.get('iterations')} reconstructs: it scored best on them by "
                      f"`{val['metric']}` ({g.get('best_score'):.3f}).\n")
     else:
-        parts.append(f"No validation hold-out (eval.validation_fraction=0): the last step's generator reconstructs.\n")
+        parts.append("No validation hold-out (eval.validation_fraction=0): the last step's generator reconstructs.\n")
     if rollbacks:
         parts.append(f"**{len(rollbacks)} rollback(s) of a dead output** (learning rate cut each time):\n")
         parts += [f"- step {r['step']}: {r['cause']}; learning rate now {r['lr']:.2g}" for r in rollbacks]

@@ -18,12 +18,11 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from shared import metrics as M
 from shared.config import Config
 from shared.datasets import SplitData
 from shared.errors import UserError
+from shared.evaluation import DecodingScores
 from shared.faults import failpoint
 from shared.runs import atomic_write_json
 from shared.ridge import ImageFolds, Standardiser
@@ -56,42 +55,6 @@ def layer_stats(true_train: FeatureArray, counts: np.ndarray, chunk: int,
     std = np.concatenate(stds).astype(np.float32)
     stats = LayerStats(np.concatenate(means).astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
     return stats, np.concatenate(picked, axis=1)
-
-
-class _ScoreAccumulator:
-    """Accumulates decoding scores of one test split over chunks of units."""
-
-    def __init__(self, n: int):
-        self.profile: list[np.ndarray] = []
-        self.sp = np.zeros(n)
-        self.st = np.zeros(n)
-        self.spp = np.zeros(n)
-        self.stt = np.zeros(n)
-        self.cross = np.zeros((n, n))  # sum over units of z_pred[i] * z_true[j]
-        self.units = 0
-
-    def add(self, pred: np.ndarray, true: np.ndarray, stats_mean: np.ndarray, stats_std: np.ndarray) -> None:
-        self.profile.append(M.profile_correlation(pred, true))
-        zp = ((pred - stats_mean) / stats_std).astype(np.float64)
-        zt = ((true - stats_mean) / stats_std).astype(np.float64)
-        self.sp += zp.sum(1)
-        self.st += zt.sum(1)
-        self.spp += (zp**2).sum(1)
-        self.stt += (zt**2).sum(1)
-        self.cross += (zp.astype(np.float32) @ zt.T.astype(np.float32)).astype(np.float64)  # float32 product per chunk
-        self.units += pred.shape[1]
-
-    def result(self) -> dict:
-        u = self.units
-        cov = self.cross - np.outer(self.sp, self.st) / u
-        var_p = self.spp - self.sp**2 / u
-        var_t = self.stt - self.st**2 / u
-        corr = cov / np.sqrt(np.outer(var_p, var_t) + 1e-30)
-        return {
-            "profile_corr": M.summarise(np.concatenate(self.profile)),
-            "pattern_corr": M.summarise(np.diag(corr)),
-            "pairwise_id": M.summarise(M.pairwise_identification(None, None, corr=corr)),
-        }
 
 
 def fingerprint(cfg: Config, store: ExperimentStore, subject: str, roi: str, train: SplitData,
@@ -223,7 +186,7 @@ def _decode_layer(cfg: Config, store: ExperimentStore, subject: str, roi: str, l
                 store.decoded_file(subject, roi, layer, split), names, true_train.n_units,
                 {**store.decoded_expect(subject, roi, layer, split), "unit_shape": list(true_train.unit_shape),
                  "weights_label": spec.label, **attrs}))
-            scores[split] = _ScoreAccumulator(len(names))
+            scores[split] = DecodingScores(len(names))
         rows = {split: trues[split].rows_for(splits[split]) for split in trues}
         n_chunks = -(-true_train.n_units // cfg.decoder.chunk_units)
         for units, block in tqdm(true_train.iter_units(cfg.decoder.chunk_units), total=n_chunks,

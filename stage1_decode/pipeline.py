@@ -19,7 +19,6 @@ from shared.runs import Run, atomic_write_json, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
 from stage1_decode.features import compute_true_features
-from stage1_decode.labfiles import export_lab_verb, import_lab_verb
 
 log = logging.getLogger(__name__)
 
@@ -118,24 +117,3 @@ def _drop_stale_sections(path, decoding: dict, first: str) -> None:
                       *path.parent.glob("per_image.json")]:
             stale.unlink()
     atomic_write_json(path, kept)
-
-
-def download(cfg: Config) -> None:
-    from shared.download import download as fetch
-
-    if cfg.data.source != "bdata":
-        raise UserError(f"'data.source' is {cfg.data.source!r}; the download fetches the real Deep Image "
-                        f"Reconstruction files, so use a config with data.source=bdata (e.g. configs/dir_real.yaml)")
-    fetch(cfg)
-
-
-VERBS = {
-    "download": (download, "download the Deep Image Reconstruction fMRI files and image lists of data.subjects "
-                           "from figshare into data.root (checked against the publisher's sizes and MD5s; resumes)"),
-    "run": (run, "simulate data if configured, extract features, decode them, score and write results"),
-    "simulate": (simulate, "only write the simulated experiment (BData files, image lists, images)"),
-    "export-lab": (export_lab_verb, "write the store's true and decoded features as the lab's per-image .mat files "
-                                    "under lab.root"),
-    "import-lab": (import_lab_verb, "read the lab's per-image .mat files under lab.root (lab.import_kind: "
-                                    "true_features or decoded) into the store"),
-}

@@ -6,16 +6,24 @@ from stage2_generate.compare import add_arguments as compare_arguments
 from stage2_generate.compare import compare_verb
 from stage2_generate.export import add_arguments as export_arguments
 from stage2_generate.export import export_verb
-from stage2_generate.pipeline import VERBS as RUN_VERBS
+from stage2_generate.pipeline import run
 
 VERBS = {
-    **RUN_VERBS,
+    "run": (run, "train the generator on stage 1's out-of-fold decoded features (resumable; torchrun for several "
+                 "processes; a validation hold-out chooses the tick), reconstruct the test images with it and the "
+                 "methods of methods.run, score them beside the baselines, write tables, grids and every "
+                 "reconstruction"),
     "compare": (compare_verb, "run every variant of a compare file (e.g. configs/ablations/layers.yaml) through both "
                               "stages, reusing cached products; write table, paired stats, bars and grid under "
-                              "results/compare/<name>/", compare_arguments),
+                              "<results_dir>/compare/<name>/", compare_arguments,
+                {"config": "compare file, e.g. configs/ablations/layers.yaml",
+                 "dry_run": "print every variant's resolved config and exit"}),
     "export": (export_verb, "figures and files from finished runs (an experiment config or a compare file), "
                             "re-running nothing: grids of chosen methods/variants, subjects, ROIs and images as "
-                            "PNG and PDF, the Shen et al. 2019 layout, one HDF5 file", export_arguments),
+                            "PNG and PDF, the Shen et al. 2019 layout, one HDF5 file", export_arguments,
+               {"config": "experiment YAML file or compare file, e.g. configs/demo.yaml or "
+                          "configs/ablations/layers.yaml",
+                "dry_run": "print what would be written (folder, figures, rows, images, pages) and exit"}),
 }
 
 

@@ -9,6 +9,18 @@ side. Maps smaller than the smallest block stay as they are and are upsampled to
 generator. fc layers stay vectors. Decoded features go through the same transform and are then
 rescaled per sample to the RMS of the true training inputs, because ridge shrinks
 predictions towards the mean.
+
+What the generator is conditioned on during training (``generator.train_inputs``;
+``ConditionSampler`` draws each batch):
+
+* ``true``: the true features of the training images;
+* ``corrupted``: true features mixed with noise per sample,
+  ``c = rho * x + sqrt(1 - rho^2) * rms * noise`` with ``rho`` uniform in
+  ``[generator.condition_corr_min, 1]``;
+* ``oof``: stage 1's out-of-fold decoded features of the training images (from a
+  random subject and ROI per sample), i.e. what decoding really produces;
+* ``mix``: per sample one of the above with probabilities ``mix_true``,
+  ``mix_corrupted``, ``mix_oof``.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from shared.config import Config
+from shared.config import GeneratorConfig
 from shared.store import ExperimentStore, FeatureArray
 from stage2_generate.models import entry_block
 
@@ -76,23 +88,25 @@ class LayerTransform:
         return out
 
 
-def fit_transforms(cfg: Config, store: ExperimentStore, train_names: list[str],
-                   fit_names: list[str] | None = None) -> tuple[list[LayerTransform], list[np.ndarray]]:
-    """Transforms of every conditioning layer, with statistics of the images ``fit_names`` (default: all
-    of ``train_names``; the validation hold-out is left out), and the transformed true inputs of every
-    training image, in ``train_names`` order."""
+def fit_transforms(layers: list[str], image_size: int, store: ExperimentStore, train_names: list[str],
+                   fit_names: list[str] | None = None, chunk_units: int = 4096
+                   ) -> tuple[list[LayerTransform], list[np.ndarray]]:
+    """Transforms of the conditioning ``layers`` of a generator of ``image_size`` px, with statistics of the
+    images ``fit_names`` (default: all of ``train_names``; the validation hold-out is left out), and the
+    transformed true inputs of every training image, in ``train_names`` order (read ``chunk_units`` units at
+    a time)."""
     transforms, inputs = [], []
-    for layer in cfg.generator.condition_layers:
+    for layer in layers:
         with store.open_true(layer, "train", names=train_names) as arr:
             rows = None if fit_names is None else np.sort(arr.rows_for(fit_names))
             means, stds = [], []
-            for _, block in arr.iter_units(cfg.decoder.chunk_units):
+            for _, block in arr.iter_units(chunk_units):
                 block = block if rows is None else block[rows]
                 means.append(block.mean(axis=0))
                 stds.append(block.std(axis=0))
             std = np.concatenate(stds)
             tf = LayerTransform(layer, arr.unit_shape, np.concatenate(means).astype(np.float32),
-                                np.where(std > 1e-8, std, 1.0).astype(np.float32), cfg.generator.image_size)
+                                np.where(std > 1e-8, std, 1.0).astype(np.float32), image_size)
             x = tf.apply(arr)
         fit = x if rows is None else x[rows]
         tf.rms = float(np.sqrt((fit.reshape(len(fit), -1) ** 2).mean()))
@@ -126,3 +140,57 @@ def decoded_inputs(store: ExperimentStore, transforms: list[LayerTransform], sub
         rms = np.sqrt((flat**2).mean(axis=1))
         out.append((x * (tf.rms / (rms + 1e-8)).reshape(-1, *[1] * (x.ndim - 1))).astype(np.float32))
     return out, names
+
+
+def corrupt(inputs: list[torch.Tensor], rms: list[float], corr_min: float, gen: torch.Generator) -> list[torch.Tensor]:
+    """Mix each sample's inputs with noise at a random correlation in [corr_min, 1]."""
+    n = inputs[0].shape[0]
+    rho = corr_min + (1 - corr_min) * torch.rand(n, generator=gen)
+    out = []
+    for x, r in zip(inputs, rms):
+        shape = (n,) + (1,) * (x.ndim - 1)
+        noise = torch.randn(x.shape, generator=gen).to(x.device) * r
+        rho_x = rho.to(x.device).view(shape)
+        out.append(rho_x * x + torch.sqrt(1 - rho_x**2) * noise)
+    return out
+
+
+@dataclass
+class ConditionSampler:
+    """Conditioning inputs of a batch of training images, drawn as ``generator.train_inputs`` says.
+
+    ``true``: per layer ``(n_images, *shape)``; ``oof``: per layer ``(n_sources, n_images, *shape)``
+    (one source per subject x ROI) or None; ``probs``: (true, corrupted, oof).
+    """
+
+    true: list[torch.Tensor]
+    oof: list[torch.Tensor] | None
+    rms: list[float]
+    probs: tuple[float, float, float]
+    corr_min: float
+
+    @classmethod
+    def from_settings(cls, g: GeneratorConfig, true, oof, rms) -> ConditionSampler:
+        """The sampler ``generator.train_inputs`` (of the generator section ``g``) asks for."""
+        probs = {"true": (1.0, 0.0, 0.0), "corrupted": (0.0, 1.0, 0.0), "oof": (0.0, 0.0, 1.0),
+                 "mix": (g.mix_true, g.mix_corrupted, g.mix_oof)}[g.train_inputs]
+        total = sum(probs)
+        return cls(true, oof, rms, tuple(p / total for p in probs), g.condition_corr_min)
+
+    def __call__(self, idx: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        n = len(idx)
+        kind = torch.multinomial(torch.tensor(self.probs), n, replacement=True, generator=gen)
+        idx_d = idx.to(self.true[0].device)
+        out = [x[idx_d] for x in self.true]
+        if self.probs[1] > 0:
+            noisy = corrupt(out, self.rms, self.corr_min, gen)
+            out = self._where(kind == 1, noisy, out)
+        if self.probs[2] > 0:
+            src = torch.randint(0, self.oof[0].shape[0], (n,), generator=gen).to(idx_d.device)
+            decoded = [o[src, idx_d].float() for o in self.oof]
+            out = self._where(kind == 2, decoded, out)
+        return out
+
+    @staticmethod
+    def _where(mask: torch.Tensor, a: list[torch.Tensor], b: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [torch.where(mask.to(x.device).view(-1, *[1] * (x.ndim - 1)), x, y) for x, y in zip(a, b)]

@@ -41,9 +41,8 @@ class Source:
 
 
 def add_arguments(parser) -> None:
-    from stage2_generate.compare import add_base_argument
-
-    add_base_argument(parser)  # for a compare file run with --base
+    parser.add_argument("--base", metavar="CONFIG", help="for a compare file run with --base CONFIG: read that "
+                        "comparison's results (<results_dir>/compare/<name>_<config's stem>/)")
     parser.add_argument("--figure", action="append", choices=FIGURES, default=[],
                         help="what to write (repeatable; default all): grid, shen, hdf5")
     parser.add_argument("--methods", nargs="+", default=[], metavar="M",
@@ -60,13 +59,13 @@ def add_arguments(parser) -> None:
 
 def _sources(args) -> tuple[list[Source], object, Path]:
     """The result folders to read, the (reference) config and the default output folder."""
-    from shared.compare_spec import is_compare_file, load_compare
     from shared.config import load_config
+    from stage2_generate.compare.spec import is_compare_file, load_compare
 
     if args.base and not is_compare_file(args.config):
         raise UserError(f"--base applies to a compare file; {args.config} is an experiment config: drop --base")
     if is_compare_file(args.config):
-        from stage2_generate.compare import variant_paths
+        from stage2_generate.compare.cache import variant_paths
 
         spec = load_compare(args.config, args.overrides, args.base)
         chosen = [v for v in spec.variants if not args.variants or v.name in args.variants]

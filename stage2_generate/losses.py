@@ -18,12 +18,21 @@ batch.
 * ``feature_consistency_loss``: 1 - Pearson r per sample between the feature
   network's (transformed) features of the reconstruction and the features it was
   conditioned on (scale-free, since decoded inputs are rescaled).
+
+``LossNetworks`` holds the fixed networks the perceptual and feature-consistency losses look
+through; ``generator_losses`` gives every switched-on loss of one generator step.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from shared.config import FeaturesConfig, GeneratorConfig
+from shared.featnet import FeatureNet
+from stage2_generate.conditioning import LayerTransform
+
+LOSSES = ("adversarial", "pixel", "perceptual", "feature_matching", "feature_consistency")
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, lambda_gp: float = 10.0,
@@ -86,3 +95,68 @@ def feature_consistency_loss(recon_feats: list[torch.Tensor], conditioning: list
         r = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-8)
         total = total + (1 - r).mean()
     return total / len(recon_feats)
+
+
+class LossNetworks(torch.nn.Module):
+    """The fixed networks the generator's losses look through: the perceptual network and
+    the feature network (feature consistency), one forward pass when they are the same."""
+
+    def __init__(self, g: GeneratorConfig, f: FeaturesConfig, transforms: list[LayerTransform]):
+        """``g``, ``f``: the generator and feature sections; ``transforms``: the conditioning layers' (none:
+        no feature consistency, e.g. for a generator from voxels or an image coder)."""
+        super().__init__()
+        self.percep_layers = list(g.perceptual_layers) if g.loss_perceptual > 0 else []
+        names = g.consistency_layers or g.condition_layers
+        self.consist = [tf for tf in transforms if tf.layer in names] if g.loss_feature_consistency > 0 else []
+        consist_layers = [tf.layer for tf in self.consist]
+        perceptual = g.perceptual_weights or f.weights  # '' means the feature network's weights
+        same = g.perceptual_network == f.network and perceptual == f.weights
+        self.shared = same and bool(self.percep_layers) and bool(consist_layers)
+        self.percep = self.featnet = None
+        if self.shared:
+            self.percep = FeatureNet(f.network, f.weights, sorted(set(self.percep_layers) | set(consist_layers)),
+                                     input_size=f.input_size)
+        else:
+            if self.percep_layers:
+                size = f.input_size if g.perceptual_network == f.network else max(g.image_size, 64)
+                self.percep = FeatureNet(g.perceptual_network, perceptual, self.percep_layers,
+                                         input_size=size)
+            if consist_layers:
+                self.featnet = FeatureNet(f.network, f.weights, consist_layers, input_size=f.input_size)
+        self.consist_index = [[tf.layer for tf in transforms].index(tf.layer) for tf in self.consist]
+
+    def losses(self, fake: torch.Tensor, real: torch.Tensor, cond: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        fake_feats = self.percep(fake) if self.percep is not None else {}
+        if self.percep_layers:
+            with torch.no_grad():
+                real_feats = self.percep(real)
+            out["perceptual"] = perceptual_loss({k: fake_feats[k] for k in self.percep_layers},
+                                                {k: real_feats[k] for k in self.percep_layers})
+        if self.consist:
+            feats = fake_feats if self.shared else self.featnet(fake)
+            out["feature_consistency"] = feature_consistency_loss(
+                [tf.apply_torch(feats[tf.layer]) for tf in self.consist], [cond[i] for i in self.consist_index])
+        return out
+
+
+def loss_weights(g: GeneratorConfig) -> dict[str, float]:
+    """``{loss name: weight}`` of the generator's losses (0 = off); ``g``: the generator section."""
+    return {name: getattr(g, f"loss_{name}") for name in LOSSES}
+
+
+def uses_critic(weights: dict[str, float]) -> bool:
+    """Whether any switched-on loss looks through the critic (else it is not trained)."""
+    return weights["adversarial"] > 0 or weights["feature_matching"] > 0
+
+
+def generator_losses(weights: dict[str, float], D: nn.Module, nets: LossNetworks, fake: torch.Tensor,
+                     real: torch.Tensor, cond: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every switched-on loss of one generator step (unweighted)."""
+    losses = {"pixel": pixel_loss(fake, real)} if weights["pixel"] else {}
+    if weights["adversarial"]:
+        losses["adversarial"] = -D(fake).mean()
+    if weights["feature_matching"]:
+        losses["feature_matching"] = feature_matching_loss(D, fake, real)
+    losses.update(nets.losses(fake, real, cond))
+    return losses

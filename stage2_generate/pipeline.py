@@ -1,4 +1,6 @@
-"""Stage 2 verb ``run``: train the generator, reconstruct test images, score, export."""
+"""Stage 2 verb ``run``: train the generator, reconstruct the test images with every configured method
+(``stage2_generate/methods/``), score them all alike (``shared/evaluation.py``), write tables, grids and
+every reconstruction."""
 
 from __future__ import annotations
 
@@ -8,11 +10,11 @@ import zlib
 
 import numpy as np
 
-from shared import metrics as M
-from shared.config import FEATURE_METHODS, Config
+from shared.config import Config
 from shared.datasets import average_by_name, bdata_files, load_split, native_size, split_image_names, split_images
 from shared.device import distributed, process_device
 from shared.errors import UserError
+from shared.evaluation import ValidationScorer, as_scored, is_grayscale, judge_features, judge_name, means, score
 from shared.holdout import validation_split
 from shared.report import VALIDATION_SECTION, recon_columns, recon_rows, section_key, write_summary, write_table
 from shared.runs import Run, atomic_write_bytes, atomic_write_json, update_metrics
@@ -22,40 +24,6 @@ from shared.weights import parse_weights
 log = logging.getLogger(__name__)
 
 VALIDATION = "__validation__"  # the held-out training images, reconstructed beside the test sets
-
-
-def judge_name(network: str, layer: str) -> str:
-    """The field's name of an identification metric: ``alexnet2`` for AlexNet conv2, else ``<net>_<layer>``."""
-    if network == "alexnet" and layer.startswith("conv"):
-        return f"alexnet{layer[4:]}"
-    return f"{network}_{layer}"
-
-
-def judge_features(judge, images: np.ndarray, device, batch: int = 50) -> dict[str, np.ndarray]:
-    """Judge-network features of images ``(n, 3, S, S)``, flattened per layer."""
-    import torch
-
-    out: dict[str, list] = {}
-    with torch.no_grad():
-        for s in range(0, len(images), batch):
-            for k, v in judge(torch.from_numpy(images[s:s + batch]).to(device)).items():
-                out.setdefault(k, []).append(v.flatten(1).float().cpu().numpy())
-    return {judge_name(judge.network, k): np.concatenate(v) for k, v in out.items()}
-
-
-def score(recon: np.ndarray, true: np.ndarray, true_feats: dict[str, np.ndarray], judge, device,
-          rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Per-image reconstruction metrics of ``recon`` against ``true`` (both ``(n, 3, S, S)`` in
-    [0, 1]); ``true_feats`` are ``judge_features`` of ``true``. ``metrics.json`` holds their means."""
-    corr = M.corr_matrix(recon, true)
-    fr = judge_features(judge, recon, device)
-    return {
-        "pixcorr": np.diag(corr).copy(),
-        "ssim": M.ssim(recon, true),
-        **{k: M.pairwise_identification(fr[k], true_feats[k]) for k in true_feats},
-        "pairwise_id_pixel": M.pairwise_identification(None, None, corr=corr),
-        "nway10_id_pixel": M.nway_hits(corr, min(10, len(true)), rng),
-    }
 
 
 def _rows(names: list[str], wanted: list[str]) -> np.ndarray:
@@ -71,39 +39,6 @@ def _only(data, names: list[str]):
     return replace(data, X=data.X[keep], names=data.names[keep])
 
 
-def _validation(inputs: list[list[np.ndarray]], images: np.ndarray, judge, device, metric: str, seed: int,
-                size: int):
-    """The scorer of the held-out training images ``images`` (pixel metrics and the judge's), at ``size`` px
-    like the test images: every tick's, and the final validation table's."""
-    from stage2_generate.watch import Validation
-
-    images = at_size(images, size)
-    truth = judge_features(judge, images, device)
-    gray = is_grayscale(images)
-
-    def mean_scores(recon: np.ndarray, with_judge: bool = True) -> dict[str, float]:
-        recon = at_size(recon, size)
-        recon = np.repeat(recon.mean(axis=1, keepdims=True), 3, axis=1) if gray else recon
-        if not with_judge:
-            return {"pixcorr": M.summarise(np.diag(M.corr_matrix(recon, images))), "ssim": M.summarise(M.ssim(recon, images))}
-        per = score(recon, images, truth, judge, device, np.random.default_rng(seed))
-        return {k: M.summarise(v) for k, v in per.items() if k in ("pixcorr", "ssim") or k in truth}
-
-    return Validation(inputs, mean_scores, metric)
-
-
-def at_size(images: np.ndarray, size: int) -> np.ndarray:
-    """``(n, C, S, S)`` images resampled to ``size`` (area-averaged when shrunk, bilinear when enlarged),
-    in [0, 1]; images already at ``size`` are returned as they are."""
-    import torch
-
-    if images.shape[-1] == size:
-        return images
-    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    mode = {"mode": "area"} if size < images.shape[-1] else {"mode": "bilinear", "align_corners": False}
-    return torch.nn.functional.interpolate(t, size=(size, size), **mode).clamp(0, 1).numpy()
-
-
 def _size_label(size: int, native: int | None, generator_size: int) -> str:
     if size == native:
         return "the stimuli's own size"
@@ -111,11 +46,6 @@ def _size_label(size: int, native: int | None, generator_size: int) -> str:
         return "the generator's size; the stimuli have no one square size" if size == generator_size \
             else "set by eval.score_size; the stimuli have no one square size"
     return f"resampled: the stimuli are {native} px (eval.score_size={size})"
-
-
-def is_grayscale(images: np.ndarray) -> bool:
-    """True when every image has equal channels (a grayscale stimulus set)."""
-    return bool(np.array_equal(images[:, 0], images[:, 1]) and np.array_equal(images[:, 0], images[:, 2]))
 
 
 def out_of_fold_inputs(cfg: Config, store: ExperimentStore, transforms, train_names: list[str]) -> list[np.ndarray]:
@@ -142,9 +72,10 @@ def out_of_fold_inputs(cfg: Config, store: ExperimentStore, transforms, train_na
     return out
 
 
-def _check_inputs(cfg: Config, store: ExperimentStore) -> None:
+def _check_inputs(cfg: Config, store: ExperimentStore, method_layers: list[str]) -> None:
     """Every input stage 2 reads, checked before it writes anything: the networks' weights,
-    the fMRI files and images, and every feature-store array (its attributes and stimuli)."""
+    the fMRI files and images, and every feature-store array (its attributes and stimuli);
+    ``method_layers``: the layers methods read beyond the conditioning layers."""
     from shared.config import perceptual_weights
     from shared.datasets import check_inputs
     from shared.featnet import check_weights
@@ -154,10 +85,8 @@ def _check_inputs(cfg: Config, store: ExperimentStore) -> None:
     if cfg.generator.loss_perceptual > 0:
         check_weights(cfg.generator.perceptual_network, perceptual_weights(cfg))
     gc = cfg.generator
-    inverted = (cfg.methods.inversion_layers or cfg.features.layers) \
-        if any(m in FEATURE_METHODS for m in cfg.methods.run) else []
     names_of = {split: split_image_names(cfg, split) for split in ["train", *cfg.data.test]}
-    for layer in dict.fromkeys([*gc.condition_layers, *inverted]):
+    for layer in dict.fromkeys([*gc.condition_layers, *method_layers]):
         store.open_true(layer, "train", names=names_of["train"]).close()
         for split in cfg.data.test:
             store.open_true(layer, split, names=names_of[split]).close()
@@ -177,40 +106,41 @@ def run(cfg: Config) -> None:
 
     from shared.featnet import FeatureNet
     from shared.plotting import image_grid
-    from stage2_generate.baselines import NearestTrain, VoxelRidge, pixel_ridge
-    from stage2_generate.conditioning import decoded_inputs, fit_transforms, true_inputs
-    from stage2_generate.methods import Methods
-    from stage2_generate.methods import preflight as check_methods
-    from stage2_generate.models import generate
+    from stage2_generate import methods as registry
+    from stage2_generate.conditioning import ConditionSampler, decoded_inputs, fit_transforms
+    from stage2_generate.generator_files import preflight as check_generator_files
+    from stage2_generate.generator_files import training_key, training_record
     from stage2_generate.recon_files import grid_title, save_reconstructions
-    from stage2_generate.train import ConditionSampler, train_generator, training_key, training_record
-    from stage2_generate.train import preflight as check_generator_files
+    from stage2_generate.train import train_generator
+    from stage2_generate.watch import Validation
 
     t0 = time.time()
     device = process_device(cfg.device)
     rank, world = distributed(device)
-    gc = cfg.generator
+    gc, e = cfg.generator, cfg.eval
     store = ExperimentStore(cfg)
     for layer in gc.condition_layers:
         if not store.true_file(layer, "train").is_file():
             raise UserError(f"the feature store {store.root} has no {layer} features of experiment "
                             f"'{cfg.experiment}'; run stage 1 first: python -m stage1_decode run --config <same config>")
-    _check_inputs(cfg, store)
-    e = cfg.eval
+    classes = registry.selected(cfg.methods.run, e.baselines)
+    _check_inputs(cfg, store, [layer for c in classes for layer in c.store_layers(cfg.methods, cfg.features)])
     all_names = split_image_names(cfg, "train")
     # the validation hold-out: no generator batch and no method's fit ever sees these images
     train_names, val_names = validation_split(all_names, e.validation_fraction, cfg.seed)
     fit_rows, val_rows = _rows(all_names, train_names), _rows(all_names, val_names)
-    transforms, all_inputs = fit_transforms(cfg, store, all_names, train_names if val_names else None)
+    transforms, all_inputs = fit_transforms(gc.condition_layers, gc.image_size, store, all_names,
+                                            train_names if val_names else None, cfg.decoder.chunk_units)
     train_inputs = [x[fit_rows] for x in all_inputs]
     all_images = split_images(cfg, "train", all_names, gc.image_size)
     train_images, val_images = all_images[fit_rows], all_images[val_rows]
     del all_images
     gray = is_grayscale(train_images)
+    channels = 1 if gray else 3
     uses_oof = gc.train_inputs == "oof" or (gc.train_inputs == "mix" and gc.mix_oof > 0)
     oof = out_of_fold_inputs(cfg, store, transforms, all_names) if uses_oof or val_names else None
-    sampler = ConditionSampler.from_config(
-        cfg, [torch.from_numpy(x).to(device) for x in train_inputs],
+    sampler = ConditionSampler.from_settings(
+        gc, [torch.from_numpy(x).to(device) for x in train_inputs],
         [torch.from_numpy(x[:, fit_rows]).to(device) for x in oof] if uses_oof else None,
         [tf.rms for tf in transforms])
     val_inputs = [[x[k, val_rows].astype(np.float32) for x in oof] for k in range(len(oof[0]))] if val_names else []
@@ -219,20 +149,25 @@ def run(cfg: Config) -> None:
     if uses_oof or val_names:
         inputs += [store.decoded_file(s, r, layer, "train_oof") for s in cfg.data.subjects for r in cfg.data.rois
                    for layer in gc.condition_layers]
-    key = training_key(cfg, 1 if gray else 3, inputs)
+    key = training_key(cfg, channels, inputs)
     ckpt_dir = cfg.work_path / "generator" / key
-    check_generator_files(cfg, ckpt_dir, key, [tuple(x.shape[1:]) for x in train_inputs], 1 if gray else 3)
-    check_methods(cfg, train_names, train_images, 1 if gray else 3)
+    check_generator_files(gc, ckpt_dir, key, [tuple(x.shape[1:]) for x in train_inputs], channels)
+    ctx = registry.Context.of(cfg, store=store, device=device, train_images=train_images, train_names=train_names,
+                              channels=channels, transforms=transforms, train_inputs=train_inputs)
+    methods = [c(ctx) for c in classes]
+    for method in methods:
+        method.check()
     # every input checked: from here on the run writes (a bad input above has touched nothing)
     run_ = Run(cfg, "stage2", str(device), bdata_files(cfg)) if rank == 0 else None
     judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval() \
         if rank == 0 else None
     native = native_size(cfg)
     size = e.score_size or native or gc.image_size
-    validation = _validation(val_inputs, val_images, judge, device, e.validation_metric, cfg.seed, size) \
-        if val_names and rank == 0 else None
-    G = train_generator(cfg, sampler, transforms, train_images, device, ckpt_dir, run_.dir if run_ else None, key,
-                        channels=1 if gray else 3, rank=rank, world=world, validation=validation)
+    validation = Validation(val_inputs, ValidationScorer(val_images, judge, device, cfg.seed, size),
+                            e.validation_metric) if val_names and rank == 0 else None
+    ctx.G = train_generator(gc, cfg.features, sampler, transforms, train_images, device, ckpt_dir,
+                            run_.dir if run_ else None, key, channels=channels, rank=rank, world=world,
+                            validation=validation)
     del sampler
     if rank != 0:  # the other torchrun processes only train
         return
@@ -241,82 +176,58 @@ def run(cfg: Config) -> None:
     for name in ("training.png", "stats.jsonl"):  # the whole training's curves, over resumes and rollbacks
         if (ckpt_dir / name).is_file():
             atomic_write_bytes(cfg.results_path / name, (ckpt_dir / name).read_bytes())
-    nearest_train = NearestTrain(train_inputs, train_images)
-    methods = Methods(cfg, store, G, train_images, 1 if gray else 3, device, train_names)
     results = cfg.results_path
     first_split, first_roi = next(iter(cfg.data.test)), cfg.data.rois[0]
+    reads_voxels = any(c.reads == "voxels" for c in classes)
     recon_metrics: dict = {}
     per_image: dict = {}  # split -> subject -> method -> {"names", metric: per-image values}
-    truth: dict[str, tuple] = {}  # split -> (images, judge features, true-feature ceiling), once per split
+    truth: dict[str, tuple] = {}  # split -> (names, images, judge features), once per split
     validation_scores: dict = {}  # subject -> method -> mean scores on the held-out training images
     for subject in cfg.data.subjects:
         for roi in cfg.data.rois:
-            trials = load_split(cfg, subject, "train", roi, average=False) \
-                if e.baselines or methods.voxel_names else None
-            train = _only(trials, train_names) if trials is not None else None
-            tests = {split: load_split(cfg, subject, split, roi, average=True) for split in cfg.data.test}
-            voxel_ridge = VoxelRidge(cfg, train, train_names, device) if train is not None else None
-            test_voxels = {s: d.X for s, d in tests.items()}
-            if val_names and trials is not None:  # the held-out images' trials, averaged like a test set's
-                held = _only(trials, val_names)
-                test_voxels[VALIDATION] = average_by_name(held.X, held.names, val_names)
-            ridge_recon, ridge_alpha = pixel_ridge(cfg, voxel_ridge, train_images, test_voxels) \
-                if e.baselines else ({}, None)
-            from_voxels = methods.from_voxels(subject, roi, voxel_ridge, test_voxels)
+            suffix = "" if roi == first_roi else f"[{roi}]"
+            trials = load_split(cfg, subject, "train", roi, average=False) if reads_voxels else None
+            train = registry.TrainData(ctx, subject, roi, _only(trials, train_names) if trials is not None else None)
+            fitted = [m.fit(train) for m in methods if roi == first_roi or not m.first_roi_only]
             if val_names:  # every method scored on the held-out images, beside the test scores
+                held = _only(trials, val_names) if trials is not None else None
                 src = cfg.data.subjects.index(subject) * len(cfg.data.rois) + cfg.data.rois.index(roi)
-                val_recons = {"wgan_gp": generate(G, val_inputs[src], device), **from_voxels.pop(VALIDATION, {})}
-                if e.baselines:
-                    val_recons.update(pixel_ridge=ridge_recon.pop(VALIDATION),
-                                      nearest_train=nearest_train(val_inputs[src]))
-                suffix = "" if roi == first_roi else f"[{roi}]"
-                for method, rec in val_recons.items():
-                    validation_scores.setdefault(subject, {})[method + suffix] = validation.score(rec)
-            for split, d in tests.items():
+                test = registry.TestData(subject, roi, VALIDATION, val_names, val_inputs[src],
+                                         average_by_name(held.X, held.names, val_names) if held is not None else None)
+                for m in fitted:
+                    if m.validated:
+                        validation_scores.setdefault(subject, {})[m.name + suffix] = validation.score(
+                            m.reconstruct(test))
+            for split in cfg.data.test:
+                d = load_split(cfg, subject, split, roi, average=True)
                 dec, names = decoded_inputs(store, transforms, subject, roi, split)
-                if list(names) != list(d.names):  # voxel methods' rows follow the brain data's order
-                    order = {n: i for i, n in enumerate(d.names)}
-                    rows = [order[n] for n in names]
-                    from_voxels[split] = {k: v[rows] for k, v in from_voxels[split].items()}
-                    if e.baselines:
-                        ridge_recon[split] = ridge_recon[split][rows]
                 if split not in truth:
                     true = split_images(cfg, split, names, size)
-                    ceiling = at_size(generate(G, true_inputs(store, transforms, split, names), device), size)
-                    truth[split] = (list(names), true, judge_features(judge, true, device), ceiling)
+                    truth[split] = (list(names), true, judge_features(judge, true, device))
                     if e.save_reconstructions:  # the stimuli as scored, so figures need nothing but results/
                         save_reconstructions(results / "reconstructions" / "stimuli", split, true, names, gray)
-                first_names, true, true_feats, ceiling = truth[split]
+                first_names, true, true_feats = truth[split]
                 if list(names) != first_names:  # another subject or ROI may list the images in another order
-                    index = {n: i for i, n in enumerate(first_names)}
                     if set(names) != set(first_names):
                         raise UserError(f"the decoded {split} features of {subject} {roi} are not of the same images "
                                         f"as those of the first subject and ROI; rerun stage 1")
-                    rows = [index[n] for n in names]
-                    true, ceiling = true[rows], ceiling[rows]
-                    true_feats = {k: v[rows] for k, v in true_feats.items()}
-                recons = {"wgan_gp": generate(G, dec, device), **methods.reconstruct(subject, roi, split, names, dec),
-                          **from_voxels[split]}
-                if e.baselines:
-                    recons.update(pixel_ridge=ridge_recon[split], nearest_train=nearest_train(dec))
-                recons = {k: at_size(v, size) for k, v in recons.items()}
-                if gray:  # a grayscale set is reconstructed and scored in gray
-                    recons = {k: np.repeat(v.mean(axis=1, keepdims=True), 3, axis=1) for k, v in recons.items()}
-                if roi == first_roi:  # the ceiling does not depend on the ROI
-                    recons["wgan_gp_true_features"] = ceiling
-                suffix = "" if roi == first_roi else f"[{roi}]"
-                for method, rec in recons.items():
+                    rows = _rows(first_names, list(names))
+                    true, true_feats = true[rows], {k: v[rows] for k, v in true_feats.items()}
+                # voxel methods read the brain data's rows in the decoded features' order
+                test = registry.TestData(subject, roi, split, list(names), dec,
+                                         d.X[_rows(list(d.names), list(names))] if reads_voxels else None)
+                recons = {m.name: as_scored(m.reconstruct(test), size, gray) for m in fitted}
+                for m in fitted:
+                    rec = recons[m.name]
                     # n-way distractors drawn per (subject, ROI, test set, method): rows stay comparable
-                    rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{subject}/{roi}/{split}/{method}".encode())])
+                    rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{subject}/{roi}/{split}/{m.name}".encode())])
                     per = score(rec, true, true_feats, judge, device, rng)
-                    s = {k: M.summarise(v) for k, v in per.items()}
-                    per_image.setdefault(split, {}).setdefault(subject, {})[method + suffix] = {
+                    per_image.setdefault(split, {}).setdefault(subject, {})[m.name + suffix] = {
                         "names": list(names), **{k: v.tolist() for k, v in per.items()}}
-                    if method == "pixel_ridge":
-                        s["alpha"] = ridge_alpha
-                    recon_metrics.setdefault(split, {}).setdefault(subject, {})[method + suffix] = s
+                    recon_metrics.setdefault(split, {}).setdefault(subject, {})[m.name + suffix] = {**means(per),
+                                                                                                  **m.row()}
                     if e.save_reconstructions:
-                        save_reconstructions(results / "reconstructions" / subject / roi / split, method, rec,
+                        save_reconstructions(results / "reconstructions" / subject / roi / split, m.name, rec,
                                              names, gray)
                 name = "grid" if (split == first_split and roi == first_roi and subject == cfg.data.subjects[0]) \
                     else f"grid_{subject}_{roi}_{split}"
@@ -340,7 +251,11 @@ def run(cfg: Config) -> None:
         "score_size": {"pixels": size, "native": native, "label": _size_label(size, native, gc.image_size)},
     }
     if cfg.methods.run:
-        sections["reconstruction_info"]["methods"] = methods.info()
+        info = {"run": list(cfg.methods.run)}
+        for m in methods:
+            if m.role == "published":
+                info.update(m.settings())
+        sections["reconstruction_info"]["methods"] = info
     atomic_write_json(results / "per_image.json", per_image)
     metrics = update_metrics(results / "metrics.json", sections, "stage2", run_.dir)
     for key_name, rec in sections.items():
@@ -350,9 +265,3 @@ def run(cfg: Config) -> None:
     write_summary(results, metrics)
     run_.finish(generator_key=key)
     log.info("stage 2 done in %.0f s; results in %s", time.time() - t0, results)
-
-
-VERBS = {
-    "run": (run, "train the generator (resumable; torchrun for several processes), reconstruct test images, "
-                 "score beside baselines, export grids and every reconstruction"),
-}

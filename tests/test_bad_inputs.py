@@ -309,7 +309,7 @@ def _(env, tmp):
 def _(env, tmp):
     from test_download import Figshare, figshare_files
 
-    from shared.download import DIR_BDATA
+    from stage1_decode.download import DIR_BDATA
 
     server = Figshare(figshare_files())
     server.corrupt.add(DIR_BDATA["sub-01"][1])

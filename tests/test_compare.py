@@ -14,8 +14,9 @@ import yaml
 from scipy import stats as sps
 
 from shared import stats
-from shared.compare_spec import load_compare, result_key, stage1_key, store_key
 from shared.errors import UserError
+from stage2_generate.compare.cache import result_key, stage1_key, store_key
+from stage2_generate.compare.spec import load_compare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +113,7 @@ def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
 
 
 def test_with_a_matrix_each_variant_is_paired_with_the_reference_of_the_same_values(tmp_path, tiny_config, rng):
-    from stage2_generate.compare import paired_rows
+    from stage2_generate.compare.report import paired_rows
 
     path = _files(tmp_path, tiny_config, {"a": {}, "b": {"generator.loss_pixel": 0.5}}, reference="a",
                   matrix={"seed": [0, 1]})

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from shared.download import DIR_BDATA, DIR_IMAGE_LISTS
+from stage1_decode.download import DIR_BDATA, DIR_IMAGE_LISTS
 
 
 class Figshare:

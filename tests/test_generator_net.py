@@ -156,7 +156,7 @@ def test_conditioning_transforms_agree_with_the_generator_at_28_px():
 
 @pytest.mark.parametrize("size", [10, 28])
 def test_image_coder_at_native_sizes(size, rng):
-    from stage2_generate.image_coder import ImageCoder
+    from stage2_generate.methods._image_coder import ImageCoder
 
     images = rng.uniform(size=(4, 3, size, size)).astype(np.float32)
     coder = ImageCoder(size, 4, 5, 1, variational=True, mean_image=images.mean(axis=0))
@@ -168,7 +168,7 @@ def test_image_coder_at_native_sizes(size, rng):
 
 
 def test_pixel_ridge_never_fits_above_the_image_size():
-    from stage2_generate.baselines import pixel_ridge
+    from stage2_generate.methods.pixel_ridge import pixel_ridge
 
     fitted = {}
 
@@ -179,11 +179,11 @@ def test_pixel_ridge_never_fits_above_the_image_size():
 
     images = np.random.default_rng(0).uniform(size=(6, 3, 10, 10)).astype(np.float32)
     cfg = SimpleNamespace(eval=SimpleNamespace(pixel_ridge_size=32))
-    out, alpha = pixel_ridge(cfg, FakeRidge(), images, {"natural": np.zeros((2, 7))})
+    out, alpha = pixel_ridge(cfg.eval.pixel_ridge_size, FakeRidge(), images, {"natural": np.zeros((2, 7))})
     assert fitted["width"] == 3 * 10 * 10 and out["natural"].shape == (2, 3, 10, 10)
     np.testing.assert_allclose(out["natural"][0], images.mean(0), atol=1e-6)  # at 10 px nothing is resampled
     cfg.eval.pixel_ridge_size = 4
-    pixel_ridge(cfg, FakeRidge(), images, {"natural": np.zeros((2, 7))})
+    pixel_ridge(cfg.eval.pixel_ridge_size, FakeRidge(), images, {"natural": np.zeros((2, 7))})
     assert fitted["width"] == 3 * 4 * 4
 
 

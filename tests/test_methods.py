@@ -15,7 +15,7 @@ from conftest import run_cli, write_tiny_config
 
 
 def test_norm_correction_and_layer_weights_follow_the_paper():
-    from stage2_generate.inversion import layer_weights, norm_corrected, typical_sd
+    from stage2_generate.methods._inversion import layer_weights, norm_corrected, typical_sd
 
     rng = np.random.default_rng(0)
     true = rng.normal(0.5, 2.0, size=(40, 300))
@@ -41,7 +41,7 @@ def test_norm_correction_and_layer_weights_follow_the_paper():
 @pytest.mark.parametrize("prior", ["pixels", "generator"])
 def test_inversion_lowers_the_feature_loss_it_optimises(prior, rng):
     from shared.featnet import FeatureNet
-    from stage2_generate.inversion import invert
+    from stage2_generate.methods._inversion import invert
     from stage2_generate.models import Generator
 
     torch.manual_seed(0)
@@ -133,12 +133,12 @@ def test_voxel_ridge_equals_scikit_learn_ridge_on_any_targets(tmp_path, rng):
     from sklearn.linear_model import Ridge
 
     from shared.ridge import Standardiser
-    from stage2_generate.baselines import VoxelRidge
+    from stage2_generate.methods._voxel_ridge import VoxelRidge
 
     cfg = _tiny_cfg(tmp_path)
     train, names, code = _trials(rng)
     Y = (code @ rng.normal(size=(6, 9)) * 4 + 1).astype(np.float32)  # e.g. latent codes of the training images
-    vr = VoxelRidge(cfg, train, names, "cpu")
+    vr = VoxelRidge(cfg.decoder, cfg.seed, train, names, "cpu")
     fit = vr.fit(Y, alphas=[30.0])
     Xz = Standardiser().fit(train.X).transform(train.X)
     ref = Ridge(alpha=30.0).fit(Xz, Y[vr.trial_img])
@@ -162,19 +162,21 @@ def test_latent_methods_decode_ridges_prediction_of_the_coders_latents(name, tmp
     trials to the coder's latent codes (a VAE's posterior means), before any tuning."""
     from sklearn.linear_model import Ridge
 
-    from stage2_generate.baselines import VoxelRidge
-    from stage2_generate.image_coder import decode, encode_means
-    from stage2_generate.methods import Methods
+    from stage2_generate.methods import REGISTRY, Context, TestData, TrainData
+    from stage2_generate.methods._image_coder import decode, encode_means
+    from stage2_generate.methods._voxel_ridge import VoxelRidge
 
     cfg = _tiny_cfg(tmp_path, run=f"[{name}]", coder_iterations=20, coder_latent=8, latent_tune_steps=0)
     cfg = replace_decoder(cfg, alphas=[30.0])
     train, names, code = _trials(rng)
     images = _images(rng, code)
-    methods = Methods(cfg, None, None, images, 3, "cpu")
-    vr = VoxelRidge(cfg, train, names, "cpu")
+    ctx = Context.of(cfg, store=None, device="cpu", train_images=images, train_names=names, channels=3)
+    method = REGISTRY[name](ctx)
+    vr = VoxelRidge(cfg.decoder, cfg.seed, train, names, "cpu")
     X_test = train.X[:6] + rng.normal(size=(6, train.X.shape[1])).astype(np.float32)
-    out = methods.from_voxels("sub-01", "VC", vr, {"natural": X_test})["natural"][name]
-    coder = methods.coders[name]
+    out = method.fit(TrainData(ctx, "sub-01", "VC", train)).reconstruct(
+        TestData("sub-01", "VC", "natural", [f"t{i}" for i in range(6)], [], X_test))
+    coder = method.coder
     assert coder.variational == (name == "vae")
     latents = encode_means(coder, images, "cpu")
     ref = Ridge(alpha=30.0).fit(vr.x_std.transform(train.X), latents[vr.trial_img])
@@ -190,14 +192,14 @@ def replace_decoder(cfg, **values):
 
 
 def test_latent_regression_tuning_lowers_its_loss_through_the_frozen_decoder(tmp_path, rng):
-    from stage2_generate.baselines import VoxelRidge
-    from stage2_generate.image_coder import encode_means, train_coder, tune_latent_map
+    from stage2_generate.methods._voxel_ridge import VoxelRidge
+    from stage2_generate.methods._image_coder import encode_means, train_coder, tune_latent_map
 
     cfg = _tiny_cfg(tmp_path, coder_iterations=30, coder_latent=8, latent_tune_steps=12, latent_tune_lr=0.01)
     train, names, code = _trials(rng)
     images = _images(rng, code)
     coder = train_coder(cfg, "autoencoder", images, 3, "cpu")
-    vr = VoxelRidge(cfg, train, names, "cpu")
+    vr = VoxelRidge(cfg.decoder, cfg.seed, train, names, "cpu")
     W, b = vr.fit(encode_means(coder, images, "cpu")).coef()
     W1, b1, history = tune_latent_map(cfg, coder, W, b, vr.x_std.transform(train.X), vr.trial_img, images, "cpu")
     assert len(history) == 7 and history[-1] < history[0], history  # ticks every 2 steps, and the end
@@ -208,7 +210,7 @@ def test_coder_training_resumes_to_what_one_uninterrupted_training_gives(tmp_pat
     import logging
 
     from shared.errors import UserError
-    from stage2_generate.image_coder import check_coder, encode_means, train_coder
+    from stage2_generate.methods._image_coder import check_coder, encode_means, train_coder
 
     images = _images(rng, rng.normal(size=(20, 6)))
     straight = encode_means(train_coder(_tiny_cfg(tmp_path / "a", coder_iterations=8), "vae", images, 3, "cpu"),
@@ -229,7 +231,7 @@ def test_coder_training_resumes_to_what_one_uninterrupted_training_gives(tmp_pat
 def test_vae_lowers_its_bound_and_its_latent_targets_are_the_posterior_means(tmp_path, rng):
     import torch
 
-    from stage2_generate.image_coder import ImageCoder, encode_means, train_coder, vae_loss
+    from stage2_generate.methods._image_coder import ImageCoder, encode_means, train_coder, vae_loss
 
     cfg = _tiny_cfg(tmp_path, coder_iterations=60, coder_latent=8)
     images = rng.uniform(0.2, 0.8, size=(30, 3, 32, 32)).astype(np.float32)
@@ -256,7 +258,7 @@ def test_vae_lowers_its_bound_and_its_latent_targets_are_the_posterior_means(tmp
 def test_end_to_end_trains_on_one_trial_of_each_drawn_image(rng):
     import torch
 
-    from stage2_generate.end_to_end import TrialSampler
+    from stage2_generate.methods.end_to_end import TrialSampler
 
     trial_img = np.array([0, 1, 2, 0, 1, 0, 2, 0])  # image 0 has four trials, 1 and 2 two
     Xz = np.arange(8, dtype=np.float32)[:, None].repeat(3, axis=1)  # row r holds r
@@ -273,7 +275,7 @@ def test_end_to_end_trains_on_one_trial_of_each_drawn_image(rng):
 
 def test_end_to_end_refuses_training_images_without_a_trial_before_writing(tmp_path, rng):
     from shared.errors import UserError
-    from stage2_generate import end_to_end
+    from stage2_generate.methods import end_to_end
 
     cfg = _tiny_cfg(tmp_path, run="[end_to_end]")
     train, names, code = _trials(rng, n_images=10)

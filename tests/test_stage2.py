@@ -23,7 +23,7 @@ from stage2_generate.conditioning import entry_size
 from stage2_generate.losses import feature_consistency_loss, normalised_mse
 from stage2_generate.models import Generator
 from stage2_generate.recon_files import read_reconstructions, save_reconstructions
-from stage2_generate.train import ConditionSampler
+from stage2_generate.conditioning import ConditionSampler
 from test_cli import ENV
 
 
@@ -70,17 +70,17 @@ def test_condition_sampler_draws_what_train_inputs_says(tiny_config):
     oof = [torch.stack([true[0] + 100, true[0] + 200])]  # two sources (subject x ROI)
     idx = torch.arange(10)
     cfg = load_config(tiny_config, ["generator.train_inputs=true"])
-    assert torch.equal(ConditionSampler.from_config(cfg, true, oof, [1.0])(idx, gen)[0], true[0])
+    assert torch.equal(ConditionSampler.from_settings(cfg.generator, true, oof, [1.0])(idx, gen)[0], true[0])
     cfg = load_config(tiny_config, ["generator.train_inputs=oof"])
-    got = ConditionSampler.from_config(cfg, true, oof, [1.0])(idx, gen)[0]
+    got = ConditionSampler.from_settings(cfg.generator, true, oof, [1.0])(idx, gen)[0]
     assert set((got - true[0])[:, 0].tolist()) <= {100.0, 200.0}
     cfg = load_config(tiny_config, ["generator.train_inputs=mix", "generator.mix_true=1", "generator.mix_corrupted=0",
                                     "generator.mix_oof=1"])
-    got = ConditionSampler.from_config(cfg, true, oof, [1.0])(torch.arange(10).repeat(50), gen)[0]
+    got = ConditionSampler.from_settings(cfg.generator, true, oof, [1.0])(torch.arange(10).repeat(50), gen)[0]
     share_true = float((got[:, 0] < 100).float().mean())
     assert 0.4 < share_true < 0.6
     cfg = load_config(tiny_config, ["generator.train_inputs=corrupted", "generator.condition_corr_min=0"])
-    got = ConditionSampler.from_config(cfg, true, None, [1.0])(idx, gen)[0]
+    got = ConditionSampler.from_settings(cfg.generator, true, None, [1.0])(idx, gen)[0]
     assert not torch.equal(got, true[0])
 
 

@@ -45,25 +45,25 @@ def test_reconstruction_uses_the_validation_best_tick(tiny_finished):
 
 def test_no_validation_image_is_trained_on(tiny_finished, tmp_path, monkeypatch):
     """Run stage 2 in this process with spies on what the generator and the baselines are given."""
-    import stage2_generate.baselines as baselines
+    import stage2_generate.methods._voxel_ridge as voxel_ridge
     import stage2_generate.train as train
     from shared.config import load_config
     from shared.datasets import split_image_names, split_images
     from stage2_generate.pipeline import run
 
     seen = {}
-    real_train, real_ridge = train.train_generator, baselines.VoxelRidge
+    real_train, real_ridge = train.train_generator, voxel_ridge.VoxelRidge
 
-    def spy_train(cfg, sampler, transforms, images, *args, **kwargs):
+    def spy_train(gc, features, sampler, transforms, images, *args, **kwargs):
         seen.update(images=images, n_true=len(sampler.true[0]), n_oof=sampler.oof[0].shape[1])
-        return real_train(cfg, sampler, transforms, images, *args, **kwargs)
+        return real_train(gc, features, sampler, transforms, images, *args, **kwargs)
 
-    def spy_ridge(cfg, trials, names, device):
+    def spy_ridge(decoder, seed, trials, names, device):
         seen.update(ridge_trials=set(trials.names), ridge_images=list(names))
-        return real_ridge(cfg, trials, names, device)
+        return real_ridge(decoder, seed, trials, names, device)
 
     monkeypatch.setattr(train, "train_generator", spy_train)
-    monkeypatch.setattr(baselines, "VoxelRidge", spy_ridge)
+    monkeypatch.setattr(voxel_ridge, "VoxelRidge", spy_ridge)
     cfg = load_config(tiny_finished.config, [f"results_dir={tmp_path}"])
     run(cfg)
     names = split_image_names(cfg, "train")

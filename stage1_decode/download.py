@@ -13,6 +13,9 @@ two image lists), the download:
 
 Python's ``urllib`` does the HTTP (no extra dependency); the addresses are configurable
 (``download.*``), which is how the tests serve everything from 127.0.0.1.
+
+``download_verb`` is stage 1's ``download`` verb: it refuses a config whose ``data.source`` is not
+``bdata``, then calls ``download``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
 
+from shared.config import Config
 from shared.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -176,3 +180,10 @@ def download(cfg) -> list[Path]:
         done.append(dest)
     log.info("%d files in place under %s", len(done), cfg.data_root)
     return done
+
+
+def download_verb(cfg: Config) -> None:
+    if cfg.data.source != "bdata":
+        raise UserError(f"'data.source' is {cfg.data.source!r}; the download fetches the real Deep Image "
+                        f"Reconstruction files, so use a config with data.source=bdata (e.g. configs/dir_real.yaml)")
+    download(cfg)

@@ -23,22 +23,21 @@ Command-line ``--set`` overrides apply to every variant, last.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from shared.config import METHODS as PUBLISHED
-from shared.config import Config, load_config, read_yaml, to_dict
+from shared.config import Config, load_config, read_yaml
 from shared.errors import UserError
+from stage2_generate.methods import REGISTRY, of_role
 
 KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method", "also")
-# what stage 2 scores: the generator, its true-feature ceiling, the baselines and the published methods
-METHODS = ("wgan_gp", "wgan_gp_true_features", "pixel_ridge", "nearest_train", *PUBLISHED)
+METHODS = tuple(REGISTRY)  # what stage 2 scores: the generator, its true-feature row, the baselines, the published
+PUBLISHED = tuple(of_role("published"))
+DEFAULT_METHOD = of_role("method")[0]  # the WGAN-GP generator
 
 
 @dataclass
@@ -57,7 +56,7 @@ class CompareSpec:
     base: Path
     variants: list[Variant]
     reference: str
-    method: str = "wgan_gp"
+    method: str = DEFAULT_METHOD
     shared_changes: dict[str, Any] = field(default_factory=dict)
     also: list[str] = field(default_factory=list)  # other methods shown and paired against `method`
 
@@ -147,7 +146,7 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = (), 
             raise UserError(f"'reference' in {path} is {reference!r}, which is not a variant; variants: "
                             f"{', '.join(names)}")
         reference = close[0]
-    method = str(raw.get("method") or "wgan_gp")
+    method = str(raw.get("method") or DEFAULT_METHOD)
     if method not in METHODS:
         raise UserError(f"'method' in {path} is {method!r}; it must be one of {', '.join(METHODS)}")
     also = raw.get("also") or []
@@ -163,82 +162,3 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = (), 
     return CompareSpec(name=name, path=path, base=base, variants=variants,
                        reference=reference, method=method, shared_changes=shared_changes,
                        also=[str(a) for a in also])
-
-
-# ------------------------------------------------------------------ cache keys
-
-# Keys that change where things go, how fast, or how they look, never what is computed.
-NOT_RESULTS = {("experiment",), ("results_dir",), ("work_dir",), ("device",), ("features", "batch_size"),
-               ("decoder", "chunk_units"), ("eval", "grid_columns"),
-               ("eval", "save_reconstructions"), ("lab",), ("download",)}
-
-
-# Bump when a code change alters what an unchanged config computes, to retire every cached product.
-CACHE_VERSION = 2  # 2: the generator starts at the mean image, a validation hold-out, native-size scores
-
-
-def _changed(d: Any, default: Any) -> Any:
-    """The parts of ``d`` that differ from ``default`` (nested mappings compared key by key)."""
-    if isinstance(d, dict) and isinstance(default, dict):
-        out = {k: _changed(v, default.get(k)) for k, v in d.items() if k not in default or v != default[k]}
-        out.update({k: "<absent>" for k in default if k not in d})  # e.g. a default test set left out
-        return out
-    return d
-
-
-def _digest(obj: Any) -> str:
-    """Hash of a config fragment, over what differs from the schema's defaults: a new config key added
-    with a default later leaves every existing key, and its cached products, valid."""
-    return hashlib.sha256(json.dumps([CACHE_VERSION, obj], sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _drop(d: dict, paths) -> dict:
-    import copy
-
-    d = copy.deepcopy(d)
-    for p in paths:
-        node = d
-        for part in p[:-1]:
-            node = node.get(part, {})
-        node.pop(p[-1], None)
-    return d
-
-
-def _store_parts(cfg: Config) -> dict:
-    d = to_dict(cfg)
-    return {
-        "data": {k: v for k, v in d["data"].items() if k not in ("subjects", "rois")},
-        "simulation": d["simulation"] if cfg.data.source == "simulated" else None,
-        "features": {k: d["features"][k] for k in ("network", "weights", "input_size", "layers")},
-        "decoder": {k: v for k, v in d["decoder"].items() if k not in ("kind", "alpha_per", "n_voxels", "chunk_units")},
-        "seed": cfg.seed,
-    }
-
-
-def store_key(cfg: Config) -> str:
-    """What the feature store's content depends on beyond its own paths.
-
-    Subjects, ROIs and the decoder's kind, penalty mode and voxel count each have their own
-    files in the store, so variants that differ only in those (or only in stage 2) share one
-    store; anything else (data, simulation, feature network and its layers, whose files enter
-    every decoded layer's fingerprint, penalties, folds, seed) gets its own.
-    """
-    return _digest(_changed(_store_parts(cfg), _store_parts(Config())))
-
-
-def stage1_key(cfg: Config) -> str:
-    """Everything stage 1's products depend on."""
-    return _digest(_changed(_stage1_parts(cfg), _stage1_parts(Config())))
-
-
-def _stage1_parts(cfg: Config) -> dict:
-    d = to_dict(cfg)
-    d["features"].pop("batch_size")
-    d["decoder"].pop("chunk_units")
-    return {**{k: d[k] for k in ("data", "features", "decoder", "seed")},
-            "simulation": d["simulation"] if cfg.data.source == "simulated" else None}
-
-
-def result_key(cfg: Config) -> str:
-    """Everything a variant's numbers depend on (both stages)."""
-    return _digest(_changed(_drop(to_dict(cfg), NOT_RESULTS), _drop(to_dict(Config()), NOT_RESULTS)))

@@ -2,26 +2,28 @@
 a generator trained from voxels straight to images, with pixel, feature (comparator: the
 perceptual network) and adversarial losses.
 
-It is this project's generator and training loop (``train.train_generator``) with one vector
+It is this project's generator and training loop (``stage2_generate/train.py``) with one vector
 input, the z-scored voxels of one subject and ROI, trained on the same training trials, one
 trial per sample (each image's trials are drawn with equal probability), with the same losses
 and steps as the WGAN-GP generator less feature consistency (there are no decoded features
 to be consistent with). Its output starts, like the WGAN-GP generator's, at the mean of the
-training images it is given (``train.train_generator`` builds it), at their own size. Test
+training images it is given, at their own size. Test
 samples are the trial-averaged voxels, z-scored with the training trials' statistics, as the
 paper does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from shared.config import Config
-from shared.errors import UserError
 from shared.datasets import SplitData, brain_file
+from shared.errors import UserError
+from stage2_generate.methods.base import Method, TestData, TrainData
+from stage2_generate.models import generate
 
 
 @dataclass
@@ -57,41 +59,58 @@ class TrialSampler:
         return [self.trials[self.of_image[idx, pick]]]
 
 
-def _training(cfg: Config, subject: str, roi: str, images: np.ndarray, channels: int) -> tuple[Config, str]:
-    """The end-to-end generator's config (the generator's, less feature consistency) and training key."""
+def _training(cfg: Config, subject: str, roi: str, images: np.ndarray, channels: int, name: str) -> str:
+    """The end-to-end generator's training key: the generator's settings less feature consistency (there
+    are no decoded features to be consistent with), tagged with the method, subject, ROI and images."""
     import hashlib
 
-    from stage2_generate.train import training_key
+    from stage2_generate.generator_files import training_key
 
-    e2e = replace(cfg, generator=replace(cfg.generator, loss_feature_consistency=0.0))
     images_hash = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
-    key = training_key(e2e, channels, [brain_file(cfg, subject, "train")],
-                       tag={"method": "end_to_end", "subject": subject, "roi": roi, "images": images_hash})
-    return e2e, key
+    return training_key(cfg, channels, [brain_file(cfg, subject, "train")], switched_off=("feature_consistency",),
+                        tag={"method": name, "subject": subject, "roi": roi, "images": images_hash})
+
+
+class EndToEnd(Method):
+    """One generator per subject and ROI from its z-scored training trials, trained (or resumed, or reused
+    from ``<work>/generator/<key>``, like the WGAN-GP generator's) in ``fit``."""
+
+    reads = "voxels"
+
+    def check(self) -> None:
+        from shared.datasets import load_split
+
+        c, cfg = self.ctx, self.ctx.experiment
+        for subject in cfg.data.subjects:
+            for roi in cfg.data.rois:
+                preflight(cfg, subject, roi, load_split(cfg, subject, "train", roi, average=False), c.train_names,
+                          c.train_images, c.channels)
+
+    def fit(self, train: TrainData) -> EndToEnd:
+        from stage2_generate.train import train_generator
+
+        c, ridge = self.ctx, train.ridge
+        key = _training(c.experiment, train.subject, train.roi, c.train_images, c.channels, self.name)
+        sampler = TrialSampler.build(ridge.Xz, ridge.trial_img, len(c.train_images), c.device)
+        self.x_std = ridge.x_std
+        self.G = train_generator(c.generator, c.features, sampler, [], c.train_images, c.device,
+                                 c.work / "generator" / key, None, key, channels=c.channels,
+                                 label=f"{self.name} {train.subject} {train.roi}")
+        return self
+
+    def reconstruct(self, test: TestData) -> np.ndarray:
+        return generate(self.G, [self.x_std.transform(test.voxels)], self.ctx.device)
 
 
 def preflight(cfg: Config, subject: str, roi: str, train: SplitData, train_names: list[str], images: np.ndarray,
               channels: int) -> None:
     """Check, before anything is written, that every training image has a trial and that the generator
-    files a training would resume from fit (as ``train.preflight`` does for the WGAN-GP generator)."""
-    from stage2_generate.train import preflight as check_generator_files
+    files a training would resume from fit (as ``generator_files.preflight`` does for the WGAN-GP generator)."""
+    from stage2_generate.generator_files import preflight as check_generator_files
 
     missing = len(set(train_names) - set(train.names))
     if missing:
         raise UserError(f"{missing} training images have no trial in {brain_file(cfg, subject, 'train')}; the "
-                        f"end_to_end method trains on every training image: drop it from methods.run")
-    e2e, key = _training(cfg, subject, roi, images, channels)
-    check_generator_files(e2e, cfg.work_path / "generator" / key, key, [(train.X.shape[1],)], channels)
-
-
-def train_end_to_end(cfg: Config, subject: str, roi: str, Xz: np.ndarray, trial_img: np.ndarray, images: np.ndarray,
-                     channels: int, device) -> torch.nn.Module:
-    """The end-to-end generator of one subject and ROI, trained on its z-scored training trials ``Xz``
-    (trained, resumed or reused from ``<work>/generator/<key>``, like the WGAN-GP generator's; checked
-    by ``preflight``)."""
-    from stage2_generate.train import train_generator
-
-    e2e, key = _training(cfg, subject, roi, images, channels)
-    sampler = TrialSampler.build(Xz, trial_img, len(images), device)
-    return train_generator(e2e, sampler, [], images, device, cfg.work_path / "generator" / key, None, key,
-                           channels=channels, label=f"end_to_end {subject} {roi}")
+                        f"{EndToEnd.name} method trains on every training image: drop it from methods.run")
+    key = _training(cfg, subject, roi, images, channels, EndToEnd.name)
+    check_generator_files(cfg.generator, cfg.work_path / "generator" / key, key, [(train.X.shape[1],)], channels)

@@ -11,7 +11,7 @@ the decoded features, as in the paper:
 * gradient descent with momentum, the gradient divided by its mean absolute value (the
   lab's ``icnn_gd``), the step size decayed linearly over a fixed number of iterations.
 
-What is optimised (the ``render`` of ``invert``; see ``methods.py``): for ``inversion_dgn``,
+What is optimised (the ``render`` of ``invert``; see ``inversion.py``): for ``inversion_dgn``,
 the conditioning inputs of this project's trained generator, which then plays the part of
 the paper's deep generator network (DGN) as the image prior, starting from the decoded
 features themselves, i.e. from the WGAN-GP reconstruction, so the method refines it (the

@@ -1,9 +1,9 @@
 """Image coders trained on the training stimuli only, for the latent-space methods.
 
-* ``autoencoder`` (``latent_regression``): an encoder to a latent vector and a decoder back,
+* ``autoencoder`` (for ``latent_regression``): an encoder to a latent vector and a decoder back,
   trained with the generator's pixel and perceptual losses (Seeliger et al. 2018 trained a
   DCGAN; an autoencoder gives the latent targets a ridge map needs, as in Güçlütürk et al. 2017);
-* ``vae`` (``vae``, Han et al. 2019): a variational autoencoder, trained on the evidence lower
+* a variational autoencoder (for ``vae``, Han et al. 2019; its kind is the method's name), trained on the evidence lower
   bound: squared pixel error summed over the image plus ``methods.vae_beta`` times the KL
   divergence of the latent posterior from N(0, I).
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,11 @@ from stage2_generate.models import Generator, generate, strided_body
 
 log = logging.getLogger(__name__)
 
-KINDS = ("autoencoder", "vae")
+AUTOENCODER = "autoencoder"  # the plain coder's kind; any other kind is variational
+
+
+def is_variational(kind: str) -> bool:
+    return kind != AUTOENCODER
 
 
 class Encoder(nn.Module):
@@ -89,10 +92,10 @@ def coder_key(cfg: Config, kind: str, channels: int, images: np.ndarray) -> str:
     # "decoder" names the decoder's output (mean image + skips, no sigmoid): coders of the older
     # sigmoid decoder, whose state dicts do not fit, are never resumed or reused
     blob = json.dumps({"kind": kind, "decoder": "mean+skips", "channels": channels, "seed": cfg.seed,
-                       "latent": m.coder_latent, "lr": m.coder_lr, "beta": m.vae_beta if kind == "vae" else None,
+                       "latent": m.coder_latent, "lr": m.coder_lr, "beta": m.vae_beta if is_variational(kind) else None,
                        "generator": [g.image_size, g.base_channels, g.batch_size, g.seed],
                        "losses": [g.loss_pixel, g.loss_perceptual, g.perceptual_network, g.perceptual_layers,
-                                  perceptual_weights(cfg)] if kind == "autoencoder" else None,
+                                  perceptual_weights(cfg)] if kind == AUTOENCODER else None,
                        "features": [cfg.features.network, cfg.features.input_size],
                        "images": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()},
                       sort_keys=True)
@@ -118,12 +121,11 @@ def check_coder(cfg: Config, kind: str, channels: int, images: np.ndarray, devic
 
 def perceptual_losses(cfg: Config, device):
     """The generator's perceptual loss network alone (no feature consistency), or None when it is off."""
-    from stage2_generate.train import LossNetworks
+    from stage2_generate.losses import LossNetworks
 
-    g = cfg.generator
-    if g.loss_perceptual <= 0:
+    if cfg.generator.loss_perceptual <= 0:
         return None
-    return LossNetworks(replace(cfg, generator=replace(g, loss_feature_consistency=0.0)), []).to(device).eval()
+    return LossNetworks(cfg.generator, cfg.features, []).to(device).eval()  # no conditioning layers: no consistency
 
 
 def autoencoder_loss(cfg: Config, percep, recon: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -138,13 +140,12 @@ def autoencoder_loss(cfg: Config, percep, recon: torch.Tensor, real: torch.Tenso
 
 def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, device) -> ImageCoder:
     """Train (or resume, or load) a coder of ``images`` ``(n, 3, S, S)``; returns it in eval mode."""
-    assert kind in KINDS
     m, g = cfg.methods, cfg.generator
     folder, key = coder_folder(cfg, kind, channels, images)
     final_path, ckpt_path = folder / "coder.pt", folder / "checkpoint.pt"
     with torch.random.fork_rng(devices=[]):  # seeded weights, the global generator left as it was
         torch.manual_seed(g.seed)
-        coder = ImageCoder(g.image_size, g.base_channels, m.coder_latent, channels, kind == "vae",
+        coder = ImageCoder(g.image_size, g.base_channels, m.coder_latent, channels, is_variational(kind),
                            mean_image=images.mean(axis=0)).to(device)
     if final_path.is_file():
         try:
@@ -167,7 +168,7 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
         gen.set_state(state["rng"].cpu())
         start = state["step"]
         log.info("resuming %s training at step %d from %s", kind, start, path)
-    percep = perceptual_losses(cfg, device) if kind == "autoencoder" else None
+    percep = perceptual_losses(cfg, device) if kind == AUTOENCODER else None
     Y = torch.from_numpy(images).to(device)
     acc: dict[str, float] = {}
     last_tick = start
@@ -177,7 +178,7 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
         coder.train()
         real = Y[torch.randint(0, len(Y), (g.batch_size,), generator=gen).to(device)]
         mean, logvar = coder.encode(real)
-        if kind == "vae":
+        if is_variational(kind):
             z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=gen).to(device)
             recon = coder.decode(z)
             err, kl = vae_loss(recon, real, mean, logvar, m.vae_beta)

@@ -1,0 +1,349 @@
+"""The config schema: typed dataclasses mirroring the YAML keys, and the tuples of allowed choices.
+
+Each dataclass's fields are its section's keys with their defaults; ``Config`` nests them all.
+Loading is in ``loading.py``, cross-field checks in ``checks.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NETWORKS = ("vgg19", "alexnet")
+SIM_STIMULI = ("natural", "strokes", "shapes")  # simulation.stimuli (shared/simulate/stimuli.py PRESETS)
+
+
+@dataclass
+class SimulationConfig:
+    """The simulated experiment written when ``data.source`` is ``simulated``.
+
+    Sizes default to the real study's design (Shen et al. 2019); the demo shrinks
+    nothing but the image resolution. Noise is set per voxel from a target single-trial
+    reliability (see ``shared/simulate/brain.py``), never tuned against a decoder.
+    """
+
+    seed: int = 0
+    # 'bdata' writes the real DIR layout (BData files, image lists, image folders); 'matrix' writes one
+    # matrix file per subject (data.matrix.*), read back through the matrix reader like a public set's
+    format: str = "bdata"
+    # Stimuli of the training and 'natural' (or 'test') test images: 'natural' (colourful composed scenes),
+    # 'strokes' (handwritten-like digits and letters, thin white strokes on black, grey; MNIST-like) or
+    # 'shapes' (binary geometric shapes and letters on a coarse 10 x 10 grid, upscaled; Miyawaki-like)
+    stimuli: str = "natural"
+    image_size: int = 64
+    n_train_images: int = 1200
+    n_train_reps: int = 5
+    # Training trials in all: 0 = n_train_images x n_train_reps; otherwise every training image once and
+    # the rest seeded random repeats (unequal counts, as in small public sets), n_train_reps unused
+    n_train_trials: int = 0
+    n_test_natural: int = 50
+    n_test_natural_reps: int = 24
+    n_test_artificial: int = 40
+    n_test_artificial_reps: int = 20
+    n_test_letter: int = 10
+    n_test_letter_reps: int = 12
+    subjects: int = 1
+    # Voxel counts per ROI, close to the real VC files (about 10-12k voxels in VC).
+    voxels_v1: int = 2000
+    voxels_v2: int = 2000
+    voxels_v3: int = 1700
+    voxels_v4: int = 900
+    voxels_loc: int = 1400
+    voxels_ffa: int = 800
+    voxels_ppa: int = 800
+    voxels_other: int = 1200
+    # Share of a retinotopic voxel's signal variance carried by luminance and colour,
+    # relative to its contrast-energy variance (V1-V4 respond mainly to contrast).
+    luminance_share: float = 0.05
+    colour_share: float = 0.02
+    # Median target single-trial reliability of retinotopic voxels (higher ROIs lower).
+    reliability_median: float = 0.22
+    fixation_jitter_deg: float = 0.3
+    image_extent_deg: float = 12.0
+    trial_gain_sd: float = 0.15
+    # Split of each voxel's noise variance into shared, spatially smooth and independent.
+    noise_shared: float = 0.2
+    noise_spatial: float = 0.3
+
+
+@dataclass
+class SplitFiles:
+    """Where one split's BData file, image-index list and image folder are.
+
+    ``bdata`` may contain ``{subject}``; paths are relative to ``data.root``.
+    """
+
+    bdata: str = ""
+    image_list: str = ""
+    images: str = ""
+
+
+def _default_tests() -> dict[str, SplitFiles]:
+    return {
+        "natural": SplitFiles(
+            bdata="{subject}_perceptionNaturalImageTest_original_VC.h5",
+            image_list="image_list_test.tsv",
+            images="images/test",
+        )
+    }
+
+
+@dataclass
+class MatrixConfig:
+    """A matrix dataset (``data.source: matrix``): one .mat (v5 or v7.3) or .npz file per subject.
+
+    Voxels are samples x voxels; images are flattened rows (reshaped to ``image_shape`` in
+    ``order``) or whole arrays with the samples on ``sample_axis``. See shared/matrix_data.py.
+    """
+
+    file: str = ""  # relative to data.root; may contain {subject}
+    train_voxels: str = "X_train"
+    test_voxels: str = "X_test"
+    train_images: str = "Y_train"
+    test_images: str = "Y_test"
+    image_shape: list[int] = field(default_factory=list)  # [H, W] or [H, W, C] of flattened images; [] = square
+    order: str = "auto"  # flattening: 'F' (MATLAB, column-major), 'C' (NumPy) or 'auto' (F for .mat, C for .npz)
+    sample_axis: int = 0  # axis of the samples in whole image arrays (MATLAB stacks often use -1)
+
+
+@dataclass
+class DataConfig:
+    """The fMRI experiment: BData files per subject, image lists, stimulus folders."""
+
+    source: str = "simulated"  # 'simulated' (written into root if absent), 'bdata' or 'matrix'
+    root: str = "data/demo"
+    subjects: list[str] = field(default_factory=lambda: ["sub-01"])
+    rois: list[str] = field(default_factory=lambda: ["VC"])
+    train: SplitFiles = field(
+        default_factory=lambda: SplitFiles(
+            bdata="{subject}_perceptionNaturalImageTraining_original_VC.h5",
+            image_list="image_list_training.tsv",
+            images="images/training",
+        )
+    )
+    test: dict[str, SplitFiles] = field(default_factory=_default_tests)
+    # data.source 'matrix': the file and its variables (then data.test is the one split 'test',
+    # data.rois one name for the file's voxels, e.g. [all])
+    matrix: MatrixConfig = field(default_factory=MatrixConfig)
+
+
+@dataclass
+class FeaturesConfig:
+    """The DNN whose layer activations are decoded."""
+
+    network: str = "vgg19"
+    weights: str = "imagenet"  # 'imagenet', a .pth path, or 'random:<seed>'
+    layers: list[str] = field(default_factory=lambda: ["conv3_4", "conv5_4", "fc7"])
+    input_size: int = 224
+    batch_size: int = 16
+
+
+DECODER_KINDS = ("ridge", "sparse")
+DECODER_BACKENDS = ("torch", "fastl2lir")
+
+
+@dataclass
+class DecoderConfig:
+    """Linear decoders from voxels to features.
+
+    ``ridge``: dense ridge on every voxel of the ROI. ``sparse``: the Kamitani lab's
+    voxel-selected ridge (fastl2lir): per unit, the ``n_voxels`` voxels most correlated
+    with it on the training trials, then ridge (with a penalised bias) on those only.
+    """
+
+    kind: str = "ridge"  # 'ridge' (dense) or 'sparse' (voxel-selected)
+    # Candidate ridge penalties; with more than one, the penalty is chosen by
+    # cross-validation over image-grouped folds of the training trials.
+    alphas: list[float] = field(default_factory=lambda: [1e2, 1e3, 1e4, 1e5])
+    alpha_per: str = "layer"  # 'layer' (one penalty per layer) or 'unit' (ridge only)
+    n_voxels: int = 500  # voxels per unit of the sparse decoder (the lab's default)
+    backend: str = "torch"  # sparse only: 'torch' (ours, GPU when present) or 'fastl2lir' (the package)
+    cv_folds: int = 5  # image-grouped folds: penalty choice and out-of-fold training features
+    cv_units: int = 2000  # units sampled per layer to score the penalties
+    train_oof: bool = True  # also decode the training images out of fold (split 'train_oof' in the store)
+    chunk_units: int = 8192  # units per streamed chunk of a layer
+
+    @property
+    def label(self) -> str:
+        """The decoder's name in the feature store: 'ridge', 'ridge-unit' or 'sparse-500'."""
+        if self.kind == "sparse":
+            return f"sparse-{self.n_voxels}"
+        return "ridge-unit" if self.alpha_per == "unit" else "ridge"
+
+
+@dataclass
+class GeneratorConfig:
+    """WGAN-GP generator conditioned on features, with its losses and optimiser.
+
+    Defaults follow Gulrajani et al. 2017: lambda_gp 10, five critic steps per
+    generator step, Adam(1e-4, betas=(0.5, 0.9)). Each ``loss_*`` is a weight; 0 turns
+    that loss off.
+    """
+
+    # Conv layers enter the generator at the block of their own spatial size; fc layers
+    # through a learned projection at the first block.
+    condition_layers: list[str] = field(default_factory=lambda: ["conv3_4", "conv5_4", "fc7"])
+    image_size: int = 64  # any side from 8 to 512 (blocks at S, ceil(S/2), ... down to 4 or more)
+    base_channels: int = 64
+    iterations: int = 2000  # generator steps
+    batch_size: int = 32  # global batch (split across torchrun processes)
+    n_critic: int = 5
+    lambda_gp: float = 10.0
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.9
+    loss_adversarial: float = 0.01  # Wasserstein critic score of the reconstruction
+    loss_pixel: float = 1.0  # squared error in pixels over the true image's variance
+    loss_perceptual: float = 1.0  # perceptual-network features of reconstruction vs true image
+    loss_feature_matching: float = 0.1  # critic features of reconstruction vs true image
+    loss_feature_consistency: float = 0.1  # feature-network features of the reconstruction vs its conditioning
+    # The perceptual loss's network; weights '' means features.weights. Never the judge (eval.judge_*).
+    perceptual_network: str = "vgg19"
+    perceptual_weights: str = ""
+    perceptual_layers: list[str] = field(default_factory=lambda: ["conv1_2", "conv2_2", "conv3_4"])
+    # Feature consistency compares these condition layers ([] = all of them) of the reconstruction.
+    consistency_layers: list[str] = field(default_factory=list)
+    # What the generator is trained on: 'true' features of the training images, 'corrupted'
+    # (true features mixed with noise), 'oof' (stage 1's out-of-fold decoded features of the
+    # training images, every subject and ROI) or 'mix' (shares mix_true/mix_corrupted/mix_oof).
+    train_inputs: str = "oof"
+    mix_true: float = 0.0
+    mix_corrupted: float = 0.5
+    mix_oof: float = 0.5
+    # 'corrupted': each true input is mixed with noise at a random correlation in [condition_corr_min, 1].
+    condition_corr_min: float = 0.3
+    ema_decay: float = 0.999  # EMA of the generator's weights (used for reconstruction); 0 = off
+    bf16: bool = False  # bf16 autocast on GPU (ignored on CPU)
+    tick_every: int = 100  # generator steps between status lines, grids, validation scores and checkpoints
+    # A tick whose output is dead (no variance across images, or not finite) rolls training back to the
+    # last healthy checkpoint with the learning rate times rollback_lr_factor; after max_rollbacks such
+    # rollbacks the run stops with one line naming the cause and the fix.
+    max_rollbacks: int = 3
+    rollback_lr_factor: float = 0.3
+    seed: int = 0
+
+
+TRAIN_INPUTS = ("true", "corrupted", "oof", "mix")
+VALIDATION_METRICS = ("pixcorr", "ssim", "pixcorr_ssim")
+
+
+@dataclass
+class EvalConfig:
+    """Scoring of reconstructions.
+
+    The judge network scores two-way identification by its features (``alexnet2`` and
+    ``alexnet5`` for AlexNet conv2/conv5, as in the field); it must differ from every
+    network a training loss uses.
+    """
+
+    judge_network: str = "alexnet"
+    judge_weights: str = "imagenet"
+    judge_layers: list[str] = field(default_factory=lambda: ["conv2", "conv5"])
+    judge_input_size: int = 224
+    pixel_ridge_size: int = 32  # resolution of the voxels-to-pixels baseline (capped at generator.image_size)
+    grid_columns: int = 10
+    # Held-out training images (all repeats of an image on one side, drawn with the experiment's seed):
+    # never in a generator batch nor in any method's fit; their out-of-fold decoded features are scored
+    # at every tick, and the reconstruction uses the tick that scores best on them by validation_metric
+    # (a pixel metric: the judge only watches, so it stays independent). 0 = no hold-out (last tick).
+    validation_fraction: float = 0.1
+    # Reconstructions are scored at this side in pixels; 0 = the stimuli's own size when every test
+    # stimulus has one square size (so resampling neither helps nor hurts a method), else the
+    # generator's image_size. Every method's output is resampled to it (area-averaged when shrunk).
+    score_size: int = 0
+    validation_metric: str = "pixcorr_ssim"  # 'pixcorr', 'ssim' or 'pixcorr_ssim' (their mean)
+    save_reconstructions: bool = True  # every reconstruction as PNG files and one HDF5 file
+    baselines: bool = True  # score pixel ridge and nearest training image beside the generator
+
+
+@dataclass
+class MethodsConfig:
+    """Published methods run beside the WGAN-GP generator and scored with it (stage 2; see
+    ``stage2_generate/methods/``). ``run`` lists them; [] runs none (the demo)."""
+
+    run: list[str] = field(default_factory=list)  # any of PUBLISHED
+    # iterative feature inversion (Shen et al. 2019): layers whose decoded features are matched
+    # ([] = features.layers), iterations of momentum gradient descent, the step size at the first and
+    # last iteration (a fraction of the variable's SD per step: the generator's z-scored inputs have
+    # SD 1, pixels the training images' SD), momentum, images per batch
+    inversion_layers: list[str] = field(default_factory=list)
+    inversion_iterations: int = 200
+    inversion_lr_start: float = 0.03
+    inversion_lr_end: float = 0.0
+    inversion_momentum: float = 0.9
+    inversion_batch: int = 25
+    # end_to_end (Shen et al. 2019, Front Comput Neurosci) trains the generator's network, losses (less
+    # feature consistency) and steps from voxels. latent_regression and vae train an image coder (an
+    # encoder and the generator's network as decoder) on the training stimuli: latent size, steps, Adam's
+    # learning rate, the VAE's KL weight; latent_regression then tunes the ridge map from voxels to the
+    # autoencoder's latents through the frozen decoder (steps, Adam's learning rate).
+    coder_latent: int = 128
+    coder_iterations: int = 3000
+    coder_lr: float = 0.0005
+    vae_beta: float = 1.0
+    latent_tune_steps: int = 300
+    latent_tune_lr: float = 0.00001
+
+
+# Every reconstruction method stage 2 knows: the generator, its true-feature row, the two baselines, then
+# the published methods ``methods.run`` chooses among. ``stage2_generate/methods/`` registers one class per
+# name (each module says what it does); tests/test_registry.py checks the two agree.
+METHODS = ("wgan_gp", "wgan_gp_true_features", "pixel_ridge", "nearest_train",
+           "inversion_dgn", "inversion_pixels", "end_to_end", "latent_regression", "vae")
+PUBLISHED = METHODS[4:]
+
+
+@dataclass
+class LabConfig:
+    """The Kamitani lab's per-image .mat feature files (stage-1 verbs export-lab, import-lab)."""
+
+    root: str = ""  # holds <features.network>/<layer>/<image>.mat and <network>/<layer>/<subject>/<roi>/<image>.mat
+    import_kind: str = "decoded"  # what import-lab reads: 'decoded' or 'true_features'
+
+
+@dataclass
+class DownloadConfig:
+    """Where stage 1's ``download`` verb finds the Deep Image Reconstruction files (figshare)."""
+
+    api: str = "https://api.figshare.com/v2"  # sizes and MD5s of the collection's files
+    collection: int = 7033577
+    files_url: str = "https://ndownloader.figshare.com/files/{id}"  # used when the API gives no download_url
+    timeout: float = 60.0  # seconds without data before a transfer counts as interrupted
+    retries: int = 5  # resumed attempts per file before giving up (a rerun resumes again)
+
+
+@dataclass
+class Config:
+    """One experiment: what data, which features, how to decode and generate."""
+
+    experiment: str = "demo"
+    seed: int = 0
+    device: str = "auto"  # 'auto' (cuda when present), 'cpu', 'cuda', 'cuda:1', ...
+    results_dir: str = "results"
+    work_dir: str = "work"  # feature store and checkpoints: <work_dir>/<experiment>/
+    data: DataConfig = field(default_factory=DataConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
+    lab: LabConfig = field(default_factory=LabConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+
+    @property
+    def results_path(self) -> Path:
+        return Path(self.results_dir) / self.experiment
+
+    @property
+    def work_path(self) -> Path:
+        return Path(self.work_dir) / self.experiment
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.data.root)
+
+    @property
+    def reads_matrix(self) -> bool:
+        """Whether the experiment is read as a matrix dataset (a real one, or a simulated one written so)."""
+        return self.data.source == "matrix" or (self.data.source == "simulated" and self.simulation.format == "matrix")

@@ -1,0 +1,148 @@
+"""The one scorer: every number that rates a decoding or a reconstruction is computed here.
+
+* **Reconstructions** (stage 2): ``score`` gives per-image values of each metric for images
+  ``(n, 3, S, S)`` in [0, 1] against the true images: ``pixcorr`` (Pearson r over pixels),
+  ``ssim``, the judge network's pairwise identification per layer (``alexnet2``, ``alexnet5``, ...,
+  named by ``judge_name``), pixel pairwise identification (``pairwise_id_pixel``) and the pixel
+  n-way hits (``nway10_id_pixel``). ``metrics.json`` holds their means (``metrics.summarise``).
+  ``ValidationScorer`` scores the validation hold-out the same way (every tick and the final table).
+  Scores are taken at one size (``at_size``), a grayscale set in gray.
+* **The judge**: a feature network no loss or optimisation looks through
+  (``eval.judge_network`` and ``eval.judge_weights``; ``shared/config/checks.py`` refuses one that
+  is); ``judge_features`` gives its flattened features per layer.
+* **Decoded features** (stage 1): ``DecodingScores`` accumulates profile correlation, pattern
+  correlation and pairwise identification over chunks of units, so no whole layer is held.
+* **Order and labels**: ``METRIC_ORDER`` (the column order of tables and ``compare``),
+  ``VALIDATION_SHOWN`` (the validation columns shown beside the test ones).
+
+The formulas themselves (correlations, SSIM, identification) are in ``shared/metrics.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared import metrics as M
+
+METRIC_ORDER = ["pixcorr", "ssim", "alexnet2", "alexnet5", "pairwise_id_pixel", "nway10_id_pixel"]
+VALIDATION_SHOWN = ("pixcorr", "ssim")  # validation scores shown beside the test scores
+PIXEL_METRICS = ("pixcorr", "ssim")
+
+
+def judge_name(network: str, layer: str) -> str:
+    """The field's name of an identification metric: ``alexnet2`` for AlexNet conv2, else ``<net>_<layer>``."""
+    if network == "alexnet" and layer.startswith("conv"):
+        return f"alexnet{layer[4:]}"
+    return f"{network}_{layer}"
+
+
+def judge_features(judge, images: np.ndarray, device, batch: int = 50) -> dict[str, np.ndarray]:
+    """Judge-network features of images ``(n, 3, S, S)``, flattened per layer."""
+    import torch
+
+    out: dict[str, list] = {}
+    with torch.no_grad():
+        for s in range(0, len(images), batch):
+            for k, v in judge(torch.from_numpy(images[s:s + batch]).to(device)).items():
+                out.setdefault(k, []).append(v.flatten(1).float().cpu().numpy())
+    return {judge_name(judge.network, k): np.concatenate(v) for k, v in out.items()}
+
+
+def score(recon: np.ndarray, true: np.ndarray, true_feats: dict[str, np.ndarray], judge, device,
+          rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per-image reconstruction metrics of ``recon`` against ``true`` (both ``(n, 3, S, S)`` in
+    [0, 1]); ``true_feats`` are ``judge_features`` of ``true``. ``metrics.json`` holds their means."""
+    corr = M.corr_matrix(recon, true)
+    fr = judge_features(judge, recon, device)
+    return {
+        "pixcorr": np.diag(corr).copy(),
+        "ssim": M.ssim(recon, true),
+        **{k: M.pairwise_identification(fr[k], true_feats[k]) for k in true_feats},
+        "pairwise_id_pixel": M.pairwise_identification(None, None, corr=corr),
+        "nway10_id_pixel": M.nway_hits(corr, min(10, len(true)), rng),
+    }
+
+
+def means(per_image: dict[str, np.ndarray]) -> dict[str, float]:
+    """``{metric: mean over images}`` of ``score``'s per-image values."""
+    return {k: M.summarise(v) for k, v in per_image.items()}
+
+
+def at_size(images: np.ndarray, size: int) -> np.ndarray:
+    """``(n, C, S, S)`` images resampled to ``size`` (area-averaged when shrunk, bilinear when enlarged),
+    in [0, 1]; images already at ``size`` are returned as they are."""
+    import torch
+
+    if images.shape[-1] == size:
+        return images
+    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    mode = {"mode": "area"} if size < images.shape[-1] else {"mode": "bilinear", "align_corners": False}
+    return torch.nn.functional.interpolate(t, size=(size, size), **mode).clamp(0, 1).numpy()
+
+
+def is_grayscale(images: np.ndarray) -> bool:
+    """True when every image has equal channels (a grayscale stimulus set)."""
+    return bool(np.array_equal(images[:, 0], images[:, 1]) and np.array_equal(images[:, 0], images[:, 2]))
+
+
+def as_scored(images: np.ndarray, size: int, gray: bool) -> np.ndarray:
+    """Reconstructions as they are scored: at ``size`` px, in gray (repeated to RGB) for a grayscale set."""
+    images = at_size(images, size)
+    return np.repeat(images.mean(axis=1, keepdims=True), 3, axis=1) if gray else images
+
+
+class ValidationScorer:
+    """Mean scores of reconstructions of the held-out training images ``images`` (pixel metrics and the
+    judge's), at ``size`` px like the test images: every tick's, and the final validation table's."""
+
+    def __init__(self, images: np.ndarray, judge, device, seed: int, size: int):
+        self.images = at_size(images, size)
+        self.truth = judge_features(judge, self.images, device)
+        self.gray = is_grayscale(self.images)
+        self.judge, self.device, self.seed, self.size = judge, device, seed, size
+
+    def __call__(self, recon: np.ndarray, with_judge: bool = True) -> dict[str, float]:
+        recon = as_scored(recon, self.size, self.gray)
+        if not with_judge:
+            return {"pixcorr": M.summarise(np.diag(M.corr_matrix(recon, self.images))),
+                    "ssim": M.summarise(M.ssim(recon, self.images))}
+        per = score(recon, self.images, self.truth, self.judge, self.device, np.random.default_rng(self.seed))
+        return {k: M.summarise(v) for k, v in per.items() if k in PIXEL_METRICS or k in self.truth}
+
+
+class DecodingScores:
+    """Decoding scores of one test split, accumulated over chunks of units: profile correlation (per
+    unit, across images), pattern correlation (per image, across units, z-scored by the training
+    statistics) and pairwise identification by those pattern correlations."""
+
+    def __init__(self, n: int):
+        self.profile: list[np.ndarray] = []
+        self.sp = np.zeros(n)
+        self.st = np.zeros(n)
+        self.spp = np.zeros(n)
+        self.stt = np.zeros(n)
+        self.cross = np.zeros((n, n))  # sum over units of z_pred[i] * z_true[j]
+        self.units = 0
+
+    def add(self, pred: np.ndarray, true: np.ndarray, stats_mean: np.ndarray, stats_std: np.ndarray) -> None:
+        self.profile.append(M.profile_correlation(pred, true))
+        zp = ((pred - stats_mean) / stats_std).astype(np.float64)
+        zt = ((true - stats_mean) / stats_std).astype(np.float64)
+        self.sp += zp.sum(1)
+        self.st += zt.sum(1)
+        self.spp += (zp**2).sum(1)
+        self.stt += (zt**2).sum(1)
+        self.cross += (zp.astype(np.float32) @ zt.T.astype(np.float32)).astype(np.float64)  # float32 product per chunk
+        self.units += pred.shape[1]
+
+    def result(self) -> dict:
+        u = self.units
+        cov = self.cross - np.outer(self.sp, self.st) / u
+        var_p = self.spp - self.sp**2 / u
+        var_t = self.stt - self.st**2 / u
+        corr = cov / np.sqrt(np.outer(var_p, var_t) + 1e-30)
+        return {
+            "profile_corr": M.summarise(np.concatenate(self.profile)),
+            "pattern_corr": M.summarise(np.diag(corr)),
+            "pairwise_id": M.summarise(M.pairwise_identification(None, None, corr=corr)),
+        }

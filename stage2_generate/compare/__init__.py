@@ -1,0 +1,106 @@
+"""Verb ``compare``: run every variant of a compare file through both stages, with caching,
+and write one table, paired statistics, a bar plot and a grid.
+
+Each variant runs as the two real commands a user would type (``python -m stage1_decode
+run`` and ``python -m stage2_generate run``) on its resolved config, in a subprocess, so a
+comparison is exactly a set of ordinary runs. Products are cached under
+``<work_dir>/compare/`` by what they depend on (``stage2_generate/compare/cache.py``):
+
+* ``store-<key>/``: the feature store (and generator checkpoints) shared by every variant
+  whose stage-1 inputs agree apart from subjects, ROIs and decoder kind, which have their
+  own files inside it; a finished stage-1 configuration leaves ``stage1-<key>.json``
+  there and is not run again;
+* ``results/<key>/<experiment>/``: a variant's results (``metrics.json``, ``per_image.json``,
+  saved reconstructions) and ``done.json`` once stage 2 has finished; a variant with the same
+  key in any comparison is reused, never recomputed.
+
+Outputs, under ``<results_dir>/compare/<name>/``: ``table.md``/``table.csv`` (one row per
+variant, subject, ROI and method: every metric's mean over test images with a 95% bootstrap
+interval), ``stats.md`` (each variant against the reference, paired over the same images:
+difference, interval, Wilcoxon p), ``bars.png``, ``grid.png`` and ``compare.json`` (where each
+variant's results are, for ``export``).
+
+The package: ``spec.py`` reads and validates a compare file, ``cache.py`` holds the cache keys and
+folders, ``runner.py`` runs the variants, ``report.py`` writes the tables and figures; this module
+is the verb.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+from shared.config import dump_yaml
+from shared.errors import UserError
+from shared.faults import failpoint
+from shared.runs import atomic_write_json
+from stage2_generate.compare.report import bars_plot, collect, compare_grid, paired_rows, summarise_rows, write_tables
+from stage2_generate.compare.runner import check_variant_inputs, run_variant, run_variant_record
+from stage2_generate.compare.spec import load_compare
+
+log = logging.getLogger(__name__)
+
+
+def add_base_argument(parser) -> None:
+    parser.add_argument("--base", metavar="CONFIG", help="run the compare file over this experiment config (e.g. your "
+                        "own data) instead of its 'base'; results go to <results_dir>/compare/<name>_<config's stem>")
+
+
+def add_arguments(parser) -> None:
+    add_base_argument(parser)
+    parser.add_argument("--only", action="append", default=[], metavar="VARIANT",
+                        help="run only these variants (repeatable); the tables cover what has finished")
+
+
+def compare_verb(args) -> None:
+    t0 = time.time()
+    spec = load_compare(args.config, args.overrides, args.base)
+    ref_cfg = spec.variant(spec.reference).cfg
+    out = Path(ref_cfg.results_dir) / "compare" / spec.name
+    if args.dry_run:
+        for v in spec.variants:
+            sys.stdout.write(f"# variant {v.name!r}: {v.changes}\n" + dump_yaml(v.cfg) + "\n")
+        return
+    only = list(dict.fromkeys(args.only))
+    todo = [v for v in spec.variants if not only or v.name in only]
+    if only and len(todo) != len(only):
+        missing = sorted(set(only) - {v.name for v in todo})
+        raise UserError(f"--only names no variant {missing[0]!r}; variants: {', '.join(v.name for v in spec.variants)}")
+    check_variant_inputs([v for v in todo if run_variant_record(v) is None])
+    from shared.runs import ExperimentLock
+
+    lock = ExperimentLock.acquire(out, f"comparison '{spec.name}' ({out})")  # one compare of a name at a time
+    log.info("compare %s: %d variants of %s, results in %s", spec.name, len(spec.variants), spec.base, out)
+    records = []
+    for i, v in enumerate(todo):
+        records.append(run_variant(v, i + 1, len(todo)))
+        failpoint("compare.variant")
+    finished = [(v, r) for v, r in zip(todo, records)]
+    if args.only:  # the tables cover every variant that has finished
+        finished = [(v, run_variant_record(v)) for v in spec.variants]
+        finished = [(v, r) for v, r in finished if r is not None]
+    if not any(v.name == spec.reference for v, _ in finished):
+        log.info("the reference variant %r has not run yet; no tables written", spec.reference)
+        return
+    sub = dataclasses.replace(spec, variants=[v for v, _ in finished])
+    recs = [r for _, r in finished]
+    rows = collect(sub, recs)
+    summarise_rows(rows, ref_cfg.seed)
+    paired = paired_rows(sub, rows, ref_cfg.seed)
+    write_tables(out, sub, rows, paired)
+    bars_plot(sub, rows, out / "bars.png", f"compare {spec.name}: mean over test images, 95% bootstrap interval")
+    compare_grid(sub, rows, out / "grid.png", ref_cfg.eval.grid_columns)
+    atomic_write_json(out / "compare.json", {
+        "name": spec.name, "file": str(spec.path), "base": str(spec.base), "reference": spec.reference,
+        "method": spec.method, "variants": recs,
+        "summary": [{k: r[k] for k in ("variant", "subject", "roi", "method")} | {"summary": r["summary"]}
+                    for r in rows],
+        "paired": paired,
+    })
+    lock.release()
+    reused = sum(r["reused"] == "both stages" for r in records)
+    log.info("compare %s done in %.0f s (%d of %d variants reused); %s/table.md, stats.md, bars.png, grid.png",
+             spec.name, time.time() - t0, reused, len(records), out)

@@ -1,0 +1,149 @@
+"""Running a compare file's variants: each as the two real commands a user would type (``python -m
+stage1_decode run`` and ``python -m stage2_generate run``) on its resolved config, in a subprocess,
+each stage skipped when the compare cache (``stage2_generate/compare/cache.py``) holds its products;
+and reading a finished variant's results back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shared.config import dump_yaml, to_dict
+from shared.errors import UserError
+from shared.report import VALIDATION_SECTION
+from shared.runs import atomic_write_json, atomic_write_text
+from stage2_generate.compare.cache import done_marker, result_key, stage1_marker, store_key, variant_paths
+from stage2_generate.compare.spec import Variant
+
+log = logging.getLogger(__name__)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child: receive SIGTERM when compare dies (Linux), so a killed compare leaves no stage
+    running that holds its variant's lock (and stop at once if it died before this was set up)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: the child finishes its stage on its own
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _run_stage(module: str, config_path: Path, what: str) -> None:
+    """Run ``python -m <module> run --config <config_path>``, its output passed through."""
+    cmd = [sys.executable, "-m", module, "run", "--config", str(config_path)]
+    parent = os.getpid()
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, preexec_fn=lambda: _die_with_parent(parent))
+    tail = b""
+    assert proc.stderr is not None
+    while True:
+        chunk = proc.stderr.read1(4096)
+        if not chunk:
+            break
+        tail = (tail + chunk)[-8192:]
+        # the child's own `error:` line is not passed through: compare reports it, once, naming the variant
+        sys.stderr.buffer.write(b"".join(ln for ln in chunk.splitlines(keepends=True) if not ln.startswith(b"error:")))
+        sys.stderr.flush()
+    rc = proc.wait()
+    if rc == 0:
+        return
+    lines = [ln for ln in tail.decode(errors="replace").replace("\r", "\n").splitlines() if ln.startswith("error:")]
+    if rc == 130:
+        raise KeyboardInterrupt
+    if lines:
+        raise UserError(f"{what}: {lines[-1][len('error:'):].strip()} (config {config_path})")
+    raise UserError(f"{what} failed with exit status {rc} (see above); rerun it alone with "
+                    f"python -m {module} run --config {config_path}")
+
+
+def check_variant_inputs(variants: list[Variant]) -> None:
+    """The input checks of both stages, for every variant still to run, before compare writes anything
+    (a simulated experiment not yet written is checked by its stage 1)."""
+    from shared.config import perceptual_weights
+    from shared.datasets import check_inputs
+    from shared.featnet import check_weights
+
+    seen = set()
+    for v in variants:
+        c = v.cfg
+        try:
+            for net, weights in {(c.features.network, c.features.weights), (c.eval.judge_network, c.eval.judge_weights),
+                                 (c.generator.perceptual_network, perceptual_weights(c))}:
+                if (net, weights) not in seen:
+                    check_weights(net, weights)
+                    seen.add((net, weights))
+            data = json.dumps([to_dict(c)["data"], c.decoder.cv_folds, len(c.decoder.alphas) > 1 or c.decoder.train_oof])
+            if data not in seen and not (c.data.source == "simulated" and not c.data_root.exists()):
+                check_inputs(c)
+                seen.add(data)
+        except UserError as exc:
+            raise UserError(f"variant {v.name!r}: {exc}") from None
+
+
+def run_variant(v: Variant, i: int, n: int) -> dict:
+    """Both stages of one variant, each skipped when its products are cached; returns its record."""
+    run_cfg, store_dir, results = variant_paths(v.cfg)
+    done_path = done_marker(results)
+    record = _record(v, results)
+    if done_path.is_file():
+        done = json.loads(done_path.read_text())
+        log.info("variant %d/%d %r: reused (results %s, computed %s)", i, n, v.name, results, done.get("finished"))
+        return {**record, "reused": "both stages"}
+    results.mkdir(parents=True, exist_ok=True)
+    config_path = results / "config.yaml"
+    atomic_write_text(config_path, dump_yaml(run_cfg))
+    s1_marker = stage1_marker(store_dir, v.cfg)
+    t0 = time.time()
+    if s1_marker.is_file():
+        log.info("variant %d/%d %r: stage 1 reused (feature store %s, decoded by %s)", i, n, v.name, store_dir,
+                 json.loads(s1_marker.read_text()).get("by"))
+        reused = "stage 1"
+    else:
+        log.info("variant %d/%d %r: stage 1 (feature store %s)", i, n, v.name, store_dir)
+        _run_stage("stage1_decode", config_path, f"variant {v.name!r}, stage 1")
+        atomic_write_json(s1_marker, {"by": v.name, "config": str(config_path),
+                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        reused = "nothing"
+    log.info("variant %d/%d %r: stage 2 (results %s)", i, n, v.name, results)
+    _run_stage("stage2_generate", config_path, f"variant {v.name!r}, stage 2")
+    atomic_write_json(done_path, {"variant": v.name, "result_key": record["result_key"],
+                                  "seconds": round(time.time() - t0, 1),
+                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return {**record, "reused": reused}
+
+
+def _record(v: Variant, results: Path) -> dict:
+    return {"name": v.name, "changes": v.changes, "result_key": result_key(v.cfg), "store_key": store_key(v.cfg),
+            "results": str(results), "config": str(results / "config.yaml")}
+
+
+def run_variant_record(v: Variant) -> dict | None:
+    """The record of a variant that has finished earlier (None if it has not)."""
+    _, _, results = variant_paths(v.cfg)
+    if not done_marker(results).is_file():
+        return None
+    return {**_record(v, results), "reused": "both stages"}
+
+
+# ------------------------------------------------------------------ reading results
+
+
+def read_per_image(results: Path) -> dict:
+    path = results / "per_image.json"
+    if not path.is_file():
+        raise UserError(f"{path} is missing (results of an older stage 2); delete {results.parent} and rerun compare")
+    return json.loads(path.read_text())
+
+
+def read_validation(results: Path) -> dict:
+    """``subject -> method -> mean scores`` on the validation hold-out of the training images."""
+    return json.loads((results / "metrics.json").read_text()).get(VALIDATION_SECTION, {})

@@ -1,0 +1,146 @@
+"""The one shape every reconstruction method has, and what a stage-2 run hands it.
+
+A method is built once per run from the ``Context`` (the run's trained generator, the training
+images it may fit, their true conditioning inputs, the settings sections it reads), then, for each
+subject and ROI, ``fit(TrainData)`` on that subject's and ROI's training trials and
+``reconstruct(TestData)`` for each test set (and the validation hold-out). Every method returns
+images ``(n, C, S, S)`` in [0, 1] at the generator's size (C = 3, or 1 for a grayscale set); the
+pipeline scores them all alike (``shared/evaluation.py``).
+
+Class attributes say how the pipeline treats a method:
+
+* ``role``: ``"method"`` (the WGAN-GP generator, always run), ``"published"`` (chosen by
+  ``methods.run``), ``"baseline"`` (run when ``eval.baselines``), ``"reference"`` (a row for
+  comparison that is not a reconstruction from the brain: the generator fed true features);
+* ``reads``: ``"features"`` (stage 1's decoded features) or ``"voxels"`` (the training trials and
+  the trial-averaged test voxels, through the voxel ridge);
+* ``validated``: also scored on the validation hold-out; ``first_roi_only``: one row per subject,
+  not per ROI (it does not depend on the ROI).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from shared.config import Config, DecoderConfig, FeaturesConfig, GeneratorConfig, MethodsConfig
+from shared.datasets import SplitData
+from shared.store import ExperimentStore
+
+
+@dataclass
+class Context:
+    """What a stage-2 run hands every method, once.
+
+    ``train_images`` ``(n, 3, S, S)`` and ``train_names``: the images methods fit (the validation
+    hold-out left out); ``train_inputs``: their true conditioning inputs per layer; ``G``: the trained
+    WGAN-GP generator (EMA, evaluation mode); ``transforms``: the conditioning layers'
+    ``LayerTransform``; ``experiment``: the whole config, read only for the identity of what a method
+    trains (its training key, like the generator's) and for the brain files of ``end_to_end``'s check.
+    """
+
+    generator: GeneratorConfig
+    features: FeaturesConfig
+    decoder: DecoderConfig
+    settings: MethodsConfig
+    seed: int
+    work: Path
+    store: ExperimentStore | None
+    device: Any
+    train_images: np.ndarray
+    train_names: list[str]
+    channels: int
+    G: Any = None
+    transforms: list = field(default_factory=list)
+    train_inputs: list[np.ndarray] = field(default_factory=list)
+    pixel_ridge_size: int = 32
+    experiment: Config | None = None
+    _shared: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, cfg: Config, **values) -> Context:
+        """A context with ``cfg``'s sections and ``values`` for the rest."""
+        return cls(generator=cfg.generator, features=cfg.features, decoder=cfg.decoder, settings=cfg.methods,
+                   seed=cfg.seed, work=cfg.work_path, pixel_ridge_size=cfg.eval.pixel_ridge_size, experiment=cfg,
+                   **values)
+
+    def shared(self, key: str, make: Callable[[], Any]) -> Any:
+        """One object for every method of the run that asks for ``key`` (e.g. the inversions' feature network)."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
+
+
+@dataclass
+class TrainData:
+    """One subject's and ROI's training trials of the images methods fit (None when no method reads voxels)."""
+
+    ctx: Context
+    subject: str
+    roi: str
+    trials: SplitData | None
+
+    @functools.cached_property
+    def ridge(self):
+        """The ``VoxelRidge`` of these trials, shared by every voxel method of this subject and ROI."""
+        from stage2_generate.methods import _voxel_ridge
+
+        c = self.ctx
+        return _voxel_ridge.VoxelRidge(c.decoder, c.seed, self.trials, c.train_names, c.device)
+
+
+@dataclass
+class TestData:
+    """The images to reconstruct: ``names`` of test set ``split`` (or the validation hold-out), with
+    the generator's decoded conditioning inputs of them (per layer ``(n, *shape)``) and, when a method
+    reads voxels, their trial-averaged voxels ``(n, n_voxels)``, both in ``names`` order."""
+
+    subject: str
+    roi: str
+    split: str
+    names: list[str]
+    decoded: list[np.ndarray]
+    voxels: np.ndarray | None = None
+
+
+class Method:
+    """The interface; a method overrides ``reconstruct`` and, where it has them, ``fit``, ``check``,
+    ``settings`` and ``row``."""
+
+    name: ClassVar[str] = ""  # set by the registry (stage2_generate/methods/__init__.py)
+    role: ClassVar[str] = "published"
+    reads: ClassVar[str] = "features"
+    validated: ClassVar[bool] = True
+    first_roi_only: ClassVar[bool] = False
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    @classmethod
+    def store_layers(cls, settings: MethodsConfig, features: FeaturesConfig) -> list[str]:
+        """Layers of the feature store this method reads beyond the generator's conditioning layers (checked
+        before stage 2 writes anything)."""
+        return []
+
+    def check(self) -> None:
+        """Refuse, before stage 2 writes anything, what this method would resume from or could not train on."""
+
+    def fit(self, train: TrainData) -> Method:
+        """Fit to one subject's and ROI's training data (a no-op for methods that need none)."""
+        return self
+
+    def reconstruct(self, test: TestData) -> np.ndarray:
+        """Images ``(n, C, S, S)`` in [0, 1] of ``test.names``."""
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        """What ``metrics.json`` records of this method's settings (``reconstruction_info.methods``)."""
+        return {}
+
+    def row(self) -> dict:
+        """Values of the last fit shown beside its scores in the test tables (e.g. a chosen penalty)."""
+        return {}

@@ -1,0 +1,23 @@
+"""``vae`` (Han et al. 2019): ridge from the voxels to a variational autoencoder's latent means (of the
+training stimuli), decoded by the VAE. The coder is in ``_image_coder.py``; its kind is this method's name."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stage2_generate.methods import _image_coder as coders
+from stage2_generate.methods.base import TestData, TrainData
+from stage2_generate.methods.latent_regression import CoderMethod
+
+
+class Vae(CoderMethod):
+    @property
+    def kind(self) -> str:
+        return self.name
+
+    def fit(self, train: TrainData) -> Vae:
+        self.fitted = train.ridge.fit(coders.encode_means(self.coder, self.ctx.train_images, self.ctx.device))
+        return self
+
+    def reconstruct(self, test: TestData) -> np.ndarray:
+        return coders.decode(self.coder, self.fitted.predict(test.voxels), self.ctx.device)

@@ -1,0 +1,86 @@
+"""The shape of the house: method names live in the registry and the schema, data flows one way
+(stages import ``shared``, never each other; ``shared`` never imports a stage), and no file outgrows
+one job."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from shared.config import METHODS
+
+PACKAGES = ("shared", "stage1_decode", "stage2_generate", "bench")
+NAME_HOMES = {"stage2_generate/methods/__init__.py", "shared/config/schema.py"}  # the registry, the schema tuple
+LONG_ALLOWED = {"shared/config/schema.py"}
+MAX_LINES = 400
+
+
+def _sources(*packages: str) -> list[Path]:
+    return sorted(p for pkg in packages for p in (ROOT / pkg).rglob("*.py"))
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def test_method_names_are_literals_only_in_the_registry_and_the_schema():
+    found = []
+    for path in _sources(*PACKAGES):
+        if _rel(path) in NAME_HOMES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in METHODS:
+                found.append(f"{_rel(path)}:{node.lineno}: {node.value!r}")
+    assert not found, "method names spelt outside the registry and the schema: " + "; ".join(found)
+
+
+def _imported(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+@pytest.mark.parametrize("package, forbidden", [("shared", {"stage1_decode", "stage2_generate"}),
+                                                ("stage1_decode", {"stage2_generate"}),
+                                                ("stage2_generate", {"stage1_decode"})])
+def test_no_module_imports_from_a_higher_layer_or_the_other_stage(package, forbidden):
+    bad = [f"{_rel(p)} imports {sorted(_imported(p) & forbidden)}" for p in _sources(package)
+           if _imported(p) & forbidden]
+    assert not bad, "; ".join(bad)
+
+
+def test_no_python_file_but_the_config_schema_is_over_400_lines():
+    long = [f"{_rel(p)}: {n} lines" for p in _sources(*PACKAGES, "tests")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES and _rel(p) not in LONG_ALLOWED]
+    assert not long, "; ".join(long)
+
+
+def test_the_checks_would_catch_what_they_look_for(tmp_path):
+    """The literal and import checks on a file that breaks both."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(f"import stage2_generate\nX = {METHODS[2]!r}\n")
+    assert "stage2_generate" in _imported(bad)
+    assert any(isinstance(n, ast.Constant) and n.value in METHODS for n in ast.walk(ast.parse(bad.read_text())))
+
+
+def test_readme_is_a_front_door_whose_where_things_are_table_names_existing_files():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 300
+    section = text.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|") and "---" not in line][1:]
+    assert len(rows) >= 10
+    for row in rows:
+        cell = row.strip("|").split("|")[-1]
+        paths = re.findall(r"`([\w./-]+(?:\.py|\.md|/))`", cell)
+        assert paths, f"no file named in: {row}"
+        missing = [p for p in paths if not (ROOT / p).exists()]
+        assert not missing, f"{row}: {missing} do not exist"

@@ -1,0 +1,71 @@
+"""The methods registry: its names are the ones configs are validated against, and every registered
+method reconstructs through the one interface on tiny data."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from conftest import write_tiny_config
+from shared import config as config_module
+from stage2_generate.methods import REGISTRY, Method, of_role, selected
+
+
+def test_registry_names_are_the_validated_tuple():
+    assert tuple(REGISTRY) == config_module.METHODS
+    assert tuple(of_role("published")) == config_module.PUBLISHED
+    assert {cls.role for cls in REGISTRY.values()} == {"method", "published", "baseline", "reference"}
+    assert all(issubclass(cls, Method) and cls.name == name for name, cls in REGISTRY.items())
+    assert all(cls.reads in ("features", "voxels") for cls in REGISTRY.values())
+    order = [c.name for c in selected(["vae", "inversion_pixels"], baselines=True)]
+    assert order == ["wgan_gp", "inversion_pixels", "vae", "pixel_ridge", "nearest_train", "wgan_gp_true_features"]
+    assert [c.name for c in selected([], baselines=False)] == ["wgan_gp", "wgan_gp_true_features"]
+
+
+def test_every_registered_method_runs_through_the_interface(tiny_finished, tmp_path):
+    """Each method is built from one Context, fitted on one subject's and ROI's training trials and draws
+    the test images: images of the generator's size in [0, 1], one per test image."""
+    from shared.config import load_config
+    from shared.datasets import load_split, split_image_names, split_images
+    from stage2_generate.conditioning import decoded_inputs, fit_transforms
+    from stage2_generate.generator_files import build_generator
+    from shared.store import ExperimentStore
+    from stage2_generate.methods import Context, TestData, TrainData
+    from stage2_generate.pipeline import _only
+
+    shutil.copytree(tiny_finished.folder / "work", tmp_path / "work")
+    config = write_tiny_config(tmp_path, tiny_finished.data)
+    cfg = load_config(config, ["methods.inversion_iterations=2", "methods.coder_iterations=2",
+                               "methods.latent_tune_steps=2", "generator.iterations=2"])
+    store = ExperimentStore(cfg)
+    g = cfg.generator
+    names = split_image_names(cfg, "train")[:40]
+    transforms, inputs = fit_transforms(g.condition_layers, g.image_size, store, split_image_names(cfg, "train"),
+                                        names, cfg.decoder.chunk_units)
+    rows = [split_image_names(cfg, "train").index(n) for n in names]
+    images = split_images(cfg, "train", names, g.image_size)
+    G = build_generator(g, [tuple(x.shape[1:]) for x in inputs], 3, "cpu", images.mean(axis=0)).eval()
+    ctx = Context.of(cfg, store=store, device="cpu", train_images=images, train_names=names, channels=3, G=G,
+                     transforms=transforms, train_inputs=[x[rows] for x in inputs])
+    train = TrainData(ctx, "sub-01", "VC", _only(load_split(cfg, "sub-01", "train", "VC", average=False), names))
+    test_data = load_split(cfg, "sub-01", "natural", "VC", average=True)
+    dec, test_names = decoded_inputs(store, transforms, "sub-01", "VC", "natural")
+    order = {n: i for i, n in enumerate(test_data.names)}
+    test = TestData("sub-01", "VC", "natural", list(test_names), dec,
+                    test_data.X[[order[n] for n in test_names]])
+    drawn = {}
+    for name, cls in REGISTRY.items():
+        method = cls(ctx)
+        method.check()
+        out = method.fit(train).reconstruct(test)
+        assert out.shape == (len(test_names), 3, g.image_size, g.image_size), name
+        assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1, name
+        assert isinstance(method.settings(), dict) and isinstance(method.row(), dict), name
+        drawn[name] = out
+    # the untrained generator draws its mean image whatever it is given; nearest_train a training image
+    np.testing.assert_allclose(drawn["wgan_gp"], np.broadcast_to(images.mean(axis=0), drawn["wgan_gp"].shape),
+                               atol=1e-5)
+    assert all(any(np.array_equal(img, t) for t in images) for img in drawn["nearest_train"])
+    assert "alpha" in REGISTRY["pixel_ridge"](ctx).fit(train).row()
+
