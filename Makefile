@@ -34,7 +34,7 @@ bench: $(STAMP)
 bench-stage2: $(STAMP)
 	$(PY) bench/bench_stage2.py --json results/reference/demo/bench_stage2.json
 
-# every shipped ablation (configs/ablations/*.yaml) through `compare`: about 5 min per variant on
+# the six shipped ablations (configs/ablations/, less settings.yaml: `make settings`) through `compare`: about 5 min per variant on
 # 2 cores, cached, so a rerun recomputes nothing
 ABLATIONS := layers rois decoders losses inputs methods
 ablations: $(STAMP)

@@ -9,7 +9,8 @@
   Scores are taken at one size (``at_size``), a grayscale set in gray.
 * **The judge**: a feature network no loss or optimisation looks through
   (``eval.judge_network`` and ``eval.judge_weights``; ``shared/config/checks.py`` refuses one that
-  is); ``judge_features`` gives its flattened features per layer.
+  is), built by stage 2 as a ``shared.featnet.FeatureNet`` (``conv5`` of AlexNet is the module
+  ``shared/layers.py`` names); ``judge_features`` gives its flattened features per layer.
 * **Decoded features** (stage 1): ``DecodingScores`` accumulates profile correlation, pattern
   correlation and pairwise identification over chunks of units, so no whole layer is held.
 * **Order and labels**: ``METRIC_ORDER`` (the column order of tables and ``compare``),

@@ -19,7 +19,7 @@ VGG19_LAYERS: dict[str, tuple[str, int]] = {
     "fc6": ("classifier", 0), "fc7": ("classifier", 3), "fc8": ("classifier", 6),
 }
 
-# bdpy's layer_map('alexnet') does not match torchvision's AlexNet (see PITFALLS.md),
+# bdpy's layer_map('alexnet') does not match torchvision's AlexNet (it indexes another module list),
 # so the indices are written out against torchvision's module list here.
 ALEXNET_LAYERS: dict[str, tuple[str, int]] = {
     "conv1": ("features", 0), "conv2": ("features", 3), "conv3": ("features", 6),

@@ -6,15 +6,16 @@ from sklearn.linear_model import Ridge
 from shared import metrics as M
 from shared.config import load_config
 from shared.datasets import SplitData
+from shared.evaluation import DecodingScores
 from shared.store import ExperimentStore
-from stage1_decode.decode import _ScoreAccumulator, decode_subject_roi
+from stage1_decode.decode import decode_subject_roi
 
 
 def test_streamed_scores_equal_whole_layer_metrics(rng):
     true = rng.normal(size=(10, 300))
     pred = true + rng.normal(scale=2.0, size=true.shape)
     mean, std = rng.normal(size=300), rng.uniform(0.5, 2, 300)
-    acc = _ScoreAccumulator(10)
+    acc = DecodingScores(10)
     for units in (slice(0, 120), slice(120, 250), slice(250, 300)):
         acc.add(pred[:, units], true[:, units], mean[units], std[units])
     got = acc.result()

@@ -2,8 +2,9 @@
 
 ``REGISTRY`` maps each method's name (as ``metrics.json``, the tables and ``methods.run`` spell
 it) to its class; ``shared.config.METHODS`` is the tuple configs are validated against, and a test
-checks the two agree. Adding a method: one module here with a ``Method`` subclass, one line below,
-its name in ``shared/config/schema.py``'s ``METHODS``.
+checks the two agree, in the same order. Adding a method: one module here with a ``Method`` subclass,
+its import and one line below, its name in ``shared/config/schema.py``'s ``METHODS`` (a published
+method goes last in both: ``PUBLISHED`` is the tail of ``METHODS``).
 
 | name | module | from |
 | --- | --- | --- |
