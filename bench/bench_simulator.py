@@ -22,7 +22,7 @@ import numpy as np
 
 from shared import metrics as M
 from shared.config import load_config
-from shared.datasets import load_images, load_split, split_image_names
+from shared.datasets import DataSource, load_images, load_split, split_image_names
 from shared.simulate.experiment import simulate_experiment
 from stage2_generate.methods._voxel_ridge import VoxelRidge
 from stage2_generate.methods.pixel_ridge import pixel_ridge
@@ -41,9 +41,10 @@ def main() -> None:
             cfg = load_config(args.config, [f"data.root={tmp}/data", f"simulation.luminance_share={lum}",
                                             f"simulation.colour_share={col}"])
             simulate_experiment(cfg)
-            train = load_split(cfg, "sub-01", "train", "VC", average=False)
-            test = load_split(cfg, "sub-01", "natural", "VC", average=True)
-            names = split_image_names(cfg, "train")
+            src = DataSource.of(cfg)
+            train = load_split(src, "sub-01", "train", "VC", average=False)
+            test = load_split(src, "sub-01", "natural", "VC", average=True)
+            names = split_image_names(src, "train")
             images = load_images(cfg.data_root / cfg.data.train.images, names, cfg.generator.image_size)
             recon, _ = pixel_ridge(cfg.eval.pixel_ridge_size, VoxelRidge(cfg.decoder, cfg.seed, train, names, "cpu"), images, {"natural": test.X})
             true = load_images(cfg.data_root / cfg.data.test["natural"].images, test.names, cfg.generator.image_size)

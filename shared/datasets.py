@@ -16,13 +16,30 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.config import Config, SplitFiles
+from shared.config import Config, DataConfig, SplitFiles
 from shared.errors import UserError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPEG", ".JPG", ".bmp", ".tif", ".tiff")
 ROI_ALIASES = {"V4": ("V4", "hV4"), "hV4": ("hV4", "V4")}
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """What the readers read: the data section, and whether it is read as a matrix dataset."""
+
+    data: DataConfig
+    matrix: bool
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data.root)
+
+    @classmethod
+    def of(cls, cfg: Config) -> DataSource:
+        """The readers' part of ``cfg`` (the one place that reads ``Config.reads_matrix``)."""
+        return cls(cfg.data, cfg.reads_matrix)
 
 
 @dataclass
@@ -40,34 +57,34 @@ class SplitData:
     path: Path
 
 
-def split_files(cfg: Config, split: str) -> SplitFiles:
+def split_files(src: DataSource, split: str) -> SplitFiles:
     if split == "train":
-        return cfg.data.train
-    if split not in cfg.data.test:
-        raise UserError(f"split {split!r} is not configured; 'data.test' has {list(cfg.data.test)}")
-    return cfg.data.test[split]
+        return src.data.train
+    if split not in src.data.test:
+        raise UserError(f"split {split!r} is not configured; 'data.test' has {list(src.data.test)}")
+    return src.data.test[split]
 
 
-def bdata_path(cfg: Config, subject: str, split: str) -> Path:
-    return cfg.data_root / split_files(cfg, split).bdata.format(subject=subject)
+def bdata_path(src: DataSource, subject: str, split: str) -> Path:
+    return src.root / split_files(src, split).bdata.format(subject=subject)
 
 
-def brain_file(cfg: Config, subject: str, split: str) -> Path:
+def brain_file(src: DataSource, subject: str, split: str) -> Path:
     """The file holding ``subject``'s voxels of ``split`` (a BData file, or a matrix dataset's one file)."""
-    if cfg.reads_matrix:
+    if src.matrix:
         from shared.matrix_data import matrix_path
 
-        return matrix_path(cfg, subject)
-    return bdata_path(cfg, subject, split)
+        return matrix_path(src, subject)
+    return bdata_path(src, subject, split)
 
 
-def bdata_files(cfg: Config) -> dict[str, Path]:
+def bdata_files(src: DataSource) -> dict[str, Path]:
     """Every data file of the experiment, keyed ``<subject>/<split>`` (run metadata hashes them)."""
-    if cfg.reads_matrix:
+    if src.matrix:
         from shared.matrix_data import matrix_path
 
-        return {s: matrix_path(cfg, s) for s in cfg.data.subjects}
-    return {f"{s}/{split}": bdata_path(cfg, s, split) for s in cfg.data.subjects for split in ["train", *cfg.data.test]}
+        return {s: matrix_path(src, s) for s in src.data.subjects}
+    return {f"{s}/{split}": bdata_path(src, s, split) for s in src.data.subjects for split in ["train", *src.data.test]}
 
 
 def _require_bdata(path: Path) -> None:
@@ -118,43 +135,43 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def check_inputs(cfg: Config) -> None:
+def check_inputs(src: DataSource, cv_folds: int) -> None:
     """Fail before any work with one line naming the first bad input: a missing file or folder,
     a BData file that is not HDF5, truncated, without a configured ROI,
     with image indices not in its image list or with non-finite voxels; a stimulus image that
-    is missing or unreadable; fewer training images than cross-validation folds."""
-    if cfg.reads_matrix:
+    is missing or unreadable; fewer training images than ``cv_folds``, the decoder's
+    cross-validation folds (``DecoderConfig.folds_needed``: 0 when it does not cross-validate)."""
+    if src.matrix:
         from shared import matrix_data
 
-        for subject in cfg.data.subjects:
-            for split in ["train", *cfg.data.test]:
-                matrix_data.voxels(cfg, subject, split)  # also checks the images and that the counts agree
-        matrix_data.check_subjects(cfg)
-        _check_folds(cfg, len(matrix_data.names(cfg, "train")), cfg.data.subjects[0])  # distinct images, not rows
+        for subject in src.data.subjects:
+            for split in ["train", *src.data.test]:
+                matrix_data.voxels(src, subject, split)  # also checks the images and that the counts agree
+        matrix_data.check_subjects(src)
+        _check_folds(cv_folds, len(matrix_data.names(src, "train")), src.data.subjects[0])  # distinct images, not rows
         return
-    for split in ["train", *cfg.data.test]:
-        spec = split_files(cfg, split)
-        for subject in cfg.data.subjects:
-            _require_bdata(bdata_path(cfg, subject, split))
-        _require_image_list(cfg.data_root / spec.image_list)
-        _require_folder(cfg.data_root / spec.images)
-    for split in ["train", *cfg.data.test]:
+    for split in ["train", *src.data.test]:
+        spec = split_files(src, split)
+        for subject in src.data.subjects:
+            _require_bdata(bdata_path(src, subject, split))
+        _require_image_list(src.root / spec.image_list)
+        _require_folder(src.root / spec.images)
+    for split in ["train", *src.data.test]:
         used: set[str] = set()
-        for subject in cfg.data.subjects:
-            for roi in cfg.data.rois:
-                names = set(load_split(cfg, subject, split, roi, average=False).names)
+        for subject in src.data.subjects:
+            for roi in src.data.rois:
+                names = set(load_split(src, subject, split, roi, average=False).names)
                 if split == "train":
-                    _check_folds(cfg, len(names), subject)
+                    _check_folds(cv_folds, len(names), subject)
                 used |= names
-        names = [n for n in split_image_names(cfg, split) if n in used]
-        check_images_readable(cfg.data_root / split_files(cfg, split).images, names)
+        names = [n for n in split_image_names(src, split) if n in used]
+        check_images_readable(src.root / split_files(src, split).images, names)
 
 
-def _check_folds(cfg: Config, n_images: int, subject: str) -> None:
-    dc = cfg.decoder
-    if (len(dc.alphas) > 1 or dc.train_oof) and n_images < dc.cv_folds:
+def _check_folds(cv_folds: int, n_images: int, subject: str) -> None:
+    if n_images < cv_folds:
         raise UserError(f"the training data of {subject} have {n_images} images, fewer than decoder.cv_folds="
-                        f"{dc.cv_folds} (cross-validation holds out whole images); set decoder.cv_folds to at most "
+                        f"{cv_folds} (cross-validation holds out whole images); set decoder.cv_folds to at most "
                         f"{n_images} (and at least 2), or use more training images")
 
 
@@ -175,13 +192,13 @@ def _read_rgb(path: Path):
         raise UserError(f"stimulus image {path} cannot be read ({exc}); replace the file") from None
 
 
-def split_image_names(cfg: Config, split: str) -> list[str]:
+def split_image_names(src: DataSource, split: str) -> list[str]:
     """Stimulus names of a split in image-list order (the row order of the feature store)."""
-    if cfg.reads_matrix:
+    if src.matrix:
         from shared import matrix_data
 
-        return matrix_data.names(cfg, split)
-    mapping = read_image_list(cfg.data_root / split_files(cfg, split).image_list)
+        return matrix_data.names(src, split)
+    mapping = read_image_list(src.root / split_files(src, split).image_list)
     return [mapping[i] for i in sorted(mapping)]
 
 
@@ -222,20 +239,20 @@ def resolve_roi(bdata, roi: str, path: Path) -> str:
     raise UserError(f"ROI {roi!r} is not in {path}; 'data.rois' must be among {available}")
 
 
-def load_split(cfg: Config, subject: str, split: str, roi: str, average: bool) -> SplitData:
+def load_split(src: DataSource, subject: str, split: str, roi: str, average: bool) -> SplitData:
     """Voxels of ``roi`` for one subject and split, labelled by stimulus name."""
-    if cfg.reads_matrix:  # one row per trial; the trials of one image (equal pixels) share its name
+    if src.matrix:  # one row per trial; the trials of one image (equal pixels) share its name
         from shared import matrix_data
 
-        X = matrix_data.voxels(cfg, subject, split)
-        names = np.array(matrix_data.row_names(cfg, subject, split))
+        X = matrix_data.voxels(src, subject, split)
+        names = np.array(matrix_data.row_names(src, subject, split))
         if average:  # one row per image, in split_image_names order
-            order = matrix_data.names(cfg, split)
+            order = matrix_data.names(src, split)
             if set(names) != set(order):
-                matrix_data.check_subjects(cfg)  # names the file whose images differ
+                matrix_data.check_subjects(src)  # names the file whose images differ
             X, names = average_by_name(X, names, order), np.array(order)
-        return SplitData(X=X, names=names, roi_key=roi, path=matrix_data.matrix_path(cfg, subject))
-    path = bdata_path(cfg, subject, split)
+        return SplitData(X=X, names=names, roi_key=roi, path=matrix_data.matrix_path(src, subject))
+    path = bdata_path(src, subject, split)
     _require_bdata(path)
     bdata = open_bdata(path)
     key = resolve_roi(bdata, roi, path)
@@ -254,11 +271,11 @@ def load_split(cfg: Config, subject: str, split: str, roi: str, average: bool) -
         raise UserError(f"{path} has {int(bad.sum())} NaN or infinite voxel values in ROI {roi!r} ({len(cols)} of "
                         f"{X.shape[1]} voxels, first at column {cols[0]}); drop those voxels from the ROI or "
                         f"replace the values before decoding")
-    spec = split_files(cfg, split)
-    stems = read_image_list(cfg.data_root / spec.image_list)
+    spec = split_files(src, split)
+    stems = read_image_list(src.root / spec.image_list)
     missing = sorted(set(index) - set(stems))
     if missing:
-        raise UserError(f"{path} uses image_index {missing[0]} which is not in {cfg.data_root / spec.image_list}; use "
+        raise UserError(f"{path} uses image_index {missing[0]} which is not in {src.root / spec.image_list}; use "
                         f"the image list that belongs to this file (data.*.image_list), or add that index to it")
     if average:
         order = sorted(set(index))
@@ -307,31 +324,31 @@ def load_images(folder: Path, names: list[str] | np.ndarray, size: int) -> np.nd
     return out
 
 
-def split_images(cfg: Config, split: str, names: list[str] | np.ndarray, size: int) -> np.ndarray:
+def split_images(src: DataSource, split: str, names: list[str] | np.ndarray, size: int) -> np.ndarray:
     """The stimuli of ``split`` named ``names`` as ``(n, 3, size, size)`` float32 RGB in [0, 1],
     from the split's image folder or, for a matrix dataset, from its file."""
-    if cfg.reads_matrix:
+    if src.matrix:
         from shared import matrix_data
 
-        return matrix_data.resized(cfg, split, list(names), size)
-    return load_images(cfg.data_root / split_files(cfg, split).images, names, size)
+        return matrix_data.resized(src, split, list(names), size)
+    return load_images(src.root / split_files(src, split).images, names, size)
 
 
-def native_size(cfg: Config) -> int | None:
+def native_size(src: DataSource) -> int | None:
     """The side of the test stimuli when every one of them is the same square size (28 for a 28 x 28 set),
     else None (photographs of many sizes, as in the real study: then they are scored at the generator's
     size)."""
-    if cfg.reads_matrix:
+    if src.matrix:
         from shared import matrix_data
 
-        h, w = matrix_data.images(cfg, cfg.data.subjects[0], "test").shape[1:3]
+        h, w = matrix_data.images(src, src.data.subjects[0], "test").shape[1:3]
         return int(h) if h == w else None
     from PIL import Image
 
     sizes = set()
-    for split in cfg.data.test:
-        folder = cfg.data_root / split_files(cfg, split).images
-        for path in image_paths(folder, split_image_names(cfg, split)):
+    for split in src.data.test:
+        folder = src.root / split_files(src, split).images
+        for path in image_paths(folder, split_image_names(src, split)):
             with Image.open(path) as im:
                 sizes.add(im.size)
             if len(sizes) > 1:

@@ -30,16 +30,20 @@ import functools
 import hashlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shared.errors import UserError
 
+if TYPE_CHECKING:
+    from shared.datasets import DataSource
+
 log = logging.getLogger(__name__)
 
 
-def matrix_path(cfg, subject: str) -> Path:
-    return cfg.data_root / cfg.data.matrix.file.format(subject=subject)
+def matrix_path(src: DataSource, subject: str) -> Path:
+    return src.root / src.data.matrix.file.format(subject=subject)
 
 
 @functools.lru_cache(maxsize=2)
@@ -70,54 +74,54 @@ def _read(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
                         f"file or re-download it") from None
 
 
-def variables(cfg, subject: str) -> dict[str, np.ndarray]:
-    path = matrix_path(cfg, subject)
+def variables(src: DataSource, subject: str) -> dict[str, np.ndarray]:
+    path = matrix_path(src, subject)
     if not path.is_file():
         raise UserError(f"matrix file {path} not found; put the .mat/.npz file there or set data.root / "
                         f"data.matrix.file")
     return _read(str(path), path.stat().st_mtime_ns)
 
 
-def _variable(cfg, subject: str, key: str) -> np.ndarray:
-    name = getattr(cfg.data.matrix, key)
-    arrays = variables(cfg, subject)
+def _variable(src: DataSource, subject: str, key: str) -> np.ndarray:
+    name = getattr(src.data.matrix, key)
+    arrays = variables(src, subject)
     if name not in arrays:
-        raise UserError(f"matrix file {matrix_path(cfg, subject)} has no variable {name!r} (data.matrix.{key}); "
+        raise UserError(f"matrix file {matrix_path(src, subject)} has no variable {name!r} (data.matrix.{key}); "
                         f"it holds {', '.join(sorted(arrays)) or 'no numeric arrays'}")
     return arrays[name]
 
 
-def _split_key(cfg, split: str) -> str:
+def _split_key(split: str) -> str:
     return "train" if split == "train" else "test"
 
 
-def voxels(cfg, subject: str, split: str) -> np.ndarray:
+def voxels(src: DataSource, subject: str, split: str) -> np.ndarray:
     """``(n_samples, n_voxels)`` float32 of one split."""
-    key = f"{_split_key(cfg, split)}_voxels"
-    X = _variable(cfg, subject, key)
+    key = f"{_split_key(split)}_voxels"
+    X = _variable(src, subject, key)
     if X.ndim != 2:
-        raise UserError(f"data.matrix.{key} ({getattr(cfg.data.matrix, key)!r}) must be a 2-D samples x voxels "
+        raise UserError(f"data.matrix.{key} ({getattr(src.data.matrix, key)!r}) must be a 2-D samples x voxels "
                         f"matrix; it has shape {X.shape}")
     X = X.astype(np.float32)
-    n_images = len(images(cfg, subject, split))
+    n_images = len(images(src, subject, split))
     if X.shape[0] != n_images:
         if X.shape[1] == n_images:
             raise UserError(f"the {split} voxel matrix is {X.shape[0]} x {X.shape[1]} but there are {n_images} "
                             f"images: it looks transposed (voxels x samples); store it samples x voxels")
         raise UserError(f"the {split} voxel matrix has {X.shape[0]} rows but there are {n_images} {split} images in "
-                        f"{matrix_path(cfg, subject)}; each row must be the response to one image")
+                        f"{matrix_path(src, subject)}; each row must be the response to one image")
     return X
 
 
-def names(cfg, split: str) -> list[str]:
+def names(src: DataSource, split: str) -> list[str]:
     """Each stimulus of the split once, in order of first appearance in the first subject's file
     (the row order of the feature store)."""
-    return _stimuli(cfg, cfg.data.subjects[0], split)[1]
+    return _stimuli(src, src.data.subjects[0], split)[1]
 
 
-def row_names(cfg, subject: str, split: str) -> list[str]:
+def row_names(src: DataSource, subject: str, split: str) -> list[str]:
     """The stimulus name of every row (trial) of ``subject``'s file; repeats share a name."""
-    return _stimuli(cfg, subject, split)[0]
+    return _stimuli(src, subject, split)[0]
 
 
 DIGEST_CHARS = 10  # hex characters of the digest in a name (more only if two stimuli of a split share them)
@@ -138,29 +142,29 @@ _NAMES: dict[tuple, tuple[list[str], list[str]]] = {}  # (row names, stimulus na
 _LOGGED: set[tuple] = set()
 
 
-def _key(cfg, subject: str, split: str) -> tuple:
+def _key(src: DataSource, subject: str, split: str) -> tuple:
     from dataclasses import astuple
 
-    path = matrix_path(cfg, subject)
-    return str(path), path.stat().st_mtime_ns if path.is_file() else 0, split, repr(astuple(cfg.data.matrix))
+    path = matrix_path(src, subject)
+    return str(path), path.stat().st_mtime_ns if path.is_file() else 0, split, repr(astuple(src.data.matrix))
 
 
-def images(cfg, subject: str, split: str) -> np.ndarray:
+def images(src: DataSource, subject: str, split: str) -> np.ndarray:
     """The split's images, one per row, as ``(n, H, W, C)`` float32 in [0, 1] (C = 1 or 3), scaled like
     the training images (see ``_scale``)."""
-    key = _key(cfg, subject, split)
+    key = _key(src, subject, split)
     if key not in _CACHE:
         if len(_CACHE) >= 4:
             _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = _images(cfg, subject, split)
+        _CACHE[key] = _images(src, subject, split)
     return _CACHE[key]
 
 
-def _stimuli(cfg, subject: str, split: str) -> tuple[list[str], list[str]]:
+def _stimuli(src: DataSource, subject: str, split: str) -> tuple[list[str], list[str]]:
     """``(name of each row, each name once in order of first appearance)``."""
-    key = _key(cfg, subject, split)
+    key = _key(src, subject, split)
     if key not in _NAMES:
-        imgs = images(cfg, subject, split)
+        imgs = images(src, subject, split)
         digests = [stimulus_digest(im) for im in imgs]
         unique = list(dict.fromkeys(digests))
         chars = DIGEST_CHARS
@@ -178,13 +182,13 @@ def _stimuli(cfg, subject: str, split: str) -> tuple[list[str], list[str]]:
     return _NAMES[key]
 
 
-def _images(cfg, subject: str, split: str) -> np.ndarray:
-    train = _shaped(cfg, subject, "train", _variable(cfg, subject, "train_images"))
-    arr = train if split == "train" else _shaped(cfg, subject, split, _variable(cfg, subject, "test_images"))
+def _images(src: DataSource, subject: str, split: str) -> np.ndarray:
+    train = _shaped(src, subject, "train", _variable(src, subject, "train_images"))
+    arr = train if split == "train" else _shaped(src, subject, split, _variable(src, subject, "test_images"))
     lo, hi = _scale(train)
     out = (arr.astype(np.float32) - lo) / (hi - lo)
     if not np.isfinite(out).all():
-        raise UserError(f"data.matrix.{_split_key(cfg, split)}_images holds NaN or infinite values")
+        raise UserError(f"data.matrix.{_split_key(split)}_images holds NaN or infinite values")
     return np.clip(out, 0, 1) if split != "train" else out
 
 
@@ -204,11 +208,11 @@ def _scale(train: np.ndarray) -> tuple[float, float]:
     return lo, max(hi, lo + 1e-12)
 
 
-def _shaped(cfg, subject: str, split: str, raw: np.ndarray) -> np.ndarray:
+def _shaped(src: DataSource, subject: str, split: str, raw: np.ndarray) -> np.ndarray:
     """``(n, H, W, C)`` in the file's own value range."""
-    m = cfg.data.matrix
-    where = f"data.matrix.{_split_key(cfg, split)}_images"
-    order = m.order if m.order != "auto" else ("C" if matrix_path(cfg, subject).suffix == ".npz" else "F")
+    m = src.data.matrix
+    where = f"data.matrix.{_split_key(split)}_images"
+    order = m.order if m.order != "auto" else ("C" if matrix_path(src, subject).suffix == ".npz" else "F")
     arr = np.moveaxis(raw, m.sample_axis, 0) if raw.ndim > 2 else raw
     if arr.ndim == 2:  # flattened rows
         if not m.image_shape:
@@ -231,30 +235,30 @@ def _shaped(cfg, subject: str, split: str, raw: np.ndarray) -> np.ndarray:
     return arr
 
 
-def check_subjects(cfg) -> None:
+def check_subjects(src: DataSource) -> None:
     """Several subjects' files must show the same stimuli (stimuli come from the first; the trials may
     be in another order and repeat differently)."""
-    first = cfg.data.subjects[0]
-    for subject in cfg.data.subjects[1:]:
+    first = src.data.subjects[0]
+    for subject in src.data.subjects[1:]:
         for split in ("train", "test"):
-            a, b = images(cfg, first, split), images(cfg, subject, split)
-            if a.shape[1:] != b.shape[1:] or set(names(cfg, split)) != set(row_names(cfg, subject, split)):
-                raise UserError(f"the {split} images of {matrix_path(cfg, subject)} differ from those of "
-                                f"{matrix_path(cfg, first)}; every subject's file must show the same images "
+            a, b = images(src, first, split), images(src, subject, split)
+            if a.shape[1:] != b.shape[1:] or set(names(src, split)) != set(row_names(src, subject, split)):
+                raise UserError(f"the {split} images of {matrix_path(src, subject)} differ from those of "
+                                f"{matrix_path(src, first)}; every subject's file must show the same images "
                                 f"(in any trial order)")
 
 
-def resized(cfg, split: str, wanted: list[str], size: int) -> np.ndarray:
+def resized(src: DataSource, split: str, wanted: list[str], size: int) -> np.ndarray:
     """Images named ``wanted`` as ``(n, 3, size, size)`` float32 RGB in [0, 1] (grey repeated)."""
     from PIL import Image
 
     index: dict[str, int] = {}
-    for i, n in enumerate(row_names(cfg, cfg.data.subjects[0], split)):
+    for i, n in enumerate(row_names(src, src.data.subjects[0], split)):
         index.setdefault(n, i)  # the first row showing the stimulus (its repeats are equal)
     missing = [n for n in wanted if n not in index]
     if missing:
-        raise UserError(f"stimulus {missing[0]!r} is not in the {split} images of {matrix_path(cfg, cfg.data.subjects[0])}")
-    imgs = images(cfg, cfg.data.subjects[0], split)
+        raise UserError(f"stimulus {missing[0]!r} is not in the {split} images of {matrix_path(src, src.data.subjects[0])}")
+    imgs = images(src, src.data.subjects[0], split)
     out = np.empty((len(wanted), 3, size, size), dtype=np.float32)
     for k, name in enumerate(wanted):
         img = imgs[index[name]]

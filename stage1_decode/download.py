@@ -31,9 +31,13 @@ import urllib.request
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.config import Config
 from shared.errors import UserError
+
+if TYPE_CHECKING:
+    from shared.datasets import DataSource
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +53,22 @@ class Wanted:
     dest: Path
 
 
-def wanted_files(cfg) -> list[Wanted]:
-    """The DIR files this config reads, where it reads them."""
+def wanted_files(src: DataSource) -> list[Wanted]:
+    """The DIR files this data section reads, where it reads them."""
     from shared.datasets import bdata_path, split_files
 
     out = []
-    for subject in cfg.data.subjects:
+    for subject in src.data.subjects:
         if subject not in DIR_BDATA:
             raise UserError(f"subject {subject!r} is not in the Deep Image Reconstruction set; the download knows "
                             f"{', '.join(DIR_BDATA)}")
         train_id, test_id = DIR_BDATA[subject]
-        out.append(Wanted(train_id, bdata_path(cfg, subject, "train")))
-        if "natural" in cfg.data.test:
-            out.append(Wanted(test_id, bdata_path(cfg, subject, "natural")))
-    out.append(Wanted(DIR_IMAGE_LISTS["train"], cfg.data_root / cfg.data.train.image_list))
-    if "natural" in cfg.data.test:
-        out.append(Wanted(DIR_IMAGE_LISTS["test"], cfg.data_root / split_files(cfg, "natural").image_list))
+        out.append(Wanted(train_id, bdata_path(src, subject, "train")))
+        if "natural" in src.data.test:
+            out.append(Wanted(test_id, bdata_path(src, subject, "natural")))
+    out.append(Wanted(DIR_IMAGE_LISTS["train"], src.root / src.data.train.image_list))
+    if "natural" in src.data.test:
+        out.append(Wanted(DIR_IMAGE_LISTS["test"], src.root / split_files(src, "natural").image_list))
     return out
 
 
@@ -153,7 +157,9 @@ def download(cfg) -> list[Path]:
     """Download (or check) every file the config reads; returns their paths."""
     from tqdm import tqdm
 
-    wanted = wanted_files(cfg)
+    from shared.datasets import DataSource
+
+    wanted = wanted_files(DataSource.of(cfg))
     manifest = publisher_manifest(cfg, {w.file_id for w in wanted})
     done = []
     for w in wanted:

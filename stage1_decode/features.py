@@ -8,7 +8,7 @@ import numpy as np
 
 from shared.config import Config
 from shared.faults import failpoint
-from shared.datasets import bdata_files, image_paths, split_files, split_image_names, split_images
+from shared.datasets import DataSource, bdata_files, image_paths, split_files, split_image_names, split_images
 from shared.store import ExperimentStore, StoreMismatch
 from shared.weights import parse_weights
 
@@ -36,17 +36,18 @@ def compute_true_features(cfg: Config, store: ExperimentStore, device, splits: l
     from shared.featnet import FeatureNet
 
     spec = parse_weights(cfg.features.weights)
+    src = DataSource.of(cfg)
     net = None
     for split in splits:
-        names = split_image_names(cfg, split)
+        names = split_image_names(src, split)
         todo = [layer for layer in cfg.features.layers if not _is_current(store, layer, split, names)]
         if not todo:
             log.info("true features of %s: already in the store", split)
             continue
-        if cfg.reads_matrix:
-            folder = bdata_files(cfg)[cfg.data.subjects[0]]
+        if src.matrix:
+            folder = bdata_files(src)[src.data.subjects[0]]
         else:
-            folder = cfg.data_root / split_files(cfg, split).images
+            folder = src.root / split_files(src, split).images
             image_paths(folder, names)  # fail early, naming the first missing image
         if net is None:
             net = FeatureNet(cfg.features.network, spec, cfg.features.layers, cfg.features.input_size).to(device)
@@ -58,7 +59,7 @@ def compute_true_features(cfg: Config, store: ExperimentStore, device, splits: l
                 {**store.true_expect(layer, split), "unit_shape": list(shapes[layer]),
                  "weights_label": spec.label, "provenance": {"images": str(folder)}})) for layer in todo}
             for start in tqdm(range(0, len(names), bs), desc=f"features {split}", unit="batch"):
-                imgs = split_images(cfg, split, names[start:start + bs], cfg.features.input_size)
+                imgs = split_images(src, split, names[start:start + bs], cfg.features.input_size)
                 feats = net(torch.from_numpy(imgs).to(device))
                 for layer in todo:
                     writers[layer].write_rows(start, feats[layer].flatten(1).float().cpu().numpy())

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.datasets import split_image_names
+from shared.datasets import DataSource, split_image_names
 from shared.errors import UserError
 from shared.store import ExperimentStore, FeatureArray, StoreMismatch
 from shared.weights import parse_weights
@@ -227,7 +227,8 @@ def import_lab(cfg, root: str | Path, what: str) -> list[Path]:
     label = f"{parse_weights(cfg.features.weights).label}; imported from lab files in {root}"
     provenance = {"imported_from": str(root)}
     tests = list(cfg.data.test)
-    names = {split: split_image_names(cfg, split) for split in (["train", *tests] if what == "true" else tests)}
+    src = DataSource.of(cfg)
+    names = {split: split_image_names(src, split) for split in (["train", *tests] if what == "true" else tests)}
     jobs: list[_ImportJob] = []
     for layer in cfg.features.layers:
         if what == "true":

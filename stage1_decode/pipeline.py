@@ -10,7 +10,7 @@ import numpy as np
 
 from shared import metrics as M
 from shared.config import Config
-from shared.datasets import bdata_files, check_inputs, load_split, split_image_names
+from shared.datasets import DataSource, bdata_files, check_inputs, load_split, split_image_names
 from shared.device import resolve_device
 from shared.errors import UserError
 from shared.plotting import decoding_plot
@@ -45,22 +45,23 @@ def run(cfg: Config) -> None:
 
     t0 = time.time()
     ensure_data(cfg)
-    check_inputs(cfg)
+    src = DataSource.of(cfg)
+    check_inputs(src, cfg.decoder.folds_needed)
     check_weights(cfg.features.network, cfg.features.weights)
     device = resolve_device(cfg.device)
-    run_ = Run(cfg, "stage1", str(device), bdata_files(cfg))
+    run_ = Run(cfg, "stage1", str(device), bdata_files(src))
     store = ExperimentStore(cfg)
     splits = ["train", *cfg.data.test]
     compute_true_features(cfg, store, device, splits)
-    train_names = split_image_names(cfg, "train")
+    train_names = split_image_names(src, "train")
     spec = parse_weights(cfg.features.weights)
 
     decoding: dict = {}  # split -> subject -> roi -> layer -> scores
     data_report: dict = {}
     for subject in cfg.data.subjects:
         for roi in cfg.data.rois:
-            train = load_split(cfg, subject, "train", roi, average=False)
-            tests = {split: load_split(cfg, subject, split, roi, average=True) for split in cfg.data.test}
+            train = load_split(src, subject, "train", roi, average=False)
+            tests = {split: load_split(src, subject, split, roi, average=True) for split in cfg.data.test}
             reliability = M.single_trial_reliability(train.X, train.names)
             finite = reliability[np.isfinite(reliability)]
             median = float(np.median(finite)) if finite.size else None  # None: no image was repeated

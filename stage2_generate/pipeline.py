@@ -11,7 +11,8 @@ import zlib
 import numpy as np
 
 from shared.config import Config
-from shared.datasets import average_by_name, bdata_files, load_split, native_size, split_image_names, split_images
+from shared.datasets import (DataSource, average_by_name, bdata_files, load_split, native_size, split_image_names,
+                             split_images)
 from shared.device import distributed, process_device
 from shared.errors import UserError
 from shared.evaluation import ValidationScorer, as_scored, is_grayscale, judge_features, judge_name, means, score
@@ -80,12 +81,13 @@ def _check_inputs(cfg: Config, store: ExperimentStore, method_layers: list[str])
     from shared.datasets import check_inputs
     from shared.featnet import check_weights
 
-    check_inputs(cfg)
+    source = DataSource.of(cfg)
+    check_inputs(source, cfg.decoder.folds_needed)
     check_weights(cfg.eval.judge_network, cfg.eval.judge_weights)
     if cfg.generator.loss_perceptual > 0:
         check_weights(cfg.generator.perceptual_network, perceptual_weights(cfg))
     gc = cfg.generator
-    names_of = {split: split_image_names(cfg, split) for split in ["train", *cfg.data.test]}
+    names_of = {split: split_image_names(source, split) for split in ["train", *cfg.data.test]}
     for layer in dict.fromkeys([*gc.condition_layers, *method_layers]):
         store.open_true(layer, "train", names=names_of["train"]).close()
         for split in cfg.data.test:
@@ -125,14 +127,15 @@ def run(cfg: Config) -> None:
                             f"'{cfg.experiment}'; run stage 1 first: python -m stage1_decode run --config <same config>")
     classes = registry.selected(cfg.methods.run, e.baselines)
     _check_inputs(cfg, store, [layer for c in classes for layer in c.store_layers(cfg.methods, cfg.features)])
-    all_names = split_image_names(cfg, "train")
+    source = DataSource.of(cfg)
+    all_names = split_image_names(source, "train")
     # the validation hold-out: no generator batch and no method's fit ever sees these images
     train_names, val_names = validation_split(all_names, e.validation_fraction, cfg.seed)
     fit_rows, val_rows = _rows(all_names, train_names), _rows(all_names, val_names)
     transforms, all_inputs = fit_transforms(gc.condition_layers, gc.image_size, store, all_names,
                                             train_names if val_names else None, cfg.decoder.chunk_units)
     train_inputs = [x[fit_rows] for x in all_inputs]
-    all_images = split_images(cfg, "train", all_names, gc.image_size)
+    all_images = split_images(source, "train", all_names, gc.image_size)
     train_images, val_images = all_images[fit_rows], all_images[val_rows]
     del all_images
     gray = is_grayscale(train_images)
@@ -158,10 +161,10 @@ def run(cfg: Config) -> None:
     for method in methods:
         method.check()
     # every input checked: from here on the run writes (a bad input above has touched nothing)
-    run_ = Run(cfg, "stage2", str(device), bdata_files(cfg)) if rank == 0 else None
+    run_ = Run(cfg, "stage2", str(device), bdata_files(source)) if rank == 0 else None
     judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval() \
         if rank == 0 else None
-    native = native_size(cfg)
+    native = native_size(source)
     size = e.score_size or native or gc.image_size
     validation = Validation(val_inputs, ValidationScorer(val_images, judge, device, cfg.seed, size),
                             e.validation_metric) if val_names and rank == 0 else None
@@ -186,7 +189,7 @@ def run(cfg: Config) -> None:
     for subject in cfg.data.subjects:
         for roi in cfg.data.rois:
             suffix = "" if roi == first_roi else f"[{roi}]"
-            trials = load_split(cfg, subject, "train", roi, average=False) if reads_voxels else None
+            trials = load_split(source, subject, "train", roi, average=False) if reads_voxels else None
             train = registry.TrainData(ctx, subject, roi, _only(trials, train_names) if trials is not None else None)
             fitted = [m.fit(train) for m in methods if roi == first_roi or not m.first_roi_only]
             if val_names:  # every method scored on the held-out images, beside the test scores
@@ -199,10 +202,10 @@ def run(cfg: Config) -> None:
                         validation_scores.setdefault(subject, {})[m.name + suffix] = validation.score(
                             m.reconstruct(test))
             for split in cfg.data.test:
-                d = load_split(cfg, subject, split, roi, average=True)
+                d = load_split(source, subject, split, roi, average=True)
                 dec, names = decoded_inputs(store, transforms, subject, roi, split)
                 if split not in truth:
-                    true = split_images(cfg, split, names, size)
+                    true = split_images(source, split, names, size)
                     truth[split] = (list(names), true, judge_features(judge, true, device))
                     if e.save_reconstructions:  # the stimuli as scored, so figures need nothing but results/
                         save_reconstructions(results / "reconstructions" / "stimuli", split, true, names, gray)

@@ -83,33 +83,33 @@ def _config(tmp_path: Path, file: str, **matrix) -> Path:
 @pytest.mark.parametrize("kind,extra", [("npz", {}), ("mat5", {}), ("mat73", {}), ("mat5_stack", {"sample_axis": -1})])
 def test_every_layout_reads_the_same_images_and_voxels(tmp_path, kind, extra):
     from shared import matrix_data
-    from shared.datasets import load_split, split_image_names, split_images
+    from shared.datasets import DataSource, load_split, split_image_names, split_images
 
     suffix = ".npz" if kind == "npz" else ".mat"
     truth = write_matrix_file(tmp_path / f"set{suffix}", kind)
     cfg = load_config(_config(tmp_path, f"set{suffix}", **extra))
-    imgs = matrix_data.images(cfg, "sub-01", "train")
+    imgs = matrix_data.images(DataSource.of(cfg), "sub-01", "train")
     assert imgs.shape == (60, SIDE, SIDE, 1)
     np.testing.assert_allclose(imgs[..., 0], truth["train"], atol=1e-6)  # the marked pixel stayed at row 2, column 5
-    rgb = split_images(cfg, "test", split_image_names(cfg, "test")[:3], 32)
+    rgb = split_images(DataSource.of(cfg), "test", split_image_names(DataSource.of(cfg), "test")[:3], 32)
     assert rgb.shape == (3, 3, 32, 32) and np.array_equal(rgb[:, 0], rgb[:, 2])
-    d = load_split(cfg, "sub-01", "test", "all", average=True)
+    d = load_split(DataSource.of(cfg), "sub-01", "test", "all", average=True)
     np.testing.assert_allclose(d.X, truth["X_test"], rtol=1e-5)
-    assert list(d.names) == split_image_names(cfg, "test")
+    assert list(d.names) == split_image_names(DataSource.of(cfg), "test")
 
 
 def test_count_mismatch_and_missing_variables_are_refused(tmp_path):
-    from shared.datasets import check_inputs
+    from shared.datasets import DataSource, check_inputs
 
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "bad.npz", X_train=rng.standard_normal((10, 5)), X_test=rng.standard_normal((3, 5)),
              Y_train=rng.random((9, 16)), Y_test=rng.random((3, 16)))
     cfg = load_config(_config(tmp_path, "bad.npz"))
     with pytest.raises(UserError, match="10 rows but there are 9 train images"):
-        check_inputs(cfg)
+        check_inputs(DataSource.of(cfg), cfg.decoder.folds_needed)
     cfg = load_config(_config(tmp_path, "bad.npz", train_images="images"))
     with pytest.raises(UserError, match="no variable 'images'.*X_test, X_train, Y_test, Y_train"):
-        check_inputs(cfg)
+        check_inputs(DataSource.of(cfg), cfg.decoder.folds_needed)
 
 
 def _cli(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess:
@@ -162,6 +162,7 @@ def test_matrix_dataset_runs_through_both_stages_and_compare(tmp_path):
 
 def test_pixel_values_are_scaled_like_the_training_images(tmp_path):
     from shared import matrix_data
+    from shared.datasets import DataSource
 
     rng = np.random.default_rng(0)
     vox = {"X_train": rng.standard_normal((6, 5)), "X_test": rng.standard_normal((2, 5))}
@@ -169,13 +170,14 @@ def test_pixel_values_are_scaled_like_the_training_images(tmp_path):
     np.savez(tmp_path / "int.npz", **vox, Y_train=np.tile(np.arange(0, 256, 16), (6, 1)).astype(np.int64),
              Y_test=np.full((2, 16), 128, dtype=np.int64))
     cfg = load_config(_config(tmp_path, "int.npz"))
-    assert matrix_data.images(cfg, "sub-01", "train").max() == pytest.approx(240 / 255)
-    assert matrix_data.images(cfg, "sub-01", "test").max() == pytest.approx(128 / 255)
+    assert matrix_data.images(DataSource.of(cfg), "sub-01", "train").max() == pytest.approx(240 / 255)
+    assert matrix_data.images(DataSource.of(cfg), "sub-01", "test").max() == pytest.approx(128 / 255)
     # float values outside [0, 1]: the test images use the training images' range, not their own
     np.savez(tmp_path / "float.npz", **vox, Y_train=np.linspace(-2.0, 2.5, 96).reshape(6, 16),
              Y_test=np.full((2, 16), 0.25))
     cfg = load_config(_config(tmp_path, "float.npz"))
-    train, test = matrix_data.images(cfg, "sub-01", "train"), matrix_data.images(cfg, "sub-01", "test")
+    train, test = (matrix_data.images(DataSource.of(cfg), "sub-01", "train"),
+                   matrix_data.images(DataSource.of(cfg), "sub-01", "test"))
     assert train.min() == pytest.approx(0) and train.max() == pytest.approx(1)
     assert test.max() == pytest.approx((0.25 + 2.0) / 4.5)
 
@@ -208,19 +210,19 @@ def write_repeated_file(path: Path, kind: str, n_images: int = 20, reps: int = 3
 
 @pytest.mark.parametrize("kind", ["npz", "mat5"])
 def test_repeated_images_are_one_stimulus_named_by_their_pixels(tmp_path, kind, caplog):
-    from shared.datasets import load_split, split_image_names, split_images
+    from shared.datasets import DataSource, load_split, split_image_names, split_images
 
     suffix = ".npz" if kind == "npz" else ".mat"
     truth = write_repeated_file(tmp_path / f"rep{suffix}", kind)
     cfg = load_config(_config(tmp_path, f"rep{suffix}"))
     with caplog.at_level(logging.INFO, logger="shared.matrix_data"):
-        names = split_image_names(cfg, "train")
-        assert split_image_names(cfg, "train") == names  # asked again: the same names, logged once
-        trials = load_split(cfg, "sub-01", "train", "all", average=False)
-        images = load_split(cfg, "sub-01", "train", "all", average=True)
+        names = split_image_names(DataSource.of(cfg), "train")
+        assert split_image_names(DataSource.of(cfg), "train") == names  # asked again: the same names, logged once
+        trials = load_split(DataSource.of(cfg), "sub-01", "train", "all", average=False)
+        images = load_split(DataSource.of(cfg), "sub-01", "train", "all", average=True)
     first = list(dict.fromkeys(truth["train_index"]))  # images in order of first appearance
     assert len(names) == len(set(names)) == 20 and all(re.fullmatch(r"train_[0-9a-f]{10}", n) for n in names)
-    np.testing.assert_array_equal(split_images(cfg, "train", names, SIDE)[:, 0], truth["train"][first])
+    np.testing.assert_array_equal(split_images(DataSource.of(cfg), "train", names, SIDE)[:, 0], truth["train"][first])
     # the name is the digest of the decoded pixels (shape as int64, pixels as float32, little-endian, C order),
     # so the .npz and the .mat of the same image give it the same name
     pixels = truth["train"][first[0]].astype("<f4")[..., None]
@@ -233,9 +235,9 @@ def test_repeated_images_are_one_stimulus_named_by_their_pixels(tmp_path, kind, 
     assert list(images.names) == names
     expected = np.stack([truth["X_train"][truth["train_index"] == i].mean(axis=0) for i in first])
     np.testing.assert_allclose(images.X, expected, rtol=1e-5, atol=1e-6)
-    test = load_split(cfg, "sub-01", "test", "all", average=True)
+    test = load_split(DataSource.of(cfg), "sub-01", "test", "all", average=True)
     first_test = list(dict.fromkeys(truth["test_index"]))
-    assert list(test.names) == split_image_names(cfg, "test") and len(test.names) == 6
+    assert list(test.names) == split_image_names(DataSource.of(cfg), "test") and len(test.names) == 6
     np.testing.assert_allclose(test.X, np.stack([truth["X_test"][truth["test_index"] == i].mean(axis=0)
                                                  for i in first_test]), rtol=1e-5, atol=1e-6)
     logged = [r.getMessage() for r in caplog.records if "distinct images" in r.getMessage()]
@@ -243,13 +245,13 @@ def test_repeated_images_are_one_stimulus_named_by_their_pixels(tmp_path, kind, 
 
 
 def test_cross_validation_folds_keep_every_repeat_of_an_image_on_one_side(tmp_path):
-    from shared.datasets import load_split, split_image_names
+    from shared.datasets import DataSource, load_split, split_image_names
     from shared.ridge import ImageFolds
 
     truth = write_repeated_file(tmp_path / "rep.npz", "npz")
     cfg = load_config(_config(tmp_path, "rep.npz"), ["decoder.cv_folds=5"])
-    train = load_split(cfg, "sub-01", "train", "all", average=False)
-    train_names = split_image_names(cfg, "train")
+    train = load_split(DataSource.of(cfg), "sub-01", "train", "all", average=False)
+    train_names = split_image_names(DataSource.of(cfg), "train")
     # the folds exactly as stage1_decode.decode.decode_subject_roi makes them from the names of the trials
     img_index = {n: i for i, n in enumerate(train_names)}
     folds = ImageFolds(np.array([img_index[n] for n in train.names]), len(train_names), cfg.decoder.cv_folds, cfg.seed)
@@ -271,7 +273,7 @@ def test_cross_validation_folds_keep_every_repeat_of_an_image_on_one_side(tmp_pa
 
 
 def test_stage1_on_repeated_trials_reports_their_reliability(tmp_path):
-    from shared.datasets import split_image_names
+    from shared.datasets import DataSource, split_image_names
     from shared.store import ExperimentStore
 
     write_repeated_file(tmp_path / "rep.mat", "mat5")
@@ -284,7 +286,7 @@ def test_stage1_on_repeated_trials_reports_their_reliability(tmp_path):
     assert "train: 60 trials of 20 distinct images" in r.stderr
     # features of each stimulus once; out-of-fold decoded features per stimulus
     cfg = load_config(config)
-    store, names = ExperimentStore(cfg), split_image_names(cfg, "train")
+    store, names = ExperimentStore(cfg), split_image_names(DataSource.of(cfg), "train")
     with store.open_true("fc7", "train") as arr:
         assert list(arr.names) == names
     with store.open_decoded("sub-01", "all", "fc7", "train_oof") as arr:
@@ -292,7 +294,7 @@ def test_stage1_on_repeated_trials_reports_their_reliability(tmp_path):
 
 
 def test_subjects_may_show_the_same_stimuli_in_another_trial_order(tmp_path):
-    from shared.datasets import check_inputs, load_split, split_image_names
+    from shared.datasets import DataSource, check_inputs, load_split, split_image_names
 
     truth = write_repeated_file(tmp_path / "rep_sub-01.npz", "npz")
     with np.load(tmp_path / "rep_sub-01.npz") as z:
@@ -301,10 +303,10 @@ def test_subjects_may_show_the_same_stimuli_in_another_trial_order(tmp_path):
     np.savez(tmp_path / "rep_sub-02.npz", **{**arrays, "X_train": arrays["X_train"][order] + 1.0,
                                              "Y_train": arrays["Y_train"][order]})
     cfg = load_config(_config(tmp_path, "rep_{subject}.npz"), ["data.subjects=[sub-01,sub-02]"])
-    check_inputs(cfg)
-    first = load_split(cfg, "sub-01", "train", "all", average=True)
-    second = load_split(cfg, "sub-02", "train", "all", average=True)
-    assert list(first.names) == list(second.names) == split_image_names(cfg, "train")
+    check_inputs(DataSource.of(cfg), cfg.decoder.folds_needed)
+    first = load_split(DataSource.of(cfg), "sub-01", "train", "all", average=True)
+    second = load_split(DataSource.of(cfg), "sub-02", "train", "all", average=True)
+    assert list(first.names) == list(second.names) == split_image_names(DataSource.of(cfg), "train")
     np.testing.assert_allclose(second.X, first.X + 1.0, rtol=1e-5, atol=1e-5)  # each image's own trials, reordered
     # a subject shown another image is refused, naming its file
     other, trials_of_one = arrays["Y_train"].copy(), truth["train_index"] == truth["train_index"][0]
@@ -312,4 +314,4 @@ def test_subjects_may_show_the_same_stimuli_in_another_trial_order(tmp_path):
     np.savez(tmp_path / "rep_sub-02.npz", **{**arrays, "Y_train": other})
     cfg = load_config(_config(tmp_path, "rep_{subject}.npz"), ["data.subjects=[sub-01,sub-02]"])
     with pytest.raises(UserError, match="train images of .*rep_sub-02.npz differ"):
-        check_inputs(cfg)
+        check_inputs(DataSource.of(cfg), cfg.decoder.folds_needed)

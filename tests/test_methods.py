@@ -89,10 +89,10 @@ def test_stage2_scores_the_methods_beside_the_generator(tiny_finished, tmp_path)
     assert len(tuning) == 4 and np.isfinite(tuning).all()  # ticks at steps 0, 2, 4, 6 (descent: the unit test)
     # the end-to-end generator's one input is the ROI's voxels (no decoded features)
     from shared.checkpoints import load
-    from shared.datasets import load_split
+    from shared.datasets import DataSource, load_split
     from shared.config import load_config
 
-    n_voxels = load_split(load_config(config), "sub-01", "train", "VC", average=False).X.shape[1]
+    n_voxels = load_split(DataSource.of(load_config(config)), "sub-01", "train", "VC", average=False).X.shape[1]
     shapes = [load(p, "cpu")["input_shapes"] for p in (tmp_path / "work" / "tiny" / "generator").glob("*/generator.pt")]
     assert [(n_voxels,)] in shapes  # the end-to-end generator
     assert all(s in ([(n_voxels,)], tiny_generator_shapes(tiny_finished)) for s in shapes)  # and the WGAN-GP one(s)
@@ -280,10 +280,10 @@ def test_end_to_end_refuses_training_images_without_a_trial_before_writing(tmp_p
     cfg = _tiny_cfg(tmp_path, run="[end_to_end]")
     train, names, code = _trials(rng, n_images=10)
     images = _images(rng, code)
-    from shared.datasets import brain_file
+    from shared.datasets import DataSource, brain_file
 
-    brain_file(cfg, "sub-01", "train").parent.mkdir(parents=True)
-    brain_file(cfg, "sub-01", "train").write_bytes(b"voxels")  # its size and time enter the training key
+    brain_file(DataSource.of(cfg), "sub-01", "train").parent.mkdir(parents=True)
+    brain_file(DataSource.of(cfg), "sub-01", "train").write_bytes(b"voxels")  # its size and time enter the training key
     end_to_end.preflight(cfg, "sub-01", "VC", train, names, images, 3)  # every image has trials: no error
     with pytest.raises(UserError, match="2 training images have no trial in"):
         end_to_end.preflight(cfg, "sub-01", "VC", train, [*names, "extra1", "extra2"], images, 3)

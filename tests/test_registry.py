@@ -27,7 +27,7 @@ def test_every_registered_method_runs_through_the_interface(tiny_finished, tmp_p
     """Each method is built from one Context, fitted on one subject's and ROI's training trials and draws
     the test images: images of the generator's size in [0, 1], one per test image."""
     from shared.config import load_config
-    from shared.datasets import load_split, split_image_names, split_images
+    from shared.datasets import DataSource, load_split, split_image_names, split_images
     from stage2_generate.conditioning import decoded_inputs, fit_transforms
     from stage2_generate.generator_files import build_generator
     from shared.store import ExperimentStore
@@ -40,16 +40,18 @@ def test_every_registered_method_runs_through_the_interface(tiny_finished, tmp_p
                                "methods.latent_tune_steps=2", "generator.iterations=2"])
     store = ExperimentStore(cfg)
     g = cfg.generator
-    names = split_image_names(cfg, "train")[:40]
-    transforms, inputs = fit_transforms(g.condition_layers, g.image_size, store, split_image_names(cfg, "train"),
+    names = split_image_names(DataSource.of(cfg), "train")[:40]
+    transforms, inputs = fit_transforms(g.condition_layers, g.image_size, store,
+                                        split_image_names(DataSource.of(cfg), "train"),
                                         names, cfg.decoder.chunk_units)
-    rows = [split_image_names(cfg, "train").index(n) for n in names]
-    images = split_images(cfg, "train", names, g.image_size)
+    rows = [split_image_names(DataSource.of(cfg), "train").index(n) for n in names]
+    images = split_images(DataSource.of(cfg), "train", names, g.image_size)
     G = build_generator(g, [tuple(x.shape[1:]) for x in inputs], 3, "cpu", images.mean(axis=0)).eval()
     ctx = Context.of(cfg, store=store, device="cpu", train_images=images, train_names=names, channels=3, G=G,
                      transforms=transforms, train_inputs=[x[rows] for x in inputs])
-    train = TrainData(ctx, "sub-01", "VC", _only(load_split(cfg, "sub-01", "train", "VC", average=False), names))
-    test_data = load_split(cfg, "sub-01", "natural", "VC", average=True)
+    train = TrainData(ctx, "sub-01", "VC",
+                      _only(load_split(DataSource.of(cfg), "sub-01", "train", "VC", average=False), names))
+    test_data = load_split(DataSource.of(cfg), "sub-01", "natural", "VC", average=True)
     dec, test_names = decoded_inputs(store, transforms, "sub-01", "VC", "natural")
     order = {n: i for i, n in enumerate(test_data.names)}
     test = TestData("sub-01", "VC", "natural", list(test_names), dec,

@@ -8,7 +8,7 @@ import torch
 
 from shared import metrics as M
 from shared.config import SimulationConfig, load_config
-from shared.datasets import load_split
+from shared.datasets import DataSource, load_split
 from shared.simulate import brain as B
 from shared.simulate.experiment import simulate_experiment
 from shared.simulate.stimuli import natural_scene
@@ -40,7 +40,7 @@ def test_bdata_files_open_with_bdpy_and_select_vc(tiny_config):
     assert order_hash == "6546790c19f708cc0e50ee7b4db06bfc3ada9d87d60299deb0a4c7e633786c71"
     # rerunning with the same settings is a no-op; test files are averaged per image on load
     assert simulate_experiment(cfg) == root
-    test = load_split(cfg, "sub-01", "natural", "VC", average=True)
+    test = load_split(DataSource.of(cfg), "sub-01", "natural", "VC", average=True)
     assert test.X.shape == (sim.n_test_natural, n_vc)
     assert list(test.names) == [f"sim_test_{i:03d}" for i in range(1, sim.n_test_natural + 1)]
 

@@ -109,13 +109,13 @@ def test_a_28px_set_is_generated_and_scored_at_28px(tiny_strokes, tmp_path, monk
     """A method returning the stimuli themselves scores PixCorr 1 and SSIM 1: nothing is resampled."""
     from shared import checkpoints
     from shared.config import load_config
-    from shared.datasets import split_images
+    from shared.datasets import DataSource, split_images
     from stage2_generate.pipeline import run
 
     config, _ = tiny_strokes
     cfg = load_config(config, [f"results_dir={tmp_path}", "generator.lr=0.001"])
     assert cfg.generator.image_size == 28 and cfg.eval.score_size == 0
-    _add_method(monkeypatch, "stimuli", lambda test: split_images(cfg, test.split, test.names, 28))
+    _add_method(monkeypatch, "stimuli", lambda test: split_images(DataSource.of(cfg), test.split, test.names, 28))
     run(cfg)
     metrics = json.loads((tmp_path / cfg.experiment / "metrics.json").read_text())
     assert metrics["reconstruction_info"]["score_size"] == {"pixels": 28, "native": 28,
@@ -130,12 +130,12 @@ def test_a_28px_set_is_generated_and_scored_at_28px(tiny_strokes, tmp_path, monk
 
 def test_a_generator_larger_than_the_stimuli_is_scored_at_their_size(tiny_strokes, tmp_path, monkeypatch):
     from shared.config import load_config
-    from shared.datasets import split_images
+    from shared.datasets import DataSource, split_images
     from stage2_generate.pipeline import run
 
     config, _ = tiny_strokes
     cfg = load_config(config, [f"results_dir={tmp_path}", "generator.lr=0.001", "generator.image_size=32"])
-    _add_method(monkeypatch, "stimuli", lambda test: split_images(cfg, test.split, test.names, 32))
+    _add_method(monkeypatch, "stimuli", lambda test: split_images(DataSource.of(cfg), test.split, test.names, 32))
     run(cfg)
     metrics = json.loads((tmp_path / cfg.experiment / "metrics.json").read_text())
     assert metrics["reconstruction_info"]["score_size"]["pixels"] == 28

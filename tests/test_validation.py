@@ -48,7 +48,7 @@ def test_no_validation_image_is_trained_on(tiny_finished, tmp_path, monkeypatch)
     import stage2_generate.methods._voxel_ridge as voxel_ridge
     import stage2_generate.train as train
     from shared.config import load_config
-    from shared.datasets import split_image_names, split_images
+    from shared.datasets import DataSource, split_image_names, split_images
     from stage2_generate.pipeline import run
 
     seen = {}
@@ -66,9 +66,9 @@ def test_no_validation_image_is_trained_on(tiny_finished, tmp_path, monkeypatch)
     monkeypatch.setattr(voxel_ridge, "VoxelRidge", spy_ridge)
     cfg = load_config(tiny_finished.config, [f"results_dir={tmp_path}"])
     run(cfg)
-    names = split_image_names(cfg, "train")
+    names = split_image_names(DataSource.of(cfg), "train")
     fit, val = validation_split(names, cfg.eval.validation_fraction, cfg.seed)
-    val_images = split_images(cfg, "train", val, cfg.generator.image_size)
+    val_images = split_images(DataSource.of(cfg), "train", val, cfg.generator.image_size)
     trained = seen["images"]
     assert len(trained) == len(fit) == seen["n_true"] == seen["n_oof"] == len(names) - len(val)
     # every batch is drawn from these rows: none of them is a held-out image

@@ -164,6 +164,12 @@ class DecoderConfig:
     chunk_units: int = 8192  # units per streamed chunk of a layer
 
     @property
+    def folds_needed(self) -> int:
+        """The training images the decoder's cross-validation needs at least: ``cv_folds`` when it
+        cross-validates (several penalties, or out-of-fold features), else 0."""
+        return self.cv_folds if len(self.alphas) > 1 or self.train_oof else 0
+
+    @property
     def label(self) -> str:
         """The decoder's name in the feature store: 'ridge', 'ridge-unit' or 'sparse-500'."""
         if self.kind == "sparse":

@@ -69,7 +69,7 @@ def check_variant_inputs(variants: list[Variant]) -> None:
     """The input checks of both stages, for every variant still to run, before compare writes anything
     (a simulated experiment not yet written is checked by its stage 1)."""
     from shared.config import perceptual_weights
-    from shared.datasets import check_inputs
+    from shared.datasets import DataSource, check_inputs
     from shared.featnet import check_weights
 
     seen = set()
@@ -83,7 +83,7 @@ def check_variant_inputs(variants: list[Variant]) -> None:
                     seen.add((net, weights))
             data = json.dumps([to_dict(c)["data"], c.decoder.cv_folds, len(c.decoder.alphas) > 1 or c.decoder.train_oof])
             if data not in seen and not (c.data.source == "simulated" and not c.data_root.exists()):
-                check_inputs(c)
+                check_inputs(DataSource.of(c), c.decoder.folds_needed)
                 seen.add(data)
         except UserError as exc:
             raise UserError(f"variant {v.name!r}: {exc}") from None

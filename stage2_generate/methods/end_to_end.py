@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from shared.config import Config
-from shared.datasets import SplitData, brain_file
+from shared.datasets import DataSource, SplitData, brain_file
 from shared.errors import UserError
 from stage2_generate.methods.base import Method, TestData, TrainData
 from stage2_generate.models import generate
@@ -67,7 +67,8 @@ def _training(cfg: Config, subject: str, roi: str, images: np.ndarray, channels:
     from stage2_generate.generator_files import training_key
 
     images_hash = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
-    return training_key(cfg, channels, [brain_file(cfg, subject, "train")], switched_off=("feature_consistency",),
+    return training_key(cfg, channels, [brain_file(DataSource.of(cfg), subject, "train")],
+                        switched_off=("feature_consistency",),
                         tag={"method": name, "subject": subject, "roi": roi, "images": images_hash})
 
 
@@ -81,9 +82,10 @@ class EndToEnd(Method):
         from shared.datasets import load_split
 
         c, cfg = self.ctx, self.ctx.experiment
+        src = DataSource.of(cfg)
         for subject in cfg.data.subjects:
             for roi in cfg.data.rois:
-                preflight(cfg, subject, roi, load_split(cfg, subject, "train", roi, average=False), c.train_names,
+                preflight(cfg, subject, roi, load_split(src, subject, "train", roi, average=False), c.train_names,
                           c.train_images, c.channels)
 
     def fit(self, train: TrainData) -> EndToEnd:
@@ -110,7 +112,8 @@ def preflight(cfg: Config, subject: str, roi: str, train: SplitData, train_names
 
     missing = len(set(train_names) - set(train.names))
     if missing:
-        raise UserError(f"{missing} training images have no trial in {brain_file(cfg, subject, 'train')}; the "
+        path = brain_file(DataSource.of(cfg), subject, "train")
+        raise UserError(f"{missing} training images have no trial in {path}; the "
                         f"{EndToEnd.name} method trains on every training image: drop it from methods.run")
     key = _training(cfg, subject, roi, images, channels, EndToEnd.name)
     check_generator_files(cfg.generator, cfg.work_path / "generator" / key, key, [(train.X.shape[1],)], channels)
