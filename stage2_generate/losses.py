@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shared.config import FeaturesConfig, GeneratorConfig
+from shared.config import FeaturesConfig, GeneratorConfig, resolve_perceptual_weights
 from shared.featnet import FeatureNet
 from stage2_generate.conditioning import LayerTransform
 
@@ -109,7 +109,7 @@ class LossNetworks(torch.nn.Module):
         names = g.consistency_layers or g.condition_layers
         self.consist = [tf for tf in transforms if tf.layer in names] if g.loss_feature_consistency > 0 else []
         consist_layers = [tf.layer for tf in self.consist]
-        perceptual = g.perceptual_weights or f.weights  # '' means the feature network's weights
+        perceptual = resolve_perceptual_weights(g, f)
         same = g.perceptual_network == f.network and perceptual == f.weights
         self.shared = same and bool(self.percep_layers) and bool(consist_layers)
         self.percep = self.featnet = None

@@ -157,7 +157,7 @@ def run(cfg: Config) -> None:
     check_generator_files(gc, ckpt_dir, key, [tuple(x.shape[1:]) for x in train_inputs], channels)
     ctx = registry.Context.of(cfg, store=store, device=device, train_images=train_images, train_names=train_names,
                               channels=channels, transforms=transforms, train_inputs=train_inputs)
-    methods = [c(ctx) for c in classes]
+    methods = [c(ctx) for c in classes]  # every process checks; only rank 0 reconstructs
     for method in methods:
         method.check()
     # every input checked: from here on the run writes (a bad input above has touched nothing)
@@ -191,13 +191,13 @@ def run(cfg: Config) -> None:
             suffix = "" if roi == first_roi else f"[{roi}]"
             trials = load_split(source, subject, "train", roi, average=False) if reads_voxels else None
             train = registry.TrainData(ctx, subject, roi, _only(trials, train_names) if trials is not None else None)
-            fitted = [m.fit(train) for m in methods if roi == first_roi or not m.first_roi_only]
+            active = [m.fit(train) for m in methods if roi == first_roi or not m.first_roi_only]
             if val_names:  # every method scored on the held-out images, beside the test scores
                 held = _only(trials, val_names) if trials is not None else None
                 src = cfg.data.subjects.index(subject) * len(cfg.data.rois) + cfg.data.rois.index(roi)
                 test = registry.TestData(subject, roi, VALIDATION, val_names, val_inputs[src],
                                          average_by_name(held.X, held.names, val_names) if held is not None else None)
-                for m in fitted:
+                for m in active:
                     if m.validated:
                         validation_scores.setdefault(subject, {})[m.name + suffix] = validation.score(
                             m.reconstruct(test))
@@ -219,8 +219,8 @@ def run(cfg: Config) -> None:
                 # voxel methods read the brain data's rows in the decoded features' order
                 test = registry.TestData(subject, roi, split, list(names), dec,
                                          d.X[_rows(list(d.names), list(names))] if reads_voxels else None)
-                recons = {m.name: as_scored(m.reconstruct(test), size, gray) for m in fitted}
-                for m in fitted:
+                recons = {m.name: as_scored(m.reconstruct(test), size, gray) for m in active}
+                for m in active:
                     rec = recons[m.name]
                     # n-way distractors drawn per (subject, ROI, test set, method): rows stay comparable
                     rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{subject}/{roi}/{split}/{m.name}".encode())])

@@ -15,7 +15,9 @@ from stage2_generate.methods import REGISTRY, Method, of_role, selected
 def test_registry_names_are_the_validated_tuple():
     assert tuple(REGISTRY) == config_module.METHODS
     assert tuple(of_role("published")) == config_module.PUBLISHED
-    assert {cls.role for cls in REGISTRY.values()} == {"method", "published", "baseline", "reference"}
+    assert tuple(of_role("baseline")) == config_module.BASELINES
+    assert (*of_role("generator"), *of_role("reference")) == config_module.GENERATOR_ROWS
+    assert {cls.role for cls in REGISTRY.values()} == {"generator", "published", "baseline", "reference"}
     assert all(issubclass(cls, Method) and cls.name == name for name, cls in REGISTRY.items())
     assert all(cls.reads in ("features", "voxels") for cls in REGISTRY.values())
     order = [c.name for c in selected(["vae", "inversion_pixels"], baselines=True)]

@@ -11,11 +11,13 @@
 Everything public is re-exported here: ``from shared.config import Config, load_config``.
 """
 
-from shared.config.checks import perceptual_weights, validate
+from shared.config.checks import perceptual_weights, resolve_perceptual_weights, validate
 from shared.config.loading import dump_yaml, load_config, read_yaml, to_dict
 from shared.config.schema import (
+    BASELINES,
     DECODER_BACKENDS,
     DECODER_KINDS,
+    GENERATOR_ROWS,
     METHODS,
     NETWORKS,
     SIM_STIMULI,
@@ -37,9 +39,9 @@ from shared.config.schema import (
 )
 
 __all__ = [
-    "DECODER_BACKENDS", "DECODER_KINDS", "METHODS", "NETWORKS", "SIM_STIMULI", "TRAIN_INPUTS",
-    "PUBLISHED", "VALIDATION_METRICS",
+    "BASELINES", "DECODER_BACKENDS", "DECODER_KINDS", "GENERATOR_ROWS", "METHODS", "NETWORKS", "PUBLISHED",
+    "SIM_STIMULI", "TRAIN_INPUTS", "VALIDATION_METRICS",
     "Config", "DataConfig", "DecoderConfig", "DownloadConfig", "EvalConfig", "FeaturesConfig", "GeneratorConfig",
     "LabConfig", "MatrixConfig", "MethodsConfig", "SimulationConfig", "SplitFiles",
-    "dump_yaml", "load_config", "perceptual_weights", "read_yaml", "to_dict", "validate",
+    "dump_yaml", "load_config", "perceptual_weights", "read_yaml", "resolve_perceptual_weights", "to_dict", "validate",
 ]

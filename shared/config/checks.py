@@ -14,6 +14,8 @@ from shared.config.schema import (
     TRAIN_INPUTS,
     VALIDATION_METRICS,
     Config,
+    FeaturesConfig,
+    GeneratorConfig,
     SimulationConfig,
 )
 from shared.errors import UserError
@@ -169,7 +171,12 @@ def _check_methods(cfg: Config) -> None:
 
 def perceptual_weights(cfg: Config) -> str:
     """The perceptual network's weights ('' in the config means features.weights)."""
-    return cfg.generator.perceptual_weights or cfg.features.weights
+    return resolve_perceptual_weights(cfg.generator, cfg.features)
+
+
+def resolve_perceptual_weights(generator: GeneratorConfig, features: FeaturesConfig) -> str:
+    """``perceptual_weights`` from the generator and feature sections alone."""
+    return generator.perceptual_weights or features.weights
 
 
 def _check_generator(cfg: Config) -> None:

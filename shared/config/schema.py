@@ -291,12 +291,13 @@ class MethodsConfig:
     latent_tune_lr: float = 0.00001
 
 
-# Every reconstruction method stage 2 knows: the generator, its true-feature row, the two baselines, then
-# the published methods ``methods.run`` chooses among. ``stage2_generate/methods/`` registers one class per
-# name (each module says what it does); tests/test_registry.py checks the two agree.
-METHODS = ("wgan_gp", "wgan_gp_true_features", "pixel_ridge", "nearest_train",
-           "inversion_dgn", "inversion_pixels", "end_to_end", "latent_regression", "vae")
-PUBLISHED = METHODS[4:]
+# Every reconstruction method stage 2 knows: the generator and its true-feature row, the baselines (run with
+# eval.baselines), the published methods methods.run chooses among. stage2_generate/methods/ registers one
+# class per name (each module says what it does); tests/test_registry.py checks the two agree.
+GENERATOR_ROWS = ("wgan_gp", "wgan_gp_true_features")
+BASELINES = ("pixel_ridge", "nearest_train")
+PUBLISHED = ("inversion_dgn", "inversion_pixels", "end_to_end", "latent_regression", "vae")
+METHODS = (*GENERATOR_ROWS, *BASELINES, *PUBLISHED)
 
 
 @dataclass

@@ -16,10 +16,11 @@ from shared.report import csv_table, markdown_table
 from shared.runs import atomic_write_text
 from stage2_generate.compare.runner import read_per_image, read_validation
 from stage2_generate.compare.spec import CompareSpec
-from stage2_generate.methods import of_role
+from stage2_generate.methods import REGISTRY, of_role
 from stage2_generate.recon_files import split_method_key
 
 BASELINES = tuple(of_role("baseline"))
+FROM_VOXELS = tuple(b for b in BASELINES if REGISTRY[b].reads == "voxels")  # pixel ridge: the grid's bottom row
 
 
 # ---------------------------------------------------------------------- collecting
@@ -28,7 +29,7 @@ BASELINES = tuple(of_role("baseline"))
 def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
     """Per-image values of every row: variant's method (and, for the generator, its true-feature row), then
     baselines (a baseline identical in several variants is listed once)."""
-    references = of_role("reference") if spec.method in of_role("method") else []
+    references = of_role("reference") if spec.method in of_role("generator") else []
     rows: list[dict] = []
     baselines: list[dict] = []
     for v, rec in zip(spec.variants, records):
@@ -214,7 +215,7 @@ def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) 
 
     ref_cfg = spec.variant(spec.reference).cfg
     subject, split = ref_cfg.data.subjects[0], next(iter(ref_cfg.data.test))
-    shown = shown_rows(spec, rows, BASELINES[:1])  # the first baseline (pixel ridge)
+    shown = shown_rows(spec, rows, FROM_VOXELS)
     ref_results = Path(next(r["results"] for r in shown if r["variant"] == spec.reference))
     true, names = read_stimuli(ref_results, split)
     names = names[:columns]

@@ -37,7 +37,7 @@ from stage2_generate.methods import REGISTRY, of_role
 KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method", "also")
 METHODS = tuple(REGISTRY)  # what stage 2 scores: the generator, its true-feature row, the baselines, the published
 PUBLISHED = tuple(of_role("published"))
-DEFAULT_METHOD = of_role("method")[0]  # the WGAN-GP generator
+DEFAULT_METHOD = of_role("generator")[0]  # the WGAN-GP generator
 
 
 @dataclass

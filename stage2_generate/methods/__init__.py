@@ -56,7 +56,7 @@ def selected(run: list[str] | tuple[str, ...], baselines: bool) -> list[type[Met
     published methods of ``run`` from decoded features then from voxels (each in ``run``'s order), the
     baselines (when ``baselines``), the references."""
     chosen = [REGISTRY[name] for name in run]
-    roles = [REGISTRY[name] for name in of_role("method")]
+    roles = [REGISTRY[name] for name in of_role("generator")]
     roles += [c for c in chosen if c.reads == "features"] + [c for c in chosen if c.reads == "voxels"]
     roles += [REGISTRY[name] for name in of_role("baseline")] if baselines else []
     return roles + [REGISTRY[name] for name in of_role("reference")]

@@ -7,6 +7,8 @@
   bound: squared pixel error summed over the image plus ``methods.vae_beta`` times the KL
   divergence of the latent posterior from N(0, I).
 
+``CoderMethod`` (the base of both methods) trains a coder once per run and shares it.
+
 The decoder is this project's generator network with one vector input (its output starts at
 the training images' mean image and is clamped to [0, 1] only in evaluation mode, so training
 and the latent map's tuning always have a pixel gradient); the encoder mirrors the critic.
@@ -32,6 +34,7 @@ from shared import checkpoints
 from shared.config import Config, perceptual_weights
 from shared.errors import UserError
 from stage2_generate.losses import pixel_loss
+from stage2_generate.methods.base import Context, Method
 from stage2_generate.models import Generator, generate, strided_body
 
 log = logging.getLogger(__name__)
@@ -260,3 +263,36 @@ def tune_latent_map(cfg: Config, coder: ImageCoder, W: np.ndarray, b: np.ndarray
     finally:
         coder.decoder.train(was_training)
     return Wt.detach().cpu().numpy(), bt.detach().cpu().numpy(), history
+
+
+CODER_SETTINGS = ("coder_latent", "coder_iterations", "coder_lr", "vae_beta", "latent_tune_steps", "latent_tune_lr")
+
+
+class CoderMethod(Method):
+    """A method through an image coder of the training stimuli, trained once per run (and reused by later
+    runs with the same settings); ``kind``: the coder's (``autoencoder``, or the method's own name for a VAE)."""
+
+    reads = "voxels"
+
+    def __init__(self, ctx: Context):
+        super().__init__(ctx)
+        # "<subject>/<roi>" -> the latent map's loss per tick (latent_regression's; one dict for every coder
+        # method of the run, so that metrics.json's reconstruction_info.methods has one latent_tuning_loss)
+        self.tuning: dict[str, list[float]] = ctx.shared("latent tuning", dict)
+
+    @property
+    def kind(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def coder(self) -> ImageCoder:
+        c = self.ctx
+        return c.shared(f"coder {self.kind}", lambda: train_coder(c.experiment, self.kind, c.train_images, c.channels,
+                                                                   c.device))
+
+    def check(self) -> None:
+        check_coder(self.ctx.experiment, self.kind, self.ctx.channels, self.ctx.train_images)
+
+    def settings(self) -> dict:
+        m = self.ctx.methods
+        return {"coder": {k: getattr(m, k) for k in CODER_SETTINGS}, "latent_tuning_loss": self.tuning}

@@ -4,12 +4,12 @@ A method is built once per run from the ``Context`` (the run's trained generator
 images it may fit, their true conditioning inputs, the settings sections it reads), then, for each
 subject and ROI, ``fit(TrainData)`` on that subject's and ROI's training trials and
 ``reconstruct(TestData)`` for each test set (and the validation hold-out). Every method returns
-images ``(n, C, S, S)`` in [0, 1] at the generator's size (C = 3, or 1 for a grayscale set); the
-pipeline scores them all alike (``shared/evaluation.py``).
+images ``(n, 3, S, S)`` in [0, 1] at the generator's size (a grayscale set's generator repeats its
+one channel); the pipeline scores them all alike (``shared/evaluation.py``), in gray for a grayscale set.
 
 Class attributes say how the pipeline treats a method:
 
-* ``role``: ``"method"`` (the WGAN-GP generator, always run), ``"published"`` (chosen by
+* ``role``: ``"generator"`` (the WGAN-GP generator, always run), ``"published"`` (chosen by
   ``methods.run``), ``"baseline"`` (run when ``eval.baselines``), ``"reference"`` (a row for
   comparison that is not a reconstruction from the brain: the generator fed true features);
 * ``reads``: ``"features"`` (stage 1's decoded features) or ``"voxels"`` (the training trials and
@@ -38,15 +38,18 @@ class Context:
 
     ``train_images`` ``(n, 3, S, S)`` and ``train_names``: the images methods fit (the validation
     hold-out left out); ``train_inputs``: their true conditioning inputs per layer; ``G``: the trained
-    WGAN-GP generator (EMA, evaluation mode); ``transforms``: the conditioning layers'
-    ``LayerTransform``; ``experiment``: the whole config, read only for the identity of what a method
-    trains (its training key, like the generator's) and for the brain files of ``end_to_end``'s check.
+    WGAN-GP generator (EMA, evaluation mode; None until stage 2 has trained it, i.e. while methods are
+    built and checked); ``transforms``: the conditioning layers' ``LayerTransform``; ``methods``: the
+    methods section of the config; ``experiment``: the whole config, read for the identity of what a
+    method trains (its training key, like the generator's; the image coders' keys) and by the methods
+    that still take it whole (the image coders, ``end_to_end``'s check of the brain files).
     """
 
     generator: GeneratorConfig
     features: FeaturesConfig
     decoder: DecoderConfig
-    settings: MethodsConfig
+    methods: MethodsConfig
+    pixel_ridge_size: int
     seed: int
     work: Path
     store: ExperimentStore | None
@@ -57,19 +60,19 @@ class Context:
     G: Any = None
     transforms: list = field(default_factory=list)
     train_inputs: list[np.ndarray] = field(default_factory=list)
-    pixel_ridge_size: int = 32
     experiment: Config | None = None
     _shared: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, cfg: Config, **values) -> Context:
         """A context with ``cfg``'s sections and ``values`` for the rest."""
-        return cls(generator=cfg.generator, features=cfg.features, decoder=cfg.decoder, settings=cfg.methods,
+        return cls(generator=cfg.generator, features=cfg.features, decoder=cfg.decoder, methods=cfg.methods,
                    seed=cfg.seed, work=cfg.work_path, pixel_ridge_size=cfg.eval.pixel_ridge_size, experiment=cfg,
                    **values)
 
     def shared(self, key: str, make: Callable[[], Any]) -> Any:
-        """One object for every method of the run that asks for ``key`` (e.g. the inversions' feature network)."""
+        """One object for every method of the run that asks for ``key`` (e.g. the inversions' feature network);
+        the key names everything the object depends on beyond the context."""
         if key not in self._shared:
             self._shared[key] = make()
         return self._shared[key]
@@ -89,6 +92,9 @@ class TrainData:
         """The ``VoxelRidge`` of these trials, shared by every voxel method of this subject and ROI."""
         from stage2_generate.methods import _voxel_ridge
 
+        if self.trials is None:
+            raise ValueError("no training trials were loaded for this run: a method that reads the voxel ridge "
+                             "must say reads = 'voxels'")
         c = self.ctx
         return _voxel_ridge.VoxelRidge(c.decoder, c.seed, self.trials, c.train_names, c.device)
 
@@ -121,7 +127,7 @@ class Method:
         self.ctx = ctx
 
     @classmethod
-    def store_layers(cls, settings: MethodsConfig, features: FeaturesConfig) -> list[str]:
+    def store_layers(cls, methods: MethodsConfig, features: FeaturesConfig) -> list[str]:
         """Layers of the feature store this method reads beyond the generator's conditioning layers (checked
         before stage 2 writes anything)."""
         return []
@@ -130,7 +136,8 @@ class Method:
         """Refuse, before stage 2 writes anything, what this method would resume from or could not train on."""
 
     def fit(self, train: TrainData) -> Method:
-        """Fit to one subject's and ROI's training data (a no-op for methods that need none)."""
+        """Fit to one subject's and ROI's training data, replacing the previous fit (a no-op for methods that
+        need none); returns the method itself."""
         return self
 
     def reconstruct(self, test: TestData) -> np.ndarray:
@@ -142,5 +149,5 @@ class Method:
         return {}
 
     def row(self) -> dict:
-        """Values of the last fit shown beside its scores in the test tables (e.g. a chosen penalty)."""
+        """Values of the current fit shown beside its scores in the test tables (e.g. a chosen penalty)."""
         return {}

@@ -61,7 +61,8 @@ class TrialSampler:
 
 def _training(cfg: Config, subject: str, roi: str, images: np.ndarray, channels: int, name: str) -> str:
     """The end-to-end generator's training key: the generator's settings less feature consistency (there
-    are no decoded features to be consistent with), tagged with the method, subject, ROI and images."""
+    are no decoded features to be consistent with), tagged with the method, subject, ROI and images (the
+    method's registry name: renaming it trains new generators)."""
     import hashlib
 
     from stage2_generate.generator_files import training_key

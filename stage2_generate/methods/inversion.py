@@ -29,25 +29,25 @@ class _Inversion(Method):
     validated = False  # the hold-out has no decoded features of these layers to start from
 
     @classmethod
-    def store_layers(cls, settings, features) -> list[str]:
-        return list(settings.inversion_layers or features.layers)
+    def store_layers(cls, methods, features) -> list[str]:
+        return list(methods.inversion_layers or features.layers)
 
     @property
     def layers(self) -> list[str]:
-        return self.store_layers(self.ctx.settings, self.ctx.features)
+        return self.store_layers(self.ctx.methods, self.ctx.features)
 
     @property
     def featnet(self):
         from shared.featnet import FeatureNet
 
         f, c = self.ctx.features, self.ctx
-        return c.shared("inversion featnet", lambda: FeatureNet(f.network, f.weights, self.layers,
+        return c.shared(f"inversion featnet {self.layers}", lambda: FeatureNet(f.network, f.weights, self.layers,
                                                                 input_size=f.input_size).to(c.device).eval())
 
     @property
     def true_sd(self) -> dict[str, float]:
         """The typical SD of each inversion layer's true training features (the norm correction's target)."""
-        return self.ctx.shared("inversion true sd", self._true_sd)
+        return self.ctx.shared(f"inversion true sd {self.layers}", self._true_sd)
 
     def _true_sd(self) -> dict[str, float]:
         out = {}
@@ -67,12 +67,12 @@ class _Inversion(Method):
         return out
 
     def settings(self) -> dict:
-        m, f = self.ctx.settings, self.ctx.features
+        m, f = self.ctx.methods, self.ctx.features
         return {"inversion_layers": self.layers, "inversion_iterations": m.inversion_iterations,
                 "inversion_feature_network": f"{f.network} [{f.weights}]"}
 
     def reconstruct(self, test: TestData) -> np.ndarray:
-        m, n = self.ctx.settings, len(test.names)
+        m, n = self.ctx.methods, len(test.names)
         targets = self.targets(test)
         out = []
         for s in range(0, n, m.inversion_batch):

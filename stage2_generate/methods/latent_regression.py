@@ -10,39 +10,10 @@ import logging
 import numpy as np
 
 from stage2_generate.methods import _image_coder as coders
-from stage2_generate.methods.base import Context, Method, TestData, TrainData
+from stage2_generate.methods._image_coder import CoderMethod
+from stage2_generate.methods.base import TestData, TrainData
 
 log = logging.getLogger(__name__)
-
-CODER_SETTINGS = ("coder_latent", "coder_iterations", "coder_lr", "vae_beta", "latent_tune_steps", "latent_tune_lr")
-
-
-class CoderMethod(Method):
-    """A method through an image coder of the training stimuli, trained once per run (and reused by later
-    runs with the same settings); ``kind``: the coder's (``autoencoder``, or the method's own name for a VAE)."""
-
-    reads = "voxels"
-
-    def __init__(self, ctx: Context):
-        super().__init__(ctx)
-        self.tuning: dict[str, list[float]] = ctx.shared("latent tuning", dict)  # "<subject>/<roi>" -> loss per tick
-
-    @property
-    def kind(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def coder(self) -> coders.ImageCoder:
-        c = self.ctx
-        return c.shared(f"coder {self.kind}", lambda: coders.train_coder(c.experiment, self.kind, c.train_images,
-                                                                          c.channels, c.device))
-
-    def check(self) -> None:
-        coders.check_coder(self.ctx.experiment, self.kind, self.ctx.channels, self.ctx.train_images)
-
-    def settings(self) -> dict:
-        m = self.ctx.settings
-        return {"coder": {k: getattr(m, k) for k in CODER_SETTINGS}, "latent_tuning_loss": self.tuning}
 
 
 class LatentRegression(CoderMethod):

@@ -3,21 +3,24 @@ conditioning features correlate best with its decoded ones (retrieval from a gal
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
-from stage2_generate.methods.base import Context, Method, TestData
+from stage2_generate.methods.base import Method, TestData
 
 
 class NearestTrain(Method):
-    """The gallery (the fit images' true conditioning inputs, each row centred and unit-norm) is built once."""
+    """The gallery (the fit images' true conditioning inputs, each row centred and unit-norm) is built once,
+    when first needed."""
 
     role = "baseline"
 
-    def __init__(self, ctx: Context):
-        super().__init__(ctx)
-        flat = np.concatenate([x.reshape(len(x), -1) for x in ctx.train_inputs], axis=1)
-        self.gallery = self._normalise(torch.from_numpy(flat))
+    @functools.cached_property
+    def gallery(self) -> torch.Tensor:
+        flat = np.concatenate([x.reshape(len(x), -1) for x in self.ctx.train_inputs], axis=1)
+        return self._normalise(torch.from_numpy(flat))
 
     @staticmethod
     def _normalise(x: torch.Tensor) -> torch.Tensor:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from stage2_generate.methods import _image_coder as coders
+from stage2_generate.methods._image_coder import CoderMethod
 from stage2_generate.methods.base import TestData, TrainData
-from stage2_generate.methods.latent_regression import CoderMethod
 
 
 class Vae(CoderMethod):
     @property
     def kind(self) -> str:
+        # the coder's folder and key are named after the method (renaming it trains a new coder)
         return self.name
 
     def fit(self, train: TrainData) -> Vae:

@@ -19,7 +19,7 @@ from stage2_generate.models import generate
 class WganGp(Method):
     """The trained generator drawing from the decoded features of the test images."""
 
-    role = "method"
+    role = "generator"
 
     def reconstruct(self, test: TestData) -> np.ndarray:
         return generate(self.ctx.G, test.decoded, self.ctx.device)
