@@ -5,6 +5,11 @@ bytes). Reading checks the digest, so a truncated or damaged file is a
 ``CorruptCheckpoint``, never a silently wrong state. ``save`` renames the current file
 to ``<name>.prev`` before putting the new one in place, and ``load_latest`` falls back
 to it, with a warning, when the current one is damaged or missing.
+
+Files are read with ``torch.load(weights_only=True)``: tensors and plain data (numbers, strings,
+lists, tuples, dicts) only. A file that needs general unpickling (which can run any code on load,
+e.g. a checkpoint someone shared or a paper's download) is refused in one line naming it
+(``UnsafeCheckpoint``), never loaded, and not passed over for an older generation.
 """
 
 from __future__ import annotations
@@ -25,6 +30,29 @@ MAGIC = b"N2PCKPT1"
 
 class CorruptCheckpoint(UserError):
     """A checkpoint file that cannot be read back as written."""
+
+
+class UnsafeCheckpoint(UserError):
+    """A checkpoint file holding objects that only general unpickling could rebuild."""
+
+
+def _torch_load(blob: bytes, path: Path, map_location) -> Any:
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" in str(exc).lower():  # a class or function to import and call: refused
+            raise UnsafeCheckpoint(f"{path} holds objects beyond tensors and plain data, which loading would have "
+                                   f"to unpickle (that can run any code); this tool does not load it: delete it, or "
+                                   f"re-save only its state dicts") from None
+        raise CorruptCheckpoint(f"checkpoint {path} cannot be read (UnpicklingError); delete it to start that "
+                                f"training afresh") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable content is damage
+        raise CorruptCheckpoint(f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start that "
+                                f"training afresh") from None
 
 
 def previous(path: Path) -> Path:
@@ -64,20 +92,14 @@ def intact(path: Path) -> bool:
 
 def load(path: Path, map_location=None) -> Any:
     """The object saved at ``path``; a damaged file raises ``CorruptCheckpoint``."""
-    import torch
-
     path = Path(path)
     data = path.read_bytes()
     if data[: len(MAGIC)] == MAGIC:
         if not _digest_ok(data):
             raise CorruptCheckpoint(f"checkpoint {path} is damaged (its checksum does not match: truncated or "
                                     f"overwritten); delete it to start that training afresh")
-        return torch.load(io.BytesIO(data[HEAD:]), map_location=map_location, weights_only=False)
-    try:  # a plain torch.save file (written before checksums)
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable content is damage
-        raise CorruptCheckpoint(f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start that "
-                                f"training afresh") from None
+        return _torch_load(data[HEAD:], path, map_location)
+    return _torch_load(data, path, map_location)  # a plain torch.save file (written before checksums)
 
 
 def load_latest(path: Path, map_location=None) -> tuple[Any, Path] | tuple[None, None]:

@@ -83,7 +83,14 @@ def _load_model(network: str, weights: str | WeightsSpec) -> nn.Module:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" in str(exc).lower():  # would need general unpickling, which can run code
+            raise UserError(f"weights file {path} holds objects beyond tensors and plain data, which loading would "
+                            f"have to unpickle (that can run any code); this tool does not load it: save the "
+                            f"network's state dict alone (torch.save(model.state_dict(), path))") from None
+        raise UserError(f"weights file {path} is not a {network} state dict (it cannot be unpickled); replace it "
+                        f"with the network's .pth state dict") from None
+    except (RuntimeError, KeyError, ValueError, OSError, EOFError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise UserError(f"weights file {path} is not a {network} state dict ({first}); replace it with the "
                         f"network's .pth state dict") from None
