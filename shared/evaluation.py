@@ -30,6 +30,32 @@ VALIDATION_SHOWN = ("pixcorr", "ssim")  # validation scores shown beside the tes
 PIXEL_METRICS = ("pixcorr", "ssim")
 
 
+def check_judge_independent(cfg) -> str:
+    """Refuse, in one line, a judge whose weights are those of a network a loss or an optimisation looks
+    through (compared by content: ``featnet.weights_digest``, so two spellings of one file are one
+    network); returns the judge's digest. ``shared/config/checks.py`` refuses the same by the settings'
+    labels when the config is loaded; this catches what labels cannot (a copied ``.pth``, ``imagenet``
+    and the cached file)."""
+    from shared.config import perceptual_weights
+    from shared.errors import UserError
+    from shared.featnet import weights_digest
+
+    e, g, f = cfg.eval, cfg.generator, cfg.features
+    judge = weights_digest(e.judge_network, e.judge_weights)
+    users = [("the generator's conditioning, feature consistency, nearest_train and the inversions",
+              "features.network/weights", f.network, f.weights)]
+    if g.loss_perceptual > 0:
+        users.append(("the perceptual loss", "generator.perceptual_network/perceptual_weights", g.perceptual_network,
+                      perceptual_weights(cfg)))
+    for what, keys, network, weights in users:
+        if network == e.judge_network and weights_digest(network, weights) == judge:
+            raise UserError(f"the judge (eval.judge_network/judge_weights: {e.judge_network}, {e.judge_weights}) has "
+                            f"the same weights (sha256 {judge}) as the network {what} look(s) through ({keys}: "
+                            f"{network}, {weights}), so its scores would not be independent; give the judge other "
+                            f"weights")
+    return judge
+
+
 def judge_name(network: str, layer: str) -> str:
     """The field's name of an identification metric: ``alexnet2`` for AlexNet conv2, else ``<net>_<layer>``."""
     if network == "alexnet" and layer.startswith("conv"):

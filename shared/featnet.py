@@ -47,6 +47,32 @@ def check_weights(network: str, weights: str) -> None:
         _load_model(network, weights)
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
+def weights_digest(network: str, weights: str) -> str:
+    """SHA-256 (16 hex digits) of the network's weights as loaded: every tensor's name, shape, dtype and
+    bytes. Two spellings of the same weights (``imagenet`` and the cached file, a copied ``.pth``) give
+    one digest; a ``random:<seed>`` spec is hashed as generated. Memoised per process (a file by its
+    resolved path, size and modification time)."""
+    import hashlib
+
+    spec = parse_weights(weights)
+    key: tuple = (network, weights)
+    if spec.kind != "random":
+        path = spec.path if spec.kind == "file" else imagenet_weights_path(network)[0]
+        st = path.stat() if path.is_file() else None
+        key = (network, str(path.resolve()), st and st.st_size, st and st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        for name, t in _load_model(network, spec).state_dict().items():
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name} {tuple(t.shape)} {t.dtype}".encode())
+            h.update(t.numpy().tobytes())
+        _DIGESTS[key] = h.hexdigest()[:16]
+    return _DIGESTS[key]
+
+
 def build_model(network: str, weights: str | WeightsSpec) -> nn.Module:
     """The torchvision model with the requested weights, in eval mode, on the CPU.
 

@@ -15,7 +15,8 @@ from shared.datasets import (DataSource, average_by_name, bdata_files, load_spli
                              split_images)
 from shared.device import distributed, process_device
 from shared.errors import UserError
-from shared.evaluation import ValidationScorer, as_scored, is_grayscale, judge_features, judge_name, means, score
+from shared.evaluation import (ValidationScorer, as_scored, check_judge_independent, is_grayscale, judge_features,
+                               judge_name, means, score)
 from shared.holdout import validation_split
 from shared.report import VALIDATION_SECTION, recon_columns, recon_rows, section_key, write_summary, write_table
 from shared.runs import Run, atomic_write_bytes, atomic_write_json, update_metrics
@@ -86,6 +87,7 @@ def _check_inputs(cfg: Config, store: ExperimentStore, method_layers: list[str])
     check_weights(cfg.eval.judge_network, cfg.eval.judge_weights)
     if cfg.generator.loss_perceptual > 0:
         check_weights(cfg.generator.perceptual_network, perceptual_weights(cfg))
+    check_judge_independent(cfg)
     gc = cfg.generator
     names_of = {split: split_image_names(source, split) for split in ["train", *cfg.data.test]}
     for layer in dict.fromkeys([*gc.condition_layers, *method_layers]):

@@ -38,7 +38,7 @@ from shared.errors import UserError
 from shared.faults import failpoint
 from shared.runs import atomic_write_json
 from stage2_generate.compare.report import bars_plot, collect, compare_grid, paired_rows, summarise_rows, write_tables
-from stage2_generate.compare.runner import check_variant_inputs, run_variant, run_variant_record
+from stage2_generate.compare.runner import check_one_judge, check_variant_inputs, run_variant, run_variant_record
 from stage2_generate.compare.spec import load_compare
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def compare_verb(args) -> None:
     if only and len(todo) != len(only):
         missing = sorted(set(only) - {v.name for v in todo})
         raise UserError(f"--only names no variant {missing[0]!r}; variants: {', '.join(v.name for v in spec.variants)}")
+    check_one_judge(spec.variants)
     check_variant_inputs([v for v in todo if run_variant_record(v) is None])
     from shared.runs import ExperimentLock
 

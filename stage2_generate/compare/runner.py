@@ -65,6 +65,28 @@ def _run_stage(module: str, config_path: Path, what: str) -> None:
                     f"python -m {module} run --config {config_path}")
 
 
+def check_one_judge(variants: list[Variant]) -> None:
+    """Refuse, in one line, a comparison whose variants score with different judges (network, weights by
+    content, layers, input size): its tables pair every variant's scores with the reference's."""
+    from shared.evaluation import check_judge_independent
+
+    judges: dict[tuple, str] = {}  # judge -> the first variant scored by it
+    for v in variants:
+        e = v.cfg.eval
+        try:
+            judge = (e.judge_network, check_judge_independent(v.cfg), tuple(e.judge_layers), e.judge_input_size)
+        except UserError as exc:
+            raise UserError(f"variant {v.name!r}: {exc}") from None
+        first = judges.setdefault(judge, v.name)
+        if first != v.name:
+            continue
+        if len(judges) > 1:
+            other = next(iter(judges.values()))
+            raise UserError(f"variant {v.name!r} is scored by another judge ({e.judge_network} {e.judge_weights}, "
+                            f"layers {list(e.judge_layers)}, {e.judge_input_size} px) than variant {other!r}; a "
+                            f"comparison pairs scores of one judge: set eval.judge_* in 'set', not per variant")
+
+
 def check_variant_inputs(variants: list[Variant]) -> None:
     """The input checks of both stages, for every variant still to run, before compare writes anything
     (a simulated experiment not yet written is checked by its stage 1)."""
