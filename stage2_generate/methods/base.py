@@ -105,6 +105,8 @@ class TestData:
     the generator's decoded conditioning inputs of them (per layer ``(n, *shape)``) and, when a method
     reads voxels, their trial-averaged voxels ``(n, n_voxels)``, both in ``names`` order."""
 
+    __test__ = False  # not a pytest test class, despite its name
+
     subject: str
     roi: str
     split: str
