@@ -63,13 +63,13 @@ reference:
 	for name in $(PRESETS); do if [ -f results/$$name/summary.md ]; then rm -rf $(REFERENCE)/$$name && \
 	  mkdir -p $(REFERENCE)/$$name && cp results/$$name/summary.md results/$$name/metrics.json results/$$name/decoding.* \
 	  results/$$name/reconstruction.* results/$$name/validation.* results/$$name/training.png results/$$name/grid*.png \
-	  $(REFERENCE)/$$name/; fi; done
+	  $(REFERENCE)/$$name/ || exit 1; fi; done
 	$(PY) -m stage2_generate export --config $(CONFIG) --figure shen --out results/demo/export
 	mkdir -p $(REFERENCE)/demo/export && cp results/demo/export/shen_natural_p01.* $(REFERENCE)/demo/export/
-	for name in $(ABLATIONS) settings_demo settings_small_strokes settings_binary_shapes; do \
+	for name in $(ABLATIONS) $(addprefix settings_,demo $(PRESETS)); do \
 	  if [ -f results/compare/$$name/table.md ]; then mkdir -p $(REFERENCE)/compare/$$name && \
 	    cp results/compare/$$name/table.md results/compare/$$name/table.csv results/compare/$$name/stats.md \
-	       results/compare/$$name/bars.png results/compare/$$name/grid.png $(REFERENCE)/compare/$$name/; fi; \
+	       results/compare/$$name/bars.png results/compare/$$name/grid.png $(REFERENCE)/compare/$$name/ || exit 1; fi; \
 	done
 
 clean-demo:

@@ -36,21 +36,16 @@ def check_judge_independent(cfg) -> str:
     network); returns the judge's digest. ``shared/config/checks.py`` refuses the same by the settings'
     labels when the config is loaded; this catches what labels cannot (a copied ``.pth``, ``imagenet``
     and the cached file)."""
-    from shared.config import perceptual_weights
+    from shared.config import judge_users
     from shared.errors import UserError
     from shared.featnet import weights_digest
 
-    e, g, f = cfg.eval, cfg.generator, cfg.features
+    e = cfg.eval
     judge = weights_digest(e.judge_network, e.judge_weights)
-    users = [("the generator's conditioning, feature consistency, nearest_train and the inversions",
-              "features.network/weights", f.network, f.weights)]
-    if g.loss_perceptual > 0:
-        users.append(("the perceptual loss", "generator.perceptual_network/perceptual_weights", g.perceptual_network,
-                      perceptual_weights(cfg)))
-    for what, keys, network, weights in users:
+    for what, keys, network, weights in judge_users(cfg):
         if network == e.judge_network and weights_digest(network, weights) == judge:
             raise UserError(f"the judge (eval.judge_network/judge_weights: {e.judge_network}, {e.judge_weights}) has "
-                            f"the same weights (sha256 {judge}) as the network {what} look(s) through ({keys}: "
+                            f"the same weights (sha256 {judge}) as the network {what} looks through ({keys}: "
                             f"{network}, {weights}), so its scores would not be independent; give the judge other "
                             f"weights")
     return judge

@@ -115,6 +115,6 @@ def _drop_stale_sections(path, decoding: dict, first: str) -> None:
     if any(k.startswith("reconstruction") for k in old):
         log.info("decoded features changed: removed the old reconstruction results; rerun stage 2")
         for stale in [*path.parent.glob("grid*.png"), *path.parent.glob("reconstruction*.*"),
-                      *path.parent.glob("per_image.json")]:
+                      *path.parent.glob("validation.*"), *path.parent.glob("per_image.json")]:
             stale.unlink()
     atomic_write_json(path, kept)

@@ -41,6 +41,15 @@ def _only(data, names: list[str]):
     return replace(data, X=data.X[keep], names=data.names[keep])
 
 
+def _finite(images: np.ndarray, method: str, test) -> np.ndarray:
+    """``images``, refused in one line when any pixel is not finite (a dead method never scores as NaN)."""
+    if not np.isfinite(images).all():
+        raise UserError(f"{method} reconstructed {test.subject} {test.roi} {test.split} images with non-finite "
+                        f"pixels (its training diverged); look at its log lines, lower its learning rate or drop "
+                        f"it from methods.run")
+    return images
+
+
 def _size_label(size: int, native: int | None, generator_size: int) -> str:
     if size == native:
         return "the stimuli's own size"
@@ -202,9 +211,9 @@ def run(cfg: Config) -> None:
                 for m in active:
                     if m.validated:
                         validation_scores.setdefault(subject, {})[m.name + suffix] = validation.score(
-                            m.reconstruct(test))
+                            _finite(m.reconstruct(test), m.name, test))
             for split in cfg.data.test:
-                d = load_split(source, subject, split, roi, average=True)
+                d = load_split(source, subject, split, roi, average=True) if reads_voxels else None
                 dec, names = decoded_inputs(store, transforms, subject, roi, split)
                 if split not in truth:
                     true = split_images(source, split, names, size)
@@ -221,7 +230,7 @@ def run(cfg: Config) -> None:
                 # voxel methods read the brain data's rows in the decoded features' order
                 test = registry.TestData(subject, roi, split, list(names), dec,
                                          d.X[_rows(list(d.names), list(names))] if reads_voxels else None)
-                recons = {m.name: as_scored(m.reconstruct(test), size, gray) for m in active}
+                recons = {m.name: as_scored(_finite(m.reconstruct(test), m.name, test), size, gray) for m in active}
                 for m in active:
                     rec = recons[m.name]
                     # n-way distractors drawn per (subject, ROI, test set, method): rows stay comparable
@@ -240,8 +249,7 @@ def run(cfg: Config) -> None:
                            title=grid_title(cfg, subject, roi, split), columns=cfg.eval.grid_columns)
     sections = {section_key("reconstruction", split, first_split): rec for split, rec in recon_metrics.items()}
     judge_spec = parse_weights(e.judge_weights)
-    if val_names:
-        sections[VALIDATION_SECTION] = validation_scores
+    sections[VALIDATION_SECTION] = validation_scores  # {} without a hold-out: an earlier run's scores go
     sections["reconstruction_info"] = {
         "judge": {judge_name(e.judge_network, layer): f"{e.judge_network} {layer}, weights {judge_spec.label}, "
                                                         f"input {e.judge_input_size} px" for layer in e.judge_layers},
@@ -264,9 +272,14 @@ def run(cfg: Config) -> None:
     atomic_write_json(results / "per_image.json", per_image)
     metrics = update_metrics(results / "metrics.json", sections, "stage2", run_.dir)
     for key_name, rec in sections.items():
-        if key_name != "reconstruction_info":
-            write_table(results / ("validation" if key_name == VALIDATION_SECTION else key_name), recon_rows(rec),
-                        recon_columns(rec))
+        base = results / ("validation" if key_name == VALIDATION_SECTION else key_name)
+        if key_name == "reconstruction_info":
+            continue
+        if rec:
+            write_table(base, recon_rows(rec), recon_columns(rec))
+        else:  # no hold-out this time: no table, and none left from an earlier run
+            for stale in (base.with_suffix(".md"), base.with_suffix(".csv")):
+                stale.unlink(missing_ok=True)
     write_summary(results, metrics)
     run_.finish(generator_key=key)
     log.info("stage 2 done in %.0f s; results in %s", time.time() - t0, results)

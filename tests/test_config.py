@@ -50,3 +50,30 @@ def test_partial_override_of_a_nested_section_keeps_its_defaults(tiny_config):
     assert cfg.data.test["natural"].images == "images/test"
     with pytest.raises(UserError, match=r"'data.test.letter.bdata' is empty"):
         load_config(tiny_config, ["data.test.letter.images=x"])
+
+
+@pytest.mark.parametrize("name", ["train", "train_oof", "validation", "info"])
+def test_test_sets_may_not_take_a_name_the_tool_uses(tiny_config, name):
+    from dataclasses import replace
+
+    from shared.config import validate
+
+    cfg = load_config(tiny_config)
+    renamed = replace(cfg, data=replace(cfg.data, test={**cfg.data.test, name: cfg.data.test["natural"]}))
+    with pytest.raises(UserError, match=f"must not name a test set '{name}'"):
+        validate(renamed)
+
+
+def test_the_shipped_presets_share_the_demos_generator_settings():
+    """One set of generator settings (the demo's CPU budget, its learning rate chosen on validation) for the
+    demo and both stress presets; only the image size follows the stimuli."""
+    from dataclasses import asdict
+
+    from conftest import ROOT
+
+    settings = {}
+    for name in ("demo", "small_strokes", "binary_shapes"):
+        g = asdict(load_config(ROOT / "configs" / f"{name}.yaml").generator)
+        g.pop("image_size")
+        settings[name] = g
+    assert settings["small_strokes"] == settings["demo"] == settings["binary_shapes"]

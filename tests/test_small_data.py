@@ -141,3 +141,17 @@ def test_a_generator_larger_than_the_stimuli_is_scored_at_their_size(tiny_stroke
     assert metrics["reconstruction_info"]["score_size"]["pixels"] == 28
     row = metrics["reconstruction"]["sub-01"]["stimuli"]
     assert 0.9 < row["pixcorr"] < 0.999  # upsampled to 32 px and back to 28: resampling costs a little
+
+
+def test_a_method_drawing_non_finite_pixels_stops_the_run_in_one_line(tiny_strokes, tmp_path, monkeypatch):
+    from shared.config import load_config
+    from shared.errors import UserError
+    from stage2_generate.pipeline import run
+
+    config, _ = tiny_strokes
+    cfg = load_config(config, [f"results_dir={tmp_path}", "generator.lr=0.001"])
+    _add_method(monkeypatch, "diverged", lambda test: np.full((len(test.names), 3, 28, 28), np.nan, np.float32))
+    with pytest.raises(UserError, match=r"^diverged reconstructed sub-01 \S+ \S+ images with non-finite pixels"):
+        run(cfg)
+    assert not (tmp_path / cfg.experiment / "metrics.json").exists() or "diverged" not in \
+        (tmp_path / cfg.experiment / "metrics.json").read_text()

@@ -128,3 +128,14 @@ def test_a_dead_tick_after_a_healthy_one_rolls_back_to_it(tiny_finished, tmp_pat
     assert "rolling back generator training at step 2 from" in caplog.text
     assert [r["step"] for r in metrics["reconstruction_info"]["generator"]["rollbacks"]] == [4]
     assert "- step 4: forced dead; learning rate now" in (results / "summary.md").read_text()
+
+
+def test_a_rerun_without_a_hold_out_leaves_no_earlier_validation_table(tiny_finished, tmp_path):
+    _stage2(tiny_finished, tmp_path)
+    results = tmp_path / "tiny"
+    assert (results / "validation.md").is_file()
+    _, metrics, _, _ = _stage2(tiny_finished, tmp_path, "eval.validation_fraction=0")
+    assert metrics["reconstruction_validation"] == {}
+    assert not (results / "validation.md").exists() and not (results / "validation.csv").exists()
+    summary = (results / "summary.md").read_text()
+    assert "No validation hold-out" in summary and "held-out training images" not in summary.split("## Training")[1]

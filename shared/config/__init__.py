@@ -11,7 +11,7 @@
 Everything public is re-exported here: ``from shared.config import Config, load_config``.
 """
 
-from shared.config.checks import perceptual_weights, resolve_perceptual_weights, validate
+from shared.config.checks import judge_users, perceptual_weights, resolve_perceptual_weights, validate
 from shared.config.loading import dump_yaml, load_config, read_yaml, to_dict
 from shared.config.schema import (
     BASELINES,
@@ -43,5 +43,5 @@ __all__ = [
     "SIM_STIMULI", "TRAIN_INPUTS", "VALIDATION_METRICS",
     "Config", "DataConfig", "DecoderConfig", "DownloadConfig", "EvalConfig", "FeaturesConfig", "GeneratorConfig",
     "LabConfig", "MatrixConfig", "MethodsConfig", "SimulationConfig", "SplitFiles",
-    "dump_yaml", "load_config", "perceptual_weights", "read_yaml", "resolve_perceptual_weights", "to_dict", "validate",
+    "dump_yaml", "judge_users", "load_config", "perceptual_weights", "read_yaml", "resolve_perceptual_weights", "to_dict", "validate",
 ]

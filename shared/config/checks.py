@@ -9,6 +9,7 @@ from shared.config.schema import (
     DECODER_BACKENDS,
     DECODER_KINDS,
     PUBLISHED,
+    RESERVED_SPLITS,
     NETWORKS,
     SIM_STIMULI,
     TRAIN_INPUTS,
@@ -108,9 +109,11 @@ def validate(cfg: Config) -> None:
             if not getattr(spec, field_name):
                 raise UserError(f"'data.{'train' if name == 'train' else 'test.' + name}.{field_name}' is empty; "
                                 f"give the file or folder (relative to data.root)")
-    if "train" in cfg.data.test or "validation" in cfg.data.test:
-        raise UserError("'data.test' must not name a test set 'train' or 'validation' (names of the training images "
-                        "and their hold-out); call it e.g. 'natural'")
+    reserved = [name for name in RESERVED_SPLITS if name in cfg.data.test]
+    if reserved:
+        raise UserError(f"'data.test' must not name a test set {reserved[0]!r} (the names 'train', 'train_oof', "
+                        f"'validation' and 'info' are the training images', their out-of-fold features', their "
+                        f"hold-out's and the run information's); call it e.g. 'natural'")
     if cfg.decoder.cv_units < 1:
         raise UserError(f"'decoder.cv_units' must be at least 1; {cfg.decoder.cv_units} was given")
     if cfg.simulation.noise_shared + cfg.simulation.noise_spatial > 1:
@@ -226,16 +229,24 @@ def _same_network(net_a: str, weights_a: str, net_b: str, weights_b: str) -> boo
     return net_a == net_b and same_weights
 
 
-def _check_judge(cfg: Config) -> None:
-    """The judge never scores with a network whose features a training loss uses."""
-    g, e = cfg.generator, cfg.eval
-    # the generator is conditioned on the feature network's features (nearest_train retrieves by them and
-    # the inversion methods match them), so the judge is never the feature network either
+def judge_users(cfg: Config) -> list[tuple[str, str, str, str]]:
+    """``(what, config keys, network, weights)`` of every network a loss or an optimisation looks through,
+    which the judge must not be: the feature network (the generator is conditioned on its features, feature
+    consistency, nearest_train and the inversions match them) and, when its loss is on, the perceptual
+    network (also the coders' and end_to_end's)."""
+    g = cfg.generator
     users = [("the generator's conditioning", "features.network/weights", cfg.features.network, cfg.features.weights)]
     if g.loss_perceptual > 0:
         users.append(("the perceptual loss", "generator.perceptual_network/perceptual_weights",
                       g.perceptual_network, perceptual_weights(cfg)))
-    for what, keys, net, weights in users:
+    return users
+
+
+def _check_judge(cfg: Config) -> None:
+    """The judge never scores with a network whose features a training loss uses (by the settings' labels;
+    ``shared.evaluation.check_judge_independent`` compares the weights themselves)."""
+    e = cfg.eval
+    for what, keys, net, weights in judge_users(cfg):
         if _same_network(e.judge_network, e.judge_weights, net, weights):
             raise UserError(f"eval.judge_network/judge_weights ({e.judge_network}, {e.judge_weights}) is the network "
                             f"{what} uses, so its scores would not be independent; give the judge other weights "

@@ -294,6 +294,9 @@ class MethodsConfig:
 # Every reconstruction method stage 2 knows: the generator and its true-feature row, the baselines (run with
 # eval.baselines), the published methods methods.run chooses among. stage2_generate/methods/ registers one
 # class per name (each module says what it does); tests/test_registry.py checks the two agree.
+# split names the tool uses itself (store files, metrics.json sections): no test set may take one
+RESERVED_SPLITS = ("train", "train_oof", "validation", "info")
+
 GENERATOR_ROWS = ("wgan_gp", "wgan_gp_true_features")
 BASELINES = ("pixel_ridge", "nearest_train")
 PUBLISHED = ("inversion_dgn", "inversion_pixels", "end_to_end", "latent_regression", "vae")
