@@ -36,6 +36,11 @@ class UnsafeCheckpoint(UserError):
     """A checkpoint file holding objects that only general unpickling could rebuild."""
 
 
+def needs_unpickling(exc: Exception) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused a class or function (torch's wording over releases)."""
+    return any(w in str(exc).lower() for w in ("unsupported global", "unsupported class"))
+
+
 def _torch_load(blob: bytes, path: Path, map_location) -> Any:
     import pickle
 
@@ -44,7 +49,7 @@ def _torch_load(blob: bytes, path: Path, map_location) -> Any:
     try:
         return torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "unsupported global" in str(exc).lower():  # a class or function to import and call: refused
+        if needs_unpickling(exc):  # a class or function to import and call: refused
             raise UnsafeCheckpoint(f"{path} holds objects beyond tensors and plain data, which loading would have "
                                    f"to unpickle (that can run any code); this tool does not load it: delete it, or "
                                    f"re-save only its state dicts") from None

@@ -19,6 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
+from shared.checkpoints import needs_unpickling
 from shared.errors import UserError
 from shared.layers import LAYERS, layer_order
 from shared.weights import WeightsSpec, parse_weights
@@ -42,9 +43,10 @@ def imagenet_weights_path(network: str) -> tuple[Path, str]:
 
 def check_weights(network: str, weights: str) -> None:
     """Raise the same ``UserError`` as ``build_model`` would if the weights file is missing or is not
-    a state dict of ``network`` (the file is loaded: a damaged one fails here, before a run starts)."""
+    a state dict of ``network`` (the file is loaded, once per process: a damaged one fails here, before a
+    run starts; its digest is kept for ``weights_digest``)."""
     if parse_weights(weights).kind != "random":
-        _load_model(network, weights)
+        weights_digest(network, weights)
 
 
 _DIGESTS: dict[tuple, str] = {}
@@ -110,7 +112,7 @@ def _load_model(network: str, weights: str | WeightsSpec) -> nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except pickle.UnpicklingError as exc:
-        if "unsupported global" in str(exc).lower():  # would need general unpickling, which can run code
+        if needs_unpickling(exc):  # would need general unpickling, which can run code
             raise UserError(f"weights file {path} holds objects beyond tensors and plain data, which loading would "
                             f"have to unpickle (that can run any code); this tool does not load it: save the "
                             f"network's state dict alone (torch.save(model.state_dict(), path))") from None

@@ -201,9 +201,10 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
         bar.update(1)
         _ema_update(G_ema, G, min(gc.ema_decay, (1 + step) / (10 + step)))
         failpoint("train.step")
-        if step - start == TIMED_STEPS and rank == 0:  # the run's first steps, timed: what the rest will take
+        if step - start == TIMED_STEPS and rank == 0 and t_first:  # the first steps timed: what the rest will take
             level, text = projection(label, (time.time() - t_first) / TIMED_STEPS, gc.iterations - step, device.type, gc)
             log.log(level, text)
+            t_first = 0.0  # once per run, not again after a rollback
         for k, v in {**{f"loss_{k}": v for k, v in losses.items()}, "wasserstein": w_dist, "gp": gp}.items():
             acc[k] = acc.get(k, 0.0) + float(v.detach())
         if step % gc.tick_every and step != gc.iterations:

@@ -44,13 +44,9 @@ from stage2_generate.compare.spec import load_compare
 log = logging.getLogger(__name__)
 
 
-def add_base_argument(parser) -> None:
+def add_arguments(parser) -> None:
     parser.add_argument("--base", metavar="CONFIG", help="run the compare file over this experiment config (e.g. your "
                         "own data) instead of its 'base'; results go to <results_dir>/compare/<name>_<config's stem>")
-
-
-def add_arguments(parser) -> None:
-    add_base_argument(parser)
     parser.add_argument("--only", action="append", default=[], metavar="VARIANT",
                         help="run only these variants (repeatable); the tables cover what has finished")
 

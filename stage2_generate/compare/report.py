@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from shared import stats
+from shared.config import BASELINES, GENERATOR_ROWS
 from shared.errors import UserError
 from shared.evaluation import METRIC_ORDER, VALIDATION_SHOWN
 from shared.report import csv_table, markdown_table
 from shared.runs import atomic_write_text
 from stage2_generate.compare.runner import read_per_image, read_validation
 from stage2_generate.compare.spec import CompareSpec
-from stage2_generate.methods import REGISTRY, of_role
+from stage2_generate.methods import REGISTRY
 from stage2_generate.recon_files import split_method_key
 
-BASELINES = tuple(of_role("baseline"))
 FROM_VOXELS = tuple(b for b in BASELINES if REGISTRY[b].reads == "voxels")  # pixel ridge: the grid's bottom row
 
 
@@ -29,7 +29,7 @@ FROM_VOXELS = tuple(b for b in BASELINES if REGISTRY[b].reads == "voxels")  # pi
 def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
     """Per-image values of every row: variant's method (and, for the generator, its true-feature row), then
     baselines (a baseline identical in several variants is listed once)."""
-    references = of_role("reference") if spec.method in of_role("generator") else []
+    references = GENERATOR_ROWS[1:] if spec.method == GENERATOR_ROWS[0] else []  # the true-feature row
     rows: list[dict] = []
     baselines: list[dict] = []
     for v, rec in zip(spec.variants, records):

@@ -77,9 +77,7 @@ def check_one_judge(variants: list[Variant]) -> None:
             judge = (e.judge_network, check_judge_independent(v.cfg), tuple(e.judge_layers), e.judge_input_size)
         except UserError as exc:
             raise UserError(f"variant {v.name!r}: {exc}") from None
-        first = judges.setdefault(judge, v.name)
-        if first != v.name:
-            continue
+        judges.setdefault(judge, v.name)
         if len(judges) > 1:
             other = next(iter(judges.values()))
             raise UserError(f"variant {v.name!r} is scored by another judge ({e.judge_network} {e.judge_weights}, "
@@ -103,7 +101,7 @@ def check_variant_inputs(variants: list[Variant]) -> None:
                 if (net, weights) not in seen:
                     check_weights(net, weights)
                     seen.add((net, weights))
-            data = json.dumps([to_dict(c)["data"], c.decoder.cv_folds, len(c.decoder.alphas) > 1 or c.decoder.train_oof])
+            data = json.dumps([to_dict(c)["data"], c.reads_matrix, c.decoder.folds_needed])
             if data not in seen and not (c.data.source == "simulated" and not c.data_root.exists()):
                 check_inputs(DataSource.of(c), c.decoder.folds_needed)
                 seen.add(data)

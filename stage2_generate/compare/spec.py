@@ -30,14 +30,11 @@ from typing import Any
 
 import yaml
 
-from shared.config import Config, load_config, read_yaml
+from shared.config import GENERATOR_ROWS, METHODS, PUBLISHED, Config, load_config, read_yaml
 from shared.errors import UserError
-from stage2_generate.methods import REGISTRY, of_role
 
 KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method", "also")
-METHODS = tuple(REGISTRY)  # what stage 2 scores: the generator, its true-feature row, the baselines, the published
-PUBLISHED = tuple(of_role("published"))
-DEFAULT_METHOD = of_role("generator")[0]  # the WGAN-GP generator
+DEFAULT_METHOD = GENERATOR_ROWS[0]  # the WGAN-GP generator
 
 
 @dataclass

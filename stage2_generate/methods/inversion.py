@@ -53,12 +53,19 @@ class _Inversion(Method):
         out = {}
         for layer in self.layers:
             with self.ctx.store.open_true(layer, "train") as arr:
-                rows = None if self.ctx.train_names is None else arr.rows_for(self.ctx.train_names)
-                out[layer] = typical_sd(arr, self.ctx.decoder.chunk_units, rows)
+                out[layer] = typical_sd(arr, self.ctx.decoder.chunk_units, arr.rows_for(self.ctx.train_names))
         return out
 
     def targets(self, test: TestData) -> dict[str, np.ndarray]:
-        """The norm-corrected decoded features of ``test.names``, per inversion layer ``(n, *unit_shape)``."""
+        """The norm-corrected decoded features of ``test.names``, per inversion layer ``(n, *unit_shape)``; read
+        once for both inversions (the last test set's are kept)."""
+        key = (test.subject, test.roi, test.split, tuple(test.names), tuple(self.layers))
+        last = self.ctx.shared("inversion targets", dict)
+        if last.get("key") != key:
+            last.update(key=key, targets=self._read_targets(test))
+        return last["targets"]
+
+    def _read_targets(self, test: TestData) -> dict[str, np.ndarray]:
         out = {}
         for layer in self.layers:
             with self.ctx.store.open_decoded(test.subject, test.roi, layer, test.split) as arr:
@@ -112,6 +119,4 @@ class InversionPixels(_Inversion):
         images = self.ctx.train_images
         n = len(next(iter(targets.values())))
         variables = [torch.from_numpy(np.repeat(images.mean(axis=0)[None], n, axis=0)).float().to(self.ctx.device)]
-        if self.ctx.G is not None:
-            self.ctx.G.requires_grad_(False)
         return variables, (lambda v: v[0]), True, float(images.std())

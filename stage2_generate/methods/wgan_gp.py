@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from stage2_generate.conditioning import true_inputs
-from stage2_generate.methods.base import Method, TestData
+from stage2_generate.methods.base import Context, Method, TestData
 from stage2_generate.models import generate
 
 
@@ -32,6 +32,13 @@ class TrueFeatureInput(Method):
     validated = False
     first_roi_only = True
 
+    def __init__(self, ctx: Context):
+        super().__init__(ctx)
+        self.drawn: dict[tuple, np.ndarray] = {}  # (test set, names) -> images
+
     def reconstruct(self, test: TestData) -> np.ndarray:
-        c = self.ctx
-        return generate(c.G, true_inputs(c.store, c.transforms, test.split, test.names), c.device)
+        """The same images for every subject (the true features are the stimuli's): drawn once per test set."""
+        c, key = self.ctx, (test.split, tuple(test.names))
+        if key not in self.drawn:
+            self.drawn[key] = generate(c.G, true_inputs(c.store, c.transforms, test.split, test.names), c.device)
+        return self.drawn[key]
