@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 # torch and torchvision are pinned to the releases this project is tested with (CPU or CUDA).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test bench bench-stage2 ablations small-data settings reference clean-demo
+.PHONY: setup demo test bench bench-stage2 bench-simulator bench-layer ablations small-data settings reference clean-demo
 
 setup: $(STAMP)
 
@@ -19,22 +19,37 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	@start=$$(date +%s); \
-	$(PY) -m stage1_decode run --config $(CONFIG) && \
-	$(PY) -m stage2_generate run --config $(CONFIG) && \
-	end=$$(date +%s) && echo "demo stages took $$((end - start)) s; summary: results/demo/summary.md"
+	@s0=$$(date +%s); \
+	$(PY) -m stage1_decode run --config $(CONFIG) && s1=$$(date +%s) && \
+	$(PY) -m stage2_generate run --config $(CONFIG) && s2=$$(date +%s) && \
+	printf 'demo stages took %d s (stage 1 %d s, stage 2 %d s)\n' $$((s2 - s0)) $$((s1 - s0)) $$((s2 - s1)) \
+	  | tee results/demo/timing.txt && echo "summary: results/demo/summary.md"
 
 # two workers (every test is single-threaded), each test module on one worker (module fixtures run once)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
+# the benchmarks write their committed outputs under results/reference/bench/ (the guides quote them)
 bench: $(STAMP)
-	$(PY) bench/bench_ridge.py
+	mkdir -p results/reference/bench
+	$(PY) bench/bench_ridge.py --json results/reference/bench/ridge.json > results/reference/bench/ridge.txt && \
+	  cat results/reference/bench/ridge.txt
+
+bench-simulator: $(STAMP)
+	mkdir -p results/reference/bench
+	$(PY) bench/bench_simulator.py > results/reference/bench/simulator.txt && cat results/reference/bench/simulator.txt
+
+# a whole VGG19 conv1_2 layer at 224 px through stage 1 (about 35 GB of disk under work/bench_layer, deleted after)
+bench-layer: $(STAMP)
+	mkdir -p results/reference/bench
+	$(PY) bench/bench_whole_layer.py > results/reference/bench/whole_layer.txt; rc=$$?; rm -rf work/bench_layer; \
+	  cat results/reference/bench/whole_layer.txt; [ $$rc -eq 0 ] && \
+	  cp results/bench/bench_layer/decoding.md results/reference/bench/whole_layer_decoding.md
 
 bench-stage2: $(STAMP)
 	$(PY) bench/bench_stage2.py --json results/reference/demo/bench_stage2.json
 
-# the six shipped ablations (configs/ablations/, less settings.yaml: `make settings`) through `compare`: about 5 min per variant on
+# the six shipped ablations (configs/ablations/, less settings.yaml: `make settings`) through `compare`: several minutes per variant on
 # 2 cores, cached, so a rerun recomputes nothing
 ABLATIONS := layers rois decoders losses inputs methods
 ablations: $(STAMP)
@@ -60,6 +75,8 @@ reference:
 	mkdir -p $(REFERENCE)/demo
 	cp results/demo/summary.md results/demo/metrics.json results/demo/decoding.* results/demo/reconstruction.* \
 	   results/demo/validation.* results/demo/training.png results/demo/grid*.png $(REFERENCE)/demo/
+	if [ -f results/demo/timing.txt ]; then cp results/demo/timing.txt $(REFERENCE)/demo/; fi
+	for d in .venv data/demo work/demo work/demo/features; do du -sh $$d; done > $(REFERENCE)/demo/disk_usage.txt
 	for name in $(PRESETS); do if [ -f results/$$name/summary.md ]; then rm -rf $(REFERENCE)/$$name && \
 	  mkdir -p $(REFERENCE)/$$name && cp results/$$name/summary.md results/$$name/metrics.json results/$$name/decoding.* \
 	  results/$$name/reconstruction.* results/$$name/validation.* results/$$name/training.png results/$$name/grid*.png \

@@ -34,7 +34,8 @@ def main() -> None:
     args = p.parse_args()
     sets = ["experiment=bench_layer", f"work_dir={args.work}", "results_dir=results/bench", "data.rois=[VC]",
             "features.input_size=224", "features.batch_size=16", f"features.layers=[{args.layer}]",
-            f"generator.condition_layers=[{args.layer}]", *args.overrides]
+            f"generator.condition_layers=[{args.layer}]", f"generator.consistency_layers=[{args.layer}]",
+            *args.overrides]
     cmd = [sys.executable, "-m", "stage1_decode", "run", "--config", args.config]
     for s in sets:
         cmd += ["--set", s]

@@ -1,10 +1,15 @@
 """The one scorer: every number that rates a decoding or a reconstruction is computed here.
 
 * **Reconstructions** (stage 2): ``score`` gives per-image values of each metric for images
-  ``(n, 3, S, S)`` in [0, 1] against the true images: ``pixcorr`` (Pearson r over pixels),
-  ``ssim``, the judge network's pairwise identification per layer (``alexnet2``, ``alexnet5``, ...,
-  named by ``judge_name``), pixel pairwise identification (``pairwise_id_pixel``) and the pixel
-  n-way hits (``nway10_id_pixel``). ``metrics.json`` holds their means (``metrics.summarise``).
+  ``(n, 3, S, S)`` in [0, 1] against the true images. The Kamitani lab's evaluation
+  (brain-decoding-cookbook ``recon_eval_image.py``) under the names ``LAB_NAMES`` gives them:
+  ``pixcorr`` (pixel pattern correlation), ``ssim``, ``rmse``, ``pairwise_id_pixel`` and
+  ``pairwise_id_pixel_euclid`` (identification by pixel correlation and by Euclidean distance);
+  then the judge network's pairwise identification per layer (``alexnet2``, ``alexnet5``, ...,
+  named by ``judge_name``), its top-1 identification among all n test images (``nway<n>_alexnet5``:
+  harder, so methods that saturate the pairwise scores still separate) and the pixel n-way hits
+  (``nway<n>_id_pixel``, n = min(10, test images)). Names carry their actual n.
+  ``metrics.json`` holds their means (``metrics.summarise``).
   ``ValidationScorer`` scores the validation hold-out the same way (every tick and the final table).
   Scores are taken at one size (``at_size``), a grayscale set in gray.
 * **The judge**: a feature network no loss or optimisation looks through
@@ -13,21 +18,75 @@
   ``shared/layers.py`` names); ``judge_features`` gives its flattened features per layer.
 * **Decoded features** (stage 1): ``DecodingScores`` accumulates profile correlation, pattern
   correlation and pairwise identification over chunks of units, so no whole layer is held.
-* **Order and labels**: ``METRIC_ORDER`` (the column order of tables and ``compare``),
-  ``VALIDATION_SHOWN`` (the validation columns shown beside the test ones).
+* **Order and labels**: ``metric_order`` (the column order of tables and ``compare``),
+  ``metric_label`` (each metric's meaning, with the lab's name where it has one; ``metrics.json``
+  keeps them in ``reconstruction_info.metric_names``), ``VALIDATION_SHOWN`` (the validation columns
+  shown beside the test ones). Every metric but ``rmse`` is better higher.
 
 The formulas themselves (correlations, SSIM, identification) are in ``shared/metrics.py``.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from shared import metrics as M
 
-METRIC_ORDER = ["pixcorr", "ssim", "alexnet2", "alexnet5", "pairwise_id_pixel", "nway10_id_pixel"]
 VALIDATION_SHOWN = ("pixcorr", "ssim")  # validation scores shown beside the test scores
-PIXEL_METRICS = ("pixcorr", "ssim")
+PIXEL_METRICS = ("pixcorr", "ssim")  # the validation scores (every tick's and the final table's), with the judge's
+LOWER_IS_BETTER = ("rmse",)
+# the lab's evaluation (brain-decoding-cookbook recon_eval_image.py) under its names
+LAB_NAMES = {
+    "pixcorr": "pixel pattern correlation",
+    "ssim": "ssim",
+    "rmse": "pixel rmse",
+    "pairwise_id_pixel": "identification accuracy by pixel pattern correlation",
+    "pairwise_id_pixel_euclid": "identification accuracy by pixel euclidean distance",
+}
+_NWAY = re.compile(r"nway(\d+)_(.+)")
+_FIXED = ("pixcorr", "ssim", "rmse")
+_PIXEL_ID = ("pairwise_id_pixel", "pairwise_id_pixel_euclid")
+
+
+def metric_order(keys) -> list[str]:
+    """``keys`` (metric names) in table order: the pixel metrics, the judge's pairwise identification per
+    layer (and any other metric, in the order given), its top-1 identification per layer, pixel
+    identification, pixel n-way."""
+    keys = list(dict.fromkeys(keys))
+
+    def rank(k: str) -> tuple:
+        if k in _FIXED:
+            return (0, _FIXED.index(k))
+        if k in _PIXEL_ID:
+            return (3, _PIXEL_ID.index(k))
+        m = _NWAY.fullmatch(k)
+        if m and m.group(2) == "id_pixel":
+            return (4, 0)
+        if m:
+            return (2, keys.index(k))
+        return (1, keys.index(k))  # the judge's pairwise identification (alexnet2, ...)
+
+    return sorted(keys, key=rank)
+
+
+def metric_label(key: str) -> str:
+    """What a metric column holds, in words (the lab's name first where it has one)."""
+    m = _NWAY.fullmatch(key)
+    if key in LAB_NAMES:
+        extra = {"pixcorr": "Pearson r over pixels",
+                 "ssim": "structural similarity, Gaussian window 11, SD 1.5, on luminance; the lab averages the "
+                         "RGB channels'",
+                 "rmse": "in 0-1 intensities, lower is better; x255 for the lab's 8-bit values",
+                 "pairwise_id_pixel": "2-way, chance 0.5", "pairwise_id_pixel_euclid": "2-way, chance 0.5"}[key]
+        return f"{LAB_NAMES[key]} ({extra})"
+    if m and m.group(2) == "id_pixel":
+        return f"{m.group(1)}-way identification by pixel correlation (random distractors, chance 1/{m.group(1)})"
+    if m:
+        return (f"top-1 identification among all {m.group(1)} test images by the judge's {m.group(2)} features "
+                f"(chance 1/{m.group(1)})")
+    return f"identification accuracy by the judge's {key} features (2-way by correlation, chance 0.5)"
 
 
 def check_judge_independent(cfg) -> str:
@@ -76,13 +135,23 @@ def score(recon: np.ndarray, true: np.ndarray, true_feats: dict[str, np.ndarray]
     [0, 1]); ``true_feats`` are ``judge_features`` of ``true``. ``metrics.json`` holds their means."""
     corr = M.corr_matrix(recon, true)
     fr = judge_features(judge, recon, device)
+    judged = {k: M.corr_matrix(fr[k], true_feats[k]) for k in true_feats}
+    n = len(true)
     return {
         "pixcorr": np.diag(corr).copy(),
         "ssim": M.ssim(recon, true),
-        **{k: M.pairwise_identification(fr[k], true_feats[k]) for k in true_feats},
+        "rmse": M.rmse(recon, true),
+        **{k: M.pairwise_identification(None, None, corr=c) for k, c in judged.items()},
+        **{f"nway{n}_{k}": M.top1_hits(c) for k, c in judged.items()},
         "pairwise_id_pixel": M.pairwise_identification(None, None, corr=corr),
-        "nway10_id_pixel": M.nway_hits(corr, min(10, len(true)), rng),
+        "pairwise_id_pixel_euclid": M.euclidean_identification(recon, true),
+        f"nway{min(10, n)}_id_pixel": M.nway_hits(corr, min(10, n), rng),
     }
+
+
+def validation_value(scores: dict[str, float], metric: str) -> float:
+    """The value of ``eval.validation_metric`` in ``scores``: ``pixcorr``, ``ssim`` or their mean ``pixcorr_ssim``."""
+    return (scores["pixcorr"] + scores["ssim"]) / 2 if metric == "pixcorr_ssim" else scores[metric]
 
 
 def means(per_image: dict[str, np.ndarray]) -> dict[str, float]:

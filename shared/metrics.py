@@ -7,9 +7,12 @@ Definitions follow bdpy.evals.metrics and Shen et al. 2019:
   training statistics);
 * pairwise identification: per prediction, the fraction of distractor images whose
   truth is less correlated with the prediction than the correct image's truth
-  (chance 0.5);
-* PixCorr: per image, Pearson r across pixels; SSIM: Wang et al. 2004 (Gaussian
-  window 11, sigma 1.5) on luminance;
+  (chance 0.5); by Euclidean distance: whose truth lies farther from the prediction;
+* top-1 identification: whether the correct image's truth correlates best with the
+  prediction among all candidates (chance 1/n);
+* PixCorr: per image, Pearson r across pixels; RMSE: per image, root mean squared
+  difference over pixels; SSIM: Wang et al. 2004 (Gaussian window 11, sigma 1.5) on
+  luminance;
 * single-trial reliability: per voxel, Pearson r across images between repetitions.
 """
 
@@ -57,6 +60,29 @@ def pairwise_identification(pred: np.ndarray, true: np.ndarray, corr: np.ndarray
     correct = np.diag(r)[:, None]
     wins = (r < correct).sum(axis=1)
     return wins / (n - 1)
+
+
+def euclidean_identification(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per-prediction 2-way identification accuracy by Euclidean distance, ``(n,)``: the share of the other
+    images whose truth lies farther from the prediction than row i of ``true`` does (chance 0.5)."""
+    p = pred.reshape(len(pred), -1).astype(np.float64)
+    t = true.reshape(len(true), -1).astype(np.float64)
+    d2 = (p**2).sum(1)[:, None] - 2 * p @ t.T + (t**2).sum(1)[None, :]  # squared distances: same order
+    n = d2.shape[0]
+    return (d2 > np.diag(d2)[:, None]).sum(axis=1) / (n - 1)
+
+
+def top1_hits(corr: np.ndarray) -> np.ndarray:
+    """Per-image top-1 identification among all ``n`` candidates ``(n,)`` (1.0 or 0.0; chance 1/n) from a
+    ``corr_matrix``: the correct image's truth correlates with the prediction more than every other's."""
+    others = np.where(np.eye(len(corr), dtype=bool), -np.inf, corr)
+    return (np.diag(corr) > others.max(axis=1)).astype(np.float64)
+
+
+def rmse(recon: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per-image root mean squared difference over every pixel and channel, ``(n,)`` (in the images' units)."""
+    d = recon.reshape(len(recon), -1).astype(np.float64) - true.reshape(len(true), -1).astype(np.float64)
+    return np.sqrt((d**2).mean(axis=1))
 
 
 def nway_hits(corr: np.ndarray, n_way: int, rng: np.random.Generator, draws: int = 20) -> np.ndarray:

@@ -110,13 +110,13 @@ def training_plot(stats: list[dict], path: Path, best_step: int | None = None) -
     atomic_write_bytes(path, figure_bytes(fig))
 
 
-KIND_COLOURS = {"method": "#1f5fa8", "ceiling": "#7fa7d9", "baseline": "#9e9e9e"}
+KIND_COLOURS = {"method": "#1f5fa8", "baseline": "#9e9e9e"}
 
 
 def interval_bars(labels: list[str], kinds: list[str], panels: dict[str, list[tuple[float, float, float]]],
                   path: Path, title: str = "") -> None:
     """Horizontal bars, one panel per metric: ``panels[metric]`` holds ``(mean, lo, hi)`` per label;
-    ``kinds`` colours each bar (``method``, ``ceiling`` or ``baseline``)."""
+    ``kinds`` colours each bar (``method`` or ``baseline``)."""
     import matplotlib
 
     matplotlib.use("Agg")

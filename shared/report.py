@@ -48,16 +48,23 @@ def write_table(base: Path, rows: list[dict], columns: list[str]) -> None:
 DECODING_COLUMNS = ["subject", "roi", "layer", "profile_corr", "pattern_corr", "pairwise_id", "oof_profile_corr",
                     "oof_pattern_corr", "oof_pairwise_id", "alpha", "alpha_per", "n_voxels", "n_units"]
 VALIDATION_SECTION = "reconstruction_validation"  # metrics.json: every method's scores on the validation hold-out
-RECON_FIRST = ["subject", "method", "pixcorr", "ssim"]
-RECON_LAST = ["pairwise_id_pixel", "nway10_id_pixel"]
+ROW_VALUES = ("alpha", "pixel_size", "contrast_gain")  # a method's ``row()`` values kept in metrics.json, not shown as metric columns
 
 
 def recon_columns(recon: dict) -> list[str]:
-    """Pixel metrics first, then the judge's identification columns (``alexnet2``, ...), then the rest."""
+    """``subject``, ``method``, then the metrics in ``evaluation.metric_order``."""
+    from shared.evaluation import metric_order
+
     keys = [k for by_method in recon.values() for m in by_method.values() for k, v in m.items()
-            if not isinstance(v, dict)]
-    judge = [k for k in dict.fromkeys(keys) if k not in RECON_FIRST + RECON_LAST + ["alpha"]]
-    return RECON_FIRST + judge + [k for k in RECON_LAST if k in keys]
+            if not isinstance(v, dict) and k not in ROW_VALUES]
+    return ["subject", "method", *metric_order(keys)]
+
+
+def metric_legend(columns: list[str]) -> str:
+    """One line per metric column: what it holds (``evaluation.metric_label``)."""
+    from shared.evaluation import metric_label
+
+    return "\n".join(f"- `{c}`: {metric_label(c)}" for c in columns if c not in ("subject", "method")) + "\n"
 
 
 def decoding_rows(decoding: dict) -> list[dict]:
@@ -106,12 +113,13 @@ def write_summary(results: Path, metrics: dict) -> None:
             if recon_info.get("score_size"):
                 parts.append(f"Scored at {recon_info['score_size']['pixels']} px ({recon_info['score_size']['label']}).\n")
             judges = "; ".join(f"`{k}`: {v}" for k, v in recon_info.get("judge", {}).items())
-            parts.append("Two-way identification by the judge network's features (chance 0.5; the judge is never a "
-                         f"network a training loss uses): {judges}. `pairwise_id_pixel`/`nway10_id_pixel`: "
-                         "identification by pixel correlation (chance 0.5 and 0.1). `wgan_gp`: generator from "
-                         "decoded features; `wgan_gp_true_features`: the same generator from the true features "
-                         "(a ceiling); `pixel_ridge`: ridge from voxels to pixels; `nearest_train`: the "
-                         "training image whose true features best match the decoded ones."
+            parts.append(metric_legend(recon_columns(value)))
+            parts.append("The judge network (never a network a training loss or an optimisation uses): "
+                         f"{judges}. `wgan_gp`: generator from decoded features; `wgan_gp_true_features`: the "
+                         "same generator fed the true features (true-feature input: a reference, not a bound; a "
+                         "method from decoded features can beat it); `pixel_ridge`: ridge from voxels to pixels"
+                         + _pixel_ridge_fits(value) + "; `nearest_train`: the training image whose true "
+                         "features best match the decoded ones."
                          + (" `inversion_dgn`: iterative inversion of the decoded features (Shen et al. 2019) "
                             "through the generator, from its reconstruction; `inversion_pixels`: the same "
                             "inversion of the pixels, from the mean training image."
@@ -120,6 +128,18 @@ def write_summary(results: Path, metrics: dict) -> None:
     for grid in sorted(results.glob("grid*.png")):
         parts.append(f"![{grid.stem}]({grid.name})\n")
     atomic_write_text(results / "summary.md", "\n".join(parts))
+
+
+def _pixel_ridge_fits(recon: dict) -> str:
+    """`` (fitted at 8 px, contrast x1.81; ...)``: each pixel-ridge row's size, chosen by cross-validation on
+    the training images, and its contrast gain, chosen on the validation hold-out (1 = as fitted)."""
+    fits = [f"{method}: {m['pixel_size']} px, " + (f"contrast x{m['contrast_gain']:.2f}" if m["contrast_gain"] != 1
+                                                   else "contrast as fitted")
+            for by_method in recon.values() for method, m in by_method.items() if "pixel_size" in m]
+    if not fits:
+        return ""
+    return (" (its size chosen by cross-validation on the training images, its contrast on the validation "
+            "hold-out; the scores behind both choices are in metrics.json: " + "; ".join(fits) + ")")
 
 
 def _training_parts(recon_info: dict, validation: dict | None, results: Path) -> list[str]:
@@ -146,7 +166,8 @@ def _training_parts(recon_info: dict, validation: dict | None, results: Path) ->
         parts.append("No tick had a dead output (no rollback).\n")
     if validation:
         parts.append("Scores on the held-out training images (their out-of-fold decoded features; the voxel "
-                     "methods from their averaged trials):\n")
+                     "methods from their averaged trials). Settings chosen here score here too: the generator's "
+                     "tick and pixel ridge's contrast.\n")
         parts.append(markdown_table(recon_rows(validation), recon_columns(validation)))
     if (results / "training.png").is_file():
         parts.append("![training curves](training.png)\n")

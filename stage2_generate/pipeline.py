@@ -16,7 +16,7 @@ from shared.datasets import (DataSource, average_by_name, bdata_files, load_spli
 from shared.device import distributed, process_device
 from shared.errors import UserError
 from shared.evaluation import (ValidationScorer, as_scored, check_judge_independent, is_grayscale, judge_features,
-                               judge_name, means, score)
+                               judge_name, means, metric_label, score, validation_value)
 from shared.holdout import validation_split
 from shared.report import VALIDATION_SECTION, recon_columns, recon_rows, section_key, write_summary, write_table
 from shared.runs import Run, atomic_write_bytes, atomic_write_json, update_metrics
@@ -201,17 +201,22 @@ def run(cfg: Config) -> None:
         for roi in cfg.data.rois:
             suffix = "" if roi == first_roi else f"[{roi}]"
             trials = load_split(source, subject, "train", roi, average=False) if reads_voxels else None
-            train = registry.TrainData(ctx, subject, roi, _only(trials, train_names) if trials is not None else None)
-            active = [m.fit(train) for m in methods if roi == first_roi or not m.first_roi_only]
-            if val_names:  # every method scored on the held-out images, beside the test scores
-                held = _only(trials, val_names) if trials is not None else None
+            held = None
+            if val_names:  # the held-out images: every method scored on them, beside the test scores
                 src = cfg.data.subjects.index(subject) * len(cfg.data.rois) + cfg.data.rois.index(roi)
-                test = registry.TestData(subject, roi, VALIDATION, val_names, val_inputs[src],
-                                         average_by_name(held.X, held.names, val_names) if held is not None else None)
+                held_trials = _only(trials, val_names) if trials is not None else None
+                held = registry.TestData(subject, roi, VALIDATION, val_names, val_inputs[src],
+                                         average_by_name(held_trials.X, held_trials.names, val_names)
+                                         if held_trials is not None else None)
+            train = registry.TrainData(ctx, subject, roi, _only(trials, train_names) if trials is not None else None,
+                                       held, (lambda rec: validation_value(validation.score(rec, False),
+                                                                           e.validation_metric)) if held is not None else None)
+            active = [m.fit(train) for m in methods if roi == first_roi or not m.first_roi_only]
+            if held is not None:
                 for m in active:
                     if m.validated:
                         validation_scores.setdefault(subject, {})[m.name + suffix] = validation.score(
-                            _finite(m.reconstruct(test), m.name, test))
+                            _finite(m.reconstruct(held), m.name, held))
             for split in cfg.data.test:
                 d = load_split(source, subject, split, roi, average=True) if reads_voxels else None
                 dec, names = decoded_inputs(store, transforms, subject, roi, split)
@@ -260,6 +265,7 @@ def run(cfg: Config) -> None:
                       **training},
         "validation": {"fraction": e.validation_fraction, "n_images": len(val_names), "n_train_images":
                        len(train_names), "metric": e.validation_metric},
+        "metric_names": {k: metric_label(k) for rec in recon_metrics.values() for k in recon_columns(rec)[2:]},
         "grayscale": gray,
         "score_size": {"pixels": size, "native": native, "label": _size_label(size, native, gc.image_size)},
     }

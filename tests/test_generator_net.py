@@ -168,23 +168,24 @@ def test_image_coder_at_native_sizes(size, rng):
 
 
 def test_pixel_ridge_never_fits_above_the_image_size():
-    from stage2_generate.methods.pixel_ridge import pixel_ridge
+    from stage2_generate.methods.pixel_ridge import candidate_sizes, pixel_ridge
 
     fitted = {}
 
-    class FakeRidge:  # records the targets' width; predicts the targets' mean
+    class FakeRidge:  # records the targets' width; predicts the targets' mean; no folds to choose with
         def fit(self, Y):
             fitted["width"] = Y.shape[1]
-            return SimpleNamespace(alpha=1.0, predict=lambda X: np.tile(Y.mean(0), (len(X), 1)))
+            return SimpleNamespace(alpha=1.0, predict=lambda X: np.tile(Y.mean(0), (len(X), 1)),
+                                   out_of_fold=lambda: None)
 
     images = np.random.default_rng(0).uniform(size=(6, 3, 10, 10)).astype(np.float32)
-    cfg = SimpleNamespace(eval=SimpleNamespace(pixel_ridge_size=32))
-    out, alpha = pixel_ridge(cfg.eval.pixel_ridge_size, FakeRidge(), images, {"natural": np.zeros((2, 7))})
-    assert fitted["width"] == 3 * 10 * 10 and out["natural"].shape == (2, 3, 10, 10)
+    out, record = pixel_ridge(FakeRidge(), images, {"natural": np.zeros((2, 7))}, sizes=[32])
+    assert fitted["width"] == 3 * 10 * 10 and out["natural"].shape == (2, 3, 10, 10) and record["size"] == 10
     np.testing.assert_allclose(out["natural"][0], images.mean(0), atol=1e-6)  # at 10 px nothing is resampled
-    cfg.eval.pixel_ridge_size = 4
-    pixel_ridge(cfg.eval.pixel_ridge_size, FakeRidge(), images, {"natural": np.zeros((2, 7))})
+    pixel_ridge(FakeRidge(), images, {"natural": np.zeros((2, 7))}, sizes=[4])
     assert fitted["width"] == 3 * 4 * 4
+    assert candidate_sizes(64) == [8, 16, 32, 64] and candidate_sizes(10) == [5, 10]
+    assert candidate_sizes(28) == [7, 14, 28] and candidate_sizes(64, [16, 128]) == [16, 64]
 
 
 def test_config_accepts_any_image_size_from_8_to_512(tiny_config):
@@ -193,5 +194,5 @@ def test_config_accepts_any_image_size_from_8_to_512(tiny_config):
     for bad in (7, 513):
         with pytest.raises(UserError, match=rf"'generator.image_size' must lie in \[8, 512\]; {bad} was given"):
             load_config(tiny_config, [f"generator.image_size={bad}"])
-    with pytest.raises(UserError, match=r"'eval.pixel_ridge_size' must be at least 1 .*; 0 was given"):
-        load_config(tiny_config, ["eval.pixel_ridge_size=0"])
+    with pytest.raises(UserError, match=r"'eval.pixel_ridge_sizes' must all be at least 1 px .*; \[16, 0\] was given"):
+        load_config(tiny_config, ["eval.pixel_ridge_sizes=[16,0]"])

@@ -57,3 +57,63 @@ def test_ssim_works_on_images_smaller_than_its_window(rng):
     y = np.clip(x + 0.2 * rng.standard_normal(x.shape), 0, 1)
     assert np.allclose(M.ssim(x, x), 1) and (M.ssim(y, x) < 0.95).all()
     assert M.ssim(x[..., :8, :8], x[..., :8, :8]).shape == (4,)
+
+
+def test_the_labs_metrics_match_their_formulas_on_tiny_arrays(rng):
+    """The Kamitani lab's evaluation (recon_eval_image.py) under its names, each against a direct computation:
+    pixel pattern correlation and identification by correlation and by Euclidean distance (bdpy's, the lab's own
+    call), pixel RMSE (a loop over images)."""
+    true = rng.uniform(size=(6, 3, 4, 4))
+    recon = np.clip(true + rng.normal(scale=0.3, size=true.shape), 0, 1)
+    flat_r, flat_t = recon.reshape(6, -1), true.reshape(6, -1)
+    np.testing.assert_allclose(M.pattern_correlation(flat_r, flat_t), bd_pattern(flat_r, flat_t), atol=1e-10)
+    np.testing.assert_allclose(M.pairwise_identification(flat_r, flat_t), bd_pairwise(flat_r, flat_t), atol=1e-10)
+    np.testing.assert_allclose(M.euclidean_identification(recon, true),
+                               bd_pairwise(flat_r, flat_t, metric="euclidean"), atol=1e-10)
+    direct = [np.sqrt(np.mean([(a - b) ** 2 for a, b in zip(flat_r[i], flat_t[i])])) for i in range(6)]
+    np.testing.assert_allclose(M.rmse(recon, true), direct, atol=1e-12)
+    assert (M.rmse(true, true) == 0).all()
+
+
+def test_euclidean_identification_differs_from_correlation_where_it_should(rng):
+    true = rng.uniform(size=(5, 12))
+    brighter = true + 0.5  # same pattern, far away: correlation identifies it, distance need not
+    assert (M.pairwise_identification(brighter, true) == 1).all()
+    assert M.euclidean_identification(brighter, true).mean() < 1
+    assert (M.euclidean_identification(true, true) == 1).all()
+
+
+def test_top1_identification_is_the_argmax_among_all_candidates(rng):
+    corr = rng.normal(size=(7, 7))
+    direct = np.array([float(np.argmax(corr[i]) == i and (corr[i] == corr[i].max()).sum() == 1) for i in range(7)])
+    np.testing.assert_array_equal(M.top1_hits(corr), direct)
+    assert (M.top1_hits(np.eye(7)) == 1).all()
+    tie = np.eye(3)
+    tie[0, 1] = 1.0  # a distractor as close as the correct image: not identified
+    assert M.top1_hits(tie)[0] == 0.0
+
+
+class _Judge:  # a stand-in judge: its "conv5" features are the pixels, 2x2-pooled
+    network = "alexnet"
+
+    def __call__(self, x):
+        import torch
+
+        return {"conv5": torch.nn.functional.avg_pool2d(x, 2)}
+
+
+def test_score_names_carry_their_actual_n_and_order_puts_the_labs_first(rng):
+    from shared.evaluation import judge_features, metric_label, metric_order, score
+
+    true = rng.uniform(size=(6, 3, 8, 8)).astype(np.float32)
+    recon = np.clip(true + rng.normal(scale=0.4, size=true.shape), 0, 1).astype(np.float32)
+    per = score(recon, true, judge_features(_Judge(), true, "cpu"), _Judge(), "cpu", rng)
+    assert set(per) == {"pixcorr", "ssim", "rmse", "alexnet5", "nway6_alexnet5", "pairwise_id_pixel",
+                        "pairwise_id_pixel_euclid", "nway6_id_pixel"}  # 6 images: 6-way, not "10-way"
+    pooled_r, pooled_t = (x.reshape(6, 3, 4, 2, 4, 2).mean(axis=(3, 5)).reshape(6, -1) for x in (recon, true))
+    np.testing.assert_allclose(per["nway6_alexnet5"], M.top1_hits(M.corr_matrix(pooled_r, pooled_t)))
+    assert metric_order(reversed(list(per))) == ["pixcorr", "ssim", "rmse", "alexnet5", "nway6_alexnet5",
+                                                 "pairwise_id_pixel", "pairwise_id_pixel_euclid", "nway6_id_pixel"]
+    assert "pixel rmse" in metric_label("rmse") and "lower is better" in metric_label("rmse")
+    assert "among all 6 test images" in metric_label("nway6_alexnet5")
+    assert metric_label("nway6_id_pixel").startswith("6-way")

@@ -15,7 +15,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import ROOT, TINY
+from conftest import TINY
 from shared import metrics as M
 from shared.config import load_config
 from shared.errors import UserError
@@ -182,7 +182,7 @@ def test_same_seed_same_metrics_and_torchrun_matches_one_process(tmp_path):
 
 
 def test_grayscale_stimuli_give_grayscale_reconstructions(tmp_path):
-    cfg = _experiment(tmp_path, train_inputs="corrupted")
+    _experiment(tmp_path, train_inputs="corrupted")
     _run(tmp_path, "-m", "stage1_decode", "simulate", "--config", "tiny.yaml")
     for png in (tmp_path / "data/images").rglob("*.png"):
         Image.open(png).convert("L").save(png)

@@ -128,9 +128,9 @@ def validate(cfg: Config) -> None:
         raise UserError(f"'simulation.reliability_median' must lie in (0, 1); {cfg.simulation.reliability_median} was given")
     if not 8 <= cfg.generator.image_size <= 512:
         raise UserError(f"'generator.image_size' must lie in [8, 512]; {cfg.generator.image_size} was given")
-    if cfg.eval.pixel_ridge_size < 1:
-        raise UserError(f"'eval.pixel_ridge_size' must be at least 1 (it is capped at generator.image_size); "
-                        f"{cfg.eval.pixel_ridge_size} was given")
+    if any(s < 1 for s in cfg.eval.pixel_ridge_sizes):
+        raise UserError(f"'eval.pixel_ridge_sizes' must all be at least 1 px (each is capped at generator.image_size; "
+                        f"[] tries image_size halved up to three times); {cfg.eval.pixel_ridge_sizes} was given")
     from shared.weights import parse_weights
 
     for key, value in [

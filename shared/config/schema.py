@@ -246,7 +246,9 @@ class EvalConfig:
     judge_weights: str = "imagenet"
     judge_layers: list[str] = field(default_factory=lambda: ["conv2", "conv5"])
     judge_input_size: int = 224
-    pixel_ridge_size: int = 32  # resolution of the voxels-to-pixels baseline (capped at generator.image_size)
+    # sizes the voxels-to-pixels baseline is fitted at, one chosen by cross-validation on the training
+    # images (each capped at generator.image_size); [] = image_size halved up to three times (>= 4 px)
+    pixel_ridge_sizes: list[int] = field(default_factory=list)
     grid_columns: int = 10
     # Held-out training images (all repeats of an image on one side, drawn with the experiment's seed):
     # never in a generator batch nor in any method's fit; their out-of-fold decoded features are scored

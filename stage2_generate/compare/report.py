@@ -12,8 +12,8 @@ import numpy as np
 from shared import stats
 from shared.config import BASELINES, GENERATOR_ROWS
 from shared.errors import UserError
-from shared.evaluation import METRIC_ORDER, VALIDATION_SHOWN
-from shared.report import csv_table, markdown_table
+from shared.evaluation import LOWER_IS_BETTER, VALIDATION_SHOWN, metric_order
+from shared.report import csv_table, markdown_table, metric_legend
 from shared.runs import atomic_write_text
 from stage2_generate.compare.runner import read_per_image, read_validation
 from stage2_generate.compare.spec import CompareSpec
@@ -62,8 +62,7 @@ def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
 
 
 def metric_names(rows: list[dict]) -> list[str]:
-    present = list(dict.fromkeys(k for r in rows for k in r["values"]))
-    return [m for m in METRIC_ORDER if m in present] + [m for m in present if m not in METRIC_ORDER]
+    return metric_order(k for r in rows for k in r["values"])
 
 
 def summarise_rows(rows: list[dict], seed: int) -> None:
@@ -139,12 +138,14 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
             f"{judge.judge_input_size} px; test set "
             f"`{rows[0]['split'] if rows else '?'}`, {', '.join(map(str, n_images))} test images. Each cell: mean over "
             f"test images [95% percentile bootstrap interval, {stats.N_RESAMPLES} resamples of the images]. "
-            f"`{spec.method}_true_features`: the same generator fed the true features (a ceiling). Baselines "
+            f"`{spec.method}_true_features`: the same generator fed the true features (true-feature input: a reference, "
+            f"not a bound; a method from decoded features can beat it). Baselines "
             f"(`pixel_ridge`, `nearest_train`) are listed once per distinct result.\n\n")
     if val_cols:
         head += (f"`{'`, `'.join(val_cols)}`: the same method's mean on the validation hold-out of the training "
                  f"images (never trained on; settings are chosen there, not on the test images).\n\n")
-    atomic_write_text(out / "table.md", head + markdown_table(md_rows, keys + metrics + val_cols))
+    atomic_write_text(out / "table.md", head + markdown_table(md_rows, keys + metrics + val_cols) + "\n"
+                      + metric_legend(metrics))
     csv_cols = keys + [f"{m}{sfx}" for m in metrics for sfx in ("", "_lo", "_hi")] + ["n_images"] + val_cols
     csv_rows = [{**{k: r[k] for k in keys},
                  **{f"{m}{sfx}": r["summary"][m][part] for m in metrics if m in r["summary"]
@@ -158,7 +159,7 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
              f"Method `{spec.method}`, paired over the same test images: mean difference (variant minus reference) "
              f"[95% bootstrap interval], and the two-sided Wilcoxon signed-rank p-value (scipy), which rests on the "
              f"k images whose difference is not zero (identification scores near 1 tie on most images). Positive is "
-             f"better for every metric. No correction for multiple comparisons.{also}\n"]
+             f"better for every metric but `rmse` (lower is better). No correction for multiple comparisons.{also}\n"]
     if paired:
         md = [{"variant": e["variant"], "method": e["method"], "subject": e["subject"], "roi": e["roi"], "vs": e["vs"],
                "n": e["n_images"],
@@ -201,7 +202,8 @@ def bars_plot(spec: CompareSpec, rows: list[dict], path: Path, title: str) -> No
               if r["method"] not in BASELINES else f"{r['method']} ({r['roi']})" for r in shown]
     kinds = ["baseline" if r["method"] in BASELINES else "method" for r in shown]
     nan = {"mean": np.nan, "lo": np.nan, "hi": np.nan}
-    panels = {m: [tuple(r["summary"].get(m, nan)[k] for k in ("mean", "lo", "hi")) for r in shown]
+    panels = {m + (" (lower is better)" if m in LOWER_IS_BETTER else ""):
+              [tuple(r["summary"].get(m, nan)[k] for k in ("mean", "lo", "hi")) for r in shown]
               for m in metric_names(shown)}
     interval_bars(labels, kinds, panels, path, f"{title}; {spec.method} per variant ({subject}, "
                                                 f"{first_roi[spec.reference]} unless named), baselines in grey")

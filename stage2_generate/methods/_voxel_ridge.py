@@ -9,7 +9,7 @@ import torch
 
 from shared.config import DecoderConfig
 from shared.datasets import SplitData
-from shared.ridge import KernelRidge, Standardiser, select_alpha, trials_to_images
+from shared.ridge import ImageFolds, KernelRidge, Standardiser, fold_hats, select_alpha, trials_to_images
 
 
 class VoxelRidge:
@@ -54,6 +54,23 @@ class FittedRidge:
         """Predicted targets ``(n, k)`` of voxel rows ``X`` ``(n, n_voxels)`` (raw, not z-scored)."""
         vr = self.vr
         return self.y_std.inverse(((vr.ridge.hat(vr.x_std.transform(X), self.alpha) @ vr.E) @ self.Yz).cpu().numpy())
+
+    def out_of_fold(self) -> np.ndarray | None:
+        """Each training image's targets ``(n_images, k)`` predicted by a ridge fitted without its trials (the
+        image-grouped folds the penalty was chosen on, at the chosen penalty; raw units), or None when
+        ``decoder.cv_folds`` gives no folds. Each fold's ridge keeps the voxels' z-scoring over all training
+        trials and centres the targets on its own trials, as stage 1's out-of-fold features do; unlike them,
+        the penalty is not chosen again inside each fold (not nested: cheap, slightly optimistic)."""
+        vr = self.vr
+        folds = ImageFolds(vr.trial_img, vr.n_images, vr.decoder.cv_folds, vr.seed)
+        if not len(folds):
+            return None
+        out = torch.zeros_like(self.Yz)
+        dev = self.Yz.device
+        for k, (H,) in enumerate(fold_hats(vr.ridge, folds, [self.alpha])):
+            out[torch.as_tensor(folds.held_images[k], device=dev)] = \
+                H @ self.Yz[torch.as_tensor(folds.train_images(k), device=dev)]
+        return self.y_std.inverse(out.cpu().numpy())
 
     def coef(self) -> tuple[np.ndarray, np.ndarray]:
         """``(W, b)``: predictions are ``x_std.transform(X) @ W + b`` (``W`` ``(n_voxels, k)``)."""

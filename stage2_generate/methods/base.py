@@ -49,7 +49,8 @@ class Context:
     features: FeaturesConfig
     decoder: DecoderConfig
     methods: MethodsConfig
-    pixel_ridge_size: int
+    pixel_ridge_sizes: list[int]
+    validation_metric: str
     seed: int
     work: Path
     store: ExperimentStore | None
@@ -67,7 +68,8 @@ class Context:
     def of(cls, cfg: Config, **values) -> Context:
         """A context with ``cfg``'s sections and ``values`` for the rest."""
         return cls(generator=cfg.generator, features=cfg.features, decoder=cfg.decoder, methods=cfg.methods,
-                   seed=cfg.seed, work=cfg.work_path, pixel_ridge_size=cfg.eval.pixel_ridge_size, experiment=cfg,
+                   seed=cfg.seed, work=cfg.work_path, pixel_ridge_sizes=list(cfg.eval.pixel_ridge_sizes),
+                   validation_metric=cfg.eval.validation_metric, experiment=cfg,
                    **values)
 
     def shared(self, key: str, make: Callable[[], Any]) -> Any:
@@ -80,12 +82,17 @@ class Context:
 
 @dataclass
 class TrainData:
-    """One subject's and ROI's training trials of the images methods fit (None when no method reads voxels)."""
+    """One subject's and ROI's training trials of the images methods fit (None when no method reads voxels);
+    ``held``: the validation hold-out of this subject and ROI (None without one) and ``held_score``, which
+    scores reconstructions of it by ``eval.validation_metric``: a method may choose a setting there, never on
+    test images."""
 
     ctx: Context
     subject: str
     roi: str
     trials: SplitData | None
+    held: TestData | None = None
+    held_score: Callable[[np.ndarray], float] | None = None
 
     @functools.cached_property
     def ridge(self):
@@ -151,5 +158,6 @@ class Method:
         return {}
 
     def row(self) -> dict:
-        """Values of the current fit shown beside its scores in the test tables (e.g. a chosen penalty)."""
+        """Values of the current fit kept beside its scores in ``metrics.json`` (e.g. a chosen penalty; the
+        tables show only metrics, ``shared/report.py`` lists the keys in ``ROW_VALUES``)."""
         return {}

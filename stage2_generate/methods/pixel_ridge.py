@@ -1,44 +1,141 @@
-"""``pixel_ridge``, an honest baseline: ridge regression straight from voxels to pixels.
+"""``pixel_ridge``, an honest baseline given the generator's care: ridge regression straight from voxels
+to pixels.
 
-The targets are the training images at ``eval.pixel_ridge_size``, never above the images' own size
-(``generator.image_size``; never upsampled); predictions are brought back to that size. Same kernel
-ridge, z-scoring and cross-validated penalty as stage 1's feature decoders (``_voxel_ridge.py``);
-the chosen penalty is shown beside its scores (``alpha``).
+* **Size, chosen by cross-validation on the training images.** The targets are the training images
+  area-averaged to one of a few sizes (``eval.pixel_ridge_sizes``; by default the generator's
+  ``image_size`` halved up to three times, at least 4 px); each size's ridge predicts every training
+  image out of fold (image-grouped folds, stage 1's; the penalty chosen on the same folds, not nested:
+  a slight optimism, alike for every size), brought back to the images' size, and the size whose
+  predictions score best by ``eval.validation_metric`` (at the generator's size, in colour) fits the
+  test images.
+* **Contrast, chosen on the validation hold-out.** A ridge's predictions shrink toward the mean image
+  (the generator's decoded inputs are rescaled to the training RMS for the same reason). The
+  rescaled output ``mean + gain * (prediction - mean)``, with ``gain`` the RMS deviation from the
+  mean image of the training images as the fitted size holds them (area-averaged to it and brought
+  back) over that of the out-of-fold predictions, is used when it scores better by
+  ``eval.validation_metric`` than the prediction as fitted on the held-out training images (never on
+  test images); without a hold-out the prediction stays as fitted. Rescaling trades RMSE for
+  contrast; the validation table then scores pixel ridge on the images its contrast was chosen on,
+  as it scores the generator on the images its tick was chosen on.
+* Same kernel ridge, z-scoring and cross-validated penalty as stage 1's feature decoders
+  (``_voxel_ridge.py``). ``row()`` reports the penalty, the size, the gain used (1 = as fitted) and
+  every score the choices compared; ``metrics.json`` keeps them beside the scores.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
+from shared import metrics as M
+from shared.evaluation import validation_value
 from stage2_generate.methods.base import Method, TestData, TrainData
 
 
-class PixelMap:
-    """A voxel ridge fitted to the training images' pixels at ``target`` px; ``predict`` gives images at
-    ``size`` px."""
+def candidate_sizes(image_size: int, sizes: list[int] | tuple[int, ...] = ()) -> list[int]:
+    """The sizes tried, ascending: ``sizes`` capped at ``image_size`` (never upsampled), or by default
+    ``image_size`` halved up to three times (sizes below 4 px left out)."""
+    if sizes:
+        return sorted({min(int(s), image_size) for s in sizes})
+    return sorted({image_size} | {image_size >> k for k in range(1, 4) if image_size >> k >= 4})
 
-    def __init__(self, ridge, train_images: np.ndarray, size_cap: int):
+
+def selection_score(pred: np.ndarray, true: np.ndarray, metric: str) -> float:
+    """Mean of ``metric`` (``eval.validation_metric``: ``pixcorr``, ``ssim`` or ``pixcorr_ssim``) of images
+    ``pred`` against ``true``, both ``(n, C, S, S)`` in [0, 1]."""
+    scores = {"pixcorr": M.summarise(M.pattern_correlation(pred.reshape(len(pred), -1), true.reshape(len(true), -1)))}
+    if metric != "pixcorr":
+        scores["ssim"] = M.summarise(M.ssim(pred, true))
+    return validation_value(scores, metric)
+
+
+def _resize(images: np.ndarray, size: int, mode: str) -> np.ndarray:
+    if images.shape[-1] == size:
+        return images
+    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    kw = {"align_corners": False} if mode == "bilinear" else {}
+    return torch.nn.functional.interpolate(t, size=size, mode=mode, **kw).numpy()
+
+
+class PixelMap:
+    """A voxel ridge fitted to the training images' pixels at ``target`` px (at most their own size);
+    ``predict`` gives images at the training images' size, ``mean + gain * (prediction - mean)``."""
+
+    def __init__(self, ridge, train_images: np.ndarray, target: int):
         self.size = train_images.shape[-1]
-        target = min(size_cap, self.size)
-        small = torch.nn.functional.interpolate(torch.from_numpy(train_images), size=target, mode="area").numpy()
+        small = _resize(train_images, min(target, self.size), "area")
         self.shape = small.shape[1:]
         self.fitted = ridge.fit(small.reshape(len(small), -1))
         self.alpha = self.fitted.alpha
+        self.mean = train_images.mean(axis=0)
+        self.gain = 1.0
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Images ``(n, 3, size, size)`` in [0, 1] of voxel rows ``X`` ``(n, n_voxels)``."""
-        pred = torch.from_numpy(self.fitted.predict(X).reshape(len(X), *self.shape))
-        pred = torch.nn.functional.interpolate(pred, size=self.size, mode="bilinear", align_corners=False)
-        return np.clip(pred.numpy(), 0, 1)
+    def at_size(self, images: np.ndarray) -> np.ndarray:
+        """``images`` as the fitted size can hold them: area-averaged to it and brought back."""
+        return _resize(_resize(images, self.shape[-1], "area"), self.size, "bilinear")
+
+    def _full(self, flat: np.ndarray) -> np.ndarray:
+        return _resize(flat.reshape(len(flat), *self.shape).astype(np.float32), self.size, "bilinear")
+
+    def out_of_fold(self) -> np.ndarray | None:
+        """The training images predicted out of fold, at their size, unclipped (None without folds)."""
+        oof = self.fitted.out_of_fold()
+        return None if oof is None else self._full(oof)
+
+    def predict(self, X: np.ndarray, gain: float | None = None) -> np.ndarray:
+        """Images ``(n, 3, size, size)`` in [0, 1] of voxel rows ``X`` ``(n, n_voxels)``; ``gain`` defaults
+        to the chosen one."""
+        pred = self._full(self.fitted.predict(X))
+        g = self.gain if gain is None else gain
+        return np.clip(self.mean + g * (pred - self.mean) if g != 1.0 else pred, 0, 1).astype(np.float32)
 
 
-def pixel_ridge(size_cap: int, ridge, train_images: np.ndarray,
-                tests: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-    """Reconstructions ``{split: (n, 3, S, S)}`` from test voxels ``{split: (n, n_voxels)}`` and the chosen
-    penalty; ``size_cap``: ``eval.pixel_ridge_size``."""
-    pixels = PixelMap(ridge, train_images, size_cap)
-    return {split: pixels.predict(X) for split, X in tests.items()}, pixels.alpha
+def fit_pixel_map(ridge, train_images: np.ndarray, sizes=(), metric: str = "pixcorr_ssim",
+                  held: tuple[np.ndarray, Callable[[np.ndarray], float]] | None = None) -> tuple[PixelMap, dict]:
+    """The ``PixelMap`` of the size that predicts the training images best out of fold, with its contrast
+    gain chosen on ``held`` (voxel rows of the held-out images, and a function scoring their reconstructions;
+    None: no hold-out, the prediction as fitted); and a record of the choices."""
+    sizes = candidate_sizes(train_images.shape[-1], sizes)
+    cv: dict[str, float] = {}
+    maps: dict[int, PixelMap] = {}
+    oofs: dict[int, np.ndarray] = {}
+    for s in sizes:
+        pm = PixelMap(ridge, train_images, s)
+        oof = pm.out_of_fold()
+        if oof is None:  # no folds (decoder.cv_folds < 2): the largest size, nothing to choose with
+            maps = {sizes[-1]: pm if s == sizes[-1] else PixelMap(ridge, train_images, sizes[-1])}
+            cv = {}
+            break
+        maps[s], oofs[s] = pm, oof
+        cv[str(s)] = round(selection_score(np.clip(oof, 0, 1), train_images, metric), 5)
+    best = max(maps, key=lambda s: (cv.get(str(s), 0.0), -s))  # a tie goes to the smaller size
+    pm = maps[best]
+    record: dict = {"size": best, "size_cv": cv, "metric": metric}
+    gain = 1.0
+    if best in oofs:  # the spread a perfect fit at this size would have, over the out-of-fold predictions'
+        reachable = pm.at_size(train_images) - pm.mean
+        dev = oofs[best] - pm.mean
+        gain = float(np.sqrt((reachable**2).mean() / max((dev**2).mean(), 1e-12)))
+    if held is not None and gain != 1.0:
+        X_held, score = held
+        as_fitted, rescaled = score(pm.predict(X_held, 1.0)), score(pm.predict(X_held, gain))
+        record["contrast_validation"] = {"as fitted": round(as_fitted, 5), f"x{gain:.3f}": round(rescaled, 5)}
+        pm.gain = gain if rescaled > as_fitted else 1.0
+        record["contrast"] = "rescaled" if pm.gain != 1.0 else "as fitted"
+    else:
+        record["contrast"] = "as fitted (no validation hold-out)" if held is None else "as fitted"
+    record["gain"] = round(pm.gain, 5)
+    return pm, record
+
+
+def pixel_ridge(ridge, train_images: np.ndarray, tests: dict[str, np.ndarray], sizes=(),
+                metric: str = "pixcorr_ssim", held=None) -> tuple[dict[str, np.ndarray], dict]:
+    """Reconstructions ``{split: (n, 3, S, S)}`` from test voxels ``{split: (n, n_voxels)}`` and the record
+    of the fit (penalty, size, contrast; ``fit_pixel_map``)."""
+    pm, record = fit_pixel_map(ridge, train_images, sizes, metric, held)
+    return {split: pm.predict(X) for split, X in tests.items()}, {"alpha": pm.alpha, **record}
 
 
 class PixelRidge(Method):
@@ -46,11 +143,15 @@ class PixelRidge(Method):
     reads = "voxels"
 
     def fit(self, train: TrainData) -> PixelRidge:
-        self.pixels = PixelMap(train.ridge, self.ctx.train_images, self.ctx.pixel_ridge_size)
+        held = (train.held.voxels, train.held_score) if train.held is not None and train.held_score else None
+        self.pixels, self.record = fit_pixel_map(train.ridge, self.ctx.train_images, self.ctx.pixel_ridge_sizes,
+                                                 self.ctx.validation_metric, held)
         return self
 
     def reconstruct(self, test: TestData) -> np.ndarray:
         return self.pixels.predict(test.voxels)
 
     def row(self) -> dict:
-        return {"alpha": self.pixels.alpha}
+        r = self.record
+        return {"alpha": self.pixels.alpha, "pixel_size": r["size"], "contrast_gain": r["gain"],
+                "choices": {k: v for k, v in r.items() if k not in ("size", "gain")}}
