@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-NUMBER = re.compile(r"(?<![\d.])\d+(?:\.\d+)? ?%|(?<![\d.])\d+\.\d+(?![\d.])")
+NUMBER = re.compile(r"(?<![\d.])\d+(?:\.\d+)? ?%|(?<![\d.])\d+\.\d+(?!\.?\d)")
 _DEMO = ["demo/reconstruction.md", "demo/decoding.md", "demo/validation.md", "demo/summary.md"]
 _PRESETS = [f"{p}/{f}" for p in ("small_strokes", "binary_shapes") for f in ("reconstruction.md", "validation.md",
                                                                           "decoding.md", "summary.md")]
@@ -153,8 +153,8 @@ def test_the_allow_list_is_true_and_in_use():
 
 @pytest.mark.parametrize("text, want", [("PixCorr 0.671 vs 0.650, 80 % of units, torch 2.14.1, 1e-3, 26 GB",
                                          ["0.671", "0.650", "80 %"]),
-                                        ("436.17s, x1.81, 5.9G, 12.5%, conv5_4, sub-01", ["436.17", "1.81", "5.9",
-                                                                                         "12.5 %"])])
+                                        ("436.17s, x1.81, 5.9G, 12.5%, conv5_4, sub-01, ends 0.30.", ["436.17", "1.81", "5.9",
+                                                                                                     "12.5 %", "0.30"])])
 def test_the_number_finder_sees_decimals_and_percentages_only(tmp_path, text, want):
     doc = tmp_path / "x.md"
     doc.write_text(text)
