@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 # torch and torchvision are pinned to the releases this project is tested with (CPU or CUDA).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test bench bench-stage2 bench-simulator bench-layer ablations small-data settings reference clean-demo
+.PHONY: setup demo test bench bench-stage2 bench-simulator bench-layer per-unit ablations small-data settings reference clean-demo
 
 setup: $(STAMP)
 
@@ -55,6 +55,12 @@ ABLATIONS := layers rois decoders losses inputs methods
 ablations: $(STAMP)
 	for name in $(ABLATIONS); do $(PY) -m stage2_generate compare --config configs/ablations/$$name.yaml || exit 1; done
 
+# the demo's VC decoded with a penalty per unit, beside the default per layer (the README's reading)
+per-unit: $(STAMP)
+	$(PY) -m stage1_decode run --config configs/demo.yaml --set experiment=demo_unit --set decoder.alpha_per=unit \
+	  --set data.rois=[VC] && mkdir -p $(REFERENCE)/demo_unit && \
+	  cp results/demo_unit/decoding.md results/demo_unit/decoding.csv $(REFERENCE)/demo_unit/
+
 # the stress presets that look like small public sets (docs/small_datasets.md): a few minutes each
 PRESETS := small_strokes binary_shapes
 small-data: $(STAMP)
@@ -76,7 +82,8 @@ reference:
 	cp results/demo/summary.md results/demo/metrics.json results/demo/decoding.* results/demo/reconstruction.* \
 	   results/demo/validation.* results/demo/training.png results/demo/grid*.png $(REFERENCE)/demo/
 	if [ -f results/demo/timing.txt ]; then cp results/demo/timing.txt $(REFERENCE)/demo/; fi
-	for d in .venv data/demo work/demo work/demo/features; do du -sh $$d; done > $(REFERENCE)/demo/disk_usage.txt
+	(for d in .venv data/demo work/demo work/demo/features; do du -sh $$d 2>/dev/null; done; true) \
+	  > $(REFERENCE)/demo/disk_usage.txt
 	for name in $(PRESETS); do if [ -f results/$$name/summary.md ]; then rm -rf $(REFERENCE)/$$name && \
 	  mkdir -p $(REFERENCE)/$$name && cp results/$$name/summary.md results/$$name/metrics.json results/$$name/decoding.* \
 	  results/$$name/reconstruction.* results/$$name/validation.* results/$$name/training.png results/$$name/grid*.png \
