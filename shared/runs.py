@@ -206,35 +206,48 @@ def machine(device: str) -> dict[str, Any]:
     return out
 
 
-class ExperimentLock:
-    """An exclusive lock on one experiment (its work and results folders), held for a process's life.
+WAIT_FOR_LOCKS = "N2P_WAIT_FOR_LOCKS"  # set to 1 (compare --jobs does, for its stages): wait, do not refuse
 
-    ``fcntl.flock`` on ``<work_dir>/<experiment>/.lock``: the kernel releases it when the holder exits
-    or is killed, so a crash never leaves it stuck. The file names the holder (pid, host, command,
-    start time) for the refusal message of a second process.
+
+class ExperimentLock:
+    """A lock on one folder (an experiment's work folder, a results folder, a generator's checkpoints),
+    held for a process's life.
+
+    ``fcntl.flock`` on ``<folder>/.lock``: the kernel releases it when the holder exits or is killed, so
+    a crash never leaves it stuck. Exclusive by default; ``shared`` holders (stage 2 reading a feature
+    store) may be many at once, never beside an exclusive one (stage 1 writing it). The file names the
+    holder (pid, host, command, start time) for the refusal message of a second process; with
+    ``N2P_WAIT_FOR_LOCKS=1`` in the environment a process waits for the lock instead (logged once).
     """
 
     _held: dict[Path, "ExperimentLock"] = {}  # locks this process holds (a second Run in it reuses one)
 
     @classmethod
-    def acquire(cls, folder: Path, what: str) -> "ExperimentLock":
+    def acquire(cls, folder: Path, what: str, shared: bool = False) -> "ExperimentLock":
         path = (folder / ".lock").resolve()
         held = cls._held.get(path)
         if held is not None and not held._fh.closed:
             return held
-        lock = cls(folder, what)
+        lock = cls(folder, what, shared)
         cls._held[path] = lock
         return lock
 
-    def __init__(self, folder: Path, what: str):
+    def __init__(self, folder: Path, what: str, shared: bool = False):
         import fcntl
         import socket
 
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / ".lock"
         self._fh = open(self.path, "a+")
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(self._fh, mode | fcntl.LOCK_NB)
+            except OSError:
+                if os.environ.get(WAIT_FOR_LOCKS) != "1":
+                    raise
+                log.info("waiting for %s (in use by another process)", what)
+                fcntl.flock(self._fh, mode)
         except OSError:
             holder = ""
             for _ in range(20):  # the holder may be between emptying the file and naming itself
@@ -249,6 +262,8 @@ class ExperimentLock:
 
             raise UserError(f"{what} is in use by {holder}; wait for that run to finish (or stop it), or give this "
                             f"run another experiment name") from None
+        if shared:  # other holders may be named in the file; it names any one of them
+            return
         self._fh.seek(0)
         self._fh.truncate()
         command = " ".join([Path(sys.argv[0]).parent.name or sys.argv[0], *sys.argv[1:]])[:160]
@@ -263,10 +278,17 @@ class ExperimentLock:
 
 
 class Run:
-    """One invocation of a stage: its directory, log file and metadata. Holds the experiment's lock."""
+    """One invocation of a stage: its directory, log file and metadata. Holds the experiment's lock:
+    exclusive on its work folder, or (``reads_work``: stage 2, which only reads the feature store and
+    writes into folders it locks itself) shared on the work folder and exclusive on its results folder,
+    so stage-2 runs of one store with different results folders run at once (``compare --jobs``)."""
 
-    def __init__(self, cfg: Config, stage: str, device: str, inputs: dict[str, Path] | None = None):
-        self._lock = ExperimentLock.acquire(cfg.work_path, f"experiment '{cfg.experiment}' ({cfg.work_path})")
+    def __init__(self, cfg: Config, stage: str, device: str, inputs: dict[str, Path] | None = None,
+                 reads_work: bool = False):
+        what = f"experiment '{cfg.experiment}'"
+        self._lock = ExperimentLock.acquire(cfg.work_path, f"{what} ({cfg.work_path})", shared=reads_work)
+        self._results_lock = ExperimentLock.acquire(cfg.results_path, f"{what} ({cfg.results_path})") \
+            if reads_work else None
         sweep_temporary_files(cfg.work_path, cfg.results_path)  # the lock says no live run is writing them
         base = cfg.results_path / "runs"
         base.mkdir(parents=True, exist_ok=True)
@@ -305,3 +327,5 @@ class Run:
         logging.getLogger().removeHandler(self._handler)
         self._handler.close()
         self._lock.release()
+        if self._results_lock is not None:
+            self._results_lock.release()

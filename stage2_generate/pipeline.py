@@ -19,7 +19,7 @@ from shared.evaluation import (ValidationScorer, as_scored, check_judge_independ
                                judge_name, means, metric_label, score, validation_value)
 from shared.holdout import validation_split
 from shared.report import VALIDATION_SECTION, recon_columns, recon_rows, section_key, write_summary, write_table
-from shared.runs import Run, atomic_write_bytes, atomic_write_json, update_metrics
+from shared.runs import ExperimentLock, Run, atomic_write_bytes, atomic_write_json, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
 
@@ -172,7 +172,9 @@ def run(cfg: Config) -> None:
     for method in methods:
         method.check()
     # every input checked: from here on the run writes (a bad input above has touched nothing)
-    run_ = Run(cfg, "stage2", str(device), bdata_files(source)) if rank == 0 else None
+    run_ = Run(cfg, "stage2", str(device), bdata_files(source), reads_work=True) if rank == 0 else None
+    # the generator's checkpoints: one writer at a time (stage-2 runs of one store may run at once)
+    gen_lock = ExperimentLock.acquire(ckpt_dir, f"the generator {key} ({ckpt_dir})") if rank == 0 else None
     judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval() \
         if rank == 0 else None
     native = native_size(source)
@@ -287,5 +289,6 @@ def run(cfg: Config) -> None:
             for stale in (base.with_suffix(".md"), base.with_suffix(".csv")):
                 stale.unlink(missing_ok=True)
     write_summary(results, metrics)
+    gen_lock.release()
     run_.finish(generator_key=key)
     log.info("stage 2 done in %.0f s; results in %s", time.time() - t0, results)

@@ -77,9 +77,9 @@ def test_a_variant_with_an_unknown_key_is_refused_naming_it(tmp_path, tiny_confi
         load_compare(path)
 
 
-def _compare(cwd: Path, path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stage2_generate", "compare", "--config", str(path)], cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
+def _compare(cwd: Path, path: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stage2_generate", "compare", "--config", str(path), *extra],
+                          cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
 def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
@@ -113,6 +113,23 @@ def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
     assert "2 of 2 variants reused" in second.stderr
     assert "stage 1 (" not in second.stderr and "train generator" not in second.stderr
     assert json.loads((out / "compare.json").read_text())["summary"] == record["summary"]
+
+    # the same comparison from scratch, two variants at once: the same tables, stage 1 run once
+    other = tmp_path / "parallel"
+    other.mkdir()
+    config = yaml.safe_load(tiny_config.read_text())
+    config.update({"data": {**config["data"], "root": str(other / "data")}, "work_dir": str(other / "work"),
+                   "results_dir": str(other / "results")})
+    (other / tiny_config.name).write_text(yaml.safe_dump(config))
+    parallel = _compare(other, _files(other, other / tiny_config.name, {"base": {}, "fc only": {
+        "generator.condition_layers": ["fc7"]}}, reference="base"), "--jobs", "2")
+    assert parallel.returncode == 0, parallel.stderr[-3000:]
+    assert "2 at once" in parallel.stderr
+    assert parallel.stderr.count(": stage 1 (feature store") == 1 and "stage 1 reused" in parallel.stderr
+    assert "[fc only] " in parallel.stderr and "[base] " in parallel.stderr  # each variant's lines marked
+    for name in ("table.md", "stats.md"):
+        ours = (other / "results" / "compare" / "tiny" / name).read_text().replace(str(other), str(tmp_path))
+        assert ours == (out / name).read_text(), name
 
 
 def test_with_a_matrix_each_variant_is_paired_with_the_reference_of_the_same_values(tmp_path, tiny_config, rng):

@@ -44,3 +44,49 @@ def test_a_second_process_is_refused_and_a_killed_holder_leaves_no_stale_lock(tm
     other.kill()
     other.wait()
     assert time.time() - started < 30
+
+
+HOLD_SHARED = """
+import sys, time
+from pathlib import Path
+from shared.runs import ExperimentLock
+ExperimentLock.acquire(Path(sys.argv[1]), "store 'x'", shared=True)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _shared_holder(folder: Path, seconds: float) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", HOLD_SHARED, str(folder), str(seconds)], stdout=subprocess.PIPE,
+                         text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_shared_holders_coexist_and_keep_an_exclusive_one_out(tmp_path):
+    """Stage-2 runs of one store hold it shared, at once; stage 1 (exclusive) is refused while they run."""
+    holder = _shared_holder(tmp_path, 60)
+    try:
+        mine = ExperimentLock(tmp_path, "store 'x'", shared=True)  # a second reader: granted
+        mine.release()
+        with pytest.raises(UserError, match=r"store 'x' is in use by .*wait for that run to finish"):
+            ExperimentLock(tmp_path, "store 'x'")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_with_wait_for_locks_a_process_waits_instead_of_refusing(tmp_path, monkeypatch):
+    from shared.runs import WAIT_FOR_LOCKS
+
+    holder = _shared_holder(tmp_path, 3)
+    started = time.time()
+    monkeypatch.setenv(WAIT_FOR_LOCKS, "1")
+    try:
+        lock = ExperimentLock(tmp_path, "store 'x'")  # exclusive: granted once the reader has gone
+        assert time.time() - started >= 2  # not before the reader's 3 s were up
+        assert holder.wait(timeout=10) == 0  # the reader ended normally: it was waited for, not broken
+        lock.release()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -38,7 +38,7 @@ from shared.errors import UserError
 from shared.faults import failpoint
 from shared.runs import atomic_write_json
 from stage2_generate.compare.report import bars_plot, collect, compare_grid, paired_rows, summarise_rows, write_tables
-from stage2_generate.compare.runner import check_one_judge, check_variant_inputs, run_variant, run_variant_record
+from stage2_generate.compare.runner import check_one_judge, check_variant_inputs, run_variant_record, run_variants
 from stage2_generate.compare.spec import load_compare
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ def add_arguments(parser) -> None:
                         "own data) instead of its 'base'; results go to <results_dir>/compare/<name>_<config's stem>")
     parser.add_argument("--only", action="append", default=[], metavar="VARIANT",
                         help="run only these variants (repeatable); the tables cover what has finished")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run N variants at once on this machine (variants sharing a stage 1 wait for it); "
+                             "each stage uses its share of the cores (torch threads: cores / N)")
 
 
 def compare_verb(args) -> None:
@@ -60,6 +63,8 @@ def compare_verb(args) -> None:
         for v in spec.variants:
             sys.stdout.write(f"# variant {v.name!r}: {v.changes}\n" + dump_yaml(v.cfg) + "\n")
         return
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1; {args.jobs} was given")
     only = list(dict.fromkeys(args.only))
     todo = [v for v in spec.variants if not only or v.name in only]
     if only and len(todo) != len(only):
@@ -71,10 +76,7 @@ def compare_verb(args) -> None:
 
     lock = ExperimentLock.acquire(out, f"comparison '{spec.name}' ({out})")  # one compare of a name at a time
     log.info("compare %s: %d variants of %s, results in %s", spec.name, len(spec.variants), spec.base, out)
-    records = []
-    for i, v in enumerate(todo):
-        records.append(run_variant(v, i + 1, len(todo)))
-        failpoint("compare.variant")
+    records = run_variants(todo, args.jobs, lambda: failpoint("compare.variant"))
     finished = [(v, r) for v, r in zip(todo, records)]
     if args.only:  # the tables cover every variant that has finished
         finished = [(v, run_variant_record(v)) for v in spec.variants]

@@ -11,13 +11,14 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from shared.config import dump_yaml, to_dict
 from shared.errors import UserError
 from shared.report import VALIDATION_SECTION
-from shared.runs import atomic_write_json, atomic_write_text
+from shared.runs import WAIT_FOR_LOCKS, atomic_write_json, atomic_write_text
 from stage2_generate.compare.cache import done_marker, result_key, stage1_marker, store_key, variant_paths
 from stage2_generate.compare.spec import Variant
 
@@ -38,21 +39,39 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _run_stage(module: str, config_path: Path, what: str) -> None:
-    """Run ``python -m <module> run --config <config_path>``, its output passed through."""
+_OUTPUT = threading.Lock()  # one writer of the passed-through output at a time (compare --jobs)
+
+
+def _run_stage(module: str, config_path: Path, what: str, prefix: bytes = b"", threads: int = 0) -> None:
+    """Run ``python -m <module> run --config <config_path>``, its output passed through (each line after
+    ``prefix`` when variants run at once; they then wait for each other's locks instead of refusing, and
+    use ``threads`` CPU threads each unless OMP_NUM_THREADS is set)."""
     cmd = [sys.executable, "-m", module, "run", "--config", str(config_path)]
     parent = os.getpid()
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, preexec_fn=lambda: _die_with_parent(parent))
+    env = None
+    if prefix:
+        env = {**os.environ, WAIT_FOR_LOCKS: "1"}
+        if threads and "OMP_NUM_THREADS" not in os.environ:
+            env["OMP_NUM_THREADS"] = str(threads)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env, preexec_fn=lambda: _die_with_parent(parent))
     tail = b""
+    pending = b""
     assert proc.stderr is not None
     while True:
         chunk = proc.stderr.read1(4096)
         if not chunk:
             break
         tail = (tail + chunk)[-8192:]
+        if prefix:  # whole lines only, each marked with its variant
+            pending += chunk
+            *lines, pending = pending.replace(b"\r", b"\n").split(b"\n")
+            lines = [ln + b"\n" for ln in lines if ln.strip()]
+        else:
+            lines = chunk.splitlines(keepends=True)
         # the child's own `error:` line is not passed through: compare reports it, once, naming the variant
-        sys.stderr.buffer.write(b"".join(ln for ln in chunk.splitlines(keepends=True) if not ln.startswith(b"error:")))
-        sys.stderr.flush()
+        with _OUTPUT:
+            sys.stderr.buffer.write(b"".join(prefix + ln for ln in lines if not ln.startswith(b"error:")))
+            sys.stderr.flush()
     rc = proc.wait()
     if rc == 0:
         return
@@ -109,8 +128,46 @@ def check_variant_inputs(variants: list[Variant]) -> None:
             raise UserError(f"variant {v.name!r}: {exc}") from None
 
 
-def run_variant(v: Variant, i: int, n: int) -> dict:
-    """Both stages of one variant, each skipped when its products are cached; returns its record."""
+_STAGE1: dict[str, threading.Lock] = {}  # stage-1 marker -> the lock its variants take in turn
+_STAGE1_GUARD = threading.Lock()
+
+
+def _stage1_lock(marker: Path) -> threading.Lock:
+    with _STAGE1_GUARD:
+        return _STAGE1.setdefault(str(marker), threading.Lock())
+
+
+def run_variants(todo: list[Variant], jobs: int, after_each=lambda: None) -> list[dict]:
+    """Every variant of ``todo`` (records in its order), ``jobs`` at once: variants sharing a stage-1
+    configuration take it in turn, so the first runs it and the others reuse it."""
+    if jobs <= 1:
+        records = []
+        for i, v in enumerate(todo):
+            records.append(run_variant(v, i + 1, len(todo)))
+            after_each()
+        return records
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    log.info("running %d variants, %d at once (%d CPU threads each)", len(todo), jobs, threads)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_variant, v, i + 1, len(todo), f"[{v.name}] ".encode(), threads)
+                   for i, v in enumerate(todo)]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            for f in pending:
+                f.cancel()  # not started yet: never started; running ones finish (their products are kept)
+            raise failed.exception()
+    for _ in futures:
+        after_each()
+    return [f.result() for f in futures]
+
+
+def run_variant(v: Variant, i: int, n: int, prefix: bytes = b"", threads: int = 0) -> dict:
+    """Both stages of one variant, each skipped when its products are cached; returns its record.
+    ``prefix``: the variant runs beside others (``compare --jobs``), its output lines marked with it, its
+    stages on ``threads`` CPU threads."""
     run_cfg, store_dir, results = variant_paths(v.cfg)
     done_path = done_marker(results)
     record = _record(v, results)
@@ -123,18 +180,19 @@ def run_variant(v: Variant, i: int, n: int) -> dict:
     atomic_write_text(config_path, dump_yaml(run_cfg))
     s1_marker = stage1_marker(store_dir, v.cfg)
     t0 = time.time()
-    if s1_marker.is_file():
-        log.info("variant %d/%d %r: stage 1 reused (feature store %s, decoded by %s)", i, n, v.name, store_dir,
-                 json.loads(s1_marker.read_text()).get("by"))
-        reused = "stage 1"
-    else:
-        log.info("variant %d/%d %r: stage 1 (feature store %s)", i, n, v.name, store_dir)
-        _run_stage("stage1_decode", config_path, f"variant {v.name!r}, stage 1")
-        atomic_write_json(s1_marker, {"by": v.name, "config": str(config_path),
-                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        reused = "nothing"
+    with _stage1_lock(s1_marker):  # a variant sharing this stage 1 waits for it rather than repeating it
+        if s1_marker.is_file():
+            log.info("variant %d/%d %r: stage 1 reused (feature store %s, decoded by %s)", i, n, v.name, store_dir,
+                     json.loads(s1_marker.read_text()).get("by"))
+            reused = "stage 1"
+        else:
+            log.info("variant %d/%d %r: stage 1 (feature store %s)", i, n, v.name, store_dir)
+            _run_stage("stage1_decode", config_path, f"variant {v.name!r}, stage 1", prefix, threads)
+            atomic_write_json(s1_marker, {"by": v.name, "config": str(config_path),
+                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            reused = "nothing"
     log.info("variant %d/%d %r: stage 2 (results %s)", i, n, v.name, results)
-    _run_stage("stage2_generate", config_path, f"variant {v.name!r}, stage 2")
+    _run_stage("stage2_generate", config_path, f"variant {v.name!r}, stage 2", prefix, threads)
     atomic_write_json(done_path, {"variant": v.name, "result_key": record["result_key"],
                                   "seconds": round(time.time() - t0, 1),
                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

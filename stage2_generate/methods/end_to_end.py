@@ -22,6 +22,7 @@ import torch
 from shared.config import Config
 from shared.datasets import DataSource, SplitData, brain_file
 from shared.errors import UserError
+from shared.runs import ExperimentLock
 from stage2_generate.methods.base import Method, TestData, TrainData
 from stage2_generate.models import generate
 
@@ -96,6 +97,7 @@ class EndToEnd(Method):
         key = _training(c.experiment, train.subject, train.roi, c.train_images, c.channels, self.name)
         sampler = TrialSampler.build(ridge.Xz, ridge.trial_img, len(c.train_images), c.device)
         self.x_std = ridge.x_std
+        ExperimentLock.acquire(c.work / "generator" / key, f"the {self.name} generator {key}")  # one writer
         self.G = train_generator(c.generator, c.features, sampler, [], c.train_images, c.device,
                                  c.work / "generator" / key, None, key, channels=c.channels,
                                  label=f"{self.name} {train.subject} {train.roi}")
