@@ -31,6 +31,7 @@ test: $(STAMP)
 
 # the benchmarks write their committed outputs under results/reference/bench/ (the guides quote them)
 bench: $(STAMP)
+	$(PY) -m pip install -q 'himalaya>=0.4'
 	mkdir -p results/reference/bench
 	$(PY) bench/bench_ridge.py --json results/reference/bench/ridge.json > results/reference/bench/ridge.txt && \
 	  cat results/reference/bench/ridge.txt

@@ -13,7 +13,10 @@ units). Methods:
 - ``fastl2lir``: the fastl2lir package, same selection and penalty, at its fastest
   setting (one chunk, float32; see PITFALLS); on ``conv`` it is timed on a random
   1,000-unit subset (its cost is linear in units);
-- ``sklearn``: scikit-learn's ``Ridge`` (alpha 100) on all voxels.
+- ``sklearn``: scikit-learn's ``Ridge`` (alpha 100) on all voxels;
+- ``himalaya``: himalaya's ``KernelRidgeCV`` (gallantlab), the same penalty grid and image-grouped
+  folds as ``dense_unit``, a penalty per unit, on the same torch backend (CUDA when present); it
+  holds trials x units in memory, so on ``conv`` it is timed on a random 20,000-unit subset.
 
 Each method runs in a fresh process of its own (spawned by this one; it regenerates the
 same seeded data), so its peak memory is its own. Each row: wall time (including each
@@ -123,7 +126,8 @@ def run_method(args, method: str, target: str, subset: bool, queue) -> None:
     Xz, Xtz = xs.transform(X), xs.transform(X_test)
     del X
     if subset:
-        cols = np.sort(np.random.default_rng(2).choice(train.shape[1], min(args.subset, train.shape[1]), replace=False))
+        n_sub = args.himalaya_subset if method == "himalaya" else args.subset
+        cols = np.sort(np.random.default_rng(2).choice(train.shape[1], min(n_sub, train.shape[1]), replace=False))
         train, true = np.ascontiguousarray(train[:, cols]), np.ascontiguousarray(true[:, cols])
     device = resolve_device(args.device)
     import fastl2lir  # noqa: F401 - imports and a small solve before the clock starts
@@ -137,7 +141,21 @@ def run_method(args, method: str, target: str, subset: bool, queue) -> None:
     peak_rss_reset()
     t = time.perf_counter()
     ys = TargetScaler(train, trial_img)
-    if method in ("fastl2lir", "sklearn"):
+    if method == "himalaya":  # the gallantlab's multi-target ridge: a penalty per unit, image-grouped folds
+        from himalaya.backend import set_backend
+        from himalaya.kernel_ridge import KernelRidgeCV
+
+        backend = set_backend("torch_cuda" if device.type == "cuda" else "torch", on_error="raise")
+        folds = ImageFolds(trial_img, args.images, 5, seed=0)
+        cv = [(folds.train_trials(k), folds.held_trials[k]) for k in range(len(folds))]
+        Yt = ys.transform(train)[trial_img]
+        m = Yt.mean(0)
+        model = KernelRidgeCV(alphas=np.array(ALPHAS), cv=cv, Y_in_cpu=True, warn=False,
+                              solver_params={"n_targets_batch": args.chunk, "n_alphas_batch": len(ALPHAS)})
+        model.fit(Xz, Yt - m)
+        pred = backend.to_numpy(model.predict(Xtz)) + m
+        del Yt
+    elif method in ("fastl2lir", "sklearn"):
         Yt = ys.transform(train)[trial_img]  # the references take trials x units
         if method == "fastl2lir":
             (pred,) = fastl2lir_fit_predict(Xz, Yt, args.alpha, args.n_voxels, [Xtz])
@@ -177,6 +195,8 @@ def main() -> None:
     p.add_argument("--conv-units", type=int, default=401_408, help="default: VGG19 conv4_4 at 224 px")
     p.add_argument("--fc-units", type=int, default=10_000)
     p.add_argument("--subset", type=int, default=1000, help="units of conv on which fastl2lir (and sparse) are timed")
+    p.add_argument("--himalaya-subset", type=int, default=20_000,
+                   help="units of conv on which himalaya is timed (it holds trials x units in memory)")
     p.add_argument("--n-voxels", type=int, default=500, help="voxels per unit (sparse, fastl2lir)")
     p.add_argument("--alpha", type=float, default=100.0, help="penalty of sparse, fastl2lir and sklearn")
     p.add_argument("--chunk", type=int, default=8192, help="units per streamed chunk (ours)")
@@ -187,8 +207,9 @@ def main() -> None:
           f"{args.test} test images; conv {args.conv_units} units, fc {args.fc_units} units; device "
           f"{resolve_device(args.device)}, torch threads {torch.get_num_threads()}", flush=True)
     plan = [("fastl2lir", "fc", False), ("sparse", "fc", False), ("sklearn", "fc", False), ("dense", "fc", False),
-            ("dense_unit", "fc", False), ("fastl2lir", "conv", True), ("sparse", "conv", True),
-            ("dense", "conv", False), ("dense_unit", "conv", False)]
+            ("dense_unit", "fc", False), ("himalaya", "fc", False), ("fastl2lir", "conv", True),
+            ("sparse", "conv", True), ("dense", "conv", False), ("dense_unit", "conv", False),
+            ("himalaya", "conv", True)]
     ctx = mp.get_context("spawn")
     rows = []
     for method, target, subset in plan:

@@ -149,3 +149,17 @@ def test_with_a_matrix_each_variant_is_paired_with_the_reference_of_the_same_val
     assert set(paired) == {"b seed=0", "b seed=1"}
     assert paired["b seed=1"]["vs"] == "a seed=1 (VC)"
     assert paired["b seed=1"]["pixcorr"]["diff"] == pytest.approx((values["b seed=1"] - values["a seed=1"]).mean())
+
+
+def test_results_scored_by_an_older_stage_2_are_refused_not_mixed_in(tmp_path):
+    from stage2_generate.compare.runner import read_per_image
+
+    results = tmp_path / "cache" / "abc"
+    results.mkdir(parents=True)
+    old = {"natural": {"sub-01": {"wgan_gp": {"names": ["a", "b"], "pixcorr": [0.5, 0.6], "ssim": [0.2, 0.3]}}}}
+    (results / "per_image.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match=r"scored by an older stage 2 .*delete .*cache and rerun compare"):
+        read_per_image(results)
+    old["natural"]["sub-01"]["wgan_gp"]["rmse"] = [0.1, 0.2]
+    (results / "per_image.json").write_text(json.dumps(old))
+    assert read_per_image(results) == old

@@ -219,7 +219,12 @@ def read_per_image(results: Path) -> dict:
     path = results / "per_image.json"
     if not path.is_file():
         raise UserError(f"{path} is missing (results of an older stage 2); delete {results.parent} and rerun compare")
-    return json.loads(path.read_text())
+    per = json.loads(path.read_text())
+    first = next((m for split in per.values() for subject in split.values() for m in subject.values()), {})
+    if first and "rmse" not in first:  # scored before the lab's metrics: its rows would lack columns
+        raise UserError(f"{path} was scored by an older stage 2 (no rmse, Euclidean or top-1 identification); "
+                        f"delete {results.parent} and rerun compare")
+    return per
 
 
 def read_validation(results: Path) -> dict:
