@@ -223,56 +223,81 @@ class ExperimentLock:
     _held: dict[Path, "ExperimentLock"] = {}  # locks this process holds (a second Run in it reuses one)
 
     @classmethod
-    def acquire(cls, folder: Path, what: str, shared: bool = False) -> "ExperimentLock":
+    def acquire(cls, folder: Path, what: str, shared: bool = False, wait: bool = False) -> "ExperimentLock":
+        """The lock of ``folder`` (this process's, if it holds it); ``wait``: wait for it whatever the
+        environment says (a generator's or coder's folder: the other process finishes what this one needs)."""
         path = (folder / ".lock").resolve()
         held = cls._held.get(path)
         if held is not None and not held._fh.closed:
             return held
-        lock = cls(folder, what, shared)
+        lock = cls(folder, what, shared, wait)
         cls._held[path] = lock
         return lock
 
-    def __init__(self, folder: Path, what: str, shared: bool = False):
+    def __init__(self, folder: Path, what: str, shared: bool = False, wait: bool = False):
         import fcntl
-        import socket
 
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / ".lock"
+        self._reader = folder / f".lock.{os.getpid()}" if shared else None  # names this shared holder
         self._fh = open(self.path, "a+")
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
             try:
                 fcntl.flock(self._fh, mode | fcntl.LOCK_NB)
             except OSError:
-                if os.environ.get(WAIT_FOR_LOCKS) != "1":
+                if not wait and os.environ.get(WAIT_FOR_LOCKS) != "1":
                     raise
-                log.info("waiting for %s (in use by another process)", what)
+                log.info("waiting for %s (in use by %s)", what, self._holders())
                 fcntl.flock(self._fh, mode)
         except OSError:
-            holder = ""
-            for _ in range(20):  # the holder may be between emptying the file and naming itself
-                self._fh.seek(0)
-                holder = self._fh.read().strip()
-                if holder:
-                    break
-                time.sleep(0.05)
-            holder = holder or "another process"
+            holder = self._holders()
             self._fh.close()
             from shared.errors import UserError
 
             raise UserError(f"{what} is in use by {holder}; wait for that run to finish (or stop it), or give this "
                             f"run another experiment name") from None
-        if shared:  # other holders may be named in the file; it names any one of them
+        if shared:  # the lock file names the last exclusive holder; each shared holder has its own file
+            self._reader.write_text(self._name())
             return
         self._fh.seek(0)
         self._fh.truncate()
-        command = " ".join([Path(sys.argv[0]).parent.name or sys.argv[0], *sys.argv[1:]])[:160]
-        self._fh.write(f"pid {os.getpid()} on {socket.gethostname()} (`{command}`, started "
-                       f"{time.strftime('%Y-%m-%d %H:%M:%S')})")
+        self._fh.write(self._name())
         self._fh.flush()
+
+    @staticmethod
+    def _name() -> str:
+        import socket
+
+        command = " ".join([Path(sys.argv[0]).parent.name or sys.argv[0], *sys.argv[1:]])[:160]
+        return (f"pid {os.getpid()} on {socket.gethostname()} (`{command}`, started "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')})")
+
+    def _holders(self) -> str:
+        """Who holds the lock now: the live shared holders, or else the exclusive holder the file names."""
+        readers = []
+        for f in sorted(self.path.parent.glob(".lock.*")):
+            pid = f.name.rsplit(".", 1)[-1]
+            if pid.isdigit() and _alive(int(pid)):
+                try:
+                    readers.append(f.read_text().strip())
+                except OSError:  # released meanwhile
+                    pass
+        if readers:
+            return "; ".join(r for r in readers if r) or "another process"
+        holder = ""
+        for _ in range(20):  # the holder may be between emptying the file and naming itself
+            self._fh.seek(0)
+            holder = self._fh.read().strip()
+            if holder:
+                break
+            time.sleep(0.05)
+        return holder or "another process"
 
     def release(self) -> None:
         if not self._fh.closed:
+            if self._reader is not None:
+                self._reader.unlink(missing_ok=True)
             self._fh.close()  # closing drops the flock
         ExperimentLock._held.pop(self.path.resolve(), None)
 
@@ -289,7 +314,8 @@ class Run:
         self._lock = ExperimentLock.acquire(cfg.work_path, f"{what} ({cfg.work_path})", shared=reads_work)
         self._results_lock = ExperimentLock.acquire(cfg.results_path, f"{what} ({cfg.results_path})") \
             if reads_work else None
-        sweep_temporary_files(cfg.work_path, cfg.results_path)  # the lock says no live run is writing them
+        # the exclusive lock says no live run is writing them; a shared one leaves the store to stage 1
+        sweep_temporary_files(cfg.results_path) if reads_work else sweep_temporary_files(cfg.work_path, cfg.results_path)
         base = cfg.results_path / "runs"
         base.mkdir(parents=True, exist_ok=True)
         n = 1 + max([int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{stage}-*") if p.name.rsplit("-", 1)[1].isdigit()],

@@ -19,7 +19,7 @@ from shared.evaluation import (ValidationScorer, as_scored, check_judge_independ
                                judge_name, means, metric_label, score, validation_value)
 from shared.holdout import validation_split
 from shared.report import VALIDATION_SECTION, recon_columns, recon_rows, section_key, write_summary, write_table
-from shared.runs import ExperimentLock, Run, atomic_write_bytes, atomic_write_json, update_metrics
+from shared.runs import ExperimentLock, Run, atomic_write_bytes, atomic_write_json, sweep_temporary_files, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
 
@@ -174,7 +174,9 @@ def run(cfg: Config) -> None:
     # every input checked: from here on the run writes (a bad input above has touched nothing)
     run_ = Run(cfg, "stage2", str(device), bdata_files(source), reads_work=True) if rank == 0 else None
     # the generator's checkpoints: one writer at a time (stage-2 runs of one store may run at once)
-    gen_lock = ExperimentLock.acquire(ckpt_dir, f"the generator {key} ({ckpt_dir})") if rank == 0 else None
+    gen_lock = ExperimentLock.acquire(ckpt_dir, f"the generator {key} ({ckpt_dir})", wait=True) if rank == 0 else None
+    if rank == 0:
+        sweep_temporary_files(ckpt_dir)  # a killed run's half-written files: this process now owns the folder
     judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval() \
         if rank == 0 else None
     native = native_size(source)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,8 +79,9 @@ def test_a_variant_with_an_unknown_key_is_refused_naming_it(tmp_path, tiny_confi
 
 
 def _compare(cwd: Path, path: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per stage, with or without --jobs: the same sums
     return subprocess.run([sys.executable, "-m", "stage2_generate", "compare", "--config", str(path), *extra],
-                          cwd=cwd, capture_output=True, text=True, timeout=900)
+                          cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
 
 
 def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):

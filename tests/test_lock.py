@@ -69,7 +69,7 @@ def test_shared_holders_coexist_and_keep_an_exclusive_one_out(tmp_path):
     try:
         mine = ExperimentLock(tmp_path, "store 'x'", shared=True)  # a second reader: granted
         mine.release()
-        with pytest.raises(UserError, match=r"store 'x' is in use by .*wait for that run to finish"):
+        with pytest.raises(UserError, match=rf"store 'x' is in use by pid {holder.pid} .*wait for that run to finish"):
             ExperimentLock(tmp_path, "store 'x'")
     finally:
         holder.kill()

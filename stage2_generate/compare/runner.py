@@ -25,16 +25,27 @@ from stage2_generate.compare.spec import Variant
 log = logging.getLogger(__name__)
 
 
+def _load_prctl():
+    """libc's ``prctl``, loaded in compare's own process (a forked child only calls it), or None."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except OSError:  # not Linux: a child finishes its stage on its own
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
 def _die_with_parent(parent: int) -> None:
     """In the child: receive SIGTERM when compare dies (Linux), so a killed compare leaves no stage
     running that holds its variant's lock (and stop at once if it died before this was set up)."""
-    import ctypes
     import signal
 
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux: the child finishes its stage on its own
+    if _PRCTL is None:
         return
+    _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
         os._exit(1)
 
@@ -42,7 +53,40 @@ def _die_with_parent(parent: int) -> None:
 _OUTPUT = threading.Lock()  # one writer of the passed-through output at a time (compare --jobs)
 
 
-def _run_stage(module: str, config_path: Path, what: str, prefix: bytes = b"", threads: int = 0) -> None:
+class _Stop:
+    """What stops a parallel comparison at once: the flag every variant checks before a stage, and the
+    stage processes running now (terminated on a failure or Ctrl-C)."""
+
+    def __init__(self):
+        self.flag = threading.Event()
+        self.procs: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+
+    def check(self) -> None:
+        if self.flag.is_set():
+            raise _Stopped()
+
+    def stop(self) -> None:
+        self.flag.set()
+        with self.lock:
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.terminate()
+
+
+class _Stopped(Exception):
+    """A variant not run because another failed or compare was interrupted."""
+
+
+def _passed_through(data: bytes, prefix: bytes) -> list[bytes]:
+    """Whole lines of a child's output, each after ``prefix``; a progress bar's carriage-return updates
+    keep only their last state."""
+    lines = [ln.rsplit(b"\r", 1)[-1] for ln in data.split(b"\n")]
+    return [prefix + ln + b"\n" for ln in lines if ln.strip() and not ln.startswith(b"error:")]
+
+
+def _run_stage(module: str, config_path: Path, what: str, prefix: bytes = b"", threads: int = 0,
+               stop: _Stop | None = None) -> None:
     """Run ``python -m <module> run --config <config_path>``, its output passed through (each line after
     ``prefix`` when variants run at once; they then wait for each other's locks instead of refusing, and
     use ``threads`` CPU threads each unless OMP_NUM_THREADS is set)."""
@@ -53,26 +97,40 @@ def _run_stage(module: str, config_path: Path, what: str, prefix: bytes = b"", t
         env = {**os.environ, WAIT_FOR_LOCKS: "1"}
         if threads and "OMP_NUM_THREADS" not in os.environ:
             env["OMP_NUM_THREADS"] = str(threads)
+    if stop is not None:
+        stop.check()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env, preexec_fn=lambda: _die_with_parent(parent))
+    if stop is not None:
+        with stop.lock:
+            stop.procs.add(proc)
+        if stop.flag.is_set():
+            proc.terminate()
     tail = b""
     pending = b""
     assert proc.stderr is not None
     while True:
         chunk = proc.stderr.read1(4096)
         if not chunk:
+            if prefix and pending.strip():  # a last line without its newline
+                with _OUTPUT:
+                    sys.stderr.buffer.write(b"".join(_passed_through(pending, prefix)))
             break
         tail = (tail + chunk)[-8192:]
         if prefix:  # whole lines only, each marked with its variant
             pending += chunk
-            *lines, pending = pending.replace(b"\r", b"\n").split(b"\n")
-            lines = [ln + b"\n" for ln in lines if ln.strip()]
+            *whole, pending = pending.split(b"\n")
+            lines = _passed_through(b"\n".join(whole), prefix) if whole else []
         else:
-            lines = chunk.splitlines(keepends=True)
-        # the child's own `error:` line is not passed through: compare reports it, once, naming the variant
+            # the child's own `error:` line is not passed through: compare reports it, once, naming the variant
+            lines = [ln for ln in chunk.splitlines(keepends=True) if not ln.startswith(b"error:")]
         with _OUTPUT:
-            sys.stderr.buffer.write(b"".join(prefix + ln for ln in lines if not ln.startswith(b"error:")))
+            sys.stderr.buffer.write(b"".join(lines))
             sys.stderr.flush()
     rc = proc.wait()
+    if stop is not None:
+        with stop.lock:
+            stop.procs.discard(proc)
+        stop.check()  # terminated because another variant failed: not this variant's error
     if rc == 0:
         return
     lines = [ln for ln in tail.decode(errors="replace").replace("\r", "\n").splitlines() if ln.startswith("error:")]
@@ -128,18 +186,20 @@ def check_variant_inputs(variants: list[Variant]) -> None:
             raise UserError(f"variant {v.name!r}: {exc}") from None
 
 
-_STAGE1: dict[str, threading.Lock] = {}  # stage-1 marker -> the lock its variants take in turn
-_STAGE1_GUARD = threading.Lock()
+_LOCKS: dict[str, threading.Lock] = {}  # a stage-1 marker or a results folder -> the lock its variants take in turn
+_LOCKS_GUARD = threading.Lock()
 
 
-def _stage1_lock(marker: Path) -> threading.Lock:
-    with _STAGE1_GUARD:
-        return _STAGE1.setdefault(str(marker), threading.Lock())
+def _turn(path: Path) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(str(path), threading.Lock())
 
 
 def run_variants(todo: list[Variant], jobs: int, after_each=lambda: None) -> list[dict]:
     """Every variant of ``todo`` (records in its order), ``jobs`` at once: variants sharing a stage-1
-    configuration take it in turn, so the first runs it and the others reuse it."""
+    configuration take it in turn, so the first runs it and the others reuse it. The first failure (or
+    Ctrl-C) stops everything: running stages are terminated, the rest never start, and the failure is
+    reported in one line."""
     if jobs <= 1:
         records = []
         for i, v in enumerate(todo):
@@ -150,24 +210,35 @@ def run_variants(todo: list[Variant], jobs: int, after_each=lambda: None) -> lis
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log.info("running %d variants, %d at once (%d CPU threads each)", len(todo), jobs, threads)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_variant, v, i + 1, len(todo), f"[{v.name}] ".encode(), threads)
+    stop = _Stop()
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = [pool.submit(run_variant, v, i + 1, len(todo), f"[{v.name}] ".encode(), threads, stop)
                    for i, v in enumerate(todo)]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failed = next((f for f in futures if f in done and f.exception() is not None), None)
         if failed is not None:
-            for f in pending:
-                f.cancel()  # not started yet: never started; running ones finish (their products are kept)
             raise failed.exception()
+    except BaseException:
+        stop.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     for _ in futures:
         after_each()
     return [f.result() for f in futures]
 
 
-def run_variant(v: Variant, i: int, n: int, prefix: bytes = b"", threads: int = 0) -> dict:
+def run_variant(v: Variant, i: int, n: int, prefix: bytes = b"", threads: int = 0, stop: _Stop | None = None) -> dict:
     """Both stages of one variant, each skipped when its products are cached; returns its record.
     ``prefix``: the variant runs beside others (``compare --jobs``), its output lines marked with it, its
-    stages on ``threads`` CPU threads."""
+    stages on ``threads`` CPU threads, stopped by ``stop``."""
+    _, _, results = variant_paths(v.cfg)
+    with _turn(results):  # two variants of one result: the second reuses the first's
+        return _run_variant(v, i, n, prefix, threads, stop)
+
+
+def _run_variant(v: Variant, i: int, n: int, prefix: bytes, threads: int, stop: _Stop | None) -> dict:
     run_cfg, store_dir, results = variant_paths(v.cfg)
     done_path = done_marker(results)
     record = _record(v, results)
@@ -180,19 +251,19 @@ def run_variant(v: Variant, i: int, n: int, prefix: bytes = b"", threads: int = 
     atomic_write_text(config_path, dump_yaml(run_cfg))
     s1_marker = stage1_marker(store_dir, v.cfg)
     t0 = time.time()
-    with _stage1_lock(s1_marker):  # a variant sharing this stage 1 waits for it rather than repeating it
+    with _turn(s1_marker):  # a variant sharing this stage 1 waits for it rather than repeating it
         if s1_marker.is_file():
             log.info("variant %d/%d %r: stage 1 reused (feature store %s, decoded by %s)", i, n, v.name, store_dir,
                      json.loads(s1_marker.read_text()).get("by"))
             reused = "stage 1"
         else:
             log.info("variant %d/%d %r: stage 1 (feature store %s)", i, n, v.name, store_dir)
-            _run_stage("stage1_decode", config_path, f"variant {v.name!r}, stage 1", prefix, threads)
+            _run_stage("stage1_decode", config_path, f"variant {v.name!r}, stage 1", prefix, threads, stop)
             atomic_write_json(s1_marker, {"by": v.name, "config": str(config_path),
                                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             reused = "nothing"
     log.info("variant %d/%d %r: stage 2 (results %s)", i, n, v.name, results)
-    _run_stage("stage2_generate", config_path, f"variant {v.name!r}, stage 2", prefix, threads)
+    _run_stage("stage2_generate", config_path, f"variant {v.name!r}, stage 2", prefix, threads, stop)
     atomic_write_json(done_path, {"variant": v.name, "result_key": record["result_key"],
                                   "seconds": round(time.time() - t0, 1),
                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from shared import checkpoints
 from shared.config import Config, perceptual_weights
 from shared.errors import UserError
-from shared.runs import ExperimentLock
+from shared.runs import ExperimentLock, sweep_temporary_files
 from stage2_generate.losses import pixel_loss
 from stage2_generate.methods.base import Context, Method
 from stage2_generate.models import Generator, generate, strided_body
@@ -146,7 +146,8 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
     """Train (or resume, or load) a coder of ``images`` ``(n, 3, S, S)``; returns it in eval mode."""
     m, g = cfg.methods, cfg.generator
     folder, key = coder_folder(cfg, kind, channels, images)
-    ExperimentLock.acquire(folder, f"the {kind} coder {key} ({folder})")  # one writer; held until the run ends
+    ExperimentLock.acquire(folder, f"the {kind} coder {key} ({folder})", wait=True)  # one writer, until the run ends
+    sweep_temporary_files(folder)
     final_path, ckpt_path = folder / "coder.pt", folder / "checkpoint.pt"
     with torch.random.fork_rng(devices=[]):  # seeded weights, the global generator left as it was
         torch.manual_seed(g.seed)

@@ -22,7 +22,7 @@ import torch
 from shared.config import Config
 from shared.datasets import DataSource, SplitData, brain_file
 from shared.errors import UserError
-from shared.runs import ExperimentLock
+from shared.runs import ExperimentLock, sweep_temporary_files
 from stage2_generate.methods.base import Method, TestData, TrainData
 from stage2_generate.models import generate
 
@@ -97,7 +97,8 @@ class EndToEnd(Method):
         key = _training(c.experiment, train.subject, train.roi, c.train_images, c.channels, self.name)
         sampler = TrialSampler.build(ridge.Xz, ridge.trial_img, len(c.train_images), c.device)
         self.x_std = ridge.x_std
-        ExperimentLock.acquire(c.work / "generator" / key, f"the {self.name} generator {key}")  # one writer
+        ExperimentLock.acquire(c.work / "generator" / key, f"the {self.name} generator {key}", wait=True)  # one writer
+        sweep_temporary_files(c.work / "generator" / key)
         self.G = train_generator(c.generator, c.features, sampler, [], c.train_images, c.device,
                                  c.work / "generator" / key, None, key, channels=c.channels,
                                  label=f"{self.name} {train.subject} {train.roi}")
