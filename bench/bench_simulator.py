@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from dataclasses import replace
 
 import numpy as np
 
@@ -54,8 +53,7 @@ def main() -> None:
             # as stage 2 fits it: the validation hold-out left out of the fit, the contrast chosen there
             fit_names, val_names = validation_split(names, cfg.eval.validation_fraction, cfg.seed)
             images = load_images(cfg.data_root / cfg.data.train.images, fit_names, cfg.generator.image_size)
-            fit, held = (replace(train, X=train.X[np.isin(train.names, n)], names=train.names[np.isin(train.names, n)])
-                         for n in (fit_names, val_names))
+            fit, held = train.of_images(fit_names), train.of_images(val_names)
             held_images = load_images(cfg.data_root / cfg.data.train.images, val_names, cfg.generator.image_size)
             metric = cfg.eval.validation_metric
             score = (lambda rec: selection_score(rec, held_images, metric)) if val_names else None

@@ -56,6 +56,13 @@ class SplitData:
     roi_key: str
     path: Path
 
+    def of_images(self, names) -> SplitData:
+        """The rows whose stimulus is one of ``names`` (e.g. the validation hold-out's trials)."""
+        from dataclasses import replace
+
+        keep = np.isin(self.names, list(names))
+        return replace(self, X=self.X[keep], names=self.names[keep])
+
 
 def split_files(src: DataSource, split: str) -> SplitFiles:
     if split == "train":

@@ -159,16 +159,18 @@ def means(per_image: dict[str, np.ndarray]) -> dict[str, float]:
     return {k: M.summarise(v) for k, v in per_image.items()}
 
 
-def at_size(images: np.ndarray, size: int) -> np.ndarray:
+def at_size(images: np.ndarray, size: int, clip: bool = True) -> np.ndarray:
     """``(n, C, S, S)`` images resampled to ``size`` (area-averaged when shrunk, bilinear when enlarged),
-    in [0, 1]; images already at ``size`` are returned as they are."""
+    in [0, 1] (``clip=False``: as resampled, e.g. a prediction still to be rescaled); images already at
+    ``size`` are returned as they are."""
     import torch
 
     if images.shape[-1] == size:
         return images
     t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     mode = {"mode": "area"} if size < images.shape[-1] else {"mode": "bilinear", "align_corners": False}
-    return torch.nn.functional.interpolate(t, size=(size, size), **mode).clamp(0, 1).numpy()
+    out = torch.nn.functional.interpolate(t, size=(size, size), **mode)
+    return (out.clamp(0, 1) if clip else out).numpy()
 
 
 def is_grayscale(images: np.ndarray) -> bool:

@@ -315,7 +315,7 @@ class Run:
         self._results_lock = ExperimentLock.acquire(cfg.results_path, f"{what} ({cfg.results_path})") \
             if reads_work else None
         # the exclusive lock says no live run is writing them; a shared one leaves the store to stage 1
-        sweep_temporary_files(cfg.results_path) if reads_work else sweep_temporary_files(cfg.work_path, cfg.results_path)
+        sweep_temporary_files(*([] if reads_work else [cfg.work_path]), cfg.results_path)
         base = cfg.results_path / "runs"
         base.mkdir(parents=True, exist_ok=True)
         n = 1 + max([int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{stage}-*") if p.name.rsplit("-", 1)[1].isdigit()],

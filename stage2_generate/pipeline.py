@@ -33,14 +33,6 @@ def _rows(names: list[str], wanted: list[str]) -> np.ndarray:
     return np.array([index[n] for n in wanted], dtype=int)
 
 
-def _only(data, names: list[str]):
-    """The trials of ``data`` (a ``SplitData``) whose stimulus is one of ``names``."""
-    from dataclasses import replace
-
-    keep = np.isin(data.names, list(names))
-    return replace(data, X=data.X[keep], names=data.names[keep])
-
-
 def _finite(images: np.ndarray, method: str, test) -> np.ndarray:
     """``images``, refused in one line when any pixel is not finite (a dead method never scores as NaN)."""
     if not np.isfinite(images).all():
@@ -208,11 +200,11 @@ def run(cfg: Config) -> None:
             held = None
             if val_names:  # the held-out images: every method scored on them, beside the test scores
                 src = cfg.data.subjects.index(subject) * len(cfg.data.rois) + cfg.data.rois.index(roi)
-                held_trials = _only(trials, val_names) if trials is not None else None
+                held_trials = trials.of_images(val_names) if trials is not None else None
                 held = registry.TestData(subject, roi, VALIDATION, val_names, val_inputs[src],
                                          average_by_name(held_trials.X, held_trials.names, val_names)
                                          if held_trials is not None else None)
-            train = registry.TrainData(ctx, subject, roi, _only(trials, train_names) if trials is not None else None,
+            train = registry.TrainData(ctx, subject, roi, trials.of_images(train_names) if trials is not None else None,
                                        held, (lambda rec: validation_value(validation.score(rec, False),
                                                                            e.validation_metric)) if held is not None else None)
             active = [m.fit(train) for m in methods if roi == first_roi or not m.first_roi_only]

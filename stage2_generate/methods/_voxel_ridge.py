@@ -9,7 +9,8 @@ import torch
 
 from shared.config import DecoderConfig
 from shared.datasets import SplitData
-from shared.ridge import ImageFolds, KernelRidge, Standardiser, fold_hats, select_alpha, trials_to_images
+from shared.ridge import (ImageFolds, KernelRidge, Standardiser, best_alpha, cv_unit_scores, fold_hats,
+                          trials_to_images)
 
 
 class VoxelRidge:
@@ -32,15 +33,31 @@ class VoxelRidge:
         self.trial_img = np.array([index[n] for n in train.names])
         self.n_images = len(train_names)
         self.E = trials_to_images(self.trial_img, self.n_images, self.ridge.device)
+        self.folds = ImageFolds(self.trial_img, self.n_images, decoder.cv_folds, seed)
+        self._hats: dict[tuple, list] = {}  # penalties -> held-out hat matrices of every fold
+
+    def hats(self, alphas: list[float]) -> list[list[torch.Tensor]]:
+        """``fold_hats`` of the folds at ``alphas``: they depend on the voxels alone, so every target the ridge
+        is fitted to (pixels at each size, latent codes) shares them."""
+        key = tuple(alphas)
+        if key not in self._hats:
+            self._hats[key] = fold_hats(self.ridge, self.folds, list(alphas))
+        return self._hats[key]
 
     def fit(self, Y: np.ndarray, alphas: list[float] | None = None) -> FittedRidge:
-        """Ridge to ``Y`` ``(n_images, k)``; ``alphas`` default to ``decoder.alphas``."""
+        """Ridge to ``Y`` ``(n_images, k)``; ``alphas`` default to ``decoder.alphas`` (the penalty with the best
+        held-out mean profile correlation on a sample of units, as ``shared.ridge.select_alpha`` chooses)."""
         c = self.decoder
+        alphas = list(alphas or c.alphas)
         y_std = Standardiser().fit(Y[self.trial_img])
         Yz = y_std.transform(Y)
-        sample = np.random.default_rng(self.seed).choice(Yz.shape[1], min(c.cv_units, Yz.shape[1]), replace=False)
-        alpha, _ = select_alpha(self.ridge, self.trial_img, Yz[:, np.sort(sample)], alphas or c.alphas, c.cv_folds,
-                                self.seed)
+        alpha = alphas[0]
+        if len(alphas) > 1:
+            sample = np.random.default_rng(self.seed).choice(Yz.shape[1], min(c.cv_units, Yz.shape[1]), replace=False)
+            Ys = torch.as_tensor(np.ascontiguousarray(Yz[:, np.sort(sample)]), dtype=torch.float32,
+                                 device=self.ridge.device)
+            scores, _ = cv_unit_scores(self.hats(alphas), self.folds, Ys)
+            alpha = alphas[best_alpha(scores, per_unit=False)]
         return FittedRidge(self, y_std, torch.as_tensor(Yz, device=self.ridge.device), float(alpha))
 
 
@@ -62,14 +79,16 @@ class FittedRidge:
         trials and centres the targets on its own trials, as stage 1's out-of-fold features do; unlike them,
         the penalty is not chosen again inside each fold (not nested: cheap, slightly optimistic)."""
         vr = self.vr
-        folds = ImageFolds(vr.trial_img, vr.n_images, vr.decoder.cv_folds, vr.seed)
+        folds = vr.folds
         if not len(folds):
             return None
+        alphas = vr.decoder.alphas if self.alpha in vr.decoder.alphas else [self.alpha]
+        at = list(alphas).index(self.alpha)
         out = torch.zeros_like(self.Yz)
         dev = self.Yz.device
-        for k, (H,) in enumerate(fold_hats(vr.ridge, folds, [self.alpha])):
+        for k, by_alpha in enumerate(vr.hats(alphas)):
             out[torch.as_tensor(folds.held_images[k], device=dev)] = \
-                H @ self.Yz[torch.as_tensor(folds.train_images(k), device=dev)]
+                by_alpha[at] @ self.Yz[torch.as_tensor(folds.train_images(k), device=dev)]
         return self.y_std.inverse(out.cpu().numpy())
 
     def coef(self) -> tuple[np.ndarray, np.ndarray]:

@@ -27,10 +27,9 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import torch
 
 from shared import metrics as M
-from shared.evaluation import validation_value
+from shared.evaluation import at_size, validation_value
 from stage2_generate.methods.base import Method, TestData, TrainData
 
 
@@ -51,21 +50,13 @@ def selection_score(pred: np.ndarray, true: np.ndarray, metric: str) -> float:
     return validation_value(scores, metric)
 
 
-def _resize(images: np.ndarray, size: int, mode: str) -> np.ndarray:
-    if images.shape[-1] == size:
-        return images
-    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    kw = {"align_corners": False} if mode == "bilinear" else {}
-    return torch.nn.functional.interpolate(t, size=size, mode=mode, **kw).numpy()
-
-
 class PixelMap:
     """A voxel ridge fitted to the training images' pixels at ``target`` px (at most their own size);
     ``predict`` gives images at the training images' size, ``mean + gain * (prediction - mean)``."""
 
     def __init__(self, ridge, train_images: np.ndarray, target: int):
         self.size = train_images.shape[-1]
-        small = _resize(train_images, min(target, self.size), "area")
+        small = at_size(train_images, min(target, self.size))
         self.shape = small.shape[1:]
         self.fitted = ridge.fit(small.reshape(len(small), -1))
         self.alpha = self.fitted.alpha
@@ -74,10 +65,10 @@ class PixelMap:
 
     def at_size(self, images: np.ndarray) -> np.ndarray:
         """``images`` as the fitted size can hold them: area-averaged to it and brought back."""
-        return _resize(_resize(images, self.shape[-1], "area"), self.size, "bilinear")
+        return at_size(at_size(images, self.shape[-1]), self.size, clip=False)
 
     def _full(self, flat: np.ndarray) -> np.ndarray:
-        return _resize(flat.reshape(len(flat), *self.shape).astype(np.float32), self.size, "bilinear")
+        return at_size(flat.reshape(len(flat), *self.shape).astype(np.float32), self.size, clip=False)
 
     def out_of_fold(self) -> np.ndarray | None:
         """The training images predicted out of fold, at their size, unclipped (None without folds)."""
@@ -99,24 +90,22 @@ def fit_pixel_map(ridge, train_images: np.ndarray, sizes=(), metric: str = "pixc
     None: no hold-out, the prediction as fitted); and a record of the choices."""
     sizes = candidate_sizes(train_images.shape[-1], sizes)
     cv: dict[str, float] = {}
-    maps: dict[int, PixelMap] = {}
-    oofs: dict[int, np.ndarray] = {}
+    pm, oof = None, None  # the best size's map and its out-of-fold predictions
     for s in sizes:
-        pm = PixelMap(ridge, train_images, s)
-        oof = pm.out_of_fold()
-        if oof is None:  # no folds (decoder.cv_folds < 2): the largest size, nothing to choose with
-            maps = {sizes[-1]: pm if s == sizes[-1] else PixelMap(ridge, train_images, sizes[-1])}
-            cv = {}
+        candidate = PixelMap(ridge, train_images, s)
+        predicted = candidate.out_of_fold()
+        if predicted is None:  # no folds (decoder.cv_folds < 2): the largest size, nothing to choose with
+            pm = candidate if s == sizes[-1] else PixelMap(ridge, train_images, sizes[-1])
             break
-        maps[s], oofs[s] = pm, oof
-        cv[str(s)] = round(selection_score(np.clip(oof, 0, 1), train_images, metric), 5)
-    best = max(maps, key=lambda s: (cv.get(str(s), 0.0), -s))  # a tie goes to the smaller size
-    pm = maps[best]
+        cv[str(s)] = round(selection_score(np.clip(predicted, 0, 1), train_images, metric), 5)
+        if pm is None or cv[str(s)] > cv[str(pm.shape[-1])]:  # ascending sizes: a tie keeps the smaller
+            pm, oof = candidate, predicted
+    best = pm.shape[-1]
     record: dict = {"size": best, "size_cv": cv, "metric": metric}
     gain = 1.0
-    if best in oofs:  # the spread a perfect fit at this size would have, over the out-of-fold predictions'
+    if oof is not None:  # the spread a perfect fit at this size would have, over the out-of-fold predictions'
         reachable = pm.at_size(train_images) - pm.mean
-        dev = oofs[best] - pm.mean
+        dev = oof - pm.mean
         gain = float(np.sqrt((reachable**2).mean() / max((dev**2).mean(), 1e-12)))
     if held is not None and gain != 1.0:
         X_held, score = held
