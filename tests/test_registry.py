@@ -34,7 +34,6 @@ def test_every_registered_method_runs_through_the_interface(tiny_finished, tmp_p
     from stage2_generate.generator_files import build_generator
     from shared.store import ExperimentStore
     from stage2_generate.methods import Context, TestData, TrainData
-    from stage2_generate.pipeline import _only
 
     shutil.copytree(tiny_finished.folder / "work", tmp_path / "work")
     config = write_tiny_config(tmp_path, tiny_finished.data)
@@ -52,7 +51,7 @@ def test_every_registered_method_runs_through_the_interface(tiny_finished, tmp_p
     ctx = Context.of(cfg, store=store, device="cpu", train_images=images, train_names=names, channels=3, G=G,
                      transforms=transforms, train_inputs=[x[rows] for x in inputs])
     train = TrainData(ctx, "sub-01", "VC",
-                      _only(load_split(DataSource.of(cfg), "sub-01", "train", "VC", average=False), names))
+                      load_split(DataSource.of(cfg), "sub-01", "train", "VC", average=False).of_images(names))
     test_data = load_split(DataSource.of(cfg), "sub-01", "natural", "VC", average=True)
     dec, test_names = decoded_inputs(store, transforms, "sub-01", "VC", "natural")
     order = {n: i for i, n in enumerate(test_data.names)}
