@@ -228,6 +228,24 @@ class DecodingScores:
         self.cross += (zp.astype(np.float32) @ zt.T.astype(np.float32)).astype(np.float64)  # float32 product per chunk
         self.units += pred.shape[1]
 
+    SUMS = ("sp", "st", "spp", "stt", "cross")
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What ``merge`` needs to combine this range of units with others (saved by a part of a layer)."""
+        return {"profile": np.concatenate(self.profile) if self.profile else np.zeros(0),
+                **{k: getattr(self, k) for k in self.SUMS}, "units": np.array(self.units)}
+
+    @classmethod
+    def merge(cls, states: list[dict]) -> "DecodingScores":
+        """The scores of consecutive ranges of units, from their ``state``s in unit order."""
+        out = cls(len(states[0]["sp"]))
+        for st in states:
+            out.profile.append(np.asarray(st["profile"]))
+            for k in cls.SUMS:
+                setattr(out, k, getattr(out, k) + st[k])
+            out.units += int(st["units"])
+        return out
+
     def result(self) -> dict:
         u = self.units
         cov = self.cross - np.outer(self.sp, self.st) / u

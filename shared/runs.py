@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import Config, dump_yaml
+from shared.locks import ExperimentLock, _alive
 
 log = logging.getLogger(__name__)
 
@@ -136,18 +137,6 @@ def update_metrics(path: Path, sections: dict, stage: str | None = None, run_dir
     return data
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process has not started writing yet
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def git_revision() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -206,122 +195,36 @@ def machine(device: str) -> dict[str, Any]:
     return out
 
 
-WAIT_FOR_LOCKS = "N2P_WAIT_FOR_LOCKS"  # set to 1 (compare --jobs does, for its stages): wait, do not refuse
-
-
-class ExperimentLock:
-    """A lock on one folder (an experiment's work folder, a results folder, a generator's checkpoints),
-    held for a process's life.
-
-    ``fcntl.flock`` on ``<folder>/.lock``: the kernel releases it when the holder exits or is killed, so
-    a crash never leaves it stuck. Exclusive by default; ``shared`` holders (stage 2 reading a feature
-    store) may be many at once, never beside an exclusive one (stage 1 writing it). The file names the
-    holder (pid, host, command, start time) for the refusal message of a second process; with
-    ``N2P_WAIT_FOR_LOCKS=1`` in the environment a process waits for the lock instead (logged once).
-    """
-
-    _held: dict[Path, "ExperimentLock"] = {}  # locks this process holds (a second Run in it reuses one)
-
-    @classmethod
-    def acquire(cls, folder: Path, what: str, shared: bool = False, wait: bool = False) -> "ExperimentLock":
-        """The lock of ``folder`` (this process's, if it holds it); ``wait``: wait for it whatever the
-        environment says (a generator's or coder's folder: the other process finishes what this one needs)."""
-        path = (folder / ".lock").resolve()
-        held = cls._held.get(path)
-        if held is not None and not held._fh.closed:
-            return held
-        lock = cls(folder, what, shared, wait)
-        cls._held[path] = lock
-        return lock
-
-    def __init__(self, folder: Path, what: str, shared: bool = False, wait: bool = False):
-        import fcntl
-
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / ".lock"
-        self._reader = folder / f".lock.{os.getpid()}" if shared else None  # names this shared holder
-        self._fh = open(self.path, "a+")
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        try:
-            try:
-                fcntl.flock(self._fh, mode | fcntl.LOCK_NB)
-            except OSError:
-                if not wait and os.environ.get(WAIT_FOR_LOCKS) != "1":
-                    raise
-                log.info("waiting for %s (in use by %s)", what, self._holders())
-                fcntl.flock(self._fh, mode)
-        except OSError:
-            holder = self._holders()
-            self._fh.close()
-            from shared.errors import UserError
-
-            raise UserError(f"{what} is in use by {holder}; wait for that run to finish (or stop it), or give this "
-                            f"run another experiment name") from None
-        if shared:  # the lock file names the last exclusive holder; each shared holder has its own file
-            self._reader.write_text(self._name())
-            return
-        self._fh.seek(0)
-        self._fh.truncate()
-        self._fh.write(self._name())
-        self._fh.flush()
-
-    @staticmethod
-    def _name() -> str:
-        import socket
-
-        command = " ".join([Path(sys.argv[0]).parent.name or sys.argv[0], *sys.argv[1:]])[:160]
-        return (f"pid {os.getpid()} on {socket.gethostname()} (`{command}`, started "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S')})")
-
-    def _holders(self) -> str:
-        """Who holds the lock now: the live shared holders, or else the exclusive holder the file names."""
-        readers = []
-        for f in sorted(self.path.parent.glob(".lock.*")):
-            pid = f.name.rsplit(".", 1)[-1]
-            if pid.isdigit() and _alive(int(pid)):
-                try:
-                    readers.append(f.read_text().strip())
-                except OSError:  # released meanwhile
-                    pass
-        if readers:
-            return "; ".join(r for r in readers if r) or "another process"
-        holder = ""
-        for _ in range(20):  # the holder may be between emptying the file and naming itself
-            self._fh.seek(0)
-            holder = self._fh.read().strip()
-            if holder:
-                break
-            time.sleep(0.05)
-        return holder or "another process"
-
-    def release(self) -> None:
-        if not self._fh.closed:
-            if self._reader is not None:
-                self._reader.unlink(missing_ok=True)
-            self._fh.close()  # closing drops the flock
-        ExperimentLock._held.pop(self.path.resolve(), None)
-
-
 class Run:
     """One invocation of a stage: its directory, log file and metadata. Holds the experiment's lock:
-    exclusive on its work folder, or (``reads_work``: stage 2, which only reads the feature store and
+    exclusive on its work folder; or (``reads_work``: stage 2, which only reads the feature store and
     writes into folders it locks itself) shared on the work folder and exclusive on its results folder,
-    so stage-2 runs of one store with different results folders run at once (``compare --jobs``)."""
+    so stage-2 runs of one store with different results folders run at once (``compare --jobs``); or
+    (``writes_work``: stage 1, whose processes claim the store's work items one by one) as one of the
+    store's writers, which may be many."""
 
     def __init__(self, cfg: Config, stage: str, device: str, inputs: dict[str, Path] | None = None,
-                 reads_work: bool = False):
+                 reads_work: bool = False, writes_work: bool = False):
         what = f"experiment '{cfg.experiment}'"
-        self._lock = ExperimentLock.acquire(cfg.work_path, f"{what} ({cfg.work_path})", shared=reads_work)
+        self._lock = ExperimentLock.acquire(cfg.work_path, f"{what} ({cfg.work_path})", shared=reads_work,
+                                            writer=writes_work)
         self._results_lock = ExperimentLock.acquire(cfg.results_path, f"{what} ({cfg.results_path})") \
             if reads_work else None
-        # the exclusive lock says no live run is writing them; a shared one leaves the store to stage 1
-        sweep_temporary_files(*([] if reads_work else [cfg.work_path]), cfg.results_path)
+        # an exclusive lock says no live run is writing them; shared holders and writers leave the store to
+        # whoever writes it (a writer sweeps what it claims)
+        sweep_temporary_files(*([] if (reads_work or writes_work) else [cfg.work_path]),
+                              *([] if writes_work else [cfg.results_path]))
         base = cfg.results_path / "runs"
         base.mkdir(parents=True, exist_ok=True)
-        n = 1 + max([int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{stage}-*") if p.name.rsplit("-", 1)[1].isdigit()],
-                    default=0)
-        self.dir = base / f"{stage}-{n:03d}"
-        self.dir.mkdir()
+        while True:  # writers of one experiment start at once: the first to make a number has it
+            n = 1 + max([int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{stage}-*")
+                         if p.name.rsplit("-", 1)[1].isdigit()], default=0)
+            self.dir = base / f"{stage}-{n:03d}"
+            try:
+                self.dir.mkdir()
+                break
+            except FileExistsError:
+                continue
         self.stage = stage
         atomic_write_text(self.dir / "config.yaml", dump_yaml(cfg))
         meta = {

@@ -14,6 +14,10 @@ temporary name and renamed when complete, so a reader never sees half an array a
 finished file marks a finished step (runs resume by skipping existing files).
 Opening checks the attributes and stimulus names against what the caller expects and
 refuses a mismatch with a ``StoreMismatch`` (a ``UserError``).
+
+A layer decoded in pieces (ranges of its units, by several processes) is stored as one part
+file per range (``<split>.part-<k>of<n>.h5``) and ``<split>.h5`` is an HDF5 virtual dataset
+over them: readers see the one array, and nothing is copied.
 """
 
 from __future__ import annotations
@@ -49,6 +53,13 @@ class FeatureArray:
         except (OSError, KeyError) as exc:
             raise StoreMismatch(f"feature store file {self.path} cannot be read ({exc}); delete it and rerun "
                                 f"stage 1") from None
+        if self._data.is_virtual:  # a missing part would read as the fill value: refuse instead
+            for source in self._data.virtual_sources():
+                part = self.path.parent / source.file_name
+                if not part.is_file():
+                    self._file.close()
+                    raise StoreMismatch(f"feature store file {self.path} is stitched from parts and its part {part} "
+                                        f"is missing; rerun stage 1 to decode that layer again")
         self.names = np.array([n.decode() if isinstance(n, bytes) else n for n in self._file["names"][()]])
         self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._data.attrs.items()}
 
@@ -75,10 +86,11 @@ class FeatureArray:
         out[order] = block
         return out
 
-    def iter_units(self, chunk: int) -> Iterator[tuple[slice, np.ndarray]]:
-        """Yield ``(unit slice, (n_rows, chunk) array)`` over the whole layer."""
-        for start in range(0, self.n_units, chunk):
-            sl = slice(start, min(start + chunk, self.n_units))
+    def iter_units(self, chunk: int, units: slice | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield ``(unit slice, (n_rows, chunk) array)`` over the whole layer (or over ``units``)."""
+        first, stop = (0, self.n_units) if units is None else (units.start, min(units.stop, self.n_units))
+        for start in range(first, stop, chunk):
+            sl = slice(start, min(start + chunk, stop))
             yield sl, self._data[:, sl]
 
     def rows_for(self, names) -> np.ndarray:
@@ -144,6 +156,29 @@ class ArrayWriter:
             self.abort()
 
 
+def write_stitched(path: Path, parts: list[tuple[Path, slice]]) -> Path:
+    """Write ``path`` as one virtual array over ``parts`` (part files in ``path``'s folder, each holding the
+    units ``slice`` of every row, in order), with the first part's names and attributes; atomically."""
+    path = Path(path)
+    with h5py.File(parts[0][0], "r") as first:
+        names = first["names"][()]
+        attrs = dict(first["features"].attrs)
+        n_rows = first["features"].shape[0]
+    n_units = parts[-1][1].stop
+    layout = h5py.VirtualLayout(shape=(n_rows, n_units), dtype="float32")
+    for part, units in parts:
+        assert part.parent == path.parent, "parts live beside the stitched file"
+        layout[:, units] = h5py.VirtualSource(part.name, "features", shape=(n_rows, units.stop - units.start))
+    tmp = tmp_path(path)
+    with h5py.File(tmp, "w") as fh:  # sources named relative to this file: the folder may move
+        data = fh.create_virtual_dataset("features", layout, fillvalue=np.nan)
+        for key, value in attrs.items():
+            data.attrs[key] = value
+        fh.create_dataset("names", data=names, dtype=h5py.string_dtype())
+    os.replace(tmp, path)
+    return path
+
+
 class FeatureStore:
     """Paths, writers and checked readers of the feature arrays of one experiment."""
 
@@ -161,6 +196,9 @@ class FeatureStore:
                      layer: str, split: str) -> Path:
         return (self.root / "decoded" / self._net(network, weights_slug) / decoder / subject / roi / layer
                 / f"{split}.h5")
+
+    def decoded_dir(self, network: str, weights_slug: str, decoder: str, subject: str, roi: str, layer: str) -> Path:
+        return self.decoded_path(network, weights_slug, decoder, subject, roi, layer, "x").parent
 
     def writer(self, path: Path, names, n_units: int, attrs: dict) -> ArrayWriter:
         required = {"kind", "network", "weights", "layer", "split", "unit_shape"}
@@ -225,6 +263,10 @@ class ExperimentStore(FeatureStore):
     def decoded_file(self, subject: str, roi: str, layer: str, split: str) -> Path:
         return self.decoded_path(self.cfg.features.network, self.slug, self.cfg.decoder.label, subject, roi, layer,
                                  split)
+
+    def layer_dir(self, subject: str, roi: str, layer: str) -> Path:
+        """The folder of one decoded layer (its splits' arrays, parts, markers and claims)."""
+        return self.decoded_dir(self.cfg.features.network, self.slug, self.cfg.decoder.label, subject, roi, layer)
 
     def open_true(self, layer: str, split: str, names=None) -> FeatureArray:
         return self.open(self.true_file(layer, split), self.true_expect(layer, split), names=names)

@@ -4,15 +4,16 @@ from shared.cli import run_module
 from stage1_decode import __doc__ as DESCRIPTION
 from stage1_decode.download import download_verb
 from stage1_decode.labfiles import export_lab_verb, import_lab_verb
-from stage1_decode.pipeline import run, simulate
+from stage1_decode.pipeline import add_run_arguments, run_verb, simulate
 
 VERBS = {
     "download": (download_verb, "download the Deep Image Reconstruction fMRI files of data.subjects (training, and "
                                 "natural test when data.test has it) and their image lists from figshare into "
                                 "data.root (checked against the publisher's sizes and MD5s; resumes; needs "
                                 "data.source=bdata)"),
-    "run": (run, "simulate data if configured, extract features, decode them (test images, and the training images "
-                 "out of fold, which stage 2 trains on), score and write results"),
+    "run": (run_verb, "simulate data if configured, extract features, decode them (test images, and the training images "
+                      "out of fold, which stage 2 trains on), score and write results; --shard I/N (or torchrun) "
+                      "for one of several processes sharing the work", add_run_arguments),
     "simulate": (simulate, "only write the simulated experiment (BData files, image lists and images; or one matrix "
                            "file per subject with simulation.format=matrix)"),
     "export-lab": (export_lab_verb, "write the store's true and decoded features as the lab's per-image .mat files "

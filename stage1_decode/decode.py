@@ -1,21 +1,31 @@
 """Fit decoders from voxels to a layer, predict test and out-of-fold features, score them.
 
-For one (subject, ROI): voxels are z-scored with training-trial statistics and the
-decoder (``stage1_decode.decoders``: dense ridge with a penalty per layer or per unit,
+For one (subject, ROI) (``RoiWork``): voxels are z-scored with training-trial statistics and
+the decoder (``stage1_decode.decoders``: dense ridge with a penalty per layer or per unit,
 or voxel-selected sparse ridge) is prepared once. For each layer the penalty is chosen
 by image-grouped cross-validation, then the layer is streamed through in chunks of
 units: true training features (z-scored with training statistics) -> decoder ->
 decoded test features and out-of-fold decoded training features (split ``train_oof``:
 each training image predicted by a decoder fit without it) -> store. Scores
 accumulate chunk by chunk, so no step holds a whole layer.
+
+Work items (``Item``) are (subject, ROI, layer) or, with ``decoder.part_units``, ranges of a
+large layer's units. Processes sharing a store claim items under a lock file each
+(``shared.runs.Claim``); a finished layer leaves ``done.json`` (its scores), a finished part
+``part-<k>of<n>.npz`` (the sums its scores merge from), and whoever finishes a layer's last part
+stitches the parts into the one array readers see (``shared.store.write_stitched``). Parts begin
+at multiples of ``decoder.chunk_units``, so every chunk, and every decoded value, is what one
+process decoding the whole layer computes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -24,10 +34,13 @@ from shared.datasets import SplitData
 from shared.errors import UserError
 from shared.evaluation import DecodingScores
 from shared.faults import failpoint
-from shared.runs import atomic_write_json
+from shared.metrics import single_trial_reliability
+from shared.locks import Claim
+from shared.runs import atomic_write_bytes, atomic_write_json
 from shared.ridge import ImageFolds, Standardiser
-from shared.store import ExperimentStore, FeatureArray
+from shared.store import ExperimentStore, FeatureArray, write_stitched
 from shared.weights import parse_weights
+from stage1_decode.items import OOF, Item, LayerFiles, out_splits, work_items
 
 log = logging.getLogger(__name__)
 
@@ -40,28 +53,30 @@ class LayerStats:
     std: np.ndarray
 
 
-def layer_stats(true_train: FeatureArray, counts: np.ndarray, chunk: int,
-                sample: np.ndarray) -> tuple[LayerStats, np.ndarray]:
-    """Mean and SD of each unit over training trials (images weighted by repetitions), and
-    the columns ``sample`` (sorted unit indices) of the layer, gathered in the same pass."""
+def layer_stats(true_train: FeatureArray, counts: np.ndarray, chunk: int, sample: np.ndarray,
+                units: slice | None = None) -> tuple[LayerStats, np.ndarray]:
+    """Mean and SD of each unit of ``units`` (default: all) over training trials (images weighted by
+    repetitions), and the columns ``sample`` (sorted unit indices within ``units``) of the layer, gathered
+    in the same pass."""
     w = (counts / counts.sum())[:, None]
     means, stds, picked = [], [], []
-    for units, block in true_train.iter_units(chunk):
+    for block_units, block in true_train.iter_units(chunk, units):
         m = (w * block).sum(axis=0)
         v = (w * (block - m) ** 2).sum(axis=0)
         means.append(m)
         stds.append(np.sqrt(v))
-        picked.append(block[:, sample[(sample >= units.start) & (sample < units.stop)] - units.start])
+        inside = sample[(sample >= block_units.start) & (sample < block_units.stop)]
+        picked.append(block[:, inside - block_units.start])
     std = np.concatenate(stds).astype(np.float32)
     stats = LayerStats(np.concatenate(means).astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
     return stats, np.concatenate(picked, axis=1)
 
 
-def fingerprint(cfg: Config, store: ExperimentStore, subject: str, roi: str, train: SplitData,
-                tests: dict[str, SplitData]) -> str:
+def fingerprint(cfg: Config, store: ExperimentStore, subject: str, roi: str, train_path: Path,
+                test_paths: dict[str, Path]) -> str:
     """What decoded features depend on: features, decoder settings, ROI and the input files.
 
-    A ``done.json`` with another fingerprint is stale and its layer is decoded again.
+    A ``done.json`` (or part marker) with another fingerprint is stale and its layer is decoded again.
     """
     from dataclasses import asdict
 
@@ -73,150 +88,279 @@ def fingerprint(cfg: Config, store: ExperimentStore, subject: str, roi: str, tra
 
     decoder = asdict(cfg.decoder)
     decoder.pop("chunk_units")  # changes memory use, not results
+    decoder.pop("part_units")  # changes how the work is split, not results
     if cfg.decoder.kind == "ridge":  # settings the dense decoder ignores
         decoder.pop("n_voxels")
         decoder.pop("backend")
-    true_files = [store.true_file(layer, split) for layer in cfg.features.layers for split in ["train", *tests]]
+    true_files = [store.true_file(layer, split) for layer in cfg.features.layers for split in ["train", *test_paths]]
     blob = {"features": store.true_expect("*", "*"), "decoder": decoder, "seed": cfg.seed,
-            "roi": roi, "subject": subject, "train": stamp(train.path), "tests": {k: stamp(d.path) for k, d in tests.items()},
+            "roi": roi, "subject": subject, "train": stamp(train_path),
+            "tests": {k: stamp(p) for k, p in test_paths.items()},
             "true_files": [stamp(p) for p in true_files if p.is_file()],  # features replaced, e.g. by import-lab
             "folds": sklearn.__version__}  # GroupKFold's assignment may change between releases
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-OOF = "train_oof"  # the split of out-of-fold decoded training features
+def data_report(train: SplitData) -> dict:
+    """What the training data of one subject and ROI hold: voxels, constant voxels, trials, images and
+    the median single-trial reliability (None when no image was repeated)."""
+    reliability = single_trial_reliability(train.X, train.names)
+    finite = reliability[np.isfinite(reliability)]
+    return {"n_voxels": int(train.X.shape[1]), "n_constant_voxels": int((train.X.std(axis=0) <= 1e-8).sum()),
+            "n_train_trials": int(train.X.shape[0]), "n_train_images": int(len(set(train.names))),
+            "reliability_median": float(np.median(finite)) if finite.size else None}
+
+
+class RoiWork:
+    """One subject and ROI being decoded: its data, fingerprint and decoder, built once for its layers."""
+
+    def __init__(self, cfg: Config, store: ExperimentStore, subject: str, roi: str, train: SplitData,
+                 tests: dict[str, SplitData], device, train_names: list[str]):
+        from stage1_decode.decoders import make_decoder  # imports torch
+
+        dc = cfg.decoder
+        self.cfg, self.store, self.subject, self.roi, self.tests = cfg, store, subject, roi, tests
+        self.train_names = train_names
+        self.n_voxels = int(train.X.shape[1])
+        self.train_path, self.roi_key = train.path, train.roi_key
+        self.key = fingerprint(cfg, store, subject, roi, train.path, {k: d.path for k, d in tests.items()})
+        self.splits = out_splits(cfg)
+        self.report = data_report(train)
+        x_std = Standardiser().fit(train.X)
+        img_index = {n: i for i, n in enumerate(train_names)}
+        trial_img = np.array([img_index[n] for n in train.names])
+        cross = len(dc.alphas) > 1 or dc.train_oof
+        self.folds = ImageFolds(trial_img, len(train_names), dc.cv_folds if cross else 1, cfg.seed)
+        if len(self.folds) < 2 and cross:
+            raise UserError(f"{train.path} has trials of {len(self.folds.present)} training image(s) for {subject} "
+                            f"{roi}; cross-validation needs at least 2 (set decoder.alphas to one value and "
+                            f"decoder.train_oof=false)")
+        self.decoder = make_decoder(dc.kind, dc.alpha_per, dc.backend, dc.n_voxels, dc.alphas, x_std.transform(train.X),
+                                    {split: x_std.transform(d.X) for split, d in tests.items()}, self.folds, device)
+        self.oof_names = [train_names[i] for i in self.folds.present] if dc.train_oof else None
+        if dc.kind == "sparse" and dc.n_voxels >= train.X.shape[1]:
+            log.warning("%s %s has %d voxels, not more than decoder.n_voxels=%d: the sparse decoder selects nothing "
+                        "and is dense ridge with a bias, much slower than decoder.kind=ridge", subject, roi,
+                        train.X.shape[1], dc.n_voxels)
+
+    def files(self, layer: str) -> LayerFiles:
+        return LayerFiles(self.store, self.subject, self.roi, layer)
+
+    def decode(self, item: Item) -> None:
+        """Decode one item (a whole layer, or a part of one) and write its files; the last part of a layer
+        to finish stitches the layer."""
+        dc = self.cfg.decoder
+        files = self.files(item.layer)
+        if not dc.train_oof:  # out-of-fold features of an earlier run with other settings are stale
+            files.array(OOF).unlink(missing_ok=True)
+        layer_index = self.cfg.features.layers.index(item.layer)
+        with self.store.open_true(item.layer, "train", names=self.train_names) as true_train:
+            if item.n_parts == 1:
+                for stale in [*files.dir.glob("*.part-*of*.h5"), *files.dir.glob("part-*of*.npz"), files.choice]:
+                    stale.unlink(missing_ok=True)  # parts of an earlier split of this layer
+                stats, Y_sample, sample = self._stats_and_sample(true_train, layer_index)
+                choice = self._choose(item.layer, stats, Y_sample, sample)
+                acc = self._decode_units(item, true_train, stats, choice, {s: files.array(s) for s in self.splits})
+                atomic_write_json(files.done, {"fingerprint": self.key,  # written last
+                                               "scores": self._layer_scores(choice, acc, true_train.n_units)})
+                return
+            choice = self._part_choice(item, true_train, layer_index, files)
+            stats, _ = layer_stats(true_train, self.folds.counts, dc.chunk_units, np.zeros(0, int), item.units)
+            acc = self._decode_units(item, true_train, stats, choice,
+                                     {s: files.part_array(s, item) for s in self.splits})
+            n_units = true_train.n_units
+        buf = io.BytesIO()
+        np.savez(buf, fingerprint=np.array(self.key), **acc.state())
+        atomic_write_bytes(files.part_marker(item), buf.getvalue())  # written last
+        log.info("%s: decoded", item.label)
+        with Claim(files.layer_claim, wait=True):
+            self._stitch(item, files, choice, n_units)
+
+    # ------------------------------------------------------------------ the steps
+
+    def _stats_and_sample(self, true_train: FeatureArray, layer_index: int):
+        dc = self.cfg.decoder
+        rng = np.random.default_rng([self.cfg.seed, layer_index])  # the same units however the run resumed
+        sample = np.sort(rng.choice(true_train.n_units, min(dc.cv_units, true_train.n_units), replace=False))
+        stats, Y_sample = layer_stats(true_train, self.folds.counts, dc.chunk_units, sample)
+        return stats, Y_sample, sample
+
+    def _choose(self, layer: str, stats: LayerStats, Y_sample: np.ndarray, sample: np.ndarray):
+        choice = self.decoder.choose((Y_sample - stats.mean[sample]) / stats.std[sample], self.cfg.decoder.train_oof)
+        if choice.alpha is None:
+            log.info("%s %s %s: penalties chosen per unit while decoding", self.subject, self.roi, layer)
+        else:
+            log.info("%s %s %s: alpha %g (cv profile r %s)", self.subject, self.roi, layer, choice.alpha, choice.report)
+        return choice
+
+    def _part_choice(self, item: Item, true_train: FeatureArray, layer_index: int, files: LayerFiles):
+        """The layer's penalties for one of its parts: chosen once, by the first part to need them, from the
+        layer's sample of units (as one process would), and kept in ``choice.json`` for the others."""
+        from stage1_decode.decoders import Choice
+
+        dc = self.cfg.decoder
+        if len(dc.alphas) == 1 or (dc.kind == "ridge" and dc.alpha_per == "unit"):
+            return self.decoder.choose(None, dc.train_oof)  # nothing to choose from the sample
+        with Claim(files.layer_claim, wait=True):
+            if files.choice.is_file():
+                kept = json.loads(files.choice.read_text())
+                if kept.get("fingerprint") == self.key:
+                    return Choice(kept["alpha"], kept["fold_alphas"], kept["report"])
+            stats, Y_sample, sample = self._stats_and_sample(true_train, layer_index)
+            choice = self._choose(item.layer, stats, Y_sample, sample)
+            atomic_write_json(files.choice, {"fingerprint": self.key, "alpha": choice.alpha,
+                                             "fold_alphas": choice.fold_alphas, "report": choice.report})
+            return choice
+
+    def _decode_units(self, item: Item, true_train: FeatureArray, stats: LayerStats, choice,
+                      paths: dict[str, Path]) -> "Accumulated":
+        """Stream ``item``'s units through the decoder into the arrays ``paths`` (one per split, holding those
+        units); return the accumulated scores and penalty counts."""
+        from contextlib import ExitStack
+
+        from tqdm import tqdm
+
+        dc = self.cfg.decoder
+        spec = parse_weights(self.cfg.features.weights)
+        splits = {split: list(d.names) for split, d in self.tests.items()}
+        if self.oof_names is not None:
+            splits[OOF] = self.oof_names
+        attrs = {"alpha_per": dc.alpha_per, "n_voxels": self.n_voxels,
+                 "provenance": {"bdata": str(self.train_path), "roi_key": self.roi_key},
+                 **({} if choice.alpha is None else {"alpha": choice.alpha})}
+        acc = Accumulated({split: DecodingScores(len(names)) for split, names in splits.items()})
+        start, n = item.start, item.stop - item.start
+        with ExitStack() as stack:
+            trues, writers = {}, {}
+            for split, names in splits.items():
+                if split != OOF:
+                    trues[split] = stack.enter_context(self.store.open_true(item.layer, split))
+                writers[split] = stack.enter_context(self.store.writer(
+                    paths[split], names, n,
+                    {**self.store.decoded_expect(self.subject, self.roi, item.layer, split),
+                     "unit_shape": list(true_train.unit_shape), "weights_label": spec.label, **attrs}))
+            rows = {split: trues[split].rows_for(splits[split]) for split in trues}
+            n_chunks = -(-n // dc.chunk_units)
+            for units, block in tqdm(true_train.iter_units(dc.chunk_units, item.units), total=n_chunks,
+                                     desc=f"decode {self.subject}/{self.roi}/{item.layer}", unit="chunk", leave=False):
+                mean, std = stats.mean[units.start - start:units.stop - start], stats.std[units.start - start:units.stop - start]
+                result = self.decoder.decode((block - mean) / std, choice, self.oof_names is not None)
+                acc.add_penalties(result)
+                failpoint("decode.chunk")
+                decoded = dict(result.tests)
+                if self.oof_names is not None:
+                    decoded[OOF] = result.oof
+                for split, pred_z in decoded.items():
+                    pred = pred_z * std + mean
+                    writers[split].write_units(slice(units.start - start, units.stop - start), pred)
+                    true = block[self.folds.present] if split == OOF else trues[split].read(rows[split], units)
+                    acc.scores[split].add(pred, true, mean, std)
+        # leaving the ExitStack committed every writer (or, on an exception, aborted them all)
+        return acc
+
+    def _layer_scores(self, choice, acc: "Accumulated", n_units: int) -> dict:
+        """The scores ``done.json`` keeps for a layer: per test split, with how penalties were chosen."""
+        dc = self.cfg.decoder
+        alpha_info = acc.alpha_info(choice, dc.alphas)
+        scores = {split: a.result() for split, a in acc.scores.items()}
+        common = {"alpha_per": dc.alpha_per, "n_voxels": self.n_voxels, "n_units": int(n_units),
+                  "cv_profile_corr": choice.report or alpha_info.pop("cv", {}), **alpha_info}
+        if dc.kind == "sparse":
+            common["voxels_per_unit"] = min(dc.n_voxels, self.n_voxels)
+        if OOF in scores:
+            # penalties of the out-of-fold rows, fold by fold (chosen within each fold's training images)
+            scores[OOF]["fold_alphas"] = None if choice.alpha is None else [float(a) for a in choice.fold_alphas]
+        return {split: {**scores[split], **common, **({OOF: scores[OOF]} if OOF in scores else {})}
+                for split in self.tests}
+
+    def _stitch(self, item: Item, files: LayerFiles, choice, n_units: int) -> None:
+        """With every part of ``item``'s layer decoded: its arrays as one virtual array per split over the
+        part files, and ``done.json`` with the scores merged from the parts (the caller holds the layer's
+        claim, so one process stitches)."""
+        if files.scores(self.key, self.splits) is not None:
+            return
+        parts = [Item(item.subject, item.roi, item.layer, k, item.n_parts) for k in range(item.n_parts)]
+        if not all(files.part_done(p, self.key, self.splits) for p in parts):
+            return
+        markers = [dict(np.load(files.part_marker(p))) for p in parts]
+        ranges, start = [], 0
+        for marker in markers:
+            ranges.append(slice(start, start + int(marker["n_units"])))
+            start = ranges[-1].stop
+        for split in self.splits:
+            write_stitched(files.array(split), [(files.part_array(split, p), r) for p, r in zip(parts, ranges)])
+        acc = Accumulated.merge(markers, self.splits)
+        atomic_write_json(files.done, {"fingerprint": self.key, "scores": self._layer_scores(choice, acc, n_units)})
+        log.info("%s %s %s: %d parts stitched into one array per split", item.subject, item.roi, item.layer,
+                 item.n_parts)
+
+
+@dataclass
+class Accumulated:
+    """What decoding a range of units accumulates: scores per split, and how often each penalty was
+    chosen (with the summed per-unit CV scores when chosen per unit)."""
+
+    scores: dict[str, DecodingScores]
+    alpha_counts: dict[float, int] = field(default_factory=dict)
+    cv_sum: np.ndarray | None = None
+    cv_units: np.ndarray | None = None
+    n_units: int = 0
+
+    def add_penalties(self, result) -> None:
+        for a, n in zip(*np.unique(result.alphas, return_counts=True)):
+            self.alpha_counts[float(a)] = self.alpha_counts.get(float(a), 0) + int(n)
+        self.n_units += len(result.alphas)
+        if result.scores is not None:  # running sums of the valid per-unit CV scores
+            self.cv_sum = np.nansum(result.scores, axis=1) + (0 if self.cv_sum is None else self.cv_sum)
+            self.cv_units = (~np.isnan(result.scores)).sum(1) + (0 if self.cv_units is None else self.cv_units)
+
+    def alpha_info(self, choice, alphas: list[float]) -> dict:
+        """The layer's penalty: the chosen one, or (per unit) the median over units, the share of units at
+        each penalty and the mean CV score of each."""
+        if choice.alpha is not None:
+            return {"alpha": choice.alpha}
+        counts = self.alpha_counts
+        total = sum(counts.values())
+        info = {"alpha_share": {f"{a:g}": round(n / total, 4) for a, n in sorted(counts.items())}}
+        cum = np.cumsum([counts[a] for a in sorted(counts)])
+        info["alpha"] = float(sorted(counts)[int(np.searchsorted(cum, total / 2))])  # median over units
+        if self.cv_sum is not None:
+            info["cv"] = {f"{a:g}": round(float(v / max(c, 1)), 4) for a, v, c in zip(alphas, self.cv_sum, self.cv_units)}
+        return info
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays a part's marker keeps, from which ``merge`` rebuilds the layer's sums."""
+        out = {f"{split}/{k}": v for split, acc in self.scores.items() for k, v in acc.state().items()}
+        out["alpha_values"] = np.array(sorted(self.alpha_counts), dtype=float)
+        out["alpha_counts"] = np.array([self.alpha_counts[a] for a in sorted(self.alpha_counts)], dtype=np.int64)
+        if self.cv_sum is not None:
+            out["cv_sum"], out["cv_units"] = self.cv_sum, self.cv_units
+        out["n_units"] = np.array(self.n_units)
+        return out
+
+    @classmethod
+    def merge(cls, states: list[dict], splits: list[str]) -> "Accumulated":
+        """The accumulation of consecutive parts, from their markers in unit order."""
+        scores = {split: DecodingScores.merge([{k.split("/", 1)[1]: v for k, v in st.items() if k.startswith(f"{split}/")}
+                                               for st in states]) for split in splits}
+        out = cls(scores)
+        for st in states:
+            for a, n in zip(st["alpha_values"], st["alpha_counts"]):
+                out.alpha_counts[float(a)] = out.alpha_counts.get(float(a), 0) + int(n)
+            if "cv_sum" in st:
+                out.cv_sum = st["cv_sum"] + (0 if out.cv_sum is None else out.cv_sum)
+                out.cv_units = st["cv_units"] + (0 if out.cv_units is None else out.cv_units)
+            out.n_units += int(st["n_units"])
+        return out
 
 
 def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: str, train: SplitData,
                        tests: dict[str, SplitData], device, train_names: list[str]) -> dict:
-    """Decode every configured layer for one subject and ROI; return scores per layer and split
-    (``train_oof`` among the splits when out-of-fold features are decoded).
-
-    Layers whose ``done.json`` marker matches the current fingerprint are skipped.
-    """
-    from stage1_decode.decoders import make_decoder  # imports torch
-
-    dc = cfg.decoder
-    key = fingerprint(cfg, store, subject, roi, train, tests)
-    out_splits = [*tests, *([OOF] if dc.train_oof else [])]
-    done_paths = {layer: store.decoded_file(subject, roi, layer, "done").with_suffix(".json")
-                  for layer in cfg.features.layers}
-    out: dict = {}
-    for layer, path in done_paths.items():
-        if path.is_file():
-            done = json.loads(path.read_text())
-            if done.get("fingerprint") == key and all(store.decoded_file(subject, roi, layer, s).is_file()
-                                                      for s in out_splits):
-                log.info("%s %s %s: already decoded (%s)", subject, roi, layer, path)
-                out[layer] = done["scores"]
-    if len(out) == len(done_paths):
-        return out
-    x_std = Standardiser().fit(train.X)
-    img_index = {n: i for i, n in enumerate(train_names)}
-    trial_img = np.array([img_index[n] for n in train.names])
-    folds = ImageFolds(trial_img, len(train_names), dc.cv_folds if (len(dc.alphas) > 1 or dc.train_oof) else 1,
-                       cfg.seed)
-    if len(folds) < 2 and (len(dc.alphas) > 1 or dc.train_oof):
-        raise UserError(f"{train.path} has trials of {len(folds.present)} training image(s) for {subject} {roi}; "
-                        f"cross-validation needs at least 2 (set decoder.alphas to one value and "
-                        f"decoder.train_oof=false)")
-    decoder = make_decoder(dc.kind, dc.alpha_per, dc.backend, dc.n_voxels, dc.alphas, x_std.transform(train.X),
-                           {split: x_std.transform(d.X) for split, d in tests.items()}, folds, device)
-    oof_names = [train_names[i] for i in folds.present]
-    if dc.kind == "sparse" and dc.n_voxels >= train.X.shape[1]:
-        log.warning("%s %s has %d voxels, not more than decoder.n_voxels=%d: the sparse decoder selects nothing "
-                    "and is dense ridge with a bias, much slower than decoder.kind=ridge", subject, roi,
-                    train.X.shape[1], dc.n_voxels)
-    for layer_index, layer in enumerate(cfg.features.layers):
-        if layer in out:
-            continue
-        if not dc.train_oof:  # out-of-fold features of an earlier run with other settings are stale
-            store.decoded_file(subject, roi, layer, OOF).unlink(missing_ok=True)
-        with store.open_true(layer, "train", names=train_names) as true_train:
-            rng = np.random.default_rng([cfg.seed, layer_index])  # the same units however the run resumed
-            n_sample = min(dc.cv_units, true_train.n_units)
-            sample = np.sort(rng.choice(true_train.n_units, n_sample, replace=False))
-            stats, Y_sample = layer_stats(true_train, folds.counts, dc.chunk_units, sample)
-            choice = decoder.choose((Y_sample - stats.mean[sample]) / stats.std[sample], dc.train_oof)
-            if choice.alpha is None:
-                log.info("%s %s %s: penalties chosen per unit while decoding", subject, roi, layer)
-            else:
-                log.info("%s %s %s: alpha %g (cv profile r %s)", subject, roi, layer, choice.alpha, choice.report)
-            attrs = {"alpha_per": dc.alpha_per, "n_voxels": int(train.X.shape[1]),
-                     "provenance": {"bdata": str(train.path), "roi_key": train.roi_key}}
-            if choice.alpha is not None:
-                attrs["alpha"] = choice.alpha
-            scores, alpha_info = _decode_layer(cfg, store, subject, roi, layer, true_train, stats, decoder, choice,
-                                               tests, oof_names if dc.train_oof else None, folds.present, attrs)
-        common = {"alpha_per": dc.alpha_per, "n_voxels": int(train.X.shape[1]),
-                  "n_units": int(true_train.n_units), "cv_profile_corr": choice.report or alpha_info.pop("cv", {}),
-                  **alpha_info}
-        if dc.kind == "sparse":
-            common["voxels_per_unit"] = min(dc.n_voxels, int(train.X.shape[1]))
-        if OOF in scores:
-            # penalties of the out-of-fold rows, fold by fold (chosen within each fold's training images)
-            scores[OOF]["fold_alphas"] = None if choice.alpha is None else [float(a) for a in choice.fold_alphas]
-        out[layer] = {split: {**scores[split], **common, **({OOF: scores[OOF]} if OOF in scores else {})}
-                      for split in tests}
-        atomic_write_json(done_paths[layer], {"fingerprint": key, "scores": out[layer]})  # written last
-    return {layer: out[layer] for layer in cfg.features.layers}
-
-
-def _decode_layer(cfg: Config, store: ExperimentStore, subject: str, roi: str, layer: str, true_train: FeatureArray,
-                  stats: LayerStats, decoder, choice, tests: dict[str, SplitData],
-                  oof_names: list[str] | None, oof_rows: np.ndarray, attrs: dict) -> tuple[dict, dict]:
-    """Stream one layer through the decoder; write decoded features; return scores per split
-    (and ``train_oof``) and how penalties were chosen."""
-    from contextlib import ExitStack
-
-    from tqdm import tqdm
-
-    spec = parse_weights(cfg.features.weights)
-    splits = {split: list(d.names) for split, d in tests.items()}
-    if oof_names is not None:
-        splits[OOF] = oof_names
-    alpha_counts: dict[float, int] = {}
-    cv_sum, cv_units = None, 0
-    with ExitStack() as stack:
-        trues, writers, scores = {}, {}, {}
-        for split, names in splits.items():
-            if split != OOF:
-                trues[split] = stack.enter_context(store.open_true(layer, split))
-            writers[split] = stack.enter_context(store.writer(
-                store.decoded_file(subject, roi, layer, split), names, true_train.n_units,
-                {**store.decoded_expect(subject, roi, layer, split), "unit_shape": list(true_train.unit_shape),
-                 "weights_label": spec.label, **attrs}))
-            scores[split] = DecodingScores(len(names))
-        rows = {split: trues[split].rows_for(splits[split]) for split in trues}
-        n_chunks = -(-true_train.n_units // cfg.decoder.chunk_units)
-        for units, block in tqdm(true_train.iter_units(cfg.decoder.chunk_units), total=n_chunks,
-                                 desc=f"decode {subject}/{roi}/{layer}", unit="chunk", leave=False):
-            mean, std = stats.mean[units], stats.std[units]
-            result = decoder.decode((block - mean) / std, choice, oof_names is not None)
-            for a, n in zip(*np.unique(result.alphas, return_counts=True)):
-                alpha_counts[float(a)] = alpha_counts.get(float(a), 0) + int(n)
-            if result.scores is not None:  # running sums of the valid per-unit CV scores
-                cv_sum = np.nansum(result.scores, axis=1) + (0 if cv_sum is None else cv_sum)
-                cv_units = (~np.isnan(result.scores)).sum(1) + cv_units
-            failpoint("decode.chunk")
-            decoded = dict(result.tests)
-            if oof_names is not None:
-                decoded[OOF] = result.oof
-            for split, pred_z in decoded.items():
-                pred = pred_z * std + mean
-                writers[split].write_units(units, pred)
-                true = block[oof_rows] if split == OOF else trues[split].read(rows[split], units)
-                scores[split].add(pred, true, mean, std)
-    # leaving the ExitStack committed every writer (or, on an exception, aborted them all)
-    total = sum(alpha_counts.values())
-    info = {}
-    if choice.alpha is None:  # per unit: the share of units at each penalty, and the mean CV score of each
-        info["alpha_share"] = {f"{a:g}": round(n / total, 4) for a, n in sorted(alpha_counts.items())}
-        cum = np.cumsum([alpha_counts[a] for a in sorted(alpha_counts)])
-        info["alpha"] = float(sorted(alpha_counts)[int(np.searchsorted(cum, total / 2))])  # median over units
-        if cv_sum is not None:
-            info["cv"] = {f"{a:g}": round(float(v / max(c, 1)), 4)
-                          for a, v, c in zip(cfg.decoder.alphas, cv_sum, cv_units)}
-    else:
-        info["alpha"] = choice.alpha
-    return {split: acc.result() for split, acc in scores.items()}, info
+    """Decode every configured layer (every part) of one subject and ROI in this process; return scores
+    per layer and split. Layers whose ``done.json`` matches the current fingerprint are skipped."""
+    work = RoiWork(cfg, store, subject, roi, train, tests, device, train_names)
+    for item in work_items(cfg, store):
+        if (item.subject, item.roi) == (subject, roi) and not work.files(item.layer).item_done(item, work.key,
+                                                                                                 work.splits):
+            work.decode(item)
+    return {layer: work.files(layer).scores(work.key, work.splits) for layer in cfg.features.layers}

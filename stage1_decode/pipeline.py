@@ -6,12 +6,9 @@ import json
 import logging
 import time
 
-import numpy as np
 
-from shared import metrics as M
 from shared.config import Config
 from shared.datasets import DataSource, bdata_files, check_inputs, load_split, split_image_names
-from shared.device import resolve_device
 from shared.errors import UserError
 from shared.plotting import decoding_plot
 from shared.report import DECODING_COLUMNS, decoding_rows, section_key, write_summary, write_table
@@ -38,50 +35,164 @@ def simulate(cfg: Config) -> None:
     log.info("simulated experiment ready in %s", cfg.data_root)
 
 
-def run(cfg: Config) -> None:
-    from stage1_decode.decode import decode_subject_roi  # imports torch
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)`` (0 <= I < N); None stays None."""
+    if text is None:
+        return None
+    i, _, n = text.partition("/")
+    if not (i.strip().isdigit() and n.strip().isdigit()) or not 0 <= int(i) < int(n):
+        raise UserError(f"--shard must be I/N with 0 <= I < N, counting from 0 (e.g. --shard 0/4; in a SLURM array "
+                        f"--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT with --array=0-3); {text!r} was given")
+    return int(i), int(n)
 
+
+def this_shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The shard this process takes: ``--shard``'s, and under ``torchrun`` each rank one share of it."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return shard
+    rank = int(os.environ.get("RANK", "0"))
+    i, n = shard or (0, 1)
+    return i * world + rank, n * world
+
+
+def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
+    """Stage 1 for the experiment, or (``shard`` = (I, N)) for every N-th of its work items from the I-th.
+
+    Any number of processes may run it at once on one store (a SLURM array, ``torchrun`` ranks, two
+    terminals): each claims the items it decodes under a lock file, skips what is done or taken, and
+    the process that finds every item done writes the scores and summaries.
+    """
+    from stage1_decode.decode import fingerprint
+    from stage1_decode.items import LayerFiles, out_splits, work_items
+
+    from shared.datasets import brain_file
+    from shared.device import process_device
     from shared.featnet import check_weights
+    from shared.locks import Claim
+    from shared.runs import sweep_temporary_files
 
     t0 = time.time()
-    ensure_data(cfg)
+    if cfg.data.source == "simulated":  # one process writes it (experiments may share its folder)
+        cfg.data_root.parent.mkdir(parents=True, exist_ok=True)
+        with Claim(cfg.data_root.parent / f".{cfg.data_root.name}.claim-simulate", wait=True):
+            ensure_data(cfg)
     src = DataSource.of(cfg)
     check_inputs(src, cfg.decoder.folds_needed)
     check_weights(cfg.features.network, cfg.features.weights)
-    device = resolve_device(cfg.device)
-    run_ = Run(cfg, "stage1", str(device), bdata_files(src))
+    shard = this_shard(shard)
+    device = process_device(cfg.device)
+    run_ = Run(cfg, "stage1", str(device), bdata_files(src), writes_work=True)
     store = ExperimentStore(cfg)
     splits = ["train", *cfg.data.test]
-    compute_true_features(cfg, store, device, splits)
+    with Claim(cfg.work_path / ".claim-true-features", wait=True):  # one process computes them, the others wait
+        sweep_temporary_files(store.true_file(cfg.features.layers[0], "train").parents[1])
+        compute_true_features(cfg, store, device, splits)
     train_names = split_image_names(src, "train")
-    spec = parse_weights(cfg.features.weights)
+    keys = {(subject, roi): fingerprint(cfg, store, subject, roi, brain_file(src, subject, "train"),
+                                        {split: brain_file(src, subject, split) for split in cfg.data.test})
+            for subject in cfg.data.subjects for roi in cfg.data.rois}
+    dec_splits = out_splits(cfg)
+    items = work_items(cfg, store)
+    mine = items if shard is None else items[shard[0]::shard[1]]
+    if shard is not None:
+        log.info("stage 1 shard %d/%d: %d of %d work items", shard[0], shard[1], len(mine), len(items))
+    work = None
+    busy = 0
+    for item in mine:
+        files = LayerFiles(store, item.subject, item.roi, item.layer)
+        key = keys[(item.subject, item.roi)]
+        if files.item_done(item, key, dec_splits):
+            log.info("%s: already decoded (%s)", item.label, files.dir)
+            continue
+        claim = Claim.take(files.claim(item))
+        if claim is None:
+            log.info("%s: being decoded by another process; skipped", item.label)
+            busy += 1
+            continue
+        with claim:
+            if files.item_done(item, key, dec_splits):  # finished while this process looked
+                continue
+            left = [tmp for out in files.item_outputs(item, dec_splits) for tmp in out.parent.glob(f".{out.name}.tmp-*")]
+            for tmp in left:  # what a killed process left of this item (no one else writes these names)
+                tmp.unlink(missing_ok=True)
+            if left:
+                log.info("deleted %d temporary file(s) an interrupted run left behind (%s)", len(left), item.label)
+            if work is None or (work.subject, work.roi) != (item.subject, item.roi):
+                work = None  # one subject and ROI's data and decoder at a time
+                work = _roi_work(cfg, store, src, item.subject, item.roi, device, train_names)
+            work.decode(item)
+    work = None
+    unfinished = [it for it in items if LayerFiles(store, it.subject, it.roi, it.layer).scores(
+        keys[(it.subject, it.roi)], dec_splits) is None]
+    if unfinished:
+        log.info("stage 1: %d of %d work items are not finished (first: %s)%s; the process that finishes the last one "
+                 "writes the scores and summaries (rerun stage 1 to finish what a stopped process left)",
+                 len(unfinished), len(items), unfinished[0].label,
+                 f", {busy} being decoded by other processes" if busy else "")
+        run_.finish(items_left=len(unfinished))
+        return
+    _write_results(cfg, store, src, keys, dec_splits, run_)
+    run_.finish()
+    log.info("stage 1 done in %.0f s; results in %s", time.time() - t0, cfg.results_path)
 
-    decoding: dict = {}  # split -> subject -> roi -> layer -> scores
-    data_report: dict = {}
-    for subject in cfg.data.subjects:
-        for roi in cfg.data.rois:
-            train = load_split(src, subject, "train", roi, average=False)
-            tests = {split: load_split(src, subject, split, roi, average=True) for split in cfg.data.test}
-            reliability = M.single_trial_reliability(train.X, train.names)
-            finite = reliability[np.isfinite(reliability)]
-            median = float(np.median(finite)) if finite.size else None  # None: no image was repeated
-            constant = int((train.X.std(axis=0) <= 1e-8).sum())
-            if constant:  # z-scoring maps them to 0 in every sample: the decoders ignore them
-                log.warning("%s %s: %d of %d voxels are constant over the training trials; they carry no "
-                            "information and are z-scored to 0 (ignored)", subject, roi, constant, train.X.shape[1])
-            data_report.setdefault(subject, {})[roi] = {
-                "n_voxels": int(train.X.shape[1]), "n_constant_voxels": constant,
-                "n_train_trials": int(train.X.shape[0]),
-                "n_train_images": int(len(set(train.names))), "reliability_median": median,
-            }
-            log.info("%s %s: %d voxels, median single-trial reliability %s", subject, roi, train.X.shape[1],
-                     "n/a (no repeated training images)" if median is None else f"{median:.3f}")
-            scores = decode_subject_roi(cfg, store, subject, roi, train, tests, device, train_names)
-            for layer, by_split in scores.items():
-                for split, s in by_split.items():
-                    decoding.setdefault(split, {}).setdefault(subject, {}).setdefault(roi, {})[layer] = s
+
+def _roi_work(cfg: Config, store: ExperimentStore, src: DataSource, subject: str, roi: str, device,
+              train_names: list[str]):
+    """Load one subject and ROI and prepare its decoder; log (and keep) what its training data hold."""
+    from stage1_decode.decode import RoiWork
+
+    train = load_split(src, subject, "train", roi, average=False)
+    tests = {split: load_split(src, subject, split, roi, average=True) for split in cfg.data.test}
+    work = RoiWork(cfg, store, subject, roi, train, tests, device, train_names)
+    _log_data(subject, roi, work.report)
+    atomic_write_json(store.layer_dir(subject, roi, "x").parent / "data.json", {"fingerprint": work.key,
+                                                                                "report": work.report})
+    return work
+
+
+def _log_data(subject: str, roi: str, report: dict) -> None:
+    constant, median = report["n_constant_voxels"], report["reliability_median"]
+    if constant:  # z-scoring maps them to 0 in every sample: the decoders ignore them
+        log.warning("%s %s: %d of %d voxels are constant over the training trials; they carry no "
+                    "information and are z-scored to 0 (ignored)", subject, roi, constant, report["n_voxels"])
+    log.info("%s %s: %d voxels, median single-trial reliability %s", subject, roi, report["n_voxels"],
+             "n/a (no repeated training images)" if median is None else f"{median:.3f}")
+
+
+def _write_results(cfg: Config, store: ExperimentStore, src: DataSource, keys: dict, dec_splits: list[str],
+                   run_) -> None:
+    """Scores and summaries of a fully decoded experiment, from every layer's ``done.json`` (once per
+    finished set of items: under the results folder's lock, whichever process finished last)."""
+    from stage1_decode.decode import data_report
+    from stage1_decode.items import LayerFiles
+
+    from shared.locks import ExperimentLock
+    from shared.runs import sweep_temporary_files
 
     results = cfg.results_path
+    lock = ExperimentLock.acquire(results, f"the results of experiment '{cfg.experiment}' ({results})", wait=True)
+    sweep_temporary_files(results)
+    decoding: dict = {}  # split -> subject -> roi -> layer -> scores
+    reports: dict = {}
+    for subject in cfg.data.subjects:
+        for roi in cfg.data.rois:
+            key = keys[(subject, roi)]
+            kept = store.layer_dir(subject, roi, "x").parent / "data.json"
+            report = json.loads(kept.read_text()) if kept.is_file() else {}
+            if report.get("fingerprint") == key:
+                report = report["report"]
+            else:  # decoded by an earlier version, or its data replaced since
+                report = data_report(load_split(src, subject, "train", roi, average=False))
+                _log_data(subject, roi, report)
+            reports.setdefault(subject, {})[roi] = report
+            for layer in cfg.features.layers:
+                scores = LayerFiles(store, subject, roi, layer).scores(key, dec_splits)
+                for split, s in scores.items():
+                    decoding.setdefault(split, {}).setdefault(subject, {}).setdefault(roi, {})[layer] = s
+    spec = parse_weights(cfg.features.weights)
     first = next(iter(cfg.data.test))
     path = results / "metrics.json"
     _drop_stale_sections(path, decoding, first)
@@ -89,15 +200,14 @@ def run(cfg: Config) -> None:
             "layers": cfg.features.layers, "decoder": cfg.decoder.label, "test_set": first,
             "data": f"{cfg.data.source} ({cfg.data_root})"}
     sections = {section_key("decoding", split, first): dec for split, dec in decoding.items()}
-    metrics = update_metrics(path, {"experiment": cfg.experiment, "info": info, "data": data_report, **sections},
+    metrics = update_metrics(path, {"experiment": cfg.experiment, "info": info, "data": reports, **sections},
                              "stage1", run_.dir)
     for key, dec in sections.items():
         write_table(results / key, decoding_rows(dec), DECODING_COLUMNS)
     decoding_plot(decoding[first], cfg.features.layers, results / "decoding.png",
                   title=f"{cfg.features.network} [{spec.label}], {first} test images")
     write_summary(results, metrics)
-    run_.finish()
-    log.info("stage 1 done in %.0f s; results in %s", time.time() - t0, results)
+    lock.release()
 
 
 def _drop_stale_sections(path, decoding: dict, first: str) -> None:
@@ -118,3 +228,24 @@ def _drop_stale_sections(path, decoding: dict, first: str) -> None:
                       *path.parent.glob("validation.*"), *path.parent.glob("per_image.json")]:
             stale.unlink()
     atomic_write_json(path, kept)
+
+
+def add_run_arguments(parser) -> None:
+    parser.add_argument("--shard", metavar="I/N", help="decode only every N-th work item (subject, ROI, layer or "
+                        "part of one), from the I-th, counting from 0: N processes with I = 0..N-1 (a SLURM array) "
+                        "complete the experiment between them, and the last to finish writes the scores; "
+                        "under torchrun each rank takes its share")
+
+
+def run_verb(args) -> None:
+    """``run`` with its own option (``--shard``): the config is read here."""
+    import sys
+
+    from shared.config import dump_yaml, load_config
+
+    shard = parse_shard(args.shard)
+    cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        sys.stdout.write(dump_yaml(cfg))
+        return
+    run(cfg, shard)

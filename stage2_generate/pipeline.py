@@ -19,7 +19,8 @@ from shared.evaluation import (ValidationScorer, as_scored, check_judge_independ
                                judge_name, means, metric_label, score, validation_value)
 from shared.holdout import validation_split
 from shared.report import VALIDATION_SECTION, recon_columns, recon_rows, section_key, write_summary, write_table
-from shared.runs import ExperimentLock, Run, atomic_write_bytes, atomic_write_json, sweep_temporary_files, update_metrics
+from shared.locks import ExperimentLock
+from shared.runs import Run, atomic_write_bytes, atomic_write_json, sweep_temporary_files, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
 

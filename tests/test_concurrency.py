@@ -73,7 +73,7 @@ def test_run_metadata_holds_what_repeating_a_run_needs(raced):
 HOLD = """
 import sys, time
 from pathlib import Path
-from shared.runs import ExperimentLock
+from shared.locks import ExperimentLock
 ExperimentLock.acquire(Path(sys.argv[1]), "experiment 'tiny'")
 print("held", flush=True)
 time.sleep(120)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from shared.errors import UserError
-from shared.runs import ExperimentLock
+from shared.locks import ExperimentLock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from shared.runs import ExperimentLock
+from shared.locks import ExperimentLock
 ExperimentLock.acquire(Path(sys.argv[1]), "experiment 'x'")
 print("held", flush=True)
 time.sleep(60)
@@ -49,7 +49,7 @@ def test_a_second_process_is_refused_and_a_killed_holder_leaves_no_stale_lock(tm
 HOLD_SHARED = """
 import sys, time
 from pathlib import Path
-from shared.runs import ExperimentLock
+from shared.locks import ExperimentLock
 ExperimentLock.acquire(Path(sys.argv[1]), "store 'x'", shared=True)
 print("held", flush=True)
 time.sleep(float(sys.argv[2]))
@@ -77,7 +77,7 @@ def test_shared_holders_coexist_and_keep_an_exclusive_one_out(tmp_path):
 
 
 def test_with_wait_for_locks_a_process_waits_instead_of_refusing(tmp_path, monkeypatch):
-    from shared.runs import WAIT_FOR_LOCKS
+    from shared.locks import WAIT_FOR_LOCKS
 
     holder = _shared_holder(tmp_path, 3)
     started = time.time()

@@ -114,6 +114,9 @@ def validate(cfg: Config) -> None:
         raise UserError(f"'data.test' must not name a test set {reserved[0]!r} (the names 'train', 'train_oof', "
                         f"'validation' and 'info' are the training images', their out-of-fold features', their "
                         f"hold-out's and the run information's); call it e.g. 'natural'")
+    if cfg.decoder.part_units < 0:
+        raise UserError(f"'decoder.part_units' must be 0 (whole layers) or a number of units; "
+                        f"{cfg.decoder.part_units} was given")
     if cfg.decoder.cv_units < 1:
         raise UserError(f"'decoder.cv_units' must be at least 1; {cfg.decoder.cv_units} was given")
     if cfg.simulation.noise_shared + cfg.simulation.noise_spatial > 1:

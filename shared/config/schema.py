@@ -162,6 +162,7 @@ class DecoderConfig:
     cv_units: int = 2000  # units sampled per layer to score the penalties
     train_oof: bool = True  # also decode the training images out of fold (split 'train_oof' in the store)
     chunk_units: int = 8192  # units per streamed chunk of a layer
+    part_units: int = 0  # split layers into work items of about this many units (0: whole layers)
 
     @property
     def folds_needed(self) -> int:

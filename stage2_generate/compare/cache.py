@@ -33,7 +33,7 @@ from shared.config import Config, to_dict
 
 # Keys that change where things go, how fast, or how they look, never what is computed.
 NOT_RESULTS = {("experiment",), ("results_dir",), ("work_dir",), ("device",), ("features", "batch_size"),
-               ("decoder", "chunk_units"), ("eval", "grid_columns"),
+               ("decoder", "chunk_units"), ("decoder", "part_units"), ("eval", "grid_columns"),
                ("eval", "save_reconstructions"), ("lab",), ("download",)}
 
 
@@ -72,7 +72,8 @@ def _store_parts(cfg: Config) -> dict:
         "data": {k: v for k, v in d["data"].items() if k not in ("subjects", "rois")},
         "simulation": d["simulation"] if cfg.data.source == "simulated" else None,
         "features": {k: d["features"][k] for k in ("network", "weights", "input_size", "layers")},
-        "decoder": {k: v for k, v in d["decoder"].items() if k not in ("kind", "alpha_per", "n_voxels", "chunk_units")},
+        "decoder": {k: v for k, v in d["decoder"].items() if k not in ("kind", "alpha_per", "n_voxels", "chunk_units",
+                                                                               "part_units")},
         "seed": cfg.seed,
     }
 
@@ -97,6 +98,7 @@ def _stage1_parts(cfg: Config) -> dict:
     d = to_dict(cfg)
     d["features"].pop("batch_size")
     d["decoder"].pop("chunk_units")
+    d["decoder"].pop("part_units")
     return {**{k: d[k] for k in ("data", "features", "decoder", "seed")},
             "simulation": d["simulation"] if cfg.data.source == "simulated" else None}
 

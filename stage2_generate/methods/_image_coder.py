@@ -33,7 +33,8 @@ from tqdm import tqdm
 from shared import checkpoints
 from shared.config import Config, perceptual_weights
 from shared.errors import UserError
-from shared.runs import ExperimentLock, sweep_temporary_files
+from shared.locks import ExperimentLock
+from shared.runs import sweep_temporary_files
 from stage2_generate.losses import pixel_loss
 from stage2_generate.methods.base import Context, Method
 from stage2_generate.models import Generator, generate, strided_body

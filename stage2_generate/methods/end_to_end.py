@@ -22,7 +22,8 @@ import torch
 from shared.config import Config
 from shared.datasets import DataSource, SplitData, brain_file
 from shared.errors import UserError
-from shared.runs import ExperimentLock, sweep_temporary_files
+from shared.locks import ExperimentLock
+from shared.runs import sweep_temporary_files
 from stage2_generate.methods.base import Method, TestData, TrainData
 from stage2_generate.models import generate
 

@@ -1,0 +1,204 @@
+"""Locks on a shared disk: one folder's holders (``ExperimentLock``: an experiment's work folder, a
+results folder, a generator's checkpoints) and one work item's claim (``Claim``), all ``fcntl.flock``,
+which the kernel releases when the holder exits or is killed.
+
+On a cluster the disk must support ``flock`` across nodes (NFSv4, GPFS/Spectrum Scale, Lustre mounted
+with ``-o flock``, BeeGFS); ``docs/cluster.md`` says how to check.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has not started writing yet
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+WAIT_FOR_LOCKS = "N2P_WAIT_FOR_LOCKS"  # set to 1 (compare --jobs does, for its stages): wait, do not refuse
+
+
+class ExperimentLock:
+    """A lock on one folder (an experiment's work folder, a results folder, a generator's checkpoints),
+    held for a process's life.
+
+    ``fcntl.flock`` on files in the folder: the kernel releases them when the holder exits or is killed,
+    so a crash never leaves a lock stuck. Three kinds of holder:
+
+    * exclusive (the default): alone in the folder;
+    * ``shared`` (stage 2 reading a feature store): many at once, never beside an exclusive holder or a
+      writer;
+    * ``writer`` (stage-1 processes completing one store's work items between them, each item claimed
+      under its own lock): many at once, never beside an exclusive holder or a shared one.
+
+    Exclusive and shared holders lock ``<folder>/.lock`` (exclusively or shared), writers lock
+    ``<folder>/.lock-writers`` shared; each then checks, by taking the other file exclusively for an
+    instant, that no holder of the other kind is there. Files name the holders (pid, host, command,
+    start time) for the refusal message of a second process; with ``N2P_WAIT_FOR_LOCKS=1`` in the
+    environment a process waits for the lock instead (logged once).
+    """
+
+    _held: dict[Path, "ExperimentLock"] = {}  # locks this process holds (a second Run in it reuses one)
+
+    @classmethod
+    def acquire(cls, folder: Path, what: str, shared: bool = False, wait: bool = False,
+                writer: bool = False) -> "ExperimentLock":
+        """The lock of ``folder`` (this process's, if it holds it); ``wait``: wait for it whatever the
+        environment says (a generator's or coder's folder: the other process finishes what this one needs)."""
+        path = (folder / ".lock").resolve()
+        held = cls._held.get(path)
+        if held is not None and not held._fh.closed:
+            return held
+        lock = cls(folder, what, shared, wait, writer)
+        cls._held[path] = lock
+        return lock
+
+    def __init__(self, folder: Path, what: str, shared: bool = False, wait: bool = False, writer: bool = False):
+        import fcntl
+        import random
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / ".lock"
+        own, other = (".lock-writers", ".lock") if writer else (".lock", ".lock-writers")
+        self._named = folder / f"{own}.{os.getpid()}" if (shared or writer) else None  # names this holder
+        self._fh = open(folder / own, "a+")
+        probe = open(folder / other, "a+")
+        mode = fcntl.LOCK_SH if (shared or writer) else fcntl.LOCK_EX
+        waited = False
+        try:
+            while True:
+                blocker = self._try(mode, probe)
+                if blocker is None:
+                    break
+                if not wait and os.environ.get(WAIT_FOR_LOCKS) != "1":
+                    holder = self._holders(folder / blocker)
+                    self._fh.close()
+                    from shared.errors import UserError
+
+                    raise UserError(f"{what} is in use by {holder}; wait for that run to finish (or stop it), or "
+                                    f"give this run another experiment name")
+                if not waited:
+                    log.info("waiting for %s (in use by %s)", what, self._holders(folder / blocker))
+                    waited = True
+                time.sleep(0.2 + random.random())  # both kinds may have stepped back at once: retry apart
+        finally:
+            probe.close()
+        if self._named is not None:  # the lock file names the last exclusive holder; the others have their own
+            self._named.write_text(self._name())
+            return
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(self._name())
+        self._fh.flush()
+
+    def _try(self, mode: int, probe) -> str | None:
+        """Take this holder's lock and check the other file has no holder; None when granted, else the name
+        of the file whose holder is in the way (nothing is kept)."""
+        import fcntl
+
+        for attempt in range(10):  # another process's check holds our file for an instant: try again
+            try:
+                fcntl.flock(self._fh, mode | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if attempt == 9:
+                    return self._fh.name.rsplit("/", 1)[-1]
+                time.sleep(0.05)
+        for attempt in range(10):
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(probe, fcntl.LOCK_UN)
+                return None
+            except OSError:
+                if attempt == 9:
+                    fcntl.flock(self._fh, fcntl.LOCK_UN)
+                    return probe.name.rsplit("/", 1)[-1]
+                time.sleep(0.05)
+        return None  # not reached
+
+    @staticmethod
+    def _name() -> str:
+        import socket
+
+        command = " ".join([Path(sys.argv[0]).parent.name or sys.argv[0], *sys.argv[1:]])[:160]
+        return (f"pid {os.getpid()} on {socket.gethostname()} (`{command}`, started "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')})")
+
+    @staticmethod
+    def _holders(path: Path) -> str:
+        """Who holds ``path`` now: its live shared holders or writers (``<path>.<pid>`` files), or else the
+        exclusive holder the file names."""
+        named = []
+        for f in sorted(path.parent.glob(f"{path.name}.*")):
+            pid = f.name.rsplit(".", 1)[-1]
+            if pid.isdigit() and _alive(int(pid)):
+                try:
+                    named.append(f.read_text().strip())
+                except OSError:  # released meanwhile
+                    pass
+        if named:
+            return "; ".join(r for r in named if r) or "another process"
+        holder = ""
+        for _ in range(20):  # the holder may be between emptying the file and naming itself
+            try:
+                holder = path.read_text().strip()
+            except OSError:
+                holder = ""
+            if holder:
+                break
+            time.sleep(0.05)
+        return holder or "another process"
+
+    def release(self) -> None:
+        if not self._fh.closed:
+            if self._named is not None:
+                self._named.unlink(missing_ok=True)
+            self._fh.close()  # closing drops the flock
+        ExperimentLock._held.pop(self.path.resolve(), None)
+
+
+class Claim:
+    """An exclusive ``flock`` on one file, for one work item (a layer, or a range of its units) that
+    processes sharing a store complete between them; released on ``release`` or when the process dies."""
+
+    def __init__(self, path: Path, wait: bool = False):
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a+")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError:
+            self._fh.close()
+            raise
+
+    @classmethod
+    def take(cls, path: Path) -> "Claim | None":
+        """The claim of ``path``, or None while another process holds it."""
+        try:
+            return cls(path)
+        except OSError:
+            return None
+
+    def release(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
