@@ -78,8 +78,8 @@ def test_a_variant_with_an_unknown_key_is_refused_naming_it(tmp_path, tiny_confi
         load_compare(path)
 
 
-def _compare(cwd: Path, path: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per stage, with or without --jobs: the same sums
+def _compare(cwd: Path, path: Path, *extra: str, **env_extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}  # one thread per stage, with or without --jobs: the same sums
     return subprocess.run([sys.executable, "-m", "stage2_generate", "compare", "--config", str(path), *extra],
                           cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
 
@@ -117,12 +117,7 @@ def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
     assert json.loads((out / "compare.json").read_text())["summary"] == record["summary"]
 
     # the same comparison from scratch, two variants at once: the same tables, stage 1 run once
-    other = tmp_path / "parallel"
-    other.mkdir()
-    config = yaml.safe_load(tiny_config.read_text())
-    config.update({"data": {**config["data"], "root": str(other / "data")}, "work_dir": str(other / "work"),
-                   "results_dir": str(other / "results")})
-    (other / tiny_config.name).write_text(yaml.safe_dump(config))
+    other = _fresh(tmp_path / "parallel", tiny_config)
     parallel = _compare(other, _files(other, other / tiny_config.name, {"base": {}, "fc only": {
         "generator.condition_layers": ["fc7"]}}, reference="base"), "--jobs", "2")
     assert parallel.returncode == 0, parallel.stderr[-3000:]
@@ -132,6 +127,32 @@ def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
     for name in ("table.md", "stats.md"):
         ours = (other / "results" / "compare" / "tiny" / name).read_text().replace(str(other), str(tmp_path))
         assert ours == (out / name).read_text(), name
+
+    # and as cluster jobs (--launcher slurm, through submitit's local executor here): one stage-1 job for
+    # both variants, then one stage-2 job each; the same tables
+    pytest.importorskip("submitit")
+    jobs = _fresh(tmp_path / "jobs", tiny_config)
+    cluster = _compare(jobs, _files(jobs, jobs / tiny_config.name, {"base": {}, "fc only": {
+        "generator.condition_layers": ["fc7"]}}, reference="base"), "--launcher", "slurm", "--time", "00:20:00",
+        N2P_SUBMITIT_CLUSTER="local")
+    assert cluster.returncode == 0, cluster.stderr[-3000:]
+    assert cluster.stderr.count("computed once, for variants base, fc only") == 1, cluster.stderr[-3000:]
+    assert cluster.stderr.count(": stage 2 (results") == 2
+    logs = sorted((jobs / "work" / "compare" / "slurm").glob("*/*_log.err"))
+    assert len(logs) == 3 and "train generator" in logs[-1].read_text() + logs[-2].read_text()
+    for name in ("table.md", "stats.md"):
+        ours = (jobs / "results" / "compare" / "tiny" / name).read_text().replace(str(jobs), str(tmp_path))
+        assert ours == (out / name).read_text(), name
+
+
+def _fresh(folder: Path, tiny_config: Path) -> Path:
+    """``folder`` with a copy of the tiny config whose data, work and results live in it."""
+    folder.mkdir()
+    config = yaml.safe_load(tiny_config.read_text())
+    config.update({"data": {**config["data"], "root": str(folder / "data")}, "work_dir": str(folder / "work"),
+                   "results_dir": str(folder / "results")})
+    (folder / tiny_config.name).write_text(yaml.safe_dump(config))
+    return folder
 
 
 def test_with_a_matrix_each_variant_is_paired_with_the_reference_of_the_same_values(tmp_path, tiny_config, rng):
@@ -165,3 +186,112 @@ def test_results_scored_by_an_older_stage_2_are_refused_not_mixed_in(tmp_path):
     old["natural"]["sub-01"]["wgan_gp"]["rmse"] = [0.1, 0.2]
     (results / "per_image.json").write_text(json.dumps(old))
     assert read_per_image(results) == old
+
+
+# ------------------------------------------------------------------ compare --launcher slurm
+
+
+def _generate(argv: list[str], capsys) -> tuple[int, str]:
+    """``python -m stage2_generate <argv>`` in this process: its exit status and its stderr."""
+    from shared.cli import main
+    from stage2_generate.cli import DESCRIPTION, VERBS
+
+    rc = main("npp-generate", DESCRIPTION, VERBS, argv)
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("slurm, flags, env, message", [
+    ({"partitoin": "gpu"}, [], {}, r"'slurm' in .*cmp.yaml has unknown key 'partitoin'; valid keys: partition, time"),
+    ({"time": "2h"}, [], {}, r"'slurm.time' in .*cmp.yaml is '2h'; give the time limit in minutes \(e.g. 90\) or as HH:MM"),
+    ({"mem": 32}, [], {}, r"'slurm.mem' in .*cmp.yaml is 32; give the memory per job with its unit, e.g. 32G"),
+    ({}, ["--launcher", "slurm", "--time", "1:99:00"], {"N2P_SUBMITIT_CLUSTER": "local"}, r"--time is '1:99:00'; give"),
+    ({}, ["--launcher", "slurm", "--gpus", "-1"], {"N2P_SUBMITIT_CLUSTER": "local"}, r"--gpus is '-1'; it must be a whole"),
+    ({}, ["--time", "90"], {}, r"--time is for --launcher slurm"),
+    ({}, ["--launcher", "slurm", "--jobs", "2"], {"N2P_SUBMITIT_CLUSTER": "local"}, r"--jobs is for --launcher local"),
+    ({}, ["--launcher", "slurm"], {"N2P_SUBMITIT_CLUSTER": "pbs"}, r"N2P_SUBMITIT_CLUSTER is 'pbs'; it must be 'slurm'"),
+])
+def test_bad_cluster_settings_are_one_line_errors(tmp_path, tiny_config, capsys, monkeypatch, slurm, flags, env,
+                                                  message):
+    import re
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    path = _files(tmp_path, tiny_config, {"base": {}}, **({"slurm": slurm} if slurm else {}))
+    rc, err = _generate(["compare", "--config", str(path), *flags], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and re.search(message, err), err
+    assert not (tmp_path / "work").exists()  # refused before anything ran
+
+
+def test_launcher_slurm_without_sbatch_is_refused_suggesting_jobs(tmp_path, tiny_config, capsys, monkeypatch):
+    import shutil
+
+    pytest.importorskip("submitit")
+    if shutil.which("sbatch"):
+        pytest.skip("sbatch is on PATH here")
+    monkeypatch.delenv("N2P_SUBMITIT_CLUSTER", raising=False)
+    rc, err = _generate(["compare", "--config", str(_files(tmp_path, tiny_config, {"base": {}})), "--launcher",
+                         "slurm"], capsys)
+    assert rc == 2 and "needs SLURM's sbatch, which is not on PATH here" in err and "--jobs N" in err, err
+
+
+def test_slurm_settings_flags_win_over_the_compare_file(tmp_path, tiny_config):
+    import argparse
+
+    from stage2_generate.compare.slurm import slurm_settings
+
+    path = tmp_path / "cmp.yaml"  # an unquoted HH:MM:SS, which YAML reads as a number of seconds
+    path.write_text(f"base: {tiny_config.name}\nvariants: {{base: {{}}}}\nslurm:\n  partition: gpu\n  time: 1:30:00\n"
+                    f"  mem: 16G\n  cpus: 4\n  extra: {{account: lab, mail-type: END}}\n")
+    spec = load_compare(path)
+    assert spec.slurm == {"partition": "gpu", "time_min": 90, "mem_gb": 16.0, "cpus": 4,
+                          "extra": {"account": "lab", "mail_type": "END"}}
+    flags = argparse.Namespace(partition=None, time="2-00:00:30", gpus="1", mem="512M", cpus=None)
+    s = slurm_settings(spec.slurm, flags)
+    assert (s.partition, s.time_min, s.gpus, s.mem_gb, s.cpus) == ("gpu", 2 * 1440 + 1, 1, 0.5, 4)
+    assert s.executor_parameters() == {"timeout_min": 2881, "gpus_per_node": 1, "nodes": 1, "tasks_per_node": 1,
+                                       "cpus_per_task": 4, "mem_gb": 0.5, "slurm_partition": "gpu",
+                                       "slurm_additional_parameters": {"account": "lab", "mail_type": "END"}}
+
+
+def test_a_failed_job_is_one_line_naming_the_variant_and_its_log(tmp_path, tiny_config):
+    pytest.importorskip("submitit")
+    path = _files(tmp_path, tiny_config, {"base": {}})
+    failed = _compare(tmp_path, path, "--launcher", "slurm", N2P_SUBMITIT_CLUSTER="local",
+                      N2P_FAILPOINT="features.batch:1:enospc")
+    assert failed.returncode == 2, failed.stderr[-3000:]
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: variant 'base', stage 1 failed on the cluster (job ") and \
+        "no space left on the device" in last, last
+    log_file = Path(last.rsplit("its log: ", 1)[1])
+    assert log_file.is_file() and log_file.is_relative_to(tmp_path / "work" / "compare" / "slurm")
+    assert not list((tmp_path / "work" / "compare").glob("store-*/*/stage1-*.json"))  # not marked finished
+
+
+def test_the_first_failed_job_cancels_the_others(tmp_path):
+    from stage2_generate.compare.slurm import _Cluster, _Job
+
+    class Fake:
+        def __init__(self, job_id, finished, error=None):
+            self.job_id, self.finished, self.error, self.cancelled = job_id, finished, error, False
+            self.paths = type("Paths", (), {"stderr": tmp_path / f"{job_id}_0_log.err"})()
+
+        def done(self):
+            return self.finished
+
+        def exception(self):
+            return self.error
+
+        def cancel(self, check=True):
+            self.cancelled = True
+
+    (tmp_path / "2_0_log.err").write_text("progress\nerror: ROI 'V7' is not in the data\n")
+    ok, bad, running = Fake("1", True), Fake("2", True, RuntimeError("StageFailed: exited with status 2")), Fake("3", False)
+    cluster = object.__new__(_Cluster)
+    cluster.poll = 0
+    done = []
+    with pytest.raises(UserError, match=r"^variant 'b', stage 2 failed on the cluster \(job 2\): ROI 'V7' is not in "
+                                        r"the data; its log: .*2_0_log.err$"):
+        cluster.wait([_Job(ok, "variant 'a', stage 2", "stage2_generate"),
+                      _Job(bad, "variant 'b', stage 2", "stage2_generate"),
+                      _Job(running, "variant 'c', stage 2", "stage2_generate")], done.append)
+    assert [j.job for j in done] == [ok] and running.cancelled and not ok.cancelled

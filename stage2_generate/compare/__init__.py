@@ -20,9 +20,13 @@ interval), ``stats.md`` (each variant against the reference, paired over the sam
 difference, interval, Wilcoxon p), ``bars.png``, ``grid.png`` and ``compare.json`` (where each
 variant's results are, for ``export``).
 
+``--launcher slurm`` runs the stages as cluster jobs instead (``slurm.py``, through submitit): one job
+per stage-1 configuration still to compute, then one per variant's stage 2; the tables are the same.
+
 The package: ``spec.py`` reads and validates a compare file, ``cache.py`` holds the cache keys and
-folders, ``runner.py`` runs the variants, ``report.py`` writes the tables and figures; this module
-is the verb.
+folders, ``runner.py`` runs the variants on this machine, ``slurm.py`` as cluster jobs, ``report.py``
+writes the tables and figures; this module is the verb (it imports the others when it runs: a cluster
+job imports ``slurm.py`` alone).
 """
 
 from __future__ import annotations
@@ -37,9 +41,6 @@ from shared.config import dump_yaml
 from shared.errors import UserError
 from shared.faults import failpoint
 from shared.runs import atomic_write_json
-from stage2_generate.compare.report import bars_plot, collect, compare_grid, paired_rows, summarise_rows, write_tables
-from stage2_generate.compare.runner import check_one_judge, check_variant_inputs, run_variant_record, run_variants
-from stage2_generate.compare.spec import load_compare
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,25 @@ def add_arguments(parser) -> None:
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="run N variants at once on this machine (variants sharing a stage 1 wait for it); "
                              "each stage uses its share of the cores (torch threads: cores / N)")
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                        help="local: run the stages on this machine (--jobs); slurm: submit them as SLURM jobs "
+                             "through submitit (one per stage-1 configuration, then one per variant), logs under "
+                             "<work_dir>/compare/slurm/; N2P_SUBMITIT_CLUSTER=local runs those jobs here")
+    cluster = parser.add_argument_group("SLURM jobs (--launcher slurm; over the compare file's 'slurm' mapping)")
+    cluster.add_argument("--partition", metavar="NAME", help="the partition every job runs in")
+    cluster.add_argument("--time", metavar="LIMIT", help="each job's time limit: minutes (e.g. 90) or HH:MM:SS "
+                         "(default 08:00:00)")
+    cluster.add_argument("--gpus", metavar="N", help="GPUs per job (default 0)")
+    cluster.add_argument("--mem", metavar="SIZE", help="memory per job, e.g. 32G")
+    cluster.add_argument("--cpus", metavar="N", help="CPUs per job (its stage's OMP_NUM_THREADS)")
 
 
 def compare_verb(args) -> None:
+    from stage2_generate.compare.report import (bars_plot, collect, compare_grid, paired_rows, summarise_rows,
+                                                write_tables)
+    from stage2_generate.compare.runner import check_one_judge, check_variant_inputs, run_variant_record, run_variants
+    from stage2_generate.compare.spec import load_compare
+
     t0 = time.time()
     spec = load_compare(args.config, args.overrides, args.base)
     ref_cfg = spec.variant(spec.reference).cfg
@@ -65,6 +82,19 @@ def compare_verb(args) -> None:
         return
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1; {args.jobs} was given")
+    launcher = getattr(args, "launcher", "local")
+    cluster = settings = None
+    if launcher == "slurm":
+        from stage2_generate.compare.slurm import cluster_kind, slurm_settings
+
+        if args.jobs != 1:
+            raise UserError("--jobs is for --launcher local; under --launcher slurm every stage is its own job")
+        settings = slurm_settings(spec.slurm, args)
+        cluster = cluster_kind()
+    else:
+        given = [f"--{k}" for k in ("partition", "time", "gpus", "mem", "cpus") if getattr(args, k, None) is not None]
+        if given:
+            raise UserError(f"{given[0]} is for --launcher slurm; add --launcher slurm, or leave {given[0]} out")
     only = list(dict.fromkeys(args.only))
     todo = [v for v in spec.variants if not only or v.name in only]
     if only and len(todo) != len(only):
@@ -72,11 +102,17 @@ def compare_verb(args) -> None:
         raise UserError(f"--only names no variant {missing[0]!r}; variants: {', '.join(v.name for v in spec.variants)}")
     check_one_judge(spec.variants)
     check_variant_inputs([v for v in todo if run_variant_record(v) is None])
-    from shared.runs import ExperimentLock
+    from shared.locks import ExperimentLock
 
     lock = ExperimentLock.acquire(out, f"comparison '{spec.name}' ({out})")  # one compare of a name at a time
     log.info("compare %s: %d variants of %s, results in %s", spec.name, len(spec.variants), spec.base, out)
-    records = run_variants(todo, args.jobs, lambda: failpoint("compare.variant"))
+    if launcher == "slurm":
+        from stage2_generate.compare.slurm import run_on_cluster
+
+        folder = (Path(ref_cfg.work_dir) / "compare" / "slurm").resolve()
+        records = run_on_cluster(todo, settings, cluster, folder, spec.name, lambda: failpoint("compare.variant"))
+    else:
+        records = run_variants(todo, args.jobs, lambda: failpoint("compare.variant"))
     finished = [(v, r) for v, r in zip(todo, records)]
     if args.only:  # the tables cover every variant that has finished
         finished = [(v, run_variant_record(v)) for v in spec.variants]

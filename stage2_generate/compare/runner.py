@@ -18,7 +18,8 @@ from pathlib import Path
 from shared.config import dump_yaml, to_dict
 from shared.errors import UserError
 from shared.report import VALIDATION_SECTION
-from shared.runs import WAIT_FOR_LOCKS, atomic_write_json, atomic_write_text
+from shared.locks import WAIT_FOR_LOCKS
+from shared.runs import atomic_write_json, atomic_write_text
 from stage2_generate.compare.cache import done_marker, result_key, stage1_marker, store_key, variant_paths
 from stage2_generate.compare.spec import Variant
 
@@ -239,38 +240,66 @@ def run_variant(v: Variant, i: int, n: int, prefix: bytes = b"", threads: int = 
 
 
 def _run_variant(v: Variant, i: int, n: int, prefix: bytes, threads: int, stop: _Stop | None) -> dict:
-    run_cfg, store_dir, results = variant_paths(v.cfg)
+    _, store_dir, results = variant_paths(v.cfg)
     done_path = done_marker(results)
-    record = _record(v, results)
+    record = variant_record(v, results)
     if done_path.is_file():
-        done = json.loads(done_path.read_text())
-        log.info("variant %d/%d %r: reused (results %s, computed %s)", i, n, v.name, results, done.get("finished"))
+        log_reused(v, i, n, results)
         return {**record, "reused": "both stages"}
-    results.mkdir(parents=True, exist_ok=True)
-    config_path = results / "config.yaml"
-    atomic_write_text(config_path, dump_yaml(run_cfg))
+    config_path = write_run_config(v)
     s1_marker = stage1_marker(store_dir, v.cfg)
     t0 = time.time()
     with _turn(s1_marker):  # a variant sharing this stage 1 waits for it rather than repeating it
         if s1_marker.is_file():
-            log.info("variant %d/%d %r: stage 1 reused (feature store %s, decoded by %s)", i, n, v.name, store_dir,
-                     json.loads(s1_marker.read_text()).get("by"))
+            log_stage1_reused(v, i, n, store_dir, s1_marker)
             reused = "stage 1"
         else:
             log.info("variant %d/%d %r: stage 1 (feature store %s)", i, n, v.name, store_dir)
             _run_stage("stage1_decode", config_path, f"variant {v.name!r}, stage 1", prefix, threads, stop)
-            atomic_write_json(s1_marker, {"by": v.name, "config": str(config_path),
-                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            mark_stage1(s1_marker, v, config_path)
             reused = "nothing"
     log.info("variant %d/%d %r: stage 2 (results %s)", i, n, v.name, results)
     _run_stage("stage2_generate", config_path, f"variant {v.name!r}, stage 2", prefix, threads, stop)
-    atomic_write_json(done_path, {"variant": v.name, "result_key": record["result_key"],
-                                  "seconds": round(time.time() - t0, 1),
-                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    mark_done(done_path, v, record, t0)
     return {**record, "reused": reused}
 
 
-def _record(v: Variant, results: Path) -> dict:
+# the steps of a variant, shared with compare --launcher slurm (slurm.py)
+
+
+def write_run_config(v: Variant) -> Path:
+    """Write the config the variant's stages run on beside its results; its path."""
+    run_cfg, _, results = variant_paths(v.cfg)
+    results.mkdir(parents=True, exist_ok=True)
+    config_path = results / "config.yaml"
+    atomic_write_text(config_path, dump_yaml(run_cfg))
+    return config_path
+
+
+def mark_stage1(s1_marker: Path, v: Variant, config_path: Path) -> None:
+    """Mark stage 1 of ``v``'s stage-1 configuration finished (by ``v``, on ``config_path``)."""
+    atomic_write_json(s1_marker, {"by": v.name, "config": str(config_path),
+                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def mark_done(done_path: Path, v: Variant, record: dict, t0: float) -> None:
+    """Mark variant ``v`` finished (both stages, started at ``t0``)."""
+    atomic_write_json(done_path, {"variant": v.name, "result_key": record["result_key"],
+                                  "seconds": round(time.time() - t0, 1),
+                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def log_reused(v: Variant, i: int, n: int, results: Path) -> None:
+    done = json.loads(done_marker(results).read_text())
+    log.info("variant %d/%d %r: reused (results %s, computed %s)", i, n, v.name, results, done.get("finished"))
+
+
+def log_stage1_reused(v: Variant, i: int, n: int, store_dir: Path, s1_marker: Path) -> None:
+    log.info("variant %d/%d %r: stage 1 reused (feature store %s, decoded by %s)", i, n, v.name, store_dir,
+             json.loads(s1_marker.read_text()).get("by"))
+
+
+def variant_record(v: Variant, results: Path) -> dict:
     return {"name": v.name, "changes": v.changes, "result_key": result_key(v.cfg), "store_key": store_key(v.cfg),
             "results": str(results), "config": str(results / "config.yaml")}
 
@@ -280,7 +309,7 @@ def run_variant_record(v: Variant) -> dict | None:
     _, _, results = variant_paths(v.cfg)
     if not done_marker(results).is_file():
         return None
-    return {**_record(v, results), "reused": "both stages"}
+    return {**variant_record(v, results), "reused": "both stages"}
 
 
 # ------------------------------------------------------------------ reading results

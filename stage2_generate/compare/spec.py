@@ -15,6 +15,13 @@ A compare file is YAML::
     method: wgan_gp               # optional: the method compared across variants
     also: [inversion_dgn]         # optional: other methods of each variant (methods.run), shown beside
                                   # `method` and paired against it within the same variant
+    slurm:                        # optional: each job's resources under `compare --launcher slurm`
+      partition: gpu              # (flags --partition, --time, --gpus, --mem, --cpus override these)
+      time: 02:00:00              # minutes (120) or [D-]HH:MM:SS
+      gpus: 1
+      mem: 32G
+      cpus: 8
+      extra: {account: mylab}     # other sbatch options, as --account=mylab
 
 Every variant is resolved and validated like any config (``shared.config.load_config``), so a
 misspelt key is refused before anything runs, with the variant's name in the message.
@@ -24,6 +31,7 @@ Command-line ``--set`` overrides apply to every variant, last.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +41,8 @@ import yaml
 from shared.config import GENERATOR_ROWS, METHODS, PUBLISHED, Config, load_config, read_yaml
 from shared.errors import UserError
 
-KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method", "also")
+KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method", "also", "slurm")
+SLURM_KEYS = ("partition", "time", "gpus", "mem", "cpus", "extra")
 DEFAULT_METHOD = GENERATOR_ROWS[0]  # the WGAN-GP generator
 
 
@@ -56,6 +65,7 @@ class CompareSpec:
     method: str = DEFAULT_METHOD
     shared_changes: dict[str, Any] = field(default_factory=dict)
     also: list[str] = field(default_factory=list)  # other methods shown and paired against `method`
+    slurm: dict[str, Any] = field(default_factory=dict)  # the `slurm` mapping, checked (slurm_settings)
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
@@ -155,7 +165,93 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = (), 
         if missing:
             raise UserError(f"'also' in {path} names {a!r}, which variant {missing[0]!r} does not run; add it to "
                             f"methods.run (e.g. in 'set')")
+    slurm = slurm_settings(raw.get("slurm"), f"in {path}", _raw_time(path)) if raw.get("slurm") is not None else {}
     name = str(raw.get("name") or path.stem) + ("" if own_base else f"_{base.stem}")
     return CompareSpec(name=name, path=path, base=base, variants=variants,
                        reference=reference, method=method, shared_changes=shared_changes,
-                       also=[str(a) for a in also])
+                       also=[str(a) for a in also], slurm=slurm)
+
+
+# ------------------------------------------------------------------ the cluster's settings (compare --launcher slurm)
+
+
+def _raw_time(path: Path) -> str | None:
+    """``slurm.time`` as written in the compare file: YAML reads an unquoted ``2:00:00`` as the number 7200."""
+    try:
+        node = yaml.compose(path.read_text())
+    except yaml.YAMLError:
+        return None
+    for key in ("slurm", "time"):
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        found = [v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key]
+        if not found:
+            return None
+        node = found[-1]
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def parse_time(value: Any, name: str) -> int:
+    """A time limit in whole minutes from minutes (``90``) or ``[D-]HH:MM:SS`` (``01:30:00``, ``1-00:00:00``)."""
+    text = str(value).strip()
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d{1,2}):(\d{1,2})", text)
+    if text.isdigit() and not isinstance(value, bool):
+        minutes = int(text)
+    elif m:
+        days, hours, mins, secs = (int(x or 0) for x in m.groups())
+        minutes = days * 1440 + hours * 60 + mins + (secs > 0)  # seconds round up to a whole minute
+    else:
+        minutes = 0
+    if minutes < 1 or (m and (int(m.group(3)) > 59 or int(m.group(4)) > 59)):
+        raise UserError(f"{name} is {value!r}; give the time limit in minutes (e.g. 90) or as HH:MM:SS (e.g. 01:30:00)")
+    return minutes
+
+
+def parse_mem(value: Any, name: str) -> float:
+    """Memory in GB from ``32G``, ``500M``, ``1T`` (``GB``, ``MB``, ``TB`` too)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT])B?", str(value).strip(), re.IGNORECASE)
+    if not m or float(m.group(1)) <= 0:
+        raise UserError(f"{name} is {value!r}; give the memory per job with its unit, e.g. 32G or 500M")
+    return float(m.group(1)) * {"K": 2 ** -20, "M": 2 ** -10, "G": 1, "T": 2 ** 10}[m.group(2).upper()]
+
+
+def parse_count(value: Any, name: str, least: int) -> int:
+    """A whole number of at least ``least`` (GPUs, CPUs)."""
+    if isinstance(value, bool) or not str(value).strip().isdigit() or int(str(value).strip()) < least:
+        raise UserError(f"{name} is {value!r}; it must be a whole number, at least {least}")
+    return int(str(value).strip())
+
+
+def slurm_settings(raw: Any, where: str, raw_time: str | None = None) -> dict[str, Any]:
+    """The ``slurm`` mapping of a compare file, checked and converted: ``partition`` (str), ``time_min`` (int),
+    ``gpus`` (int), ``mem_gb`` (float), ``cpus`` (int), ``extra`` (sbatch option -> value); one-line errors
+    naming the key. ``raw_time``: ``time`` as written (an unquoted HH:MM:SS reads as a number in YAML)."""
+    if not isinstance(raw, dict):
+        raise UserError(f"'slurm' {where} must be a mapping, e.g. {{partition: gpu, time: 120, gpus: 1}}; got {raw!r}")
+    unknown = [k for k in raw if k not in SLURM_KEYS]
+    if unknown:
+        raise UserError(f"'slurm' {where} has unknown key '{unknown[0]}'; valid keys: {', '.join(SLURM_KEYS)}")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"'slurm.{key}' {where}"
+        if value is None:
+            continue
+        if key == "partition":
+            if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+                raise UserError(f"{name} is {value!r}; give a partition's name, e.g. gpu")
+            out["partition"] = value.strip()
+        elif key == "time":
+            out["time_min"] = parse_time(raw_time if raw_time is not None and isinstance(value, int) else value, name)
+        elif key == "gpus":
+            out["gpus"] = parse_count(value, name, 0)
+        elif key == "mem":
+            out["mem_gb"] = parse_mem(value, name)
+        elif key == "cpus":
+            out["cpus"] = parse_count(value, name, 1)
+        else:
+            if not isinstance(value, dict) or any(not isinstance(v, (str, int)) or isinstance(v, bool)
+                                                  for v in value.values()):
+                raise UserError(f"{name} must map sbatch options to values, e.g. {{account: mylab, qos: high}}; "
+                                f"got {value!r}")
+            out["extra"] = {str(k).replace("-", "_"): v for k, v in value.items()}
+    return out
