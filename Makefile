@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 # torch and torchvision are pinned to the releases this project is tested with (CPU or CUDA).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test bench bench-stage2 bench-simulator bench-layer per-unit ablations small-data settings reference clean-demo
+.PHONY: setup demo test bench bench-stage2 bench-simulator bench-layer bench-jobs per-unit ablations small-data settings reference clean-demo
 
 setup: $(STAMP)
 
@@ -46,6 +46,12 @@ bench-layer: $(STAMP)
 	$(PY) bench/bench_whole_layer.py > results/reference/bench/whole_layer.txt; rc=$$?; rm -rf work/bench_layer; \
 	  cat results/reference/bench/whole_layer.txt; [ $$rc -eq 0 ] && \
 	  cp results/bench/bench_layer/decoding.md results/reference/bench/whole_layer_decoding.md
+
+# a shipped comparison from scratch, compare --jobs 1 against --jobs 2 (about an hour on 2 cores)
+bench-jobs: $(STAMP)
+	mkdir -p results/reference/bench
+	$(PY) bench/bench_compare_jobs.py > results/reference/bench/compare_jobs.txt; rc=$$?; rm -rf work/bench_jobs; \
+	  cat results/reference/bench/compare_jobs.txt; exit $$rc
 
 bench-stage2: $(STAMP)
 	$(PY) bench/bench_stage2.py --json results/reference/demo/bench_stage2.json

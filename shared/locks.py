@@ -17,7 +17,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (not this process: it has not started writing yet)."""
     if pid == os.getpid():
         return False  # this process has not started writing yet
     try:
@@ -95,6 +96,9 @@ class ExperimentLock:
                     log.info("waiting for %s (in use by %s)", what, self._holders(folder / blocker))
                     waited = True
                 time.sleep(0.2 + random.random())  # both kinds may have stepped back at once: retry apart
+        except BaseException:
+            self._fh.close()
+            raise
         finally:
             probe.close()
         if self._named is not None:  # the lock file names the last exclusive holder; the others have their own
@@ -110,25 +114,17 @@ class ExperimentLock:
         of the file whose holder is in the way (nothing is kept)."""
         import fcntl
 
-        for attempt in range(10):  # another process's check holds our file for an instant: try again
-            try:
-                fcntl.flock(self._fh, mode | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if attempt == 9:
-                    return self._fh.name.rsplit("/", 1)[-1]
-                time.sleep(0.05)
-        for attempt in range(10):
-            try:
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for attempt in range(10):  # another process's check holds a file for an instant: try again
+            if not _flock(self._fh, mode | fcntl.LOCK_NB):
+                blocker = self._fh
+            elif _flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB):
                 fcntl.flock(probe, fcntl.LOCK_UN)
                 return None
-            except OSError:
-                if attempt == 9:
-                    fcntl.flock(self._fh, fcntl.LOCK_UN)
-                    return probe.name.rsplit("/", 1)[-1]
-                time.sleep(0.05)
-        return None  # not reached
+            else:
+                fcntl.flock(self._fh, fcntl.LOCK_UN)  # never hold ours while others check theirs
+                blocker = probe
+            time.sleep(0.05)
+        return Path(blocker.name).name
 
     @staticmethod
     def _name() -> str:
@@ -145,7 +141,7 @@ class ExperimentLock:
         named = []
         for f in sorted(path.parent.glob(f"{path.name}.*")):
             pid = f.name.rsplit(".", 1)[-1]
-            if pid.isdigit() and _alive(int(pid)):
+            if pid.isdigit() and pid_alive(int(pid)):
                 try:
                     named.append(f.read_text().strip())
                 except OSError:  # released meanwhile
@@ -171,6 +167,24 @@ class ExperimentLock:
         ExperimentLock._held.pop(self.path.resolve(), None)
 
 
+def _flock(fh, mode: int) -> bool:
+    """``flock``; False when another process holds the lock (``LOCK_NB``). A file system that cannot lock
+    (Lustre without ``-o flock``, NFS mounted ``nolock``) is a one-line ``UserError``, never taken for a
+    busy lock."""
+    import fcntl
+
+    try:
+        fcntl.flock(fh, mode)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        from shared.errors import UserError
+
+        raise UserError(f"cannot lock {fh.name} ({exc.strerror}): its file system does not support flock; put "
+                        f"work_dir and results_dir on a disk that does (docs/cluster.md says how to check)") from None
+
+
 class Claim:
     """An exclusive ``flock`` on one file, for one work item (a layer, or a range of its units) that
     processes sharing a store complete between them; released on ``release`` or when the process dies."""
@@ -181,17 +195,20 @@ class Claim:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a+")
         try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except OSError:
+            granted = _flock(self._fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BaseException:
             self._fh.close()
             raise
+        if not granted:
+            self._fh.close()
+            raise BlockingIOError(f"{path} is claimed by another process")
 
     @classmethod
     def take(cls, path: Path) -> "Claim | None":
         """The claim of ``path``, or None while another process holds it."""
         try:
             return cls(path)
-        except OSError:
+        except BlockingIOError:
             return None
 
     def release(self) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import Config, dump_yaml
-from shared.locks import ExperimentLock, _alive
+from shared.locks import ExperimentLock, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def disk_error(exc: OSError, path: Path) -> Exception:
                     f"(df -h {path.parent}) and rerun, which resumes")
 
 
-def sweep_temporary_files(*folders: Path) -> int:
+def sweep_temporary_files(*folders: Path, recursive: bool = True) -> int:
     """Delete temporary files and folders (``.<name>.tmp-<pid>[.<suffix>]``) that processes no longer running left
     in ``folders``: a live writer's files (another verb, e.g. ``export``) are kept. Returns how many
     were deleted."""
@@ -89,9 +89,9 @@ def sweep_temporary_files(*folders: Path) -> int:
     for folder in folders:
         if not Path(folder).is_dir():
             continue
-        for p in sorted(Path(folder).rglob(f".*{TMP_MARK}*")):
+        for p in sorted((Path(folder).rglob if recursive else Path(folder).glob)(f".*{TMP_MARK}*")):
             pid = p.name.rsplit(TMP_MARK, 1)[-1].split(".")[0]
-            if not pid.isdigit() or _alive(int(pid)) or not p.exists():
+            if not pid.isdigit() or pid_alive(int(pid)) or not p.exists():
                 continue
             if p.is_dir():  # a folder of files written together (saved reconstructions' PNGs)
                 shutil.rmtree(p, ignore_errors=True)

@@ -170,11 +170,15 @@ def write_stitched(path: Path, parts: list[tuple[Path, slice]]) -> Path:
         assert part.parent == path.parent, "parts live beside the stitched file"
         layout[:, units] = h5py.VirtualSource(part.name, "features", shape=(n_rows, units.stop - units.start))
     tmp = tmp_path(path)
-    with h5py.File(tmp, "w") as fh:  # sources named relative to this file: the folder may move
-        data = fh.create_virtual_dataset("features", layout, fillvalue=np.nan)
-        for key, value in attrs.items():
-            data.attrs[key] = value
-        fh.create_dataset("names", data=names, dtype=h5py.string_dtype())
+    try:
+        with h5py.File(tmp, "w") as fh:  # sources named relative to this file: the folder may move
+            data = fh.create_virtual_dataset("features", layout, fillvalue=np.nan)
+            for key, value in attrs.items():
+                data.attrs[key] = value
+            fh.create_dataset("names", data=names, dtype=h5py.string_dtype())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 
@@ -194,11 +198,11 @@ class FeatureStore:
 
     def decoded_path(self, network: str, weights_slug: str, decoder: str, subject: str, roi: str,
                      layer: str, split: str) -> Path:
-        return (self.root / "decoded" / self._net(network, weights_slug) / decoder / subject / roi / layer
-                / f"{split}.h5")
+        return self.decoded_dir(network, weights_slug, decoder, subject, roi) / layer / f"{split}.h5"
 
-    def decoded_dir(self, network: str, weights_slug: str, decoder: str, subject: str, roi: str, layer: str) -> Path:
-        return self.decoded_path(network, weights_slug, decoder, subject, roi, layer, "x").parent
+    def decoded_dir(self, network: str, weights_slug: str, decoder: str, subject: str, roi: str) -> Path:
+        """The folder of one subject and ROI's decoded layers."""
+        return self.root / "decoded" / self._net(network, weights_slug) / decoder / subject / roi
 
     def writer(self, path: Path, names, n_units: int, attrs: dict) -> ArrayWriter:
         required = {"kind", "network", "weights", "layer", "split", "unit_shape"}
@@ -264,9 +268,13 @@ class ExperimentStore(FeatureStore):
         return self.decoded_path(self.cfg.features.network, self.slug, self.cfg.decoder.label, subject, roi, layer,
                                  split)
 
+    def roi_dir(self, subject: str, roi: str) -> Path:
+        """The folder of one subject and ROI's decoded layers (and ``data.json``, what its data hold)."""
+        return self.decoded_dir(self.cfg.features.network, self.slug, self.cfg.decoder.label, subject, roi)
+
     def layer_dir(self, subject: str, roi: str, layer: str) -> Path:
         """The folder of one decoded layer (its splits' arrays, parts, markers and claims)."""
-        return self.decoded_dir(self.cfg.features.network, self.slug, self.cfg.decoder.label, subject, roi, layer)
+        return self.roi_dir(subject, roi) / layer
 
     def open_true(self, layer: str, split: str, names=None) -> FeatureArray:
         return self.open(self.true_file(layer, split), self.true_expect(layer, split), names=names)

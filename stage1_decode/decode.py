@@ -11,7 +11,7 @@ accumulate chunk by chunk, so no step holds a whole layer.
 
 Work items (``Item``) are (subject, ROI, layer) or, with ``decoder.part_units``, ranges of a
 large layer's units. Processes sharing a store claim items under a lock file each
-(``shared.runs.Claim``); a finished layer leaves ``done.json`` (its scores), a finished part
+(``shared.locks.Claim``); a finished layer leaves ``done.json`` (its scores), a finished part
 ``part-<k>of<n>.npz`` (the sums its scores merge from), and whoever finishes a layer's last part
 stitches the parts into the one array readers see (``shared.store.write_stitched``). Parts begin
 at multiples of ``decoder.chunk_units``, so every chunk, and every decoded value, is what one
@@ -146,11 +146,16 @@ class RoiWork:
     def files(self, layer: str) -> LayerFiles:
         return LayerFiles(self.store, self.subject, self.roi, layer)
 
-    def decode(self, item: Item) -> None:
-        """Decode one item (a whole layer, or a part of one) and write its files; the last part of a layer
-        to finish stitches the layer."""
+    def decode(self, item: Item, layer_items: list[Item]) -> None:
+        """Decode one item (a whole layer, or a part of one: ``layer_items`` are all its layer's parts) and
+        write its files; the last part of a layer to finish stitches the layer. The caller holds the item's
+        claim."""
         dc = self.cfg.decoder
         files = self.files(item.layer)
+        with Claim(files.layer_claim, wait=True):
+            _sweep(files.layer_outputs(self.splits))  # a killed stitcher's (the claim says no one writes them)
+            if files.done.is_file() and json.loads(files.done.read_text()).get("fingerprint") != self.key:
+                files.done.unlink()  # another config's layer: not done whatever its arrays become
         if not dc.train_oof:  # out-of-fold features of an earlier run with other settings are stale
             files.array(OOF).unlink(missing_ok=True)
         layer_index = self.cfg.features.layers.index(item.layer)
@@ -164,17 +169,40 @@ class RoiWork:
                 atomic_write_json(files.done, {"fingerprint": self.key,  # written last
                                                "scores": self._layer_scores(choice, acc, true_train.n_units)})
                 return
-            choice = self._part_choice(item, true_train, layer_index, files)
+            with Claim(files.layer_claim, wait=True):
+                choice = self._layer_choice(item.layer, true_train, files)
             stats, _ = layer_stats(true_train, self.folds.counts, dc.chunk_units, np.zeros(0, int), item.units)
             acc = self._decode_units(item, true_train, stats, choice,
                                      {s: files.part_array(s, item) for s in self.splits})
-            n_units = true_train.n_units
         buf = io.BytesIO()
-        np.savez(buf, fingerprint=np.array(self.key), **acc.state())
+        np.savez(buf, fingerprint=np.array(self.key), start=np.array(item.start), stop=np.array(item.stop),
+                 **acc.state())
         atomic_write_bytes(files.part_marker(item), buf.getvalue())  # written last
         log.info("%s: decoded", item.label)
+        self.stitch(layer_items)
+
+    def stitch(self, parts: list[Item]) -> bool:
+        """When every part of a layer is decoded: its arrays as one virtual array per split over the part
+        files, and ``done.json`` with the scores merged from the parts, under the layer's claim (one process
+        stitches). True when the layer is (now) done."""
+        files = self.files(parts[0].layer)
         with Claim(files.layer_claim, wait=True):
-            self._stitch(item, files, choice, n_units)
+            if files.scores(self.key, self.splits) is not None:
+                return True
+            if not all(files.part_done(p, self.key, self.splits) for p in parts):
+                return False
+            _sweep(files.layer_outputs(self.splits))
+            with self.store.open_true(parts[0].layer, "train", names=self.train_names) as true_train:
+                n_units = true_train.n_units
+                choice = self._layer_choice(parts[0].layer, true_train, files)
+            for split in self.splits:
+                write_stitched(files.array(split), [(files.part_array(split, p), p.units) for p in parts])
+            acc = Accumulated.merge([dict(np.load(files.part_marker(p))) for p in parts], self.splits)
+            atomic_write_json(files.done, {"fingerprint": self.key, "parts": len(parts),
+                                           "scores": self._layer_scores(choice, acc, n_units)})
+        log.info("%s %s %s: %d parts stitched into one array per split", self.subject, self.roi, parts[0].layer,
+                 len(parts))
+        return True
 
     # ------------------------------------------------------------------ the steps
 
@@ -193,24 +221,24 @@ class RoiWork:
             log.info("%s %s %s: alpha %g (cv profile r %s)", self.subject, self.roi, layer, choice.alpha, choice.report)
         return choice
 
-    def _part_choice(self, item: Item, true_train: FeatureArray, layer_index: int, files: LayerFiles):
-        """The layer's penalties for one of its parts: chosen once, by the first part to need them, from the
-        layer's sample of units (as one process would), and kept in ``choice.json`` for the others."""
+    def _layer_choice(self, layer: str, true_train: FeatureArray, files: LayerFiles):
+        """The penalties of every part of a layer: nothing to choose, or chosen once from the layer's sample of
+        units (as one process decoding the whole layer would) and kept in ``choice.json`` for the other parts.
+        The caller holds the layer's claim."""
         from stage1_decode.decoders import Choice
 
         dc = self.cfg.decoder
         if len(dc.alphas) == 1 or (dc.kind == "ridge" and dc.alpha_per == "unit"):
             return self.decoder.choose(None, dc.train_oof)  # nothing to choose from the sample
-        with Claim(files.layer_claim, wait=True):
-            if files.choice.is_file():
-                kept = json.loads(files.choice.read_text())
-                if kept.get("fingerprint") == self.key:
-                    return Choice(kept["alpha"], kept["fold_alphas"], kept["report"])
-            stats, Y_sample, sample = self._stats_and_sample(true_train, layer_index)
-            choice = self._choose(item.layer, stats, Y_sample, sample)
-            atomic_write_json(files.choice, {"fingerprint": self.key, "alpha": choice.alpha,
-                                             "fold_alphas": choice.fold_alphas, "report": choice.report})
-            return choice
+        if files.choice.is_file():
+            kept = json.loads(files.choice.read_text())
+            if kept.get("fingerprint") == self.key:
+                return Choice(kept["alpha"], kept["fold_alphas"], kept["report"])
+        stats, Y_sample, sample = self._stats_and_sample(true_train, self.cfg.features.layers.index(layer))
+        choice = self._choose(layer, stats, Y_sample, sample)
+        atomic_write_json(files.choice, {"fingerprint": self.key, "alpha": choice.alpha,
+                                         "fold_alphas": choice.fold_alphas, "report": choice.report})
+        return choice
 
     def _decode_units(self, item: Item, true_train: FeatureArray, stats: LayerStats, choice,
                       paths: dict[str, Path]) -> "Accumulated":
@@ -272,27 +300,6 @@ class RoiWork:
             scores[OOF]["fold_alphas"] = None if choice.alpha is None else [float(a) for a in choice.fold_alphas]
         return {split: {**scores[split], **common, **({OOF: scores[OOF]} if OOF in scores else {})}
                 for split in self.tests}
-
-    def _stitch(self, item: Item, files: LayerFiles, choice, n_units: int) -> None:
-        """With every part of ``item``'s layer decoded: its arrays as one virtual array per split over the
-        part files, and ``done.json`` with the scores merged from the parts (the caller holds the layer's
-        claim, so one process stitches)."""
-        if files.scores(self.key, self.splits) is not None:
-            return
-        parts = [Item(item.subject, item.roi, item.layer, k, item.n_parts) for k in range(item.n_parts)]
-        if not all(files.part_done(p, self.key, self.splits) for p in parts):
-            return
-        markers = [dict(np.load(files.part_marker(p))) for p in parts]
-        ranges, start = [], 0
-        for marker in markers:
-            ranges.append(slice(start, start + int(marker["n_units"])))
-            start = ranges[-1].stop
-        for split in self.splits:
-            write_stitched(files.array(split), [(files.part_array(split, p), r) for p, r in zip(parts, ranges)])
-        acc = Accumulated.merge(markers, self.splits)
-        atomic_write_json(files.done, {"fingerprint": self.key, "scores": self._layer_scores(choice, acc, n_units)})
-        log.info("%s %s %s: %d parts stitched into one array per split", item.subject, item.roi, item.layer,
-                 item.n_parts)
 
 
 @dataclass
@@ -359,8 +366,19 @@ def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: s
     """Decode every configured layer (every part) of one subject and ROI in this process; return scores
     per layer and split. Layers whose ``done.json`` matches the current fingerprint are skipped."""
     work = RoiWork(cfg, store, subject, roi, train, tests, device, train_names)
-    for item in work_items(cfg, store):
-        if (item.subject, item.roi) == (subject, roi) and not work.files(item.layer).item_done(item, work.key,
-                                                                                                 work.splits):
-            work.decode(item)
+    items = [it for it in work_items(cfg, store) if (it.subject, it.roi) == (subject, roi)]
+    for item in items:
+        if not work.files(item.layer).item_done(item, work.key, work.splits):
+            work.decode(item, [it for it in items if it.layer == item.layer])
     return {layer: work.files(layer).scores(work.key, work.splits) for layer in cfg.features.layers}
+
+
+def _sweep(paths: list[Path]) -> int:
+    """Delete the temporary files of ``paths`` (whoever left them: the caller holds the claim under which
+    they are written); return how many."""
+    from shared.runs import TMP_MARK
+
+    left = [tmp for p in paths for tmp in p.parent.glob(f".{p.name}{TMP_MARK}*")]
+    for tmp in left:
+        tmp.unlink(missing_ok=True)
+    return len(left)

@@ -82,30 +82,40 @@ class LayerFiles:
         return self.dir / (".claim" if item.n_parts == 1 else f".claim-{item.part + 1}of{item.n_parts}")
 
     def scores(self, key: str, splits: list[str]) -> dict | None:
-        """The layer's scores when it is decoded with fingerprint ``key`` (every split's array present)."""
+        """The layer's scores when it is decoded with fingerprint ``key`` (every split's array present, and
+        every part of a stitched one)."""
         if not self.done.is_file():
             return None
         done = json.loads(self.done.read_text())
-        if done.get("fingerprint") != key or not all(self.array(s).is_file() for s in splits):
+        n = done.get("parts", 1)
+        parts = [self.dir / f"{s}.part-{k + 1}of{n}.h5" for s in splits for k in range(n)] if n > 1 else []
+        if done.get("fingerprint") != key or not all(p.is_file() for p in [*map(self.array, splits), *parts]):
             return None
         return done["scores"]
 
     def part_done(self, item: Item, key: str, splits: list[str]) -> bool:
+        """Part ``item`` is decoded with fingerprint ``key``, over the same units."""
         path = self.part_marker(item)
         if not path.is_file() or not all(self.part_array(s, item).is_file() for s in splits):
             return False
         with np.load(path) as marker:
-            return str(marker["fingerprint"]) == key
+            if "start" not in marker.files:  # an earlier version's marker: its range is unknown
+                return False
+            return (str(marker["fingerprint"]) == key and int(marker["start"]) == item.start
+                    and int(marker["stop"]) == item.stop)
 
     def item_done(self, item: Item, key: str, splits: list[str]) -> bool:
         return self.scores(key, splits) is not None or (item.n_parts > 1 and self.part_done(item, key, splits))
 
     def item_outputs(self, item: Item, splits: list[str]) -> list[Path]:
-        """The files an item writes (their temporary files are swept when it is claimed)."""
+        """The files only ``item`` writes, under its claim (a part's own; a whole layer's arrays and marker)."""
         if item.n_parts == 1:
             return [*(self.array(s) for s in splits), self.done]
-        return [*(self.part_array(s, item) for s in splits), self.part_marker(item), self.choice,
-                *(self.array(s) for s in splits), self.done]
+        return [*(self.part_array(s, item) for s in splits), self.part_marker(item)]
+
+    def layer_outputs(self, splits: list[str]) -> list[Path]:
+        """The files of a layer in parts that are written under the layer's claim (choice, stitched arrays, marker)."""
+        return [self.choice, *(self.array(s) for s in splits), self.done]
 
 
 def work_items(cfg: Config, store: ExperimentStore) -> list[Item]:

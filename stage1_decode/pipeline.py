@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 
 
@@ -59,7 +60,7 @@ def this_shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
 
 
 def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
-    """Stage 1 for the experiment, or (``shard`` = (I, N)) for every N-th of its work items from the I-th.
+    """Stage 1 for the experiment, or (``shard`` = (I, N)) for the I-th of N equal runs of its work items.
 
     Any number of processes may run it at once on one store (a SLURM array, ``torchrun`` ranks, two
     terminals): each claims the items it decodes under a lock file, skips what is done or taken, and
@@ -67,6 +68,8 @@ def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
     """
     from stage1_decode.decode import fingerprint
     from stage1_decode.items import LayerFiles, out_splits, work_items
+
+    from shared.locks import WAIT_FOR_LOCKS
 
     from shared.datasets import brain_file
     from shared.device import process_device
@@ -96,42 +99,24 @@ def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
             for subject in cfg.data.subjects for roi in cfg.data.rois}
     dec_splits = out_splits(cfg)
     items = work_items(cfg, store)
-    mine = items if shard is None else items[shard[0]::shard[1]]
+    # shard I of N takes the I-th of N consecutive runs of items: few (subject, ROI)s, so few decoders, per process
+    mine = items if shard is None else items[shard[0] * len(items) // shard[1]:(shard[0] + 1) * len(items) // shard[1]]
     if shard is not None:
         log.info("stage 1 shard %d/%d: %d of %d work items", shard[0], shard[1], len(mine), len(items))
-    work = None
-    busy = 0
-    for item in mine:
-        files = LayerFiles(store, item.subject, item.roi, item.layer)
-        key = keys[(item.subject, item.roi)]
-        if files.item_done(item, key, dec_splits):
-            log.info("%s: already decoded (%s)", item.label, files.dir)
-            continue
-        claim = Claim.take(files.claim(item))
-        if claim is None:
-            log.info("%s: being decoded by another process; skipped", item.label)
-            busy += 1
-            continue
-        with claim:
-            if files.item_done(item, key, dec_splits):  # finished while this process looked
-                continue
-            left = [tmp for out in files.item_outputs(item, dec_splits) for tmp in out.parent.glob(f".{out.name}.tmp-*")]
-            for tmp in left:  # what a killed process left of this item (no one else writes these names)
-                tmp.unlink(missing_ok=True)
-            if left:
-                log.info("deleted %d temporary file(s) an interrupted run left behind (%s)", len(left), item.label)
-            if work is None or (work.subject, work.roi) != (item.subject, item.roi):
-                work = None  # one subject and ROI's data and decoder at a time
-                work = _roi_work(cfg, store, src, item.subject, item.roi, device, train_names)
-            work.decode(item)
-    work = None
+    state = _Decoding(cfg, store, src, device, train_names, keys, dec_splits, items)
+    busy = [item for item in mine if not state.try_item(item, wait=False)]
+    if busy and os.environ.get(WAIT_FOR_LOCKS) == "1":  # compare's stages: finish everything, however long
+        log.info("stage 1: waiting for %d work item(s) other processes are decoding", len(busy))
+        busy = [item for item in busy if not state.try_item(item, wait=True)]
+    state.stitch_orphans()  # layers whose parts are all decoded by processes that stopped before stitching
+    state.work = None
     unfinished = [it for it in items if LayerFiles(store, it.subject, it.roi, it.layer).scores(
         keys[(it.subject, it.roi)], dec_splits) is None]
     if unfinished:
         log.info("stage 1: %d of %d work items are not finished (first: %s)%s; the process that finishes the last one "
                  "writes the scores and summaries (rerun stage 1 to finish what a stopped process left)",
                  len(unfinished), len(items), unfinished[0].label,
-                 f", {busy} being decoded by other processes" if busy else "")
+                 f", {len(busy)} being decoded by other processes" if busy else "")
         run_.finish(items_left=len(unfinished))
         return
     _write_results(cfg, store, src, keys, dec_splits, run_)
@@ -139,17 +124,85 @@ def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
     log.info("stage 1 done in %.0f s; results in %s", time.time() - t0, cfg.results_path)
 
 
+class _Decoding:
+    """This process's share of stage 1's items: claims them one by one and decodes them, one subject and
+    ROI's data and decoder held at a time."""
+
+    def __init__(self, cfg: Config, store: ExperimentStore, src: DataSource, device, train_names: list[str],
+                 keys: dict, splits: list[str], items: list):
+        self.cfg, self.store, self.src, self.device, self.train_names = cfg, store, src, device, train_names
+        self.keys, self.splits, self.items = keys, splits, items
+        self.work = None
+
+    def layer_items(self, item) -> list:
+        return [it for it in self.items if (it.subject, it.roi, it.layer) == (item.subject, item.roi, item.layer)]
+
+    def roi_work(self, subject: str, roi: str):
+        if self.work is None or (self.work.subject, self.work.roi) != (subject, roi):
+            self.work = None  # one subject and ROI's data and decoder at a time
+            self.work = _roi_work(self.cfg, self.store, self.src, subject, roi, self.device, self.train_names)
+        return self.work
+
+    def try_item(self, item, wait: bool) -> bool:
+        """Decode ``item`` unless it is done; False when another process holds it (``wait``: wait for it,
+        then decode it if that process stopped before finishing)."""
+        from stage1_decode.decode import _sweep
+        from stage1_decode.items import LayerFiles
+
+        from shared.locks import Claim
+
+        files = LayerFiles(self.store, item.subject, item.roi, item.layer)
+        key = self.keys[(item.subject, item.roi)]
+        if files.item_done(item, key, self.splits):
+            log.info("%s: already decoded (%s)", item.label, files.dir)
+            return True
+        claim = Claim(files.claim(item), wait=True) if wait else Claim.take(files.claim(item))
+        if claim is None:
+            log.info("%s: being decoded by another process; skipped", item.label)
+            return False
+        with claim:
+            if files.item_done(item, key, self.splits):  # finished while this process looked
+                return True
+            left = _sweep(files.item_outputs(item, self.splits))  # a killed process's (no one else writes them)
+            if left:
+                log.info("deleted %d temporary file(s) an interrupted run left behind (%s)", left, item.label)
+            self.roi_work(item.subject, item.roi).decode(item, self.layer_items(item))
+        return True
+
+    def stitch_orphans(self) -> None:
+        from stage1_decode.items import LayerFiles
+
+        from shared.locks import Claim
+
+        for item in self.items:
+            if item.n_parts == 1 or item.part != 0:
+                continue
+            files = LayerFiles(self.store, item.subject, item.roi, item.layer)
+            key = self.keys[(item.subject, item.roi)]
+            parts = self.layer_items(item)
+            if files.scores(key, self.splits) is not None or not all(files.part_done(p, key, self.splits) for p in parts):
+                continue
+            with Claim(files.layer_claim, wait=True):  # the last part's process may be stitching it now
+                stitched = files.scores(key, self.splits) is not None
+            if not stitched:
+                self.roi_work(item.subject, item.roi).stitch(parts)
+
+
 def _roi_work(cfg: Config, store: ExperimentStore, src: DataSource, subject: str, roi: str, device,
               train_names: list[str]):
     """Load one subject and ROI and prepare its decoder; log (and keep) what its training data hold."""
     from stage1_decode.decode import RoiWork
 
+    from shared.locks import Claim
+
     train = load_split(src, subject, "train", roi, average=False)
     tests = {split: load_split(src, subject, split, roi, average=True) for split in cfg.data.test}
     work = RoiWork(cfg, store, subject, roi, train, tests, device, train_names)
     _log_data(subject, roi, work.report)
-    atomic_write_json(store.layer_dir(subject, roi, "x").parent / "data.json", {"fingerprint": work.key,
-                                                                                "report": work.report})
+    kept = store.roi_dir(subject, roi) / "data.json"
+    with Claim(store.roi_dir(subject, roi) / ".claim-data", wait=True):  # processes of one ROI write it in turn
+        if not kept.is_file() or json.loads(kept.read_text()).get("fingerprint") != work.key:
+            atomic_write_json(kept, {"fingerprint": work.key, "report": work.report})
     return work
 
 
@@ -174,13 +227,13 @@ def _write_results(cfg: Config, store: ExperimentStore, src: DataSource, keys: d
 
     results = cfg.results_path
     lock = ExperimentLock.acquire(results, f"the results of experiment '{cfg.experiment}' ({results})", wait=True)
-    sweep_temporary_files(results)
+    sweep_temporary_files(results, recursive=False)  # runs/ holds other processes' files (on other hosts too)
     decoding: dict = {}  # split -> subject -> roi -> layer -> scores
     reports: dict = {}
     for subject in cfg.data.subjects:
         for roi in cfg.data.rois:
             key = keys[(subject, roi)]
-            kept = store.layer_dir(subject, roi, "x").parent / "data.json"
+            kept = store.roi_dir(subject, roi) / "data.json"
             report = json.loads(kept.read_text()) if kept.is_file() else {}
             if report.get("fingerprint") == key:
                 report = report["report"]
@@ -231,9 +284,9 @@ def _drop_stale_sections(path, decoding: dict, first: str) -> None:
 
 
 def add_run_arguments(parser) -> None:
-    parser.add_argument("--shard", metavar="I/N", help="decode only every N-th work item (subject, ROI, layer or "
-                        "part of one), from the I-th, counting from 0: N processes with I = 0..N-1 (a SLURM array) "
-                        "complete the experiment between them, and the last to finish writes the scores; "
+    parser.add_argument("--shard", metavar="I/N", help="decode only the I-th of N equal runs of the work items "
+                        "(subject, ROI, layer or part of one), counting from 0: N processes with I = 0..N-1 (a SLURM "
+                        "array) complete the experiment between them, and the last to finish writes the scores; "
                         "under torchrun each rank takes its share")
 
 

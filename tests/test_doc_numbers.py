@@ -25,6 +25,7 @@ SOURCES = {
                   "demo/metrics.json"],
     "benchmarks_and_tests.md": ["bench/ridge.json", "bench/ridge.txt", "bench/whole_layer.txt", "bench/whole_layer_decoding.md",
                                 "demo/bench_stage2.json", *_DEMO],
+    "cluster.md": ["bench/compare_jobs.txt"],
     "compare.md": ["compare/*/table.md", "compare/*/stats.md"],
     "how_it_works.md": [*_DEMO],
     "outputs.md": [*_DEMO],

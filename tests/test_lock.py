@@ -50,14 +50,15 @@ HOLD_SHARED = """
 import sys, time
 from pathlib import Path
 from shared.locks import ExperimentLock
-ExperimentLock.acquire(Path(sys.argv[1]), "store 'x'", shared=True)
+kind = sys.argv[3] if len(sys.argv) > 3 else "shared"
+ExperimentLock.acquire(Path(sys.argv[1]), "store 'x'", shared=kind == "shared", writer=kind == "writer")
 print("held", flush=True)
 time.sleep(float(sys.argv[2]))
 """
 
 
-def _shared_holder(folder: Path, seconds: float) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-c", HOLD_SHARED, str(folder), str(seconds)], stdout=subprocess.PIPE,
+def _shared_holder(folder: Path, seconds: float, kind: str = "shared") -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", HOLD_SHARED, str(folder), str(seconds), kind], stdout=subprocess.PIPE,
                          text=True)
     assert p.stdout.readline().strip() == "held"
     return p
@@ -74,6 +75,29 @@ def test_shared_holders_coexist_and_keep_an_exclusive_one_out(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_writers_coexist_and_keep_readers_and_exclusive_holders_out(tmp_path):
+    """Stage-1 processes sharing a store's work hold it as writers, at once; a stage 2 (shared) or an
+    exclusive holder is refused while they run, and a writer while a stage 2 reads."""
+    holder = _shared_holder(tmp_path, 60, "writer")
+    try:
+        mine = ExperimentLock(tmp_path, "store 'x'", writer=True)  # a second writer: granted
+        mine.release()
+        for kind in ({"shared": True}, {}):
+            with pytest.raises(UserError, match=rf"store 'x' is in use by pid {holder.pid} "):
+                ExperimentLock(tmp_path, "store 'x'", **kind)
+    finally:
+        holder.kill()
+        holder.wait()
+    reader = _shared_holder(tmp_path, 60)
+    try:
+        with pytest.raises(UserError, match=rf"store 'x' is in use by pid {reader.pid} "):
+            ExperimentLock(tmp_path, "store 'x'", writer=True)
+    finally:
+        reader.kill()
+        reader.wait()
+    ExperimentLock(tmp_path, "store 'x'", writer=True).release()  # the killed reader left nothing behind
 
 
 def test_with_wait_for_locks_a_process_waits_instead_of_refusing(tmp_path, monkeypatch):

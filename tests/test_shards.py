@@ -42,23 +42,26 @@ def test_three_shards_in_any_order_one_killed_equal_one_process(tiny_finished: F
     config = write_tiny_config(tmp_path, tiny_finished.data)
     sets = [f"--set={s}" for s in PARTS]
     logs = []
-    r = _stage1(config, "--shard", "2/3", *sets)  # shard 2 first: item 3 of 5 (conv3_4 part 3)
+    # shards of 5 items (conv3_4's parts 1-4, fc7): 0/3 part 1; 1/3 parts 2 and 3; 2/3 part 4 and fc7
+    r = _stage1(config, "--shard", "2/3", *sets)  # the last shard first
     assert r.returncode == 0, r.stderr[-3000:]
     logs.append(r.stderr)
     assert "work items are not finished" in r.stderr and not (tmp_path / "results" / "tiny" / "decoding.md").exists()
-    killed = _stage1(config, "--shard", "0/3", *sets, failpoint="decode.chunk:7")  # killed in its second item
+    killed = _stage1(config, "--shard", "1/3", *sets, failpoint="decode.chunk:7")  # killed in its second item
     assert killed.returncode == -9
-    assert "conv3_4 part 1/4 (units 0-4999): decoded" in killed.stderr
-    r = _stage1(config, "--shard", "1/3", *sets)
+    assert "conv3_4 part 2/4 (units 5000-9999): decoded" in killed.stderr
+    r = _stage1(config, "--shard", "0/3", *sets)
     assert r.returncode == 0, r.stderr[-3000:]
     logs.append(r.stderr)
-    assert not (tmp_path / "results" / "tiny" / "decoding.md").exists()  # shard 0's second item is unfinished
+    assert not (tmp_path / "results" / "tiny" / "decoding.md").exists()  # shard 1's second item is unfinished
     layer = next((tmp_path / "work").rglob("conv3_4/done.json"), None)
     assert layer is None  # its parts are not all there: not stitched
-    r = _stage1(config, "--shard", "0/3", *sets)  # the rerun redoes the killed item and finishes
+    r = _stage1(config, "--shard", "1/3", *sets)  # the rerun redoes the killed item and finishes
     assert r.returncode == 0, r.stderr[-3000:]
     logs.append(r.stderr)
-    assert "conv3_4 part 1/4 (units 0-4999): already decoded" in r.stderr
+    assert "conv3_4 part 2/4 (units 5000-9999): already decoded" in r.stderr
+    assert re.search(r"deleted \d+ temporary file\(s\) an interrupted run left behind \(sub-01 VC conv3_4 part 3/4",
+                     r.stderr)
     assert "4 parts stitched into one array per split" in r.stderr
     every = "\n".join([killed.stderr, *logs])
     for part in range(1, 5):  # each part decoded once, the killed one's redone by the rerun
@@ -71,10 +74,81 @@ def test_three_shards_in_any_order_one_killed_equal_one_process(tiny_finished: F
     stitched = next((tmp_path / "work").rglob("conv3_4/natural.h5"))
     with FeatureArray(stitched) as arr:
         assert arr._data.is_virtual and arr.n_units == 16384
-    # a part lost afterwards is named, not read as NaNs
+    # a part lost afterwards is named, not read as NaNs, and a rerun decodes it again
     next((tmp_path / "work").rglob("conv3_4/natural.part-2of4.h5")).unlink()
     with pytest.raises(StoreMismatch, match=r"part .*natural\.part-2of4\.h5 is missing; rerun stage 1"):
         FeatureArray(stitched)
+    r = _stage1(config, *sets)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "conv3_4 part 2/4 (units 5000-9999): decoded" in r.stderr and "part 1/4 (units 0-4999): already" in r.stderr
+    for key, value in _arrays(tmp_path / "work" / "tiny").items():
+        np.testing.assert_array_equal(value, reference[key], err_msg=key)
+    # and a layer whose last part's process stopped before stitching is stitched by the next run
+    next((tmp_path / "work").rglob("conv3_4/done.json")).unlink()
+    (tmp_path / "results" / "tiny" / "decoding.md").unlink()
+    r = _stage1(config, *sets)  # every part there: only the stitching is left
+    assert r.returncode == 0 and "4 parts stitched" in r.stderr and ": decoded" not in r.stderr, r.stderr[-3000:]
+    for key, value in _arrays(tmp_path / "work" / "tiny").items():
+        np.testing.assert_array_equal(value, reference[key], err_msg=key)
+    assert (tmp_path / "results" / "tiny" / "decoding.md").read_text() == _decoding_md(tiny_finished)
+
+
+HOLD_CLAIM = """
+import sys
+from pathlib import Path
+from shared.locks import Claim
+c = Claim(Path(sys.argv[1]))
+print("held", flush=True)
+sys.stdin.readline()  # until the test lets go
+"""
+
+
+def _claim_holder(claim: Path) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_CLAIM, str(claim)], cwd=ROOT, env=CLI_ENV,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_busy_item_is_left_or_with_wait_for_locks_waited_for(tiny_finished: Finished, tmp_path):
+    """A process skips an item another holds (and leaves the scores to it); compare's stages
+    (N2P_WAIT_FOR_LOCKS=1) wait for it, and finish it when its holder stopped without finishing."""
+    from shared.config import load_config
+    from shared.store import ExperimentStore
+    from stage1_decode.items import Item, LayerFiles
+
+    config = write_tiny_config(tmp_path, tiny_finished.data)
+    claim = LayerFiles(ExperimentStore(load_config(config)), "sub-01", "VC", "fc7").claim(Item("sub-01", "VC", "fc7"))
+    claim.parent.mkdir(parents=True)
+    holder = _claim_holder(claim)
+    try:
+        r = _stage1(config)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "sub-01 VC fc7: being decoded by another process; skipped" in r.stderr
+    assert "1 of 2 work items are not finished" in r.stderr
+    assert not (tmp_path / "results" / "tiny" / "decoding.md").exists()
+    holder = _claim_holder(claim)
+    stage1 = subprocess.Popen([sys.executable, "-m", "stage1_decode", "run", "--config", str(config)], cwd=ROOT,
+                              env={**CLI_ENV, "N2P_WAIT_FOR_LOCKS": "1"}, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        for line in stage1.stderr:  # the holder lets go only once stage 1 says it waits
+            seen.append(line)
+            if "waiting for 1 work item(s) other processes are decoding" in line:
+                break
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=30) == 0  # it ended on its own: waited for, not broken
+        seen.append(stage1.stderr.read())
+        assert stage1.wait(timeout=600) == 0, "".join(seen)[-3000:]
+    finally:
+        holder.kill()
+        stage1.kill()
+    assert any("waiting for 1 work item(s)" in line for line in seen)
+    assert (tmp_path / "results" / "tiny" / "decoding.md").read_text() == _decoding_md(tiny_finished)
 
 
 def test_torchrun_ranks_share_stage1_on_cpu(tiny_finished: Finished, tmp_path):
@@ -84,7 +158,7 @@ def test_torchrun_ranks_share_stage1_on_cpu(tiny_finished: Finished, tmp_path):
                         "--config", str(config), *[f"--set={s}" for s in PARTS]], cwd=ROOT, env=CLI_ENV,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "stage 1 shard 0/2: 3 of 5 work items" in r.stderr and "stage 1 shard 1/2: 2 of 5 work items" in r.stderr
+    assert "stage 1 shard 0/2: 2 of 5 work items" in r.stderr and "stage 1 shard 1/2: 3 of 5 work items" in r.stderr
     ours, reference = _arrays(tmp_path / "work" / "tiny"), _arrays(tiny_finished.work)
     assert ours.keys() == reference.keys()
     for key in reference:

@@ -92,8 +92,9 @@ class SlurmSettings:
 
     def executor_parameters(self) -> dict[str, Any]:
         """submitit's parameters (its local executor ignores those it has no use for)."""
-        params: dict[str, Any] = {"timeout_min": self.time_min, "gpus_per_node": self.gpus, "nodes": 1,
-                                  "tasks_per_node": 1}
+        params: dict[str, Any] = {"timeout_min": self.time_min, "nodes": 1, "tasks_per_node": 1}
+        if self.gpus:  # not --gpus-per-node=0, which clusters without GPUs may refuse
+            params["gpus_per_node"] = self.gpus
         if self.cpus:
             params["cpus_per_task"] = self.cpus
         if self.mem_gb is not None:

@@ -210,9 +210,10 @@ def parse_time(value: Any, name: str) -> int:
 def parse_mem(value: Any, name: str) -> float:
     """Memory in GB from ``32G``, ``500M``, ``1T`` (``GB``, ``MB``, ``TB`` too)."""
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT])B?", str(value).strip(), re.IGNORECASE)
-    if not m or float(m.group(1)) <= 0:
-        raise UserError(f"{name} is {value!r}; give the memory per job with its unit, e.g. 32G or 500M")
-    return float(m.group(1)) * {"K": 2 ** -20, "M": 2 ** -10, "G": 1, "T": 2 ** 10}[m.group(2).upper()]
+    gb = float(m.group(1)) * {"K": 2 ** -20, "M": 2 ** -10, "G": 1, "T": 2 ** 10}[m.group(2).upper()] if m else 0
+    if gb < 2 ** -10:  # under 1 MB submitit would ask for --mem=0, which SLURM reads as the whole node
+        raise UserError(f"{name} is {value!r}; give the memory per job with its unit, e.g. 32G or 500M (at least 1M)")
+    return gb
 
 
 def parse_count(value: Any, name: str, least: int) -> int:
