@@ -109,6 +109,27 @@ class ExperimentLock:
         self._fh.write(self._name())
         self._fh.flush()
 
+    @classmethod
+    def wait_for_writers(cls, folder: Path, what: str) -> None:
+        """Before a reader checks the store: refuse (or, with ``N2P_WAIT_FOR_LOCKS=1``, wait) while stage-1
+        writers hold ``folder``, so a store they are still filling is not reported as missing. Writes nothing."""
+        import fcntl
+
+        path = folder / ".lock-writers"
+        if not path.is_file():
+            return
+        with open(path) as fh:
+            if _flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                return
+            holder = cls._holders(path)
+            if os.environ.get(WAIT_FOR_LOCKS) != "1":
+                from shared.errors import UserError
+
+                raise UserError(f"{what} is in use by {holder}; wait for that run to finish (or stop it), or give "
+                                f"this run another experiment name")
+            log.info("waiting for %s (in use by %s)", what, holder)
+            _flock(fh, fcntl.LOCK_EX)  # released when the file closes
+
     def _try(self, mode: int, probe) -> str | None:
         """Take this holder's lock and check the other file has no holder; None when granted, else the name
         of the file whose holder is in the way (nothing is kept)."""

@@ -168,6 +168,7 @@ class RoiWork:
                 acc = self._decode_units(item, true_train, stats, choice, {s: files.array(s) for s in self.splits})
                 atomic_write_json(files.done, {"fingerprint": self.key,  # written last
                                                "scores": self._layer_scores(choice, acc, true_train.n_units)})
+                log.info("%s: decoded", item.label)
                 return
             with Claim(files.layer_claim, wait=True):
                 choice = self._layer_choice(item.layer, true_train, files)

@@ -113,13 +113,21 @@ def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
     unfinished = [it for it in items if LayerFiles(store, it.subject, it.roi, it.layer).scores(
         keys[(it.subject, it.roi)], dec_splits) is None]
     if unfinished:
-        log.info("stage 1: %d of %d work items are not finished (first: %s)%s; the process that finishes the last one "
-                 "writes the scores and summaries (rerun stage 1 to finish what a stopped process left)",
-                 len(unfinished), len(items), unfinished[0].label,
-                 f", {len(busy)} being decoded by other processes" if busy else "")
-        run_.finish(items_left=len(unfinished))
+        todo = [it for it in unfinished if not LayerFiles(store, it.subject, it.roi, it.layer).item_done(
+            it, keys[(it.subject, it.roi)], dec_splits)]
+        if todo:
+            log.info("stage 1: %d of %d work items are still to decode (first: %s)%s; "
+                     "the process that finishes the last one writes the scores and summaries (rerun stage 1 to "
+                     "finish what a stopped process left)", len(todo), len(items), todo[0].label,
+                     f", {len(busy)} of them being decoded by other processes" if busy else "")
+        else:
+            log.info("stage 1: every work item is decoded, but %d layer(s) are not stitched yet (first: %s): another "
+                     "process is stitching them, or rerun stage 1", len({(i.subject, i.roi, i.layer) for i in unfinished}),
+                     unfinished[0].label)
+        run_.finish(items_left=len(todo))
         return
     _write_results(cfg, store, src, keys, dec_splits, run_)
+    log.info("stage 1: every work item is done; this process wrote the scores and summaries")
     run_.finish()
     log.info("stage 1 done in %.0f s; results in %s", time.time() - t0, cfg.results_path)
 

@@ -125,6 +125,8 @@ def run(cfg: Config) -> None:
     rank, world = distributed(device)
     gc, e = cfg.generator, cfg.eval
     store = ExperimentStore(cfg)
+    # stage-1 processes still filling the store: say so (or wait), rather than that the store lacks arrays
+    ExperimentLock.wait_for_writers(cfg.work_path, f"experiment '{cfg.experiment}' ({cfg.work_path})")
     for layer in gc.condition_layers:
         if not store.true_file(layer, "train").is_file():
             raise UserError(f"the feature store {store.root} has no {layer} features of experiment "

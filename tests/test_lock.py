@@ -100,6 +100,20 @@ def test_writers_coexist_and_keep_readers_and_exclusive_holders_out(tmp_path):
     ExperimentLock(tmp_path, "store 'x'", writer=True).release()  # the killed reader left nothing behind
 
 
+def test_a_reader_is_told_stage_1_still_fills_the_store(tmp_path):
+    """Stage 2 checks for stage-1 writers before it looks for arrays they have not written yet."""
+    ExperimentLock.wait_for_writers(tmp_path / "none", "store 'x'")  # no store yet: nothing to say, nothing made
+    assert not (tmp_path / "none").exists()
+    holder = _shared_holder(tmp_path, 60, "writer")
+    try:
+        with pytest.raises(UserError, match=rf"store 'x' is in use by pid {holder.pid} "):
+            ExperimentLock.wait_for_writers(tmp_path, "store 'x'")
+    finally:
+        holder.kill()
+        holder.wait()
+    ExperimentLock.wait_for_writers(tmp_path, "store 'x'")  # gone: granted
+
+
 def test_with_wait_for_locks_a_process_waits_instead_of_refusing(tmp_path, monkeypatch):
     from shared.locks import WAIT_FOR_LOCKS
 

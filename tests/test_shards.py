@@ -46,7 +46,7 @@ def test_three_shards_in_any_order_one_killed_equal_one_process(tiny_finished: F
     r = _stage1(config, "--shard", "2/3", *sets)  # the last shard first
     assert r.returncode == 0, r.stderr[-3000:]
     logs.append(r.stderr)
-    assert "work items are not finished" in r.stderr and not (tmp_path / "results" / "tiny" / "decoding.md").exists()
+    assert "work items are still to decode" in r.stderr and not (tmp_path / "results" / "tiny" / "decoding.md").exists()
     killed = _stage1(config, "--shard", "1/3", *sets, failpoint="decode.chunk:7")  # killed in its second item
     assert killed.returncode == -9
     assert "conv3_4 part 2/4 (units 5000-9999): decoded" in killed.stderr
@@ -128,7 +128,7 @@ def test_a_busy_item_is_left_or_with_wait_for_locks_waited_for(tiny_finished: Fi
         holder.wait()
     assert r.returncode == 0, r.stderr[-3000:]
     assert "sub-01 VC fc7: being decoded by another process; skipped" in r.stderr
-    assert "1 of 2 work items are not finished" in r.stderr
+    assert "1 of 2 work items are still to decode (first: sub-01 VC fc7), 1 of them being decoded by other" in r.stderr
     assert not (tmp_path / "results" / "tiny" / "decoding.md").exists()
     holder = _claim_holder(claim)
     stage1 = subprocess.Popen([sys.executable, "-m", "stage1_decode", "run", "--config", str(config)], cwd=ROOT,
