@@ -110,8 +110,7 @@ def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
         busy = [item for item in busy if not state.try_item(item, wait=True)]
     state.stitch_orphans()  # layers whose parts are all decoded by processes that stopped before stitching
     state.work = None
-    unfinished = [it for it in items if LayerFiles(store, it.subject, it.roi, it.layer).scores(
-        keys[(it.subject, it.roi)], dec_splits) is None]
+    unfinished = [it for parts in state.layers.values() if not state.layer_done(parts[0]) for it in parts]
     if unfinished:
         todo = [it for it in unfinished if not LayerFiles(store, it.subject, it.roi, it.layer).item_done(
             it, keys[(it.subject, it.roi)], dec_splits)]
@@ -139,11 +138,21 @@ class _Decoding:
     def __init__(self, cfg: Config, store: ExperimentStore, src: DataSource, device, train_names: list[str],
                  keys: dict, splits: list[str], items: list):
         self.cfg, self.store, self.src, self.device, self.train_names = cfg, store, src, device, train_names
-        self.keys, self.splits, self.items = keys, splits, items
+        self.keys, self.splits = keys, splits
+        self.layers: dict[tuple, list] = {}  # (subject, ROI, layer) -> its items (its parts), in order
+        for it in items:
+            self.layers.setdefault((it.subject, it.roi, it.layer), []).append(it)
         self.work = None
 
     def layer_items(self, item) -> list:
-        return [it for it in self.items if (it.subject, it.roi, it.layer) == (item.subject, item.roi, item.layer)]
+        return self.layers[(item.subject, item.roi, item.layer)]
+
+    def layer_done(self, item) -> bool:
+        """``item``'s layer is decoded (and stitched) with this config: its ``done.json`` is current."""
+        from stage1_decode.items import LayerFiles
+
+        files = LayerFiles(self.store, item.subject, item.roi, item.layer)
+        return files.scores(self.keys[(item.subject, item.roi)], self.splits) is not None
 
     def roi_work(self, subject: str, roi: str):
         if self.work is None or (self.work.subject, self.work.roi) != (subject, roi):
@@ -182,18 +191,16 @@ class _Decoding:
 
         from shared.locks import Claim
 
-        for item in self.items:
-            if item.n_parts == 1 or item.part != 0:
-                continue
-            files = LayerFiles(self.store, item.subject, item.roi, item.layer)
-            key = self.keys[(item.subject, item.roi)]
-            parts = self.layer_items(item)
-            if files.scores(key, self.splits) is not None or not all(files.part_done(p, key, self.splits) for p in parts):
+        for parts in self.layers.values():
+            first = parts[0]
+            files = LayerFiles(self.store, first.subject, first.roi, first.layer)
+            key = self.keys[(first.subject, first.roi)]
+            if len(parts) == 1 or self.layer_done(first) or not all(files.part_done(p, key, self.splits) for p in parts):
                 continue
             with Claim(files.layer_claim, wait=True):  # the last part's process may be stitching it now
-                stitched = files.scores(key, self.splits) is not None
+                stitched = self.layer_done(first)
             if not stitched:
-                self.roi_work(item.subject, item.roi).stitch(parts)
+                self.roi_work(first.subject, first.roi).stitch(parts)
 
 
 def _roi_work(cfg: Config, store: ExperimentStore, src: DataSource, subject: str, roi: str, device,
