@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 # torch and torchvision are pinned to the releases this project is tested with (CPU or CUDA).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test bench bench-stage2 bench-simulator bench-layer bench-jobs per-unit ablations small-data settings reference clean-demo
+.PHONY: setup demo test docs bench bench-stage2 bench-simulator bench-layer bench-jobs per-unit ablations small-data settings seeds reference clean-demo
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ demo: $(STAMP)
 # two workers (every test is single-threaded), each test module on one worker (module fixtures run once)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# the result numbers and tables of README.md and docs/*.md, rewritten from results/reference/ (tools/make_docs.py;
+# tests/test_doc_numbers.py fails while they differ); after `make reference` or a benchmark, run it and commit
+docs: $(STAMP)
+	$(PY) -m tools.make_docs
 
 # the benchmarks write their committed outputs under results/reference/bench/ (the guides quote them)
 bench: $(STAMP)
@@ -78,6 +83,14 @@ small-data: $(STAMP)
 settings: $(STAMP)
 	for name in demo $(PRESETS); do $(PY) -m stage2_generate compare --config configs/ablations/settings.yaml \
 	  --base configs/$$name.yaml || exit 1; done
+
+# the demo's headline comparison with three generator seeds (about 40 minutes on 2 cores, cached): the README's
+# reading of wgan_gp against the baselines beyond seed noise
+seeds: $(STAMP)
+	$(PY) -m stage2_generate compare --config configs/ablations/headline.yaml --jobs 2 && \
+	  mkdir -p results/reference/compare/headline && \
+	  cp results/compare/headline/table.md results/compare/headline/table.csv results/compare/headline/stats.md \
+	     results/compare/headline/stats.csv results/compare/headline/bars.png results/reference/compare/headline/
 
 # the committed figures and tables the README shows, copied from finished runs (`make demo`,
 # `make ablations`); `make demo` and `compare` write only under results/demo and results/compare

@@ -39,6 +39,7 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             cmd = [sys.executable, "-m", "stage2_generate", "compare", "--config", args.compare, "--jobs", str(jobs),
+                   "--seeds", "1",  # one seed, as the committed measurement was made
                    "--set", f"data.root={out / 'data'}", "--set", f"work_dir={out / 'work'}",
                    "--set", f"results_dir={out / 'results'}"]
             t0 = time.time()

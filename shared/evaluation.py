@@ -149,6 +149,15 @@ def score(recon: np.ndarray, true: np.ndarray, true_feats: dict[str, np.ndarray]
     }
 
 
+def distractor_rng(seed: int, split: str) -> np.random.Generator:
+    """The generator of the n-way distractors of one test set: seeded by the experiment's seed and the set's
+    name alone, so every method, subject, ROI and compare variant is scored against the same distractors
+    (rows of one table differ by the method, not by the draw)."""
+    import zlib
+
+    return np.random.default_rng([seed, zlib.crc32(split.encode())])
+
+
 def validation_value(scores: dict[str, float], metric: str) -> float:
     """The value of ``eval.validation_metric`` in ``scores``: ``pixcorr``, ``ssim`` or their mean ``pixcorr_ssim``."""
     return (scores["pixcorr"] + scores["ssim"]) / 2 if metric == "pixcorr_ssim" else scores[metric]
@@ -185,8 +194,10 @@ def as_scored(images: np.ndarray, size: int, gray: bool) -> np.ndarray:
 
 
 class ValidationScorer:
-    """Mean scores of reconstructions of the held-out training images ``images`` (pixel metrics and the
-    judge's), at ``size`` px like the test images: every tick's, and the final validation table's."""
+    """Scores of reconstructions of the held-out training images ``images`` (pixel metrics and the
+    judge's), at ``size`` px like the test images: every tick's, and the final validation table's.
+    ``per_image`` gives them per held-out image (what a tick choice bootstraps over), ``__call__`` their
+    means, ``values`` the per-image values of ``eval.validation_metric``."""
 
     def __init__(self, images: np.ndarray, judge, device, seed: int, size: int):
         self.images = at_size(images, size)
@@ -194,13 +205,21 @@ class ValidationScorer:
         self.gray = is_grayscale(self.images)
         self.judge, self.device, self.seed, self.size = judge, device, seed, size
 
-    def __call__(self, recon: np.ndarray, with_judge: bool = True) -> dict[str, float]:
+    def per_image(self, recon: np.ndarray, with_judge: bool = True) -> dict[str, np.ndarray]:
+        """``{metric: (n_held,)}``: the pixel metrics, and the judge's identification when ``with_judge``."""
         recon = as_scored(recon, self.size, self.gray)
         if not with_judge:
-            return {"pixcorr": M.summarise(np.diag(M.corr_matrix(recon, self.images))),
-                    "ssim": M.summarise(M.ssim(recon, self.images))}
+            return {"pixcorr": np.diag(M.corr_matrix(recon, self.images)).copy(),
+                    "ssim": np.asarray(M.ssim(recon, self.images))}
         per = score(recon, self.images, self.truth, self.judge, self.device, np.random.default_rng(self.seed))
-        return {k: M.summarise(v) for k, v in per.items() if k in PIXEL_METRICS or k in self.truth}
+        return {k: v for k, v in per.items() if k in PIXEL_METRICS or k in self.truth}
+
+    def __call__(self, recon: np.ndarray, with_judge: bool = True) -> dict[str, float]:
+        return means(self.per_image(recon, with_judge))
+
+    def values(self, recon: np.ndarray, metric: str) -> np.ndarray:
+        """Per-image values ``(n_held,)`` of ``metric`` (``eval.validation_metric``) of ``recon``."""
+        return np.asarray(validation_value(self.per_image(recon, False), metric), dtype=np.float64)
 
 
 class DecodingScores:

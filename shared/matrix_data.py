@@ -182,6 +182,16 @@ def _stimuli(src: DataSource, subject: str, split: str) -> tuple[list[str], list
     return _NAMES[key]
 
 
+def seen_in_training(src: DataSource, split: str) -> list[str]:
+    """The stimuli of test set ``split`` whose pixels equal a training stimulus' (some public sets reuse
+    training images as test images), in the first subject's file: a method that retrieves training images
+    (``nearest_train``) reconstructs them perfectly by construction."""
+    subject = src.data.subjects[0]
+    train = {stimulus_digest(im) for im in images(src, subject, "train")}
+    rows = row_names(src, subject, split)
+    return list(dict.fromkeys(n for n, im in zip(rows, images(src, subject, split)) if stimulus_digest(im) in train))
+
+
 def _images(src: DataSource, subject: str, split: str) -> np.ndarray:
     train = _shaped(src, subject, "train", _variable(src, subject, "train_images"))
     arr = train if split == "train" else _shaped(src, subject, split, _variable(src, subject, "test_images"))

@@ -105,7 +105,7 @@ def training_plot(stats: list[dict], path: Path, best_step: int | None = None) -
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     if best_step is not None:
-        fig.suptitle(f"dashed: step {best_step}, the tick that scores best on the validation images", fontsize=9)
+        fig.suptitle(f"dashed: step {best_step}, the tick that reconstructs (chosen on the validation images, within their noise)", fontsize=9)
     fig.tight_layout()
     atomic_write_bytes(path, figure_bytes(fig))
 

@@ -8,9 +8,44 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 from pathlib import Path
 
 from shared.runs import atomic_write_text
+
+# The result version: raised whenever a change makes earlier outputs no longer what the code gives (numbers,
+# rows or meanings of columns). Every Markdown table the product writes ends with its stamp, and the generated
+# docs (tools/make_docs.py) mark numbers and tables from outputs of an older version as stale.
+#   1: the early comparisons (pixel ridge fitted at 32 px, no validation hold-out: results/reference/compare/*);
+#   2: a validation hold-out, an unsquashed generator output, pixel ridge's size and contrast chosen;
+#   3: the validation hold-out decoded like a test split, seeds in compare, noise-aware tick choice.
+# Versions 1 and 2 wrote no stamp: an unstamped output counts as older than 3 (the docs call it stale).
+RESULT_VERSION = 3
+_STAMP = "<!-- npp result version {} -->"
+_STAMP_RE = re.compile(r"<!-- npp result version (\d+) -->")
+
+
+def version_stamp() -> str:
+    """The line that ends every Markdown table file the product writes (an HTML comment: GitHub hides it)."""
+    return _STAMP.format(RESULT_VERSION) + "\n"
+
+
+def read_result_version(path: Path) -> int | None:
+    """The result version a table file was made by: a ``.md`` file's stamp, a ``.csv`` file's ``.md`` twin's, a
+    JSON file's top-level ``result_version``; ``None`` when it has none (made before stamps existed)."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        path = path.with_suffix(".md")
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    if path.suffix == ".json":
+        data = json.loads(text)
+        version = data.get("result_version") if isinstance(data, dict) else None
+        return int(version) if version is not None else None
+    found = _STAMP_RE.findall(text)
+    return int(found[-1]) if found else None
 
 
 def section_key(kind: str, split: str, first: str) -> str:
@@ -40,8 +75,9 @@ def csv_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def write_table(base: Path, rows: list[dict], columns: list[str]) -> None:
-    """``<base>.md`` and ``<base>.csv``."""
-    atomic_write_text(base.with_suffix(".md"), markdown_table(rows, columns))
+    """``<base>.md`` (ending with the result version's stamp) and ``<base>.csv`` (plain, for CSV readers: its
+    version is its ``.md`` twin's)."""
+    atomic_write_text(base.with_suffix(".md"), markdown_table(rows, columns) + version_stamp())
     atomic_write_text(base.with_suffix(".csv"), csv_table(rows, columns))
 
 
@@ -97,7 +133,9 @@ def write_summary(results: Path, metrics: dict) -> None:
     for key, value in metrics.items():
         if key.startswith("decoding") and value:
             split = key.split("decoding_", 1)[1] if "_" in key else metrics.get("info", {}).get("test_set", "test")
-            parts.append(f"## Feature decoding ({split} test images)\n")
+            parts.append("## Feature decoding (validation hold-out: held-out training images, decoded like test "
+                         "images by decoders that never saw them)\n" if split == "validation"
+                         else f"## Feature decoding ({split} test images)\n")
             parts.append(markdown_table(decoding_rows(value), DECODING_COLUMNS))
             parts.append("`oof_*`: the training images decoded out of fold (each by a decoder fit without it); "
                          "they should score close to the test images. `alpha_per`: one penalty per layer or per "
@@ -110,24 +148,30 @@ def write_summary(results: Path, metrics: dict) -> None:
             split = key.split("reconstruction_", 1)[1] if "_" in key else metrics.get("info", {}).get("test_set", "test")
             parts.append(f"## Reconstruction ({split} test images)\n")
             parts.append(markdown_table(recon_rows(value), recon_columns(value)))
+            seen = recon_info.get("test_in_train", {}).get(split)
+            if seen:
+                parts.append(f"**{len(seen)} of these test images are also training images** (equal pixels: "
+                             f"{', '.join(seen[:5])}{' ...' if len(seen) > 5 else ''}); `nearest_train` retrieves "
+                             f"them exactly, by construction, so its scores on them measure retrieval, not "
+                             f"reconstruction.\n")
             if recon_info.get("score_size"):
                 parts.append(f"Scored at {recon_info['score_size']['pixels']} px ({recon_info['score_size']['label']}).\n")
             judges = "; ".join(f"`{k}`: {v}" for k, v in recon_info.get("judge", {}).items())
             parts.append(metric_legend(recon_columns(value)))
             parts.append("The judge network (never a network a training loss or an optimisation uses): "
-                         f"{judges}. `wgan_gp`: generator from decoded features; `wgan_gp_true_features`: the "
-                         "same generator fed the true features (true-feature input: a reference, not a bound; a "
-                         "method from decoded features can beat it); `pixel_ridge`: ridge from voxels to pixels"
-                         + _pixel_ridge_fits(value) + "; `nearest_train`: the training image whose true "
-                         "features best match the decoded ones."
-                         + (" `inversion_dgn`: iterative inversion of the decoded features (Shen et al. 2019) "
-                            "through the generator, from its reconstruction; `inversion_pixels`: the same "
-                            "inversion of the pixels, from the mean training image."
-                            if recon_info.get("methods") else "") + "\n")
+                         f"{judges}.\n")
+            described = recon_info.get("methods_described", {})
+            shown = dict.fromkeys(m.split("[")[0] for by_method in value.values() for m in by_method)
+            lines = [f"- `{m}`: {described[m]}" for m in shown if m in described]
+            if lines:  # each method's text lives with the method (its ``describe``), carried by metrics.json
+                parts.append("The methods (rows of ROIs after the first carry the ROI, e.g. `wgan_gp[LVC]`):\n\n"
+                             + "\n".join(lines) + "\n")
+            if _pixel_ridge_fits(value):
+                parts.append("Pixel ridge" + _pixel_ridge_fits(value) + ".\n")
     parts += _training_parts(recon_info, metrics.get(VALIDATION_SECTION), results)
     for grid in sorted(results.glob("grid*.png")):
         parts.append(f"![{grid.stem}]({grid.name})\n")
-    atomic_write_text(results / "summary.md", "\n".join(parts))
+    atomic_write_text(results / "summary.md", "\n".join(parts) + version_stamp())
 
 
 def _pixel_ridge_fits(recon: dict) -> str:
@@ -152,10 +196,22 @@ def _training_parts(recon_info: dict, validation: dict | None, results: Path) ->
     val = recon_info.get("validation", {})
     rollbacks = g.get("rollbacks") or []
     if val.get("n_images"):
+        choice = g.get("tick_choice") or {}
+        why = ""
+        if g.get("holdout_too_small"):
+            why = (f" **The hold-out is too small to choose a tick within noise** ({val['n_images']} images): the "
+                   f"last tick reconstructs.")
+        elif choice.get("highest_step") not in (None, choice.get("last_step")):
+            why = (f" Step {choice['highest_step']} scored highest ({choice['highest_score']:.3f}), "
+                   f"{choice['gain']:+.3f} over the last tick (lower bootstrap bound {choice['gain_low']:+.3f}): "
+                   + ("beyond noise, so it reconstructs." if choice.get("beyond_noise")
+                      else "within noise, so the last tick reconstructs."))
+        score = g.get("best_score")
         parts.append(f"{val['n_images']} of the {val['n_images'] + val['n_train_images']} training images were held "
-                     f"out for validation (never in a generator batch nor in any method's fit). The generator of "
-                     f"step {g.get('best_step')} of {g.get('iterations')} reconstructs: it scored best on them by "
-                     f"`{val['metric']}` ({g.get('best_score'):.3f}).\n")
+                     f"out for validation before stage 1 (never in a decoder's fit, a generator batch or any method's "
+                     f"fit; decoded like the test images). The generator of step {g.get('best_step')} of "
+                     f"{g.get('iterations')} reconstructs (`{val['metric']}` "
+                     f"{'n/a' if score is None else f'{score:.3f}'} on them).{why} Rule: {g.get('tick_rule', '')}\n")
     else:
         parts.append("No validation hold-out (eval.validation_fraction=0): the last step's generator reconstructs.\n")
     if rollbacks:
@@ -165,9 +221,10 @@ def _training_parts(recon_info: dict, validation: dict | None, results: Path) ->
     else:
         parts.append("No tick had a dead output (no rollback).\n")
     if validation:
-        parts.append("Scores on the held-out training images (their out-of-fold decoded features; the voxel "
-                     "methods from their averaged trials). Settings chosen here score here too: the generator's "
-                     "tick and pixel ridge's contrast.\n")
+        parts.append("Scores on the held-out training images, each method predicting them as it predicts the "
+                     "test images (decoded features from stage 1's decoders, which never saw them; the voxel methods "
+                     "from their averaged trials). Settings chosen here score here too: the generator's tick and "
+                     "pixel ridge's contrast.\n")
         parts.append(markdown_table(recon_rows(validation), recon_columns(validation)))
     if (results / "training.png").is_file():
         parts.append("![training curves](training.png)\n")

@@ -1,5 +1,7 @@
 """Fit decoders from voxels to a layer, predict test and out-of-fold features, score them.
 
+The validation hold-out is set apart first (``shared.holdout.hold_out``): decoders never fit
+on it, and it is predicted like a test set (split ``validation``) from its averaged repetitions.
 For one (subject, ROI) (``RoiWork``): voxels are z-scored with training-trial statistics and
 the decoder (``stage1_decode.decoders``: dense ridge with a penalty per layer or per unit,
 or voxel-selected sparse ridge) is prepared once. For each layer the penalty is chosen
@@ -34,6 +36,7 @@ from shared.datasets import SplitData
 from shared.errors import UserError
 from shared.evaluation import DecodingScores
 from shared.faults import failpoint
+from shared.holdout import VALIDATION, hold_out
 from shared.metrics import single_trial_reliability
 from shared.locks import Claim
 from shared.runs import atomic_write_bytes, atomic_write_json
@@ -94,6 +97,7 @@ def fingerprint(cfg: Config, store: ExperimentStore, subject: str, roi: str, tra
         decoder.pop("backend")
     true_files = [store.true_file(layer, split) for layer in cfg.features.layers for split in ["train", *test_paths]]
     blob = {"features": store.true_expect("*", "*"), "decoder": decoder, "seed": cfg.seed,
+            "validation_fraction": cfg.eval.validation_fraction,  # which training images are held out
             "roi": roi, "subject": subject, "train": stamp(train_path),
             "tests": {k: stamp(p) for k, p in test_paths.items()},
             "true_files": [stamp(p) for p in true_files if p.is_file()],  # features replaced, e.g. by import-lab
@@ -116,6 +120,9 @@ class RoiWork:
 
     def __init__(self, cfg: Config, store: ExperimentStore, subject: str, roi: str, train: SplitData,
                  tests: dict[str, SplitData], device, train_names: list[str]):
+        """``train``: the trials decoders fit on (the validation hold-out's are not among them);
+        ``tests``: averaged data of every test set and of the hold-out (``validation``), all predicted
+        by the same decoders; ``train_names``: every training image, in the store's row order."""
         from stage1_decode.decoders import make_decoder  # imports torch
 
         dc = cfg.decoder
@@ -123,7 +130,8 @@ class RoiWork:
         self.train_names = train_names
         self.n_voxels = int(train.X.shape[1])
         self.train_path, self.roi_key = train.path, train.roi_key
-        self.key = fingerprint(cfg, store, subject, roi, train.path, {k: d.path for k, d in tests.items()})
+        self.key = fingerprint(cfg, store, subject, roi, train.path,
+                               {k: d.path for k, d in tests.items() if k != VALIDATION})
         self.splits = out_splits(cfg)
         self.report = data_report(train)
         x_std = Standardiser().fit(train.X)
@@ -262,8 +270,9 @@ class RoiWork:
         with ExitStack() as stack:
             trues, writers = {}, {}
             for split, names in splits.items():
-                if split != OOF:
-                    trues[split] = stack.enter_context(self.store.open_true(item.layer, split))
+                if split != OOF:  # the validation hold-out's true features are rows of the training images'
+                    trues[split] = stack.enter_context(
+                        self.store.open_true(item.layer, "train" if split == VALIDATION else split))
                 writers[split] = stack.enter_context(self.store.writer(
                     paths[split], names, n,
                     {**self.store.decoded_expect(self.subject, self.roi, item.layer, split),
@@ -366,6 +375,7 @@ def decode_subject_roi(cfg: Config, store: ExperimentStore, subject: str, roi: s
                        tests: dict[str, SplitData], device, train_names: list[str]) -> dict:
     """Decode every configured layer (every part) of one subject and ROI in this process; return scores
     per layer and split. Layers whose ``done.json`` matches the current fingerprint are skipped."""
+    train, tests = hold_out(train, tests, train_names, cfg.eval.validation_fraction, cfg.seed)
     work = RoiWork(cfg, store, subject, roi, train, tests, device, train_names)
     items = [it for it in work_items(cfg, store) if (it.subject, it.roi) == (subject, roi)]
     for item in items:

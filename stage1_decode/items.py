@@ -18,14 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from shared.config import Config
+from shared.holdout import VALIDATION
 from shared.store import ExperimentStore
 
 OOF = "train_oof"  # the split of out-of-fold decoded training features
 
 
 def out_splits(cfg: Config) -> list[str]:
-    """The decoded splits of every layer: the test sets, and ``train_oof`` when configured."""
-    return [*cfg.data.test, *([OOF] if cfg.decoder.train_oof else [])]
+    """The decoded splits of every layer: the test sets, the validation hold-out (``validation``, when
+    ``eval.validation_fraction`` > 0) and ``train_oof`` when configured."""
+    held = [VALIDATION] if cfg.eval.validation_fraction > 0 else []
+    return [*cfg.data.test, *held, *([OOF] if cfg.decoder.train_oof else [])]
 
 
 def part_ranges(n_units: int, part_units: int, chunk_units: int) -> list[slice]:

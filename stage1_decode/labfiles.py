@@ -32,6 +32,7 @@ import numpy as np
 
 from shared.datasets import DataSource, split_image_names
 from shared.errors import UserError
+from shared.holdout import VALIDATION
 from shared.store import ExperimentStore, FeatureArray, StoreMismatch
 from shared.weights import parse_weights
 
@@ -114,24 +115,24 @@ class _ExportJob:
 def export_lab(cfg, root: str | Path, splits: list[str] | None = None) -> int:
     """Write the store's features of ``splits`` into the lab layout under ``root``.
 
-    ``splits`` (default: ``train``, every test split and ``train_oof``) name store splits:
-    true features of ``train`` and of test splits (they must be in the store), decoded
-    features of every (subject, roi, layer) for test splits and ``train_oof`` that the
-    store holds. Returns the number of files written; existing files are replaced.
+    ``splits`` (default: ``train``, every test split, ``validation`` and ``train_oof``) name store
+    splits: true features of ``train`` and of test splits (they must be in the store), decoded
+    features of every (subject, roi, layer) for test splits, the validation hold-out and
+    ``train_oof`` that the store holds. Returns the number of files written; existing files are replaced.
     """
     store = ExperimentStore(cfg)
     root = Path(root)
     network, layers = cfg.features.network, cfg.features.layers
     tests = list(cfg.data.test)
-    splits = ["train", *tests, OOF_SPLIT] if splits is None else list(splits)
-    known = ["train", *tests, OOF_SPLIT]
+    known = ["train", *tests, VALIDATION, OOF_SPLIT]
+    splits = known if splits is None else list(splits)
     for split in splits:
         if split not in known:
             raise UserError(f"cannot export split {split!r}; splits must be among {known}")
     jobs: list[_ExportJob] = []
     for layer in layers:
         for split in splits:
-            if split != OOF_SPLIT:  # out-of-fold features are decoded only
+            if split not in (OOF_SPLIT, VALIDATION):  # decoded only (their true features are train's rows)
                 jobs.append(_ExportJob(store.true_file(layer, split), store.true_expect(layer, split),
                                        root / network / layer, split))
         for subject in cfg.data.subjects:

@@ -12,7 +12,7 @@ from shared.config import Config
 from shared.datasets import DataSource, bdata_files, check_inputs, load_split, split_image_names
 from shared.errors import UserError
 from shared.plotting import decoding_plot
-from shared.report import DECODING_COLUMNS, decoding_rows, section_key, write_summary, write_table
+from shared.report import DECODING_COLUMNS, RESULT_VERSION, decoding_rows, section_key, write_summary, write_table
 from shared.runs import Run, atomic_write_json, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
@@ -208,10 +208,14 @@ def _roi_work(cfg: Config, store: ExperimentStore, src: DataSource, subject: str
     """Load one subject and ROI and prepare its decoder; log (and keep) what its training data hold."""
     from stage1_decode.decode import RoiWork
 
+    from shared.holdout import hold_out
+
     from shared.locks import Claim
 
     train = load_split(src, subject, "train", roi, average=False)
     tests = {split: load_split(src, subject, split, roi, average=True) for split in cfg.data.test}
+    # decoders never see the validation hold-out; they predict it as a test set
+    train, tests = hold_out(train, tests, train_names, cfg.eval.validation_fraction, cfg.seed)
     work = RoiWork(cfg, store, subject, roi, train, tests, device, train_names)
     _log_data(subject, roi, work.report)
     kept = store.roi_dir(subject, roi) / "data.json"
@@ -237,6 +241,8 @@ def _write_results(cfg: Config, store: ExperimentStore, src: DataSource, keys: d
     from stage1_decode.decode import data_report
     from stage1_decode.items import LayerFiles
 
+    from shared.holdout import hold_out
+
     from shared.locks import ExperimentLock
     from shared.runs import sweep_temporary_files
 
@@ -253,7 +259,9 @@ def _write_results(cfg: Config, store: ExperimentStore, src: DataSource, keys: d
             if report.get("fingerprint") == key:
                 report = report["report"]
             else:  # decoded by an earlier version, or its data replaced since
-                report = data_report(load_split(src, subject, "train", roi, average=False))
+                trials = load_split(src, subject, "train", roi, average=False)
+                report = data_report(hold_out(trials, {}, split_image_names(src, "train"),
+                                              cfg.eval.validation_fraction, cfg.seed)[0])
                 _log_data(subject, roi, report)
             reports.setdefault(subject, {})[roi] = report
             for layer in cfg.features.layers:
@@ -268,7 +276,8 @@ def _write_results(cfg: Config, store: ExperimentStore, src: DataSource, keys: d
             "layers": cfg.features.layers, "decoder": cfg.decoder.label, "test_set": first,
             "data": f"{cfg.data.source} ({cfg.data_root})"}
     sections = {section_key("decoding", split, first): dec for split, dec in decoding.items()}
-    metrics = update_metrics(path, {"experiment": cfg.experiment, "info": info, "data": reports, **sections},
+    metrics = update_metrics(path, {"experiment": cfg.experiment, "result_version": RESULT_VERSION, "info": info,
+                                    "data": reports, **sections},
                              "stage1", run_.dir)
     for key, dec in sections.items():
         write_table(results / key, decoding_rows(dec), DECODING_COLUMNS)

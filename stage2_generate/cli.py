@@ -10,9 +10,9 @@ from stage2_generate.pipeline import run
 
 VERBS = {
     "run": (run, "train the generator on stage 1's out-of-fold decoded features (resumable; torchrun for several "
-                 "processes; a validation hold-out chooses the tick), reconstruct the test images with it and the "
-                 "methods of methods.run, score them beside the baselines, write tables, grids and every "
-                 "reconstruction"),
+                 "processes; a validation hold-out, decoded like the test images, chooses the tick), reconstruct "
+                 "the test images with it and the methods of methods.run, score them beside the baselines, write "
+                 "tables, grids and every reconstruction"),
     "compare": (compare_verb, "run every variant of a compare file (e.g. configs/ablations/layers.yaml) through both "
                               "stages, reusing cached products; write table, paired stats, bars and grid under "
                               "<results_dir>/compare/<name>/", compare_arguments,

@@ -68,11 +68,17 @@ def _sources(args) -> tuple[list[Source], object, Path]:
         from stage2_generate.compare.cache import variant_paths
 
         spec = load_compare(args.config, args.overrides, args.base)
-        chosen = [v for v in spec.variants if not args.variants or v.name in args.variants]
-        unknown = set(args.variants) - {v.name for v in spec.variants}
+        # one source per table row (a variant's first seed), or the runs named "<variant> (seed <s>)"
+        first = {}
+        for v in spec.variants:
+            first.setdefault(v.row, v)
+        chosen = [v for v in spec.variants if v.name in args.variants
+                  or (v is first[v.row] and (not args.variants or v.row in args.variants))]
+        named = {v.name for v in spec.variants} | set(first)
+        unknown = set(args.variants) - named
         if unknown:
             raise UserError(f"--variants names {sorted(unknown)[0]!r}, not a variant of {args.config}; variants: "
-                            f"{', '.join(v.name for v in spec.variants)}")
+                            f"{', '.join(dict.fromkeys(v.row for v in spec.variants))}")
         sources = [Source(v.name, variant_paths(v.cfg)[2], spec.method, v.cfg) for v in chosen]
         cfg = spec.variant(spec.reference).cfg
         return sources, cfg, Path(cfg.results_dir) / "compare" / spec.name / "export"

@@ -3,10 +3,12 @@ the checks of what a training would resume from, the finished generator's record
 training's ``stats.jsonl``.
 
 * ``checkpoint.pt`` (and its previous copy): every state dict of the last tick, to resume from;
-* ``best.pt``: the EMA of the tick that scored best on the validation hold-out;
-* ``generator.pt``: the finished generator (the EMA of the best tick) with its step, score and
-  rollbacks; a later run with the same key reuses it;
-* ``stats.jsonl`` and ``training.png``: every tick and rollback, over resumes.
+* ``best.pt``: the EMA of the tick with the highest mean score on the validation hold-out (the
+  only tick beside the last one that ``watch.TickChooser`` may choose);
+* ``generator.pt``: the finished generator (the EMA of the chosen tick) with its step, score, the
+  choice's record (``tick``) and rollbacks; a later run with the same key reuses it;
+* ``stats.jsonl`` and ``training.png``: every tick (with its per-image validation values) and
+  rollback, over resumes.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = (), tag: d
     time enter the hash, so features decoded again (another seed, decoder or an
     ``import-lab``) train a new generator. ``tag`` tells apart generators of other methods
     (``end_to_end``) trained with the same settings; ``switched_off``: losses that training has
-    no use for (their weight is hashed as 0).
+    no use for (their weight is hashed as 0). With a validation hold-out, ``eval.score_size`` enters
+    too: the hold-out is scored at that size, so a tick chosen at one size is not reused at another.
     """
     from dataclasses import asdict
 
@@ -53,8 +56,12 @@ def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = (), tag: d
                        "subjects": cfg.data.subjects, "rois": cfg.data.rois, "seed": cfg.seed,
                        "inputs": [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in inputs],
                        "simulation": asdict(cfg.simulation) if cfg.data.source == "simulated" else None,
-                       # the hold-out decides which images train; 2: the output starts at the mean image, unsquashed
-                       "validation": [cfg.eval.validation_fraction, cfg.eval.validation_metric], "version": 2,
+                       # the hold-out decides which images train, and (scored at score_size) which tick reconstructs;
+                       # 2: the output starts at the mean image, unsquashed; 3: the tick chosen beyond the hold-out's
+                       # noise (watch.TickChooser), the dead-output check on raw outputs
+                       "validation": [cfg.eval.validation_fraction, cfg.eval.validation_metric,
+                                      cfg.eval.score_size if cfg.eval.validation_fraction > 0 else None],
+                       "version": 3,
                        **({"tag": tag} if tag else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -115,9 +122,23 @@ def preflight(g: GeneratorConfig, ckpt_dir: Path, key: str, shapes: list[tuple],
 
 
 def training_record(ckpt_dir: Path) -> dict:
-    """What a finished training reports: the tick that reconstructs, its validation score, every rollback."""
+    """What a finished training reports (``metrics.json`` ``reconstruction_info.generator``): the tick that
+    reconstructs (``best_step``, the name kept for the chosen tick) and its mean validation score
+    (``best_score``), every rollback, and how the tick was chosen: ``tick_rule`` (one sentence),
+    ``holdout_too_small`` (true when the hold-out had fewer than ``watch.MIN_HOLDOUT`` images, so the
+    last tick reconstructs), ``holdout_images``, and ``tick_choice`` (the highest-scoring tick, the last
+    tick, the highest's mean gain over the last and its lower bootstrap quantile, ``beyond_noise``)."""
+    from stage2_generate.watch import tick_rule
+
     state = checkpoints.load(ckpt_dir / "generator.pt", "cpu")
-    return {k: state.get(k) for k in ("best_step", "best_score", "validation_metric", "rollbacks", "lr_scale")}
+    out = {k: state.get(k) for k in ("best_step", "best_score", "validation_metric", "rollbacks", "lr_scale")}
+    tick = state.get("tick") or {}
+    out.update(tick_rule=tick.get("tick_rule", tick_rule(state.get("validation_metric"))),
+               holdout_too_small=bool(tick.get("holdout_too_small", False)),
+               holdout_images=tick.get("holdout_images", 0),
+               tick_choice={k: v for k, v in tick.items() if k not in ("tick_rule", "holdout_too_small",
+                                                                      "holdout_images")})
+    return out
 
 
 def tick_records(path: Path) -> list[dict]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 
 import numpy as np
 
@@ -15,10 +14,11 @@ from shared.datasets import (DataSource, average_by_name, bdata_files, load_spli
                              split_images)
 from shared.device import distributed, process_device
 from shared.errors import UserError
-from shared.evaluation import (ValidationScorer, as_scored, check_judge_independent, is_grayscale, judge_features,
-                               judge_name, means, metric_label, score, validation_value)
-from shared.holdout import validation_split
-from shared.report import VALIDATION_SECTION, recon_columns, recon_rows, section_key, write_summary, write_table
+from shared.evaluation import (ValidationScorer, as_scored, check_judge_independent, distractor_rng, is_grayscale,
+                               judge_features, judge_name, means, metric_label, score, validation_value)
+from shared.holdout import VALIDATION as VALIDATION_SPLIT, validation_split
+from shared.report import (RESULT_VERSION, VALIDATION_SECTION, recon_columns, recon_rows, section_key, write_summary,
+                           write_table)
 from shared.locks import ExperimentLock
 from shared.runs import Run, atomic_write_bytes, atomic_write_json, sweep_temporary_files, update_metrics
 from shared.store import ExperimentStore
@@ -52,26 +52,38 @@ def _size_label(size: int, native: int | None, generator_size: int) -> str:
     return f"resampled: the stimuli are {native} px (eval.score_size={size})"
 
 
-def out_of_fold_inputs(cfg: Config, store: ExperimentStore, transforms, train_names: list[str]) -> list[np.ndarray]:
-    """Stage 1's out-of-fold decoded features of the training images, per layer
-    ``(n_subjects x n_rois, n_images, *shape)``, transformed like decoded test features and
-    kept in float16 (half the memory; z-scored features need no more precision)."""
+def stored_decoded_inputs(cfg: Config, store: ExperimentStore, transforms, split: str, names: list[str]
+                          ) -> list[np.ndarray]:
+    """Stage 1's decoded features of training images, per layer ``(n_subjects x n_rois, len(names), *shape)``,
+    transformed like decoded test features and kept in float16 (half the memory; z-scored features need no
+    more precision): ``split`` ``train_oof`` (the images methods fit, each decoded out of fold) or
+    ``validation`` (the held-out images, decoded by the decoders of the test images)."""
     from stage2_generate.conditioning import decoded_inputs
 
+    what = {"train_oof": "out-of-fold features", VALIDATION_SPLIT: "decoded features of the validation hold-out"}[split]
     sources = []
     for subject in cfg.data.subjects:
         for roi in cfg.data.rois:
             missing = [layer for layer in cfg.generator.condition_layers
-                       if not store.decoded_file(subject, roi, layer, "train_oof").is_file()]
+                       if not store.decoded_file(subject, roi, layer, split).is_file()]
             if missing:
-                raise UserError(f"the feature store has no out-of-fold features of {subject} {roi} {missing[0]} "
-                                f"(generator.train_inputs={cfg.generator.train_inputs}); rerun stage 1 with "
-                                f"decoder.train_oof=true (generator.train_inputs=oof or mix and the validation hold-out read them), "
-                                f"or set generator.train_inputs=corrupted and eval.validation_fraction=0")
+                fix = ("decoder.train_oof=true (generator.train_inputs=oof or mix read them), or set "
+                       "generator.train_inputs=corrupted") if split == "train_oof" else \
+                    f"the same eval.validation_fraction={cfg.eval.validation_fraction} (stage 1 decodes the hold-out), " \
+                    f"or set eval.validation_fraction=0"
+                raise UserError(f"the feature store has no {what} of {subject} {roi} {missing[0]}; rerun stage 1 "
+                                f"with {fix}")
+            with store.open_decoded(subject, roi, cfg.generator.condition_layers[0], split) as arr:
+                absent = sorted(set(names) - set(arr.names))
+            if absent:  # stage 1 held out other images (another eval.validation_fraction)
+                raise UserError(f"the {what} of {subject} {roi} lack {len(absent)} of the {len(names)} images asked "
+                                f"for (first: {absent[0]}): stage 1 held out other training images than "
+                                f"eval.validation_fraction={cfg.eval.validation_fraction} holds out; rerun stage 1 with "
+                                f"this config (the hold-out is chosen before stage 1, whose decoders never see it)")
             sources.append((subject, roi))
-    out = [np.empty((len(sources), len(train_names), *tf.out_shape), dtype=np.float16) for tf in transforms]
+    out = [np.empty((len(sources), len(names), *tf.out_shape), dtype=np.float16) for tf in transforms]
     for k, (subject, roi) in enumerate(sources):
-        for i, x in enumerate(decoded_inputs(store, transforms, subject, roi, "train_oof", names=train_names)[0]):
+        for i, x in enumerate(decoded_inputs(store, transforms, subject, roi, split, names=names)[0]):
             out[i][k] = x
     return out
 
@@ -147,22 +159,26 @@ def run(cfg: Config) -> None:
     gray = is_grayscale(train_images)
     channels = 1 if gray else 3
     uses_oof = gc.train_inputs == "oof" or (gc.train_inputs == "mix" and gc.mix_oof > 0)
-    oof = out_of_fold_inputs(cfg, store, transforms, all_names) if uses_oof or val_names else None
+    oof = stored_decoded_inputs(cfg, store, transforms, "train_oof", train_names) if uses_oof else None
     sampler = ConditionSampler.from_settings(
         gc, [torch.from_numpy(x).to(device) for x in train_inputs],
-        [torch.from_numpy(x[:, fit_rows]).to(device) for x in oof] if uses_oof else None,
-        [tf.rms for tf in transforms])
-    val_inputs = [[x[k, val_rows].astype(np.float32) for x in oof] for k in range(len(oof[0]))] if val_names else []
+        [torch.from_numpy(x).to(device) for x in oof] if uses_oof else None, [tf.rms for tf in transforms])
     del oof
+    # the hold-out's inputs are made as the test images' are: decoded by stage 1's decoders, never out of fold
+    held = stored_decoded_inputs(cfg, store, transforms, VALIDATION_SPLIT, val_names) if val_names else None
+    val_inputs = [[x[k].astype(np.float32) for x in held] for k in range(len(held[0]))] if val_names else []
+    del held
     inputs = [store.true_file(layer, "train") for layer in gc.condition_layers]
-    if uses_oof or val_names:
-        inputs += [store.decoded_file(s, r, layer, "train_oof") for s in cfg.data.subjects for r in cfg.data.rois
-                   for layer in gc.condition_layers]
+    for split, used in (("train_oof", uses_oof), (VALIDATION_SPLIT, bool(val_names))):
+        if used:
+            inputs += [store.decoded_file(s, r, layer, split) for s in cfg.data.subjects for r in cfg.data.rois
+                       for layer in gc.condition_layers]
     key = training_key(cfg, channels, inputs)
     ckpt_dir = cfg.work_path / "generator" / key
     check_generator_files(gc, ckpt_dir, key, [tuple(x.shape[1:]) for x in train_inputs], channels)
     ctx = registry.Context.of(cfg, store=store, device=device, train_images=train_images, train_names=train_names,
-                              channels=channels, transforms=transforms, train_inputs=train_inputs)
+                              channels=channels, transforms=transforms, train_inputs=train_inputs,
+                              held_images=val_images if val_names else None)
     methods = [c(ctx) for c in classes]  # every process checks; only rank 0 reconstructs
     for method in methods:
         method.check()
@@ -207,9 +223,11 @@ def run(cfg: Config) -> None:
                 held = registry.TestData(subject, roi, VALIDATION, val_names, val_inputs[src],
                                          average_by_name(held_trials.X, held_trials.names, val_names)
                                          if held_trials is not None else None)
-            train = registry.TrainData(ctx, subject, roi, trials.of_images(train_names) if trials is not None else None,
-                                       held, (lambda rec: validation_value(validation.score(rec, False),
-                                                                           e.validation_metric)) if held is not None else None)
+            scorer = validation.score if held is not None else None
+            train = registry.TrainData(
+                ctx, subject, roi, trials.of_images(train_names) if trials is not None else None, held,
+                (lambda rec: validation_value(scorer(rec, False), e.validation_metric)) if scorer else None,
+                (lambda rec: scorer.values(rec, e.validation_metric)) if scorer else None)
             active = [m.fit(train) for m in methods if roi == first_roi or not m.first_roi_only]
             if held is not None:
                 for m in active:
@@ -237,9 +255,7 @@ def run(cfg: Config) -> None:
                 recons = {m.name: as_scored(_finite(m.reconstruct(test), m.name, test), size, gray) for m in active}
                 for m in active:
                     rec = recons[m.name]
-                    # n-way distractors drawn per (subject, ROI, test set, method): rows stay comparable
-                    rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{subject}/{roi}/{split}/{m.name}".encode())])
-                    per = score(rec, true, true_feats, judge, device, rng)
+                    per = score(rec, true, true_feats, judge, device, distractor_rng(cfg.seed, split))
                     per_image.setdefault(split, {}).setdefault(subject, {})[m.name + suffix] = {
                         "names": list(names), **{k: v.tolist() for k, v in per.items()}}
                     recon_metrics.setdefault(split, {}).setdefault(subject, {})[m.name + suffix] = {**means(per),
@@ -265,9 +281,19 @@ def run(cfg: Config) -> None:
         "validation": {"fraction": e.validation_fraction, "n_images": len(val_names), "n_train_images":
                        len(train_names), "metric": e.validation_metric},
         "metric_names": {k: metric_label(k) for rec in recon_metrics.values() for k in recon_columns(rec)[2:]},
+        "methods_described": {m.name: m.describe for m in methods if m.describe},
         "grayscale": gray,
         "score_size": {"pixels": size, "native": native, "label": _size_label(size, native, gc.image_size)},
     }
+    if source.matrix:  # some public sets reuse training images as test images: say which
+        from shared.matrix_data import seen_in_training
+
+        for split in cfg.data.test:
+            seen = seen_in_training(source, split)
+            if seen:
+                log.warning("%d of the %s test images are also training images (equal pixels; first: %s): "
+                            "nearest_train retrieves them exactly, by construction", len(seen), split, seen[0])
+                sections["reconstruction_info"].setdefault("test_in_train", {})[split] = seen
     if cfg.methods.run:
         info = {"run": list(cfg.methods.run)}
         for m in methods:
@@ -275,7 +301,8 @@ def run(cfg: Config) -> None:
                 info.update(m.settings())
         sections["reconstruction_info"]["methods"] = info
     atomic_write_json(results / "per_image.json", per_image)
-    metrics = update_metrics(results / "metrics.json", sections, "stage2", run_.dir)
+    metrics = update_metrics(results / "metrics.json", {"result_version": RESULT_VERSION, **sections}, "stage2",
+                             run_.dir)
     for key_name, rec in sections.items():
         base = results / ("validation" if key_name == VALIDATION_SECTION else key_name)
         if key_name == "reconstruction_info":

@@ -1,16 +1,18 @@
 """Training of the conditional WGAN-GP generator, resumable tick by tick.
 
-Each tick (``generator.tick_every`` generator steps) checks the outputs for a dead one
-(``watch.Health``: then it rolls back to the last healthy checkpoint with a smaller learning
-rate, or stops), scores the validation hold-out (``watch.Validation``), writes one status
-line, appends a JSON line to ``stats.jsonl`` (of the run, and of the training in its
-checkpoint folder, which spans resumes), saves a sample grid from a fixed conditioning batch
-and checkpoints all state dicts; the validation-best tick's EMA is kept as ``best.pt``. A
-rerun with the same settings resumes from the last checkpoint (also to train further with a
-larger ``generator.iterations``); a finished run leaves ``generator.pt``: the exponential
-moving average of the generator's weights at the validation-best tick (the last tick without a
-hold-out), which reconstructs, with its step, score and every rollback; later runs with the
-same settings reuse it.
+Each tick (``generator.tick_every`` generator steps) checks the raw (unclamped) outputs for a
+dead one (``watch.Health``: then it rolls back to the last healthy checkpoint with a smaller
+learning rate, or stops), scores the validation hold-out (``watch.Validation``: means and
+per-image values), writes one status line, appends a JSON line to ``stats.jsonl`` (of the run,
+and of the training in its checkpoint folder, which spans resumes; it holds every tick's
+per-image validation values), saves a sample grid from a fixed conditioning batch and
+checkpoints all state dicts; the EMA of the tick with the highest mean validation score is kept
+as ``best.pt``. When training ends, ``watch.TickChooser`` chooses between that tick and the last
+one (the last unless the other wins beyond the hold-out's noise). A rerun with the same settings
+resumes from the last checkpoint (also to train further with a larger ``generator.iterations``);
+a finished run leaves ``generator.pt``: the exponential moving average of the generator's weights
+at the chosen tick (the last tick without a hold-out), which reconstructs, with its step, score,
+the choice's record and every rollback; later runs with the same settings reuse it.
 
 What the generator is conditioned on is drawn by ``conditioning.ConditionSampler``; the losses and
 the networks they look through are in ``losses.py``; the files it writes, and the training key that
@@ -40,8 +42,8 @@ from shared.plotting import image_grid, training_plot
 from stage2_generate.conditioning import ConditionSampler, LayerTransform
 from stage2_generate.generator_files import append_stats, build_generator, final_state, tick_records
 from stage2_generate.losses import CriticLoss, LossNetworks, generator_losses, loss_weights, uses_critic
-from stage2_generate.models import Critic, Generator, generate
-from stage2_generate.watch import Health, Validation, image_spread
+from stage2_generate.models import Critic, Generator
+from stage2_generate.watch import HELD_VALUES, Health, TickChooser, Validation, image_spread
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
                     rank: int = 0, world: int = 1, label: str = "generator",
                     validation: Validation | None = None) -> Generator:
     """Train (or resume, or load) the generator on ``images`` ``(n, 3, S, S)``; returns the EMA of the
-    tick that scored best on ``validation`` (the last tick without one). ``gc``: the generator section;
+    tick ``watch.TickChooser`` chooses on ``validation`` (the last tick without one). ``gc``: the generator section;
     ``features``: the feature section (the feature-consistency loss looks through its network).
 
     Every tick checks the outputs (``watch.Health``); a dead tick rolls back to the last healthy
@@ -112,8 +114,10 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
     nets = LossNetworks(gc, features, transforms).to(device).eval()
     gen = torch.Generator()  # on the CPU: the same draws on every device and process
     modules = {"generator": G, "generator_ema": G_ema, "critic": D, "opt_g": opt_g, "opt_d": opt_d}
-    # what survives a rollback or a resume: the learning-rate scale, every rollback, the best tick so far
-    track = {"lr_scale": 1.0, "rollbacks": [], "best_step": None, "best_score": None}
+    metric = validation.metric if validation is not None else None
+    # what survives a rollback or a resume: the learning-rate scale, every rollback, the ticks the choice needs
+    ticks = TickChooser(metric)
+    track = {"lr_scale": 1.0, "rollbacks": [], "ticks": ticks.state()}
 
     def restore(verb: str) -> int:
         """Load the newest healthy checkpoint (else the initial state); returns its step."""
@@ -126,13 +130,15 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
             opt_g.state.clear()
             opt_d.state.clear()
             gen.manual_seed(gc.seed)
+            track["ticks"] = ticks.load(None).state()  # no healthy tick before step 0
             return 0
         for name, module in modules.items():  # checked by preflight(): this training's, within gc.iterations
             module.load_state_dict(state[name])
         gen.set_state(state["rng"].cpu())  # map_location moved it to the device
         # a resume takes the whole record; a rollback keeps its own learning-rate cut and rollbacks
-        kept = track if verb == "resuming" else {"best_step": None, "best_score": None}
+        kept = track if verb == "resuming" else {"ticks": None}
         track.update({k: state[k] for k in kept if k in state})
+        ticks.load(track["ticks"])
         if rank == 0:
             log.info("%s %s training at step %d from %s", verb, label, state["step"], path)
         return state["step"]
@@ -225,7 +231,7 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
                        f"{label} (trained weights) on the fixed batch": _generate(G, sampler, fixed)}
             dead = None if all(np.isfinite(v) for v in record.values()) else "a loss is not finite"
             if validation is not None and dead is None:
-                scores, val_recon = validation(lambda inputs: generate(G_ema, inputs, device))
+                scores, val_recon = validation(lambda inputs: raw_outputs(G_ema, inputs, device))
                 record.update(scores)
                 samples[f"{label} (EMA) on the validation images"] = val_recon
             dead = dead or health.dead_reason(samples)
@@ -245,33 +251,41 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
             t_tick = time.time()
             continue
         if rank == 0:
-            score = record.get(validation.key) if validation is not None else None
-            if validation is None or track["best_score"] is None or score > track["best_score"]:
-                track["best_step"], track["best_score"] = step, score
-                if validation is not None:
+            if validation is not None and HELD_VALUES in record:
+                score = record.get(validation.key)
+                if ticks.add(step, record[HELD_VALUES], score):  # the highest so far: its weights are kept
                     checkpoints.save({"key": key, "step": step, "generator": G_ema.state_dict(), "score": score},
                                      best_path, keep_previous=False, fault_point="best.write")
-            _tick_outputs(record, gc.iterations, samples[f"{label} (EMA) on the fixed batch"], images[fixed.numpy()],
-                          [run_dir, ckpt_dir], label)
+                track["ticks"] = ticks.state()
+            _tick_outputs(record, gc.iterations, np.clip(samples[f"{label} (EMA) on the fixed batch"], 0, 1),
+                          images[fixed.numpy()], [run_dir, ckpt_dir], label)
             checkpoints.save({"key": key, "step": step, **{k: m.state_dict() for k, m in modules.items()},
                               "rng": gen.get_state(), **track}, ckpt_path)
         tick_start, t_tick = step, time.time()
     bar.close()
-    if validation is not None and track["best_step"] is not None and track["best_step"] != gc.iterations:
-        best = checkpoints.load(best_path, device)
-        G_ema.load_state_dict(best["generator"])
+    choice = ticks.choice(last_step=gc.iterations)
+    if rank == 0 and choice.step != gc.iterations:  # an earlier tick won beyond noise: its EMA reconstructs
+        best = checkpoints.load(best_path, device) if best_path.is_file() else None
+        if best is not None and best.get("key") == key and best.get("step") == choice.step:
+            G_ema.load_state_dict(best["generator"])
+        else:  # best.pt was written by a tick a resume has undone: only the last tick's weights are sure
+            log.warning("%s: %s does not hold the step-%d generator; the last tick reconstructs", label, best_path,
+                        choice.step)
+            ticks.drop_highest()
+            choice = ticks.choice(last_step=gc.iterations)
     if rank == 0:
-        ticks = tick_records(ckpt_dir / "stats.jsonl")
+        stats = tick_records(ckpt_dir / "stats.jsonl")
         for folder in (ckpt_dir, run_dir):
-            if ticks and folder is not None:
-                training_plot(ticks, folder / "training.png", best_step=track["best_step"] if validation else None)
+            if stats and folder is not None:
+                training_plot(stats, folder / "training.png", best_step=choice.step if validation else None)
         if validation is not None:
-            log.info("%s: the step-%d generator scores best on the validation images (%s %.4f); it reconstructs",
-                     label, track["best_step"], validation.key, track["best_score"])
+            log.log(logging.WARNING if choice.holdout_too_small else logging.INFO,
+                    "%s: the step-%d generator reconstructs (%s %s): %s", label, choice.step, validation.key,
+                    "n/a" if choice.score is None else f"{choice.score:.4f}", choice.reason())
         checkpoints.save({"key": key, "step": gc.iterations, "generator": G_ema.state_dict(),
-                          "input_shapes": shapes, "channels": channels, "best_step": track["best_step"],
-                          "best_score": track["best_score"], "validation_metric": validation.metric if validation
-                          else None, "rollbacks": track["rollbacks"], "lr_scale": track["lr_scale"]},
+                          "input_shapes": shapes, "channels": channels, "best_step": choice.step,
+                          "best_score": choice.score, "validation_metric": metric, "tick": choice.record(),
+                          "rollbacks": track["rollbacks"], "lr_scale": track["lr_scale"]},
                          final_path, keep_previous=False)
     if world > 1:
         import torch.distributed as dist
@@ -281,13 +295,26 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
 
 
 def _generate(G: Generator, sampler: ConditionSampler, rows: torch.Tensor) -> np.ndarray:
-    """``G``'s images (eval mode, in [0, 1]) of the true features of training images ``rows``."""
+    """``G``'s raw outputs (unclamped, see ``raw_outputs``) of the true features of training images ``rows``."""
+    return raw_outputs(G, [x[rows.to(x.device)] for x in sampler.true])
+
+
+def raw_outputs(G: Generator, inputs: list, device=None, batch: int = 64) -> np.ndarray:
+    """``G``'s outputs ``(n, C, S, S)`` of inputs ``[(n, *shape_i)]`` (numpy or tensors) before the clamp to
+    [0, 1] that evaluation mode applies: what ``watch.Health`` judges. The generator has no batch
+    statistics nor dropout, so training mode differs from evaluation mode by that clamp alone."""
     was_training = G.training
-    G.eval()
-    with torch.no_grad():
-        out = G([x[rows.to(x.device)] for x in sampler.true]).float().cpu().numpy()
-    G.train(was_training)
-    return out
+    G.train()
+    out = []
+    try:
+        with torch.no_grad():
+            for s in range(0, len(inputs[0]), batch):
+                part = [x[s:s + batch] if torch.is_tensor(x) else
+                        torch.from_numpy(np.ascontiguousarray(x[s:s + batch])).float().to(device) for x in inputs]
+                out.append(G(part).float().cpu().numpy())
+    finally:
+        G.train(was_training)
+    return np.concatenate(out)
 
 
 def _agree(dead: str | None, world: int, device) -> str | None:
@@ -322,7 +349,8 @@ def _tick_outputs(record: dict, iterations: int, samples: np.ndarray, true: np.n
                   folders: list[Path | None], label: str = "generator") -> None:
     """The tick's status line, its ``stats.jsonl`` line and, in the run folder, its sample grid."""
     log.info("%s step %d/%d %s", label, record["step"], iterations,
-             " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step" and v is not None))
+             " ".join(f"{k}={v:.4g}" for k, v in record.items()
+                      if k != "step" and isinstance(v, (int, float)) and v is not None))
     append_stats(record, folders)
     if folders[0] is not None:
         image_grid({"true": true, f"step {record['step']}": samples},

@@ -151,3 +151,27 @@ def test_nearest_train_returns_the_training_image_whose_features_correlate_best(
     corr = np.corrcoef(flat_test, flat_train)[:len(picks), len(picks):]
     np.testing.assert_array_equal(out, images[corr.argmax(axis=1)])
     assert (corr.argmax(axis=1) == picks).mean() >= 0.75  # the decoded features do point at their image
+
+
+def test_pixel_ridges_penalty_grid_extends_past_its_ends(tmp_path, rng, monkeypatch):
+    """A signal whose best penalty lies below the whole grid: the grid grows down until the best penalty is
+    inside it; with the limit in the way, it stops at the limit and says so."""
+    from dataclasses import replace
+
+    from stage2_generate.methods import _voxel_ridge
+    from stage2_generate.methods._voxel_ridge import VoxelRidge
+
+    cfg = _tiny_cfg(tmp_path)
+    cfg = replace(cfg, decoder=replace(cfg.decoder, alphas=[1e4, 1e5], cv_folds=3))
+    train, names, code = _trials(rng, n_images=60)
+    vr = VoxelRidge(cfg.decoder, cfg.seed, train, names, "cpu")
+    signal = (code @ rng.normal(size=(6, 20))).astype(np.float32)
+    fixed, grown = vr.fit(signal), vr.fit(signal, extend=True)
+    assert fixed.alpha == 1e4 and fixed.alpha_limit is None  # the low end of the configured grid
+    tried = sorted(float(a) for a in grown.alpha_cv)
+    assert grown.alpha < 1e4 and tried[0] < grown.alpha < tried[-1] and grown.alpha_limit is None
+    assert grown.alpha_cv[f"{grown.alpha:g}"] > grown.alpha_cv["10000"]
+    monkeypatch.setattr(_voxel_ridge, "ALPHA_MIN", 500.0)  # the next step down (1000) allowed, then no more
+    capped = vr.fit(signal, extend=True)
+    assert capped.alpha == 1000.0 and sorted(float(a) for a in capped.alpha_cv) == [1e3, 1e4, 1e5]
+    assert capped.alpha_limit and "low end" in capped.alpha_limit

@@ -116,6 +116,25 @@ def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
     assert "stage 1 (" not in second.stderr and "train generator" not in second.stderr
     assert json.loads((out / "compare.json").read_text())["summary"] == record["summary"]
 
+    # two generator seeds of the base beside pixel ridge (the headline comparison's shape): seed 0 is the base
+    # run above, reused; seed 1 shares its stage 1; the table averages the seeds, stats.md tests beyond their spread
+    seeds = _compare(tmp_path, _files(tmp_path, tiny_config, {"base": {}}, name="tiny_seeds", seeds=2,
+                                      also=["pixel_ridge"]))
+    assert seeds.returncode == 0, seeds.stderr[-3000:]
+    assert "variant 1/2 'base (seed 0)': reused" in seeds.stderr and "'base (seed 1)': stage 1 reused" in seeds.stderr
+    runs = {r["seed"]: r for r in json.loads((out.parent / "tiny_seeds" / "compare.json").read_text())["variants"]}
+    base_run = next(r for r in record["variants"] if r["name"] == "base")
+    assert set(runs) == {0, 1} and runs[0]["results"] == base_run["results"]
+    both = {s: json.loads((Path(r["results"]) / "metrics.json").read_text())["reconstruction"]["sub-01"]
+            for s, r in runs.items()}
+    row = next(r for r in csv.DictReader((out.parent / "tiny_seeds" / "table.csv").open()) if r["method"] == "wgan_gp")
+    means = [both[s]["wgan_gp"]["pixcorr"] for s in (0, 1)]
+    assert row["n_seeds"] == "2" and float(row["pixcorr"]) == pytest.approx(np.mean(means), abs=1e-9)
+    assert float(row["pixcorr_seed_sd"]) == pytest.approx(np.std(means, ddof=1), abs=1e-9)
+    assert "±" in (out.parent / "tiny_seeds" / "table.md").read_text()
+    verdicts = (out.parent / "tiny_seeds" / "stats.md").read_text().split("## Verdicts")[1]
+    assert "| base | pixel_ridge | sub-01 | VC | wgan_gp (same variant) |" in verdicts and "single seed" not in verdicts
+
     # the same comparison from scratch, two variants at once: the same tables, stage 1 run once
     other = _fresh(tmp_path / "parallel", tiny_config)
     parallel = _compare(other, _files(other, other / tiny_config.name, {"base": {}, "fc only": {

@@ -28,7 +28,7 @@ def test_streamed_scores_equal_whole_layer_metrics(rng):
 def test_decoded_features_equal_sklearn_ridge_on_trials(tiny_config, tmp_path, rng):
     alpha = 30.0
     cfg = load_config(tiny_config, [f"decoder.alphas=[{alpha}]", "decoder.chunk_units=7", "features.layers=[fc7]",
-                                    "generator.condition_layers=[fc7]"])
+                                    "generator.condition_layers=[fc7]", "eval.validation_fraction=0"])
     store = ExperimentStore(cfg)
     n_img, reps, n_vox, n_units = 12, 3, 40, 25
     train_names = [f"tr{i}" for i in range(n_img)]
@@ -77,7 +77,7 @@ def test_stored_out_of_fold_rows_ignore_their_own_image(tiny_config, tmp_path, r
     for run, F in enumerate([feats, feats + np.eye(n_img)[:, [victim]] * rng.normal(scale=5, size=n_units)]):
         cfg = load_config(tiny_config, ["decoder.alphas=[1.0,100.0,10000.0]", "decoder.cv_folds=3",
                                         "features.layers=[fc7]", "generator.condition_layers=[fc7]",
-                                        f"work_dir={tmp_path / f'work{run}'}"])
+                                        "eval.validation_fraction=0", f"work_dir={tmp_path / f'work{run}'}"])
         store = ExperimentStore(cfg)
         for split, names, values in (("train", train_names, F), ("natural", list(test.names), rng.normal(size=(4, n_units)))):
             with store.writer(store.true_file("fc7", split), names, n_units,
@@ -91,3 +91,47 @@ def test_stored_out_of_fold_rows_ignore_their_own_image(tiny_config, tmp_path, r
     np.testing.assert_allclose(stored[1][same_fold], stored[0][same_fold], rtol=1e-4, atol=1e-4)
     others = np.setdiff1d(np.arange(n_img), same_fold)
     assert np.abs(stored[1][others] - stored[0][others]).max() > 1e-3
+
+
+def test_the_validation_hold_out_never_enters_a_decoder(tiny_config, tmp_path, rng):
+    """Stage 1 treats the hold-out as a test set: poisoning its images' voxels and true features changes no
+    decoded test row and no out-of-fold row (no penalty, fold, statistic or fit saw them), only the hold-out's
+    own decoded rows, which the decoders of the test images predict from its averaged repetitions."""
+    from shared.holdout import validation_split
+
+    n_img, reps, n_vox, n_units = 24, 3, 30, 12
+    train_names = [f"tr{i}" for i in range(n_img)]
+    fit_names, held = validation_split(train_names, 0.25, 0)
+    trial_img = np.tile(np.arange(n_img), reps)
+    feats = rng.normal(size=(n_img, n_units))
+    X = feats[trial_img] @ rng.normal(size=(n_units, n_vox)) + rng.normal(size=(len(trial_img), n_vox))
+    test_X, test_feats = rng.normal(size=(4, n_vox)), rng.normal(size=(4, n_units))
+    is_held = np.isin(np.array(train_names)[trial_img], held)
+    poison_X = X.copy()
+    poison_X[is_held] = rng.normal(scale=1000, size=(is_held.sum(), n_vox))
+    poison_feats = feats.copy()
+    poison_feats[np.isin(train_names, held)] += 500.0
+    (tmp_path / "a.h5").touch()
+    out = []
+    for run, (Xr, Fr) in enumerate([(X, feats), (poison_X, poison_feats)]):
+        cfg = load_config(tiny_config, ["decoder.alphas=[1.0,100.0,10000.0]", "decoder.cv_folds=3", "seed=0",
+                                        "features.layers=[fc7]", "generator.condition_layers=[fc7]",
+                                        "eval.validation_fraction=0.25", f"work_dir={tmp_path / f'work{run}'}"])
+        store = ExperimentStore(cfg)
+        for split, names, values in (("train", train_names, Fr), ("natural", ["te0", "te1", "te2", "te3"], test_feats)):
+            with store.writer(store.true_file("fc7", split), names, n_units,
+                              {**store.true_expect("fc7", split), "unit_shape": [n_units]}) as w:
+                w.write_rows(0, values.astype(np.float32))
+        train = SplitData(Xr.astype(np.float32), np.array(train_names)[trial_img], "ROI_VC", tmp_path / "a.h5")
+        test = SplitData(test_X.astype(np.float32), np.array(["te0", "te1", "te2", "te3"]), "ROI_VC", tmp_path / "a.h5")
+        scores = decode_subject_roi(cfg, store, "sub-01", "VC", train, {"natural": test}, "cpu", train_names)
+        assert set(scores["fc7"]) == {"natural", "validation"}  # the hold-out scored like a test set
+        arrays = {}
+        for split in ("natural", "train_oof", "validation"):
+            with store.open_decoded("sub-01", "VC", "fc7", split) as arr:
+                arrays[split] = (list(arr.names), arr.read())
+        out.append(arrays)
+    assert out[0]["train_oof"][0] == fit_names and out[0]["validation"][0] == held
+    for split in ("natural", "train_oof"):
+        np.testing.assert_array_equal(out[1][split][1], out[0][split][1])
+    assert np.abs(out[1]["validation"][1] - out[0]["validation"][1]).max() > 1.0

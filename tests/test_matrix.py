@@ -149,7 +149,7 @@ def test_matrix_dataset_runs_through_both_stages_and_compare(tmp_path):
     assert "| fc7 only | wgan_gp | sub-01 | all | both layers (all) | 8 |" in stats
     # the shipped comparison of the published methods, over this dataset instead of the demo (CPU budgets cut)
     shipped = Path(__file__).resolve().parents[1] / "configs" / "ablations" / "methods.yaml"
-    r = _cli(tmp_path, "stage2_generate", "compare", "--config", str(shipped), "--base", str(config),
+    r = _cli(tmp_path, "stage2_generate", "compare", "--config", str(shipped), "--base", str(config), "--seeds", "1",
              "--set", "data.rois=[all]", "--set", "generator.iterations=4", "--set", "methods.inversion_iterations=5",
              "--set", "methods.coder_iterations=10", "--set", "methods.latent_tune_steps=4")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -315,3 +315,22 @@ def test_subjects_may_show_the_same_stimuli_in_another_trial_order(tmp_path):
     cfg = load_config(_config(tmp_path, "rep_{subject}.npz"), ["data.subjects=[sub-01,sub-02]"])
     with pytest.raises(UserError, match="train images of .*rep_sub-02.npz differ"):
         check_inputs(DataSource.of(cfg), cfg.decoder.folds_needed)
+
+
+def test_test_images_that_are_also_training_images_are_named(tmp_path):
+    """Some public sets reuse training images as test images: the overlap is found by pixels and named
+    (stage 2 logs it and summary.md says it), because nearest_train retrieves those exactly."""
+    from shared.datasets import DataSource
+    from shared.matrix_data import names as stimulus_names, seen_in_training
+
+    truth = write_matrix_file(tmp_path / "a.npz", "npz")
+    clean = load_config(_config(tmp_path, "a.npz"))
+    assert seen_in_training(DataSource.of(clean), "test") == []
+    d = dict(np.load(tmp_path / "a.npz"))
+    d["Y_test"][[1, 4]] = d["Y_train"][[7, 30]]  # two test images are training images
+    np.savez(tmp_path / "b.npz", **d)
+    src = DataSource.of(load_config(_config(tmp_path, "b.npz")))
+    seen = seen_in_training(src, "test")
+    test_names = stimulus_names(src, "test")
+    assert seen == [test_names[1], test_names[4]]
+    assert truth["test"].shape[0] == 8

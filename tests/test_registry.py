@@ -72,3 +72,11 @@ def test_every_registered_method_runs_through_the_interface(tiny_finished, tmp_p
     assert all(any(np.array_equal(img, t) for t in images) for img in drawn["nearest_train"])
     assert "alpha" in REGISTRY["pixel_ridge"](ctx).fit(train).row()
 
+
+
+def test_every_method_describes_itself_for_the_summary():
+    """The summary's method paragraph is each method's own ``describe`` (the text lives with the method)."""
+    from stage2_generate.methods import REGISTRY
+
+    missing = [name for name, cls in REGISTRY.items() if len(cls.describe) < 20]
+    assert not missing, f"methods without a describe text: {missing}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from shared.holdout import validation_split
 
@@ -30,9 +31,11 @@ def _ticks(path) -> list[dict]:
 def test_reconstruction_uses_the_validation_best_tick(tiny_finished):
     ticks = _ticks(tiny_finished.results / "stats.jsonl")
     assert [t["step"] for t in ticks] == [2, 4] and all("val_pixcorr" in t and "val_alexnet5" in t for t in ticks)
-    best = max(ticks, key=lambda t: t["val_pixcorr_ssim"])  # the first of equal scores, as training keeps
+    # 6 held-out images, under watch.MIN_HOLDOUT: no tick can win beyond noise, the last one reconstructs
+    best = ticks[-1]
     info = tiny_finished.metrics["reconstruction_info"]
-    assert info["generator"]["best_step"] == best["step"]
+    assert info["generator"]["best_step"] == best["step"] == 4
+    assert info["generator"]["holdout_too_small"] and info["generator"]["holdout_images"] == 6
     assert info["validation"]["n_images"] == 6 and info["validation"]["n_train_images"] == 54
     # the generator that reconstructs scores on the held-out images what the best tick scored
     got = tiny_finished.metrics["reconstruction_validation"]["sub-01"]["wgan_gp"]
@@ -40,6 +43,8 @@ def test_reconstruction_uses_the_validation_best_tick(tiny_finished):
     assert {"pixel_ridge", "nearest_train"} <= set(tiny_finished.metrics["reconstruction_validation"]["sub-01"])
     summary = (tiny_finished.results / "summary.md").read_text()
     assert f"step {best['step']} of 4 reconstructs" in summary and "No tick had a dead output" in summary
+    assert "too small to choose a tick within noise" in summary
+    assert "- `pixel_ridge`: ridge from voxels to pixels" in summary and "- `wgan_gp`: the WGAN-GP" in summary
     assert (tiny_finished.results / "training.png").is_file()
 
 
@@ -97,9 +102,13 @@ def test_an_earlier_best_tick_is_the_one_that_reconstructs(tiny_finished, tmp_pa
     def first_tick_best(self, generate):
         scores, recon = real(self, generate)
         calls.append(dict(scores))
-        scores[self.key] = 1.0 if len(calls) == 1 else 0.0  # the first tick scores best, by rigging
+        first = len(calls) == 1  # the first tick scores best, beyond noise, by rigging
+        scores[self.key] = 1.0 if first else 0.0
+        n = len(scores[watch.HELD_VALUES])
+        scores[watch.HELD_VALUES] = [1.0 + 0.01 * i if first else 0.0 for i in range(n)]
         return scores, recon
 
+    monkeypatch.setattr(watch, "MIN_HOLDOUT", 2)  # the tiny hold-out has 6 images
     monkeypatch.setattr(watch.Validation, "__call__", first_tick_best)
     _, metrics, _, _ = _stage2(tiny_finished, tmp_path, "generator.seed=7", "generator.lr=0.003")
     assert len(calls) == 2 and metrics["reconstruction_info"]["generator"]["best_step"] == 2
@@ -131,10 +140,19 @@ def test_a_dead_tick_after_a_healthy_one_rolls_back_to_it(tiny_finished, tmp_pat
 
 
 def test_a_rerun_without_a_hold_out_leaves_no_earlier_validation_table(tiny_finished, tmp_path):
+    from shared.config import load_config
+    from shared.errors import UserError
+    from stage1_decode.pipeline import run as stage1
+
     _stage2(tiny_finished, tmp_path)
     results = tmp_path / "tiny"
     assert (results / "validation.md").is_file()
-    _, metrics, _, _ = _stage2(tiny_finished, tmp_path, "eval.validation_fraction=0")
+    # the hold-out is stage 1's too (its decoders never see it): stage 2 alone cannot drop it
+    with pytest.raises(UserError, match=r"stage 1 held out .*eval.validation_fraction=0"):
+        _stage2(tiny_finished, tmp_path, "eval.validation_fraction=0")
+    work = [f"work_dir={tmp_path / 'work'}", "eval.validation_fraction=0"]
+    stage1(load_config(tiny_finished.config, [f"results_dir={tmp_path}", *work]))
+    _, metrics, _, _ = _stage2(tiny_finished, tmp_path, *work)
     assert metrics["reconstruction_validation"] == {}
     assert not (results / "validation.md").exists() and not (results / "validation.csv").exists()
     summary = (results / "summary.md").read_text()

@@ -217,10 +217,6 @@ def _check_generator(cfg: Config) -> None:
     if e.score_size != 0 and not 8 <= e.score_size <= 1024:
         raise UserError(f"'eval.score_size' must be 0 (the stimuli's own size) or lie in [8, 1024]; {e.score_size} "
                         f"was given")
-    if e.validation_fraction > 0 and not cfg.decoder.train_oof:
-        raise UserError("'eval.validation_fraction' > 0 scores the held-out images' out-of-fold decoded features, but "
-                        "decoder.train_oof is false; set decoder.train_oof=true (and rerun stage 1) or "
-                        "eval.validation_fraction=0")
 
 
 def _same_network(net_a: str, weights_a: str, net_b: str, weights_b: str) -> bool:

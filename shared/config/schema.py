@@ -251,10 +251,11 @@ class EvalConfig:
     # images (each capped at generator.image_size); [] = image_size halved up to three times (>= 4 px)
     pixel_ridge_sizes: list[int] = field(default_factory=list)
     grid_columns: int = 10
-    # Held-out training images (all repeats of an image on one side, drawn with the experiment's seed):
-    # never in a generator batch nor in any method's fit; their out-of-fold decoded features are scored
-    # at every tick, and the reconstruction uses the tick that scores best on them by validation_metric
-    # (a pixel metric: the judge only watches, so it stays independent). 0 = no hold-out (last tick).
+    # Held-out training images (all repeats of an image on one side, drawn with the experiment's seed
+    # before stage 1): never in a decoder's fit or folds, a generator batch or any method's fit; stage 1
+    # decodes them like a test set (store split 'validation'), every tick scores them, and the tick chosen
+    # on them by validation_metric reconstructs (a pixel metric: the judge only watches, so it stays
+    # independent). 0 = no hold-out (last tick). Stage 1 reads this key too: changing it decodes again.
     validation_fraction: float = 0.1
     # Reconstructions are scored at this side in pixels; 0 = the stimuli's own size when every test
     # stimulus has one square size (so resampling neither helps nor hurts a method), else the

@@ -14,19 +14,31 @@ comparison is exactly a set of ordinary runs. Products are cached under
   saved reconstructions) and ``done.json`` once stage 2 has finished; a variant with the same
   key in any comparison is reused, never recomputed.
 
-Outputs, under ``<results_dir>/compare/<name>/``: ``table.md``/``table.csv`` (one row per
-variant, subject, ROI and method: every metric's mean over test images with a 95% bootstrap
-interval), ``stats.md`` (each variant against the reference, paired over the same images:
-difference, interval, Wilcoxon p), ``bars.png``, ``grid.png`` and ``compare.json`` (where each
-variant's results are, for ``export``).
+Seeds are an axis: ``seeds: N`` in the compare file (or ``--seeds N``) runs every variant with
+generator seeds 0..N-1 (``generator.seed``; the experiment's ``seed``, and so stage 1, stays), each
+(variant, seed) its own cached result; without it every variant runs once, on its config's seed.
+
+Outputs, under ``<results_dir>/compare/<name>/`` (statistics: ``seed_stats.py``):
+
+* ``table.md``/``table.csv``: one row per variant, subject, ROI and method: every metric's mean over
+  seeds of each seed's mean over test images, its 95% bootstrap interval over seeds and images, and
+  the between-seed SD (markdown ``0.671 [0.660, 0.682] ±0.008`` and a ``seeds`` column when any row
+  has several seeds; CSV ``<metric>``, ``<metric>_lo``, ``<metric>_hi``, ``<metric>_seed_sd`` (empty
+  with one seed), ``n_images``, ``n_seeds``); a single-seed table says so in its legend;
+* ``stats.md``/``stats.csv``: each variant against the reference (and each ``also`` method against
+  ``method``), paired over the same images and seeds: difference, interval over seeds and images,
+  between-seed SD of the difference, Wilcoxon p over images, and a verdict per metric ("win" /
+  "loss" beyond the seed noise, "within noise", or "single seed");
+* ``bars.png`` (error bars: that interval), ``grid.png`` (the first seed's reconstructions) and
+  ``compare.json`` (where each run's results are, for ``export``; the summaries and paired entries).
 
 ``--launcher slurm`` runs the stages as cluster jobs instead (``slurm.py``, through submitit): one job
 per stage-1 configuration still to compute, then one per variant's stage 2; the tables are the same.
 
 The package: ``spec.py`` reads and validates a compare file, ``cache.py`` holds the cache keys and
-folders, ``runner.py`` runs the variants on this machine, ``slurm.py`` as cluster jobs, ``report.py``
-writes the tables and figures; this module is the verb (it imports the others when it runs: a cluster
-job imports ``slurm.py`` alone).
+folders, ``runner.py`` runs the variants on this machine, ``slurm.py`` as cluster jobs, ``seed_stats.py``
+holds the statistics over seeds and images, ``report.py`` writes the tables and figures; this module is
+the verb (it imports the others when it runs: a cluster job imports ``slurm.py`` alone).
 """
 
 from __future__ import annotations
@@ -49,7 +61,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--base", metavar="CONFIG", help="run the compare file over this experiment config (e.g. your "
                         "own data) instead of its 'base'; results go to <results_dir>/compare/<name>_<config's stem>")
     parser.add_argument("--only", action="append", default=[], metavar="VARIANT",
-                        help="run only these variants (repeatable); the tables cover what has finished")
+                        help="run only these variants (repeatable; a variant's name runs all its seeds, "
+                             "'<variant> (seed <s>)' one); the tables cover what has finished")
+    parser.add_argument("--seeds", type=int, metavar="N", help="run every variant with generator seeds 0..N-1 "
+                        "(over the compare file's 'seeds'); tables average the seeds and test differences "
+                        "against their spread")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="run N variants at once on this machine (variants sharing a stage 1 wait for it); "
                              "each stage uses its share of the cores (torch threads: cores / N)")
@@ -67,13 +83,13 @@ def add_arguments(parser) -> None:
 
 
 def compare_verb(args) -> None:
-    from stage2_generate.compare.report import (bars_plot, collect, compare_grid, paired_rows, summarise_rows,
-                                                write_tables)
+    from stage2_generate.compare.report import (bars_plot, collect, compare_grid, paired_rows, several_seeds,
+                                                summarise_rows, write_tables)
     from stage2_generate.compare.runner import check_one_judge, check_variant_inputs, run_variant_record, run_variants
     from stage2_generate.compare.spec import load_compare
 
     t0 = time.time()
-    spec = load_compare(args.config, args.overrides, args.base)
+    spec = load_compare(args.config, args.overrides, args.base, getattr(args, "seeds", None))
     ref_cfg = spec.variant(spec.reference).cfg
     out = Path(ref_cfg.results_dir) / "compare" / spec.name
     if args.dry_run:
@@ -96,16 +112,18 @@ def compare_verb(args) -> None:
         if given:
             raise UserError(f"{given[0]} is for --launcher slurm; add --launcher slurm, or leave {given[0]} out")
     only = list(dict.fromkeys(args.only))
-    todo = [v for v in spec.variants if not only or v.name in only]
-    if only and len(todo) != len(only):
-        missing = sorted(set(only) - {v.name for v in todo})
-        raise UserError(f"--only names no variant {missing[0]!r}; variants: {', '.join(v.name for v in spec.variants)}")
+    todo = [v for v in spec.variants if not only or v.name in only or v.row in only]
+    missing = sorted(set(only) - {v.name for v in todo} - {v.row for v in todo})
+    if missing:
+        raise UserError(f"--only names no variant {missing[0]!r}; variants: {', '.join(spec.rows())}")
     check_one_judge(spec.variants)
     check_variant_inputs([v for v in todo if run_variant_record(v) is None])
     from shared.locks import ExperimentLock
 
     lock = ExperimentLock.acquire(out, f"comparison '{spec.name}' ({out})")  # one compare of a name at a time
-    log.info("compare %s: %d variants of %s, results in %s", spec.name, len(spec.variants), spec.base, out)
+    n_rows = len(spec.rows())
+    seeds = f" x {len(spec.seeds)} seeds ({len(spec.variants)} runs)" if len(spec.seeds) > 1 else ""
+    log.info("compare %s: %d variants%s of %s, results in %s", spec.name, n_rows, seeds, spec.base, out)
     if launcher == "slurm":
         from stage2_generate.compare.slurm import run_on_cluster
 
@@ -117,7 +135,7 @@ def compare_verb(args) -> None:
     if args.only:  # the tables cover every variant that has finished
         finished = [(v, run_variant_record(v)) for v in spec.variants]
         finished = [(v, r) for v, r in finished if r is not None]
-    if not any(v.name == spec.reference for v, _ in finished):
+    if not any(v.row == spec.reference for v, _ in finished):
         log.info("the reference variant %r has not run yet; no tables written", spec.reference)
         return
     sub = dataclasses.replace(spec, variants=[v for v, _ in finished])
@@ -126,11 +144,13 @@ def compare_verb(args) -> None:
     summarise_rows(rows, ref_cfg.seed)
     paired = paired_rows(sub, rows, ref_cfg.seed)
     write_tables(out, sub, rows, paired)
-    bars_plot(sub, rows, out / "bars.png", f"compare {spec.name}: mean over test images, 95% bootstrap interval")
+    bars_plot(sub, rows, out / "bars.png", f"compare {spec.name}: " + (
+        "mean over seeds and test images, 95% bootstrap interval over seeds and images" if several_seeds(rows)
+        else "mean over test images, 95% bootstrap interval (single seed)"))
     compare_grid(sub, rows, out / "grid.png", ref_cfg.eval.grid_columns)
     atomic_write_json(out / "compare.json", {
         "name": spec.name, "file": str(spec.path), "base": str(spec.base), "reference": spec.reference,
-        "method": spec.method, "variants": recs,
+        "method": spec.method, "seeds": spec.seeds, "variants": recs,
         "summary": [{k: r[k] for k in ("variant", "subject", "roi", "method")} | {"summary": r["summary"]}
                     for r in rows],
         "paired": paired,

@@ -11,7 +11,9 @@ keeps every existing key valid):
   decoder (less chunking), seed and the simulation (simulated data only);
 * ``result_key``: everything a variant's numbers depend on (both stages): the whole config
   less ``NOT_RESULTS`` (experiment name, folders, device, batch size, chunking, grid columns,
-  saved reconstructions, lab and download settings).
+  saved reconstructions, lab and download settings). ``generator.seed`` is in it, so each seed of
+  a variant (``seeds``) is its own result, while its store and stage 1 (which no generator key
+  enters) are shared by every seed.
 
 Products live under ``<work_dir>/compare/`` (``variant_paths``):
 
@@ -38,7 +40,9 @@ NOT_RESULTS = {("experiment",), ("results_dir",), ("work_dir",), ("device",), ("
 
 
 # Bump when a code change alters what an unchanged config computes, to retire every cached product.
-CACHE_VERSION = 2  # 2: the generator starts at the mean image, a validation hold-out, native-size scores
+# 2: the generator starts at the mean image, a validation hold-out, native-size scores
+# 3: seeds as an axis; the validation hold-out kept out of stage 1 (decoded like a test split)
+CACHE_VERSION = 3
 
 
 def _changed(d: Any, default: Any) -> Any:

@@ -1,6 +1,10 @@
 """The rows of a comparison and what is written from them: per-image values of every variant's
-method and the baselines (``collect``), their means with bootstrap intervals, paired statistics
-against the reference variant, ``table.md``/``table.csv``, ``stats.md``, the bar plot and the grid.
+method and the baselines over every seed (``collect``), their means over seeds with intervals over
+seeds and images and the between-seed SD (``seed_stats``), paired statistics and verdicts against the
+reference variant, ``table.md``/``table.csv``, ``stats.md``/``stats.csv``, the bar plot and the grid.
+
+A row is one (variant, subject, ROI, method); its ``values`` map each metric to an array of shape
+``(n_seeds, n_images)`` (the seeds in ``seeds``, the images in ``names``), one line per generator seed.
 """
 
 from __future__ import annotations
@@ -13,25 +17,54 @@ from shared import stats
 from shared.config import BASELINES, GENERATOR_ROWS
 from shared.errors import UserError
 from shared.evaluation import LOWER_IS_BETTER, VALIDATION_SHOWN, metric_order
-from shared.report import csv_table, markdown_table, metric_legend
+from shared.report import csv_table, markdown_table, metric_legend, version_stamp
 from shared.runs import atomic_write_text
+from stage2_generate.compare import seed_stats
 from stage2_generate.compare.runner import read_per_image, read_validation
 from stage2_generate.compare.spec import CompareSpec
 from stage2_generate.methods import REGISTRY
 from stage2_generate.recon_files import split_method_key
 
 FROM_VOXELS = tuple(b for b in BASELINES if REGISTRY[b].reads == "voxels")  # pixel ridge: the grid's bottom row
+SINGLE_SEED = ("Single seed: differences are not tested against seed noise (a generator seed alone moves a "
+               "trained method's scores; run the comparison with `seeds: 3` or `--seeds 3`).")
 
 
 # ---------------------------------------------------------------------- collecting
 
 
+def stack_seeds(per_seed: list[tuple[list[str], dict[str, np.ndarray]]]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """One row's per-image values of every seed, ``[(names, {metric: (n_images,)})]`` in seed order, as
+    ``(names, {metric: (n_seeds, n_images)})``: the images in the first seed's order, matched by name
+    (NaN where a seed lacks an image or a metric; the seeds of a variant share their test images)."""
+    names = list(per_seed[0][0])
+    metrics = list(dict.fromkeys(m for _, values in per_seed for m in values))
+    out = {m: np.full((len(per_seed), len(names)), np.nan) for m in metrics}
+    for s, (seed_names, values) in enumerate(per_seed):
+        index = {n: i for i, n in enumerate(seed_names)}
+        have = [j for j, n in enumerate(names) if n in index]
+        for m, v in values.items():
+            out[m][s, have] = np.asarray(v, dtype=np.float64)[[index[names[j]] for j in have]]
+    return names, out
+
+
+def _mean_validation(per_seed: list[dict]) -> dict:
+    """Validation means averaged over the seeds that have them."""
+    keys = list(dict.fromkeys(k for v in per_seed for k in v))
+    out = {}
+    for k in keys:
+        vals = [float(v[k]) for v in per_seed if isinstance(v.get(k), (int, float)) and np.isfinite(v[k])]
+        if vals:
+            out[k] = float(np.mean(vals))
+    return out
+
+
 def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
-    """Per-image values of every row: variant's method (and, for the generator, its true-feature row), then
-    baselines (a baseline identical in several variants is listed once)."""
+    """Per-image values of every row over its seeds: each variant's method (and, for the generator, its
+    true-feature row) and `also` methods, then baselines (a baseline identical in several variants is
+    listed once). ``records``: one per run of ``spec.variants``, in its order."""
     references = GENERATOR_ROWS[1:] if spec.method == GENERATOR_ROWS[0] else []  # the true-feature row
-    rows: list[dict] = []
-    baselines: list[dict] = []
+    grouped: dict[tuple, dict] = {}  # (variant row, subject, roi, method) -> its runs
     for v, rec in zip(spec.variants, records):
         split = next(iter(v.cfg.data.test))
         per = read_per_image(Path(rec["results"]))[split]
@@ -40,22 +73,30 @@ def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
         for subject, by_method in per.items():
             for key, values in by_method.items():
                 method, roi = split_method_key(key, first_roi)
-                metrics = {k: np.asarray(x, dtype=np.float64) for k, x in values.items() if k != "names"}
-                row = {"variant": v.name, "subject": subject, "roi": roi, "method": method, "split": split,
-                       "names": list(values["names"]), "values": metrics, "results": rec["results"],
-                       "validation": validation.get(subject, {}).get(key, {})}
-                if method in (spec.method, *references, *spec.also):
-                    rows.append(row)
-                elif method in BASELINES:
-                    same = next((b for b in baselines if b["method"] == method and b["subject"] == subject
-                                 and b["roi"] == roi and b["names"] == row["names"]
-                                 and all(np.array_equal(b["values"][k], metrics[k], equal_nan=True)
-                                         for k in metrics)), None)
-                    if same is None:
-                        baselines.append({**row, "variants": [v.name]})
-                    else:
-                        same["variants"].append(v.name)
-    n_variants = len(spec.variants)
+                g = grouped.setdefault((v.row, subject, roi, method), {
+                    "variant": v.row, "subject": subject, "roi": roi, "method": method, "split": split,
+                    "seeds": [], "per_seed": [], "results_by_seed": [], "validation_by_seed": []})
+                g["seeds"].append(v.seed)
+                g["per_seed"].append((list(values["names"]), {k: x for k, x in values.items() if k != "names"}))
+                g["results_by_seed"].append(rec["results"])
+                g["validation_by_seed"].append(validation.get(subject, {}).get(key, {}))
+    rows: list[dict] = []
+    baselines: list[dict] = []
+    for g in grouped.values():
+        names, values = stack_seeds(g.pop("per_seed"))
+        row = {**g, "names": names, "values": values, "results": g["results_by_seed"][0],
+               "validation": _mean_validation(g.pop("validation_by_seed"))}
+        if row["method"] in (spec.method, *references, *spec.also):
+            rows.append(row)
+        elif row["method"] in BASELINES:
+            same = next((b for b in baselines if b["method"] == row["method"] and b["subject"] == row["subject"]
+                         and b["roi"] == row["roi"] and b["names"] == names and b["values"].keys() == values.keys()
+                         and all(np.array_equal(b["values"][k], values[k], equal_nan=True) for k in values)), None)
+            if same is None:
+                baselines.append({**row, "variants": [row["variant"]]})
+            else:
+                same["variants"].append(row["variant"])
+    n_variants = len(spec.rows())
     for b in baselines:
         b["variant"] = "all variants" if len(b["variants"]) == n_variants else ", ".join(b["variants"])
     return rows + baselines
@@ -66,13 +107,16 @@ def metric_names(rows: list[dict]) -> list[str]:
 
 
 def summarise_rows(rows: list[dict], seed: int) -> None:
+    """Each row's ``summary``: per metric, ``seed_stats.summary`` (mean over seeds, interval over seeds and
+    images, between-seed SD)."""
     for r in rows:
-        r["summary"] = {m: stats.mean_ci(v, seed=seed) for m, v in r["values"].items()}
+        r["summary"] = {m: seed_stats.summary(v, seed=seed) for m, v in r["values"].items()}
 
 
 def paired_rows(spec: CompareSpec, rows: list[dict], seed: int) -> list[dict]:
     """Each variant's method against the reference's (with the same matrix values), per subject and ROI,
-    over their shared images; a variant on an ROI the reference lacks is paired with its first ROI."""
+    over their shared images and seeds; a variant on an ROI the reference lacks is paired with its first
+    ROI. Then each `also` method against `method` of the same variant."""
     ref: dict[tuple, dict] = {}
     first: dict[tuple, dict] = {}
     for r in rows:
@@ -84,29 +128,37 @@ def paired_rows(spec: CompareSpec, rows: list[dict], seed: int) -> list[dict]:
         if r["method"] != spec.method:
             continue
         refv = spec.reference_for(spec.variant(r["variant"]))
-        if refv is None or refv.name == r["variant"]:
+        if refv is None or refv.row == r["variant"]:
             continue
-        base = ref.get((refv.name, r["subject"], r["roi"])) or first.get((refv.name, r["subject"]))
+        base = ref.get((refv.row, r["subject"], r["roi"])) or first.get((refv.row, r["subject"]))
         if base is None:
             continue
-        out.append(_paired_entry(r, base, f"{refv.name} ({base['roi']})", seed))
+        out.append(paired_entry(r, base, f"{refv.row} ({base['roi']})", seed))
     for r in rows:  # the other methods against `method` of the same variant, subject and ROI
         base = ref.get((r["variant"], r["subject"], r["roi"]))
         if r["method"] not in spec.also or base is None:
             continue
-        out.append(_paired_entry(r, base, f"{spec.method} (same variant)", seed))
+        out.append(paired_entry(r, base, f"{spec.method} (same variant)", seed))
     return out
 
 
-def _paired_entry(r: dict, base: dict, vs: str, seed: int) -> dict:
+def paired_entry(r: dict, base: dict, vs: str, seed: int) -> dict:
+    """Row ``r`` against row ``base`` over their shared images (by name) and seeds: the seeds both ran
+    (seed i against seed i), else their first seeds in order (rows whose configs set other seeds)."""
     base_index = {n: i for i, n in enumerate(base["names"])}
     ia = [i for i, n in enumerate(r["names"]) if n in base_index]
     ib = [base_index[r["names"][i]] for i in ia]
+    sa, sb = list(r.get("seeds") or [None]), list(base.get("seeds") or [None])
+    common = [s for s in sa if s in sb]
+    ka, kb = ([sa.index(s) for s in common], [sb.index(s) for s in common]) if common else \
+        (list(range(min(len(sa), len(sb)))),) * 2
     entry = {"variant": r["variant"], "method": r["method"], "subject": r["subject"], "roi": r["roi"], "vs": vs,
-             "n_images": len(ia)}
+             "n_images": len(ia), "n_seeds": len(ka), "seeds": [sa[k] for k in ka]}
     for m in r["values"]:
         if m in base["values"]:
-            entry[m] = stats.paired(r["values"][m][ia], base["values"][m][ib], seed=seed)
+            a = seed_stats.as_matrix(r["values"][m])[np.ix_(ka, ia)]
+            b = seed_stats.as_matrix(base["values"][m])[np.ix_(kb, ib)]
+            entry[m] = seed_stats.paired_summary(a, b, seed=seed, lower_is_better=m in LOWER_IS_BETTER)
     return entry
 
 
@@ -114,18 +166,59 @@ def _paired_entry(r: dict, base: dict, vs: str, seed: int) -> dict:
 
 
 def _cell(s: dict) -> str:
-    return f"{s['mean']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]"
+    """``mean [lo, hi]``, with ``±seed SD`` when the row has several seeds."""
+    text = f"{s['mean']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]"
+    return text + (f" ±{_sd(s['seed_sd'])}" if s.get("n_seeds", 1) > 1 else "")
+
+
+def _sd(sd: float | None) -> str:
+    return "n/a" if sd is None else f"{sd:.3f}"
 
 
 def _p(p: float) -> str:
     return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
 
 
+def _paired_cell(e: dict) -> str:
+    """``diff [lo, hi] ±seed SD p=… k=…: verdict`` (no SD with one seed)."""
+    sd = f" ±{_sd(e['seed_sd'])}" if e.get("n_seeds", 1) > 1 else ""
+    return (f"{e['diff']:+.3f} [{e['lo']:+.3f}, {e['hi']:+.3f}]{sd} p={_p(e['p'])} k={e['n_nonzero']}: "
+            f"{e['verdict']}")
+
+
+def _num(x) -> float | str:
+    """A CSV value: the float, or empty where it is not defined (a single seed's SD)."""
+    return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else x
+
+
+def several_seeds(rows: list[dict]) -> bool:
+    """Whether any row averages several seeds."""
+    return any(len(r.get("seeds") or [None]) > 1 for r in rows)
+
+
+def table_legend(rows: list[dict]) -> str:
+    """The sentence saying what each table cell holds."""
+    if several_seeds(rows):
+        seeds = sorted({s for r in rows for s in r.get("seeds", []) if s is not None})
+        return (f"Each cell: mean over generator seeds of each seed's mean over test images [95% percentile "
+                f"bootstrap interval over seeds and images, {stats.N_RESAMPLES} resamples: the seeds drawn with "
+                f"replacement, then the test images with replacement, the same images for every seed] ±the "
+                f"between-seed standard deviation of the seed means. `seeds`: how many generator seeds the row "
+                f"averages (generator.seed {', '.join(map(str, seeds))}); the experiment's seed, and so stage 1, "
+                f"is the same for all. A deterministic row (a baseline) has ±0.000. With 3 seeds the interval "
+                f"spans about the lowest to the highest seed mean, widened by the image noise.")
+    return (f"Each cell: mean over test images [95% percentile bootstrap interval, {stats.N_RESAMPLES} resamples "
+            f"of the images]. {SINGLE_SEED}")
+
+
 def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[dict]) -> None:
     metrics = metric_names(rows)
     keys = ["variant", "subject", "roi", "method"]
+    multi = several_seeds(rows)
+    seed_col = ["seeds"] if multi else []
     val_cols = [f"val_{m}" for m in VALIDATION_SHOWN if any(m in r.get("validation", {}) for r in rows)]
-    md_rows = [{**{k: r[k] for k in keys}, **{m: _cell(r["summary"][m]) for m in metrics if m in r["summary"]},
+    md_rows = [{**{k: r[k] for k in keys}, "seeds": len(r.get("seeds") or [None]),
+                **{m: _cell(r["summary"][m]) for m in metrics if m in r["summary"]},
                 **{c: r["validation"][c[4:]] for c in val_cols if c[4:] in r.get("validation", {})}} for r in rows]
     n_images = sorted({r["summary"][metrics[0]]["n"] for r in rows}) if rows else []
     ref_cfg = spec.variant(spec.reference).cfg
@@ -136,46 +229,74 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
             f"{ref_cfg.features.network} [{parse_weights(ref_cfg.features.weights).label}]; judge "
             f"{judge.judge_network} [{parse_weights(judge.judge_weights).label}] {', '.join(judge.judge_layers)} at "
             f"{judge.judge_input_size} px; test set "
-            f"`{rows[0]['split'] if rows else '?'}`, {', '.join(map(str, n_images))} test images. Each cell: mean over "
-            f"test images [95% percentile bootstrap interval, {stats.N_RESAMPLES} resamples of the images]. "
-            f"`{spec.method}_true_features`: the same generator fed the true features (true-feature input: a reference, "
-            f"not a bound; a method from decoded features can beat it). Baselines "
-            f"(`pixel_ridge`, `nearest_train`) are listed once per distinct result.\n\n")
+            f"`{rows[0]['split'] if rows else '?'}`, {', '.join(map(str, n_images))} test images. {table_legend(rows)} "
+            f"`{spec.method}_true_features`: the same generator fed the true features (true-feature input: a "
+            f"reference, not a bound; a method from decoded features can beat it). Baselines "
+            f"(`{'`, `'.join(BASELINES)}`) are listed once per distinct result.\n\n")
     if val_cols:
         head += (f"`{'`, `'.join(val_cols)}`: the same method's mean on the validation hold-out of the training "
-                 f"images (never trained on; settings are chosen there, not on the test images).\n\n")
-    atomic_write_text(out / "table.md", head + markdown_table(md_rows, keys + metrics + val_cols) + "\n"
-                      + metric_legend(metrics))
-    csv_cols = keys + [f"{m}{sfx}" for m in metrics for sfx in ("", "_lo", "_hi")] + ["n_images"] + val_cols
+                 f"images (never trained on; settings are chosen there, not on the test images)"
+                 f"{', averaged over seeds' if multi else ''}.\n\n")
+    atomic_write_text(out / "table.md", head + markdown_table(md_rows, keys + seed_col + metrics + val_cols) + "\n"
+                      + metric_legend(metrics) + version_stamp())
+    csv_cols = (keys + [f"{m}{sfx}" for m in metrics for sfx in ("", "_lo", "_hi", "_seed_sd")]
+                + ["n_images", "n_seeds"] + val_cols)
     csv_rows = [{**{k: r[k] for k in keys},
-                 **{f"{m}{sfx}": r["summary"][m][part] for m in metrics if m in r["summary"]
-                    for sfx, part in (("", "mean"), ("_lo", "lo"), ("_hi", "hi"))},
-                 "n_images": r["summary"][metrics[0]]["n"],
+                 **{f"{m}{sfx}": _num(r["summary"][m][part]) for m in metrics if m in r["summary"]
+                    for sfx, part in (("", "mean"), ("_lo", "lo"), ("_hi", "hi"), ("_seed_sd", "seed_sd"))},
+                 "n_images": r["summary"][metrics[0]]["n"], "n_seeds": len(r.get("seeds") or [None]),
                  **{c: r["validation"][c[4:]] for c in val_cols if c[4:] in r.get("validation", {})}} for r in rows]
     atomic_write_text(out / "table.csv", csv_table(csv_rows, csv_cols))
+    write_stats(out, spec, metrics, paired)
+
+
+def write_stats(out: Path, spec: CompareSpec, metrics: list[str], paired: list[dict]) -> None:
+    """``stats.md`` (the paired differences with their verdicts, then the verdicts alone) and ``stats.csv``."""
     also = (f" Rows of {', '.join(f'`{a}`' for a in spec.also)}: that method against `{spec.method}` of the same "
             f"variant." if spec.also else "")
+    multi = any(e.get("n_seeds", 1) > 1 for e in paired)
     lines = [f"# Compare `{spec.name}`: each variant against `{spec.reference}`\n",
-             f"Method `{spec.method}`, paired over the same test images: mean difference (variant minus reference) "
-             f"[95% bootstrap interval], and the two-sided Wilcoxon signed-rank p-value (scipy), which rests on the "
-             f"k images whose difference is not zero (identification scores near 1 tie on most images). Positive is "
-             f"better for every metric but `rmse` (lower is better). No correction for multiple comparisons.{also}\n"]
+             f"Method `{spec.method}`, paired over the same test images and the same generator seeds (seed i of "
+             f"the row against seed i of `vs`): mean difference (row minus `vs`) [95% percentile bootstrap "
+             f"interval over seeds and images: the seeds drawn with replacement, then the images] ±the "
+             f"between-seed standard deviation of the difference (several seeds only), the two-sided Wilcoxon "
+             f"signed-rank p-value (scipy) over images of the differences averaged over seeds, which rests on the "
+             f"k images whose difference is not zero (identification scores near 1 tie on most images), and a "
+             f"verdict. **win** / **loss**: the row is better / worse than `vs` beyond noise, i.e. the interval "
+             f"excludes 0 and |difference| exceeds the between-seed SD of the difference; better is higher for "
+             f"every metric but `rmse` (lower is better). **within noise**: otherwise. **single seed**: one seed "
+             f"ran, so the seed noise is unknown and no difference is called a win. No correction for multiple "
+             f"comparisons.{also}\n"]
+    if not multi:
+        lines.append(SINGLE_SEED + "\n")
+    heads = ["variant", "method", "subject", "roi", "vs", "n"] + (["seeds"] if multi else [])
     if paired:
-        md = [{"variant": e["variant"], "method": e["method"], "subject": e["subject"], "roi": e["roi"], "vs": e["vs"],
-               "n": e["n_images"],
-               **{m: f"{e[m]['diff']:+.3f} [{e[m]['lo']:+.3f}, {e[m]['hi']:+.3f}] p={_p(e[m]['p'])} k={e[m]['n_nonzero']}"
-                  for m in metrics if m in e}} for e in paired]
-        lines.append(markdown_table(md, ["variant", "method", "subject", "roi", "vs", "n"] + [m for m in metrics]))
+        base = [{"variant": e["variant"], "method": e["method"], "subject": e["subject"], "roi": e["roi"],
+                 "vs": e["vs"], "n": e["n_images"], "seeds": e.get("n_seeds", 1)} for e in paired]
+        md = [{**b, **{m: _paired_cell(e[m]) for m in metrics if m in e}} for b, e in zip(base, paired)]
+        lines.append(markdown_table(md, heads + metrics))
+        if multi:
+            lines.append("## Verdicts\n")
+            lines.append(markdown_table([{**b, **{m: e[m]["verdict"] for m in metrics if m in e}}
+                                         for b, e in zip(base, paired)], heads + metrics))
     else:
         lines.append("(only the reference variant ran)\n")
-    atomic_write_text(out / "stats.md", "\n".join(lines))
+    atomic_write_text(out / "stats.md", "\n".join(lines) + version_stamp())
+    parts = (("_diff", "diff"), ("_lo", "lo"), ("_hi", "hi"), ("_seed_sd", "seed_sd"), ("_p", "p"),
+             ("_verdict", "verdict"))
+    cols = (["variant", "method", "subject", "roi", "vs", "n_images", "n_seeds"]
+            + [f"{m}{sfx}" for m in metrics for sfx, _ in parts])
+    rows = [{**{k: e[k] for k in ("variant", "method", "subject", "roi", "vs", "n_images")},
+             "n_seeds": e.get("n_seeds", 1),
+             **{f"{m}{sfx}": _num(e[m][part]) for m in metrics if m in e for sfx, part in parts}} for e in paired]
+    atomic_write_text(out / "stats.csv", csv_table(rows, cols))
 
 
 def shown_rows(spec: CompareSpec, rows: list[dict], baselines: tuple[str, ...]) -> list[dict]:
     """What the figures show: each variant's method on its first ROI (first subject), then the reference
     variant's ``baselines`` on its first ROI."""
     subject = spec.variant(spec.reference).cfg.data.subjects[0]
-    first_roi = {v.name: v.cfg.data.rois[0] for v in spec.variants}
+    first_roi = {v.row: v.cfg.data.rois[0] for v in spec.variants}
     shown = [r for r in rows if r["method"] in (spec.method, *spec.also) and r["subject"] == subject
              and r["roi"] == first_roi[r["variant"]]]
     return shown + [r for r in rows if r["method"] in baselines and r["subject"] == subject
@@ -185,18 +306,19 @@ def shown_rows(spec: CompareSpec, rows: list[dict], baselines: tuple[str, ...]) 
 def _label(spec: CompareSpec, r: dict) -> str:
     """A figure's name of a method row: the variant's name, with the method's when it is not `method`
     (only the method's when there is one variant)."""
-    if len(spec.variants) == 1 and spec.also:
+    if len(spec.rows()) == 1 and spec.also:
         return r["method"]
     return r["variant"] if r["method"] == spec.method else f"{r['variant']}: {r['method']}"
 
 
 def bars_plot(spec: CompareSpec, rows: list[dict], path: Path, title: str) -> None:
     """One panel per metric: each variant's method on its first ROI (first subject), then the reference
-    variant's baselines, each mean with its bootstrap interval. The table has every row."""
+    variant's baselines, each mean with its bootstrap interval (over seeds and images). The table has
+    every row."""
     from shared.plotting import interval_bars
 
     subject = spec.variant(spec.reference).cfg.data.subjects[0]
-    first_roi = {v.name: v.cfg.data.rois[0] for v in spec.variants}
+    first_roi = {v.row: v.cfg.data.rois[0] for v in spec.variants}
     shown = shown_rows(spec, rows, BASELINES)
     labels = [_label(spec, r) + (f" ({r['roi']})" if r["roi"] != first_roi[spec.reference] else "")
               if r["method"] not in BASELINES else f"{r['method']} ({r['roi']})" for r in shown]
@@ -210,8 +332,9 @@ def bars_plot(spec: CompareSpec, rows: list[dict], path: Path, title: str) -> No
 
 
 def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) -> None:
-    """True images on top, one row per variant (its first subject and ROI), the same test images in every
-    row, and the reference variant's pixel-ridge baseline at the bottom; from the saved files alone."""
+    """True images on top, one row per variant (its first subject and ROI; its first seed's reconstructions),
+    the same test images in every row, and the reference variant's pixel-ridge baseline at the bottom; from
+    the saved files alone."""
     from shared.plotting import image_grid
     from stage2_generate.recon_files import method_paths, read_reconstructions, read_stimuli, to_rgb
 
@@ -232,5 +355,7 @@ def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) 
         if label == "true":  # a variant named like the stimulus row (e.g. train_inputs 'true')
             label = "variant true"
         picked[label] = to_rgb(images[[index[n] for n in names]])
+    first_seed = f" (generator seed {spec.variant(spec.reference).seed})" if several_seeds(rows) else ""
     image_grid({"true": true[:columns], **picked}, path, title=f"compare {spec.name}: {subject}, {split} test "
-                                                              f"images, {spec.method} per variant", columns=columns)
+                                                              f"images, {spec.method} per variant{first_seed}",
+               columns=columns)

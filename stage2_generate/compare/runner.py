@@ -1,7 +1,8 @@
 """Running a compare file's variants: each as the two real commands a user would type (``python -m
 stage1_decode run`` and ``python -m stage2_generate run``) on its resolved config, in a subprocess,
 each stage skipped when the compare cache (``stage2_generate/compare/cache.py``) holds its products;
-and reading a finished variant's results back.
+and reading a finished variant's results back. A "variant" here is one run (``spec.Variant``): with
+``seeds``, each seed of a variant is a run of its own, and its seeds share one stage 1.
 """
 
 from __future__ import annotations
@@ -300,8 +301,9 @@ def log_stage1_reused(v: Variant, i: int, n: int, store_dir: Path, s1_marker: Pa
 
 
 def variant_record(v: Variant, results: Path) -> dict:
-    return {"name": v.name, "changes": v.changes, "result_key": result_key(v.cfg), "store_key": store_key(v.cfg),
-            "results": str(results), "config": str(results / "config.yaml")}
+    """What compare.json keeps of a run: its name, its row (``variant``) and generator ``seed``, keys and folders."""
+    return {"name": v.name, "variant": v.row, "seed": v.seed, "changes": v.changes, "result_key": result_key(v.cfg),
+            "store_key": store_key(v.cfg), "results": str(results), "config": str(results / "config.yaml")}
 
 
 def run_variant_record(v: Variant) -> dict | None:

@@ -12,6 +12,8 @@ A compare file is YAML::
     matrix:                       # optional: every variant crossed with these values
       seed: [0, 1]
     reference: several            # optional: the variant others are tested against (default: the first)
+    seeds: 3                      # optional: generator seeds per variant: N (seeds 0..N-1) or a list, e.g.
+                                  # [0, 1, 2]; `--seeds N` overrides it (default: one run, the config's own)
     method: wgan_gp               # optional: the method compared across variants
     also: [inversion_dgn]         # optional: other methods of each variant (methods.run), shown beside
                                   # `method` and paired against it within the same variant
@@ -26,6 +28,13 @@ A compare file is YAML::
 Every variant is resolved and validated like any config (``shared.config.load_config``), so a
 misspelt key is refused before anything runs, with the variant's name in the message.
 Command-line ``--set`` overrides apply to every variant, last.
+
+``seeds`` makes each variant several runs, one per seed: a seed sets ``generator.seed``, which seeds
+every trained method of stage 2 (the generator, ``end_to_end``, the image coders' initialisation and
+batches); the experiment's ``seed`` stays, since it fixes the stimuli, the validation hold-out and
+stage 1's folds, so every seed of a variant shares one stage 1. Each (variant, seed) is its own cached
+result; ``spec.variants`` lists the runs (``Variant.name`` ``"<variant> (seed <s>)"`` with several
+seeds, the variant's name alone with one), ``Variant.row`` the table row they are averaged into.
 """
 
 from __future__ import annotations
@@ -41,18 +50,28 @@ import yaml
 from shared.config import GENERATOR_ROWS, METHODS, PUBLISHED, Config, load_config, read_yaml
 from shared.errors import UserError
 
-KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method", "also", "slurm")
+KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method", "also", "seeds", "slurm")
+SEED_KEY = "generator.seed"  # what a seed of `seeds` sets
 SLURM_KEYS = ("partition", "time", "gpus", "mem", "cpus", "extra")
 DEFAULT_METHOD = GENERATOR_ROWS[0]  # the WGAN-GP generator
 
 
 @dataclass
 class Variant:
-    name: str
+    """One run of a comparison: a variant (with its matrix values) at one generator seed."""
+
+    name: str  # unique per run: the row's name, with " (seed <s>)" when the comparison has several seeds
     changes: dict[str, Any]  # the dotted keys this variant sets (beyond the compare's `set`)
     cfg: Config
     base: str = ""  # its name in `variants` (without the matrix values)
     combo: dict[str, Any] = field(default_factory=dict)  # its values of the `matrix` keys
+    row: str = ""  # the table row its seeds are averaged into (default: name)
+    seed: int | None = None  # its generator.seed (default: the config's)
+
+    def __post_init__(self):
+        self.row = self.row or self.name
+        if self.seed is None:
+            self.seed = self.cfg.generator.seed
 
 
 @dataclass
@@ -66,12 +85,19 @@ class CompareSpec:
     shared_changes: dict[str, Any] = field(default_factory=dict)
     also: list[str] = field(default_factory=list)  # other methods shown and paired against `method`
     slurm: dict[str, Any] = field(default_factory=dict)  # the `slurm` mapping, checked (slurm_settings)
+    seeds: list[int] = field(default_factory=list)  # `seeds` / --seeds; [] = one run per variant, its own seed
 
     def variant(self, name: str) -> Variant:
-        return next(v for v in self.variants if v.name == name)
+        """The run named ``name``, or the first run (seed) of the row ``name``."""
+        run = next((v for v in self.variants if v.name == name), None)
+        return run or next(v for v in self.variants if v.row == name)
+
+    def rows(self) -> list[str]:
+        """The table rows (variants with their matrix values), in order."""
+        return list(dict.fromkeys(v.row for v in self.variants))
 
     def reference_for(self, v: Variant) -> Variant | None:
-        """The reference variant with the same matrix values as ``v`` (None if it is not run)."""
+        """The reference variant's first run with the same matrix values as ``v`` (None if it is not run)."""
         base = self.variant(self.reference).base
         return next((x for x in self.variants if x.base == base and x.combo == v.combo), None)
 
@@ -100,10 +126,31 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = (), base: str | Path | None = None) -> CompareSpec:
+def parse_seeds(value: Any, name: str) -> list[int]:
+    """``seeds``: a count N (seeds 0..N-1) or a list of distinct whole numbers >= 0; one line naming
+    ``name`` otherwise."""
+    def whole(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    if whole(value) and value >= 1:
+        return list(range(value))
+    if isinstance(value, list) and value and all(whole(x) for x in value) and len(set(value)) == len(value):
+        return list(value)
+    raise UserError(f"{name} is {value!r}; give the number of generator seeds (e.g. 3: seeds 0, 1, 2) or a list "
+                    f"of distinct whole numbers (e.g. [0, 1, 2])")
+
+
+def _check_seed_free(changes: dict[str, Any], where: str, seeds_from: str) -> None:
+    if SEED_KEY in changes:
+        raise UserError(f"{where} sets {SEED_KEY}, which {seeds_from} sets for each run; remove one of them")
+
+
+def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = (), base: str | Path | None = None,
+                 seeds: int | None = None) -> CompareSpec:
     """Read and validate a compare file; every variant's config is resolved. ``base`` (``--base``) runs
     the comparison over another experiment config (e.g. your own data) instead of the file's; its
-    results are then named ``<name>_<base file's stem>``."""
+    results are then named ``<name>_<base file's stem>``. ``seeds`` (``--seeds N``): run seeds 0..N-1
+    of every variant, over the file's ``seeds``."""
     path = Path(path)
     raw = read_yaml(path, "compare file")
     if "variants" not in raw:
@@ -131,21 +178,36 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = (), 
         if not isinstance(values, list) or not values:
             raise UserError(f"'matrix.{key}' in {path} must be a non-empty list of values")
     combos = [dict(zip(matrix, values)) for values in itertools.product(*matrix.values())] if matrix else [{}]
+    if seeds is not None:
+        seed_list, seeds_from = parse_seeds(seeds, "--seeds"), "--seeds"
+    elif raw.get("seeds") is not None:
+        seed_list, seeds_from = parse_seeds(raw["seeds"], f"'seeds' in {path}"), f"'seeds' in {path}"
+    else:
+        seed_list, seeds_from = [], ""
+    if seed_list:  # a seed sets generator.seed; nothing else may set it too
+        _check_seed_free(shared_changes, f"'set' in {path}", seeds_from)
+        _check_seed_free(matrix, f"'matrix' in {path}", seeds_from)
+        _check_seed_free({item.partition("=")[0].strip(): None for item in overrides}, "--set", seeds_from)
 
     variants: list[Variant] = []
     for vname, vchanges in variants_raw.items():
         if isinstance(vname, bool):  # YAML reads a bare true/false key as a boolean
             vname = "true" if vname else "false"
         changes = _flatten(vchanges, f"variant '{vname}' in {path}")
+        if seed_list:
+            _check_seed_free(changes, f"variant '{vname}' in {path}", seeds_from)
         for combo in combos:
-            name = str(vname) + "".join(f" {k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in combo.items())
+            row = str(vname) + "".join(f" {k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in combo.items())
             merged = {**changes, **combo}
-            try:
-                cfg = load_config(base, overrides, values={**shared_changes, **merged})
-            except UserError as exc:
-                raise UserError(f"variant '{name}' of {path}: {exc}") from None
-            variants.append(Variant(name, merged, cfg, base=str(vname), combo=combo))
-    names = [v.name for v in variants]
+            for seed in seed_list or [None]:
+                name = row if seed is None or len(seed_list) == 1 else f"{row} (seed {seed})"
+                values = {**shared_changes, **merged, **({SEED_KEY: seed} if seed is not None else {})}
+                try:
+                    cfg = load_config(base, overrides, values=values)
+                except UserError as exc:
+                    raise UserError(f"variant '{name}' of {path}: {exc}") from None
+                variants.append(Variant(name, merged, cfg, base=str(vname), combo=combo, row=row, seed=seed))
+    names = list(dict.fromkeys(v.row for v in variants))
     reference = str(raw.get("reference") or names[0])
     if reference not in names:
         close = [n for n in names if n.startswith(reference + " ")]
@@ -169,7 +231,7 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = (), 
     name = str(raw.get("name") or path.stem) + ("" if own_base else f"_{base.stem}")
     return CompareSpec(name=name, path=path, base=base, variants=variants,
                        reference=reference, method=method, shared_changes=shared_changes,
-                       also=[str(a) for a in also], slurm=slurm)
+                       also=[str(a) for a in also], slurm=slurm, seeds=seed_list)
 
 
 # ------------------------------------------------------------------ the cluster's settings (compare --launcher slurm)

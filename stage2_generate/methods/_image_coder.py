@@ -16,6 +16,15 @@ Both work at any ``generator.image_size`` (the generator's and the critic's bloc
 Training is resumable like the generator's: a checkpoint every
 ``generator.tick_every`` steps under ``<work>/coders/<kind>/<key>/``, a finished coder is
 reused by later runs with the same settings (the key hashes them and the images).
+
+Which tick's coder the method uses: with a validation hold-out, every tick autoencodes the held-out
+images (encoder means, then decoder) and scores them by ``eval.validation_metric`` (the method's
+hold-out scorer, ``TrainData.held_scorer``); ``watch.TickChooser`` chooses the tick, as for every
+trained method (the highest tick's weights kept as ``best.pt``). Not the whole method's score: that
+needs the ridge map from the voxels, fitted per subject and ROI after the coder, which all of them
+share; the coder is chosen as what it is, a coder of unseen images. ``latent_regression``'s tuned
+map, fitted per subject and ROI, is chosen by the whole method (``tune_latent_map``'s ``on_tick``).
+Without a hold-out the last tick is kept.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,12 +46,15 @@ from shared.errors import UserError
 from shared.locks import ExperimentLock
 from shared.runs import sweep_temporary_files
 from stage2_generate.losses import pixel_loss
-from stage2_generate.methods.base import Context, Method
+from stage2_generate.methods.base import Context, Method, TrainData
 from stage2_generate.models import Generator, generate, strided_body
+from stage2_generate.watch import TickChooser
 
 log = logging.getLogger(__name__)
 
 AUTOENCODER = "autoencoder"  # the plain coder's kind; any other kind is variational
+CHOSEN_BY = ("autoencoding of the held-out images (encoder means, then decoder), scored by eval.validation_metric: "
+             "the whole method needs the ridge map from the voxels, fitted after the coder per subject and ROI")
 
 
 def is_variational(kind: str) -> bool:
@@ -91,9 +104,10 @@ def vae_loss(recon: torch.Tensor, images: torch.Tensor, mean: torch.Tensor, logv
     return err, beta * kl
 
 
-def coder_key(cfg: Config, kind: str, channels: int, images: np.ndarray) -> str:
-    """Hash of everything that determines a trained coder (resume and reuse only on a match)."""
-    m, g = cfg.methods, cfg.generator
+def coder_key(cfg: Config, kind: str, channels: int, images: np.ndarray, held: bool = False) -> str:
+    """Hash of everything that determines a trained coder (resume and reuse only on a match); ``held``: its
+    tick is chosen on the validation hold-out (scored by ``eval.validation_metric`` at ``eval.score_size``)."""
+    m, g, e = cfg.methods, cfg.generator, cfg.eval
     # "decoder" names the decoder's output (mean image + skips, no sigmoid): coders of the older
     # sigmoid decoder, whose state dicts do not fit, are never resumed or reused
     blob = json.dumps({"kind": kind, "decoder": "mean+skips", "channels": channels, "seed": cfg.seed,
@@ -102,20 +116,24 @@ def coder_key(cfg: Config, kind: str, channels: int, images: np.ndarray) -> str:
                        "losses": [g.loss_pixel, g.loss_perceptual, g.perceptual_network, g.perceptual_layers,
                                   perceptual_weights(cfg)] if kind == AUTOENCODER else None,
                        "features": [cfg.features.network, cfg.features.input_size],
-                       "images": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()},
+                       "images": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
+                       # the tick that is kept (watch.TickChooser, version 1); a last-step coder is never taken for it
+                       "tick": ["chosen-1", e.validation_fraction, e.validation_metric, e.score_size] if held
+                       else "last"},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def coder_folder(cfg: Config, kind: str, channels: int, images: np.ndarray) -> tuple[Path, str]:
-    key = coder_key(cfg, kind, channels, images)
+def coder_folder(cfg: Config, kind: str, channels: int, images: np.ndarray, held: bool = False) -> tuple[Path, str]:
+    key = coder_key(cfg, kind, channels, images, held)
     return cfg.work_path / "coders" / kind / key, key
 
 
-def check_coder(cfg: Config, kind: str, channels: int, images: np.ndarray, device="cpu") -> tuple[dict | None, Path]:
+def check_coder(cfg: Config, kind: str, channels: int, images: np.ndarray, device="cpu", held: bool = False
+                ) -> tuple[dict | None, Path]:
     """The coder's latest training checkpoint (``(None, path)`` when there is none), refused, before
     anything is written, when it is further than ``methods.coder_iterations``."""
-    folder, _ = coder_folder(cfg, kind, channels, images)
+    folder, _ = coder_folder(cfg, kind, channels, images, held)
     state, path = checkpoints.load_latest(folder / "checkpoint.pt", device)
     if state is not None and state.get("step", 0) > cfg.methods.coder_iterations:
         raise UserError(f"{path} holds {state['step']} {kind} steps, more than methods.coder_iterations="
@@ -143,13 +161,17 @@ def autoencoder_loss(cfg: Config, percep, recon: torch.Tensor, real: torch.Tenso
     return out
 
 
-def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, device) -> ImageCoder:
-    """Train (or resume, or load) a coder of ``images`` ``(n, 3, S, S)``; returns it in eval mode."""
+def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, device,
+                held: tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None = None) -> ImageCoder:
+    """Train (or resume, or load) a coder of ``images`` ``(n, 3, S, S)``; returns it in eval mode, with the
+    record of its tick choice as ``.tick``. ``held``: the validation hold-out's images ``(n_held, 3, S, S)``
+    and the scorer of their reconstructions (per-image values of ``eval.validation_metric``): every tick
+    autoencodes them and ``watch.TickChooser`` chooses the tick kept; None: the last tick."""
     m, g = cfg.methods, cfg.generator
-    folder, key = coder_folder(cfg, kind, channels, images)
+    folder, key = coder_folder(cfg, kind, channels, images, held is not None)
     ExperimentLock.acquire(folder, f"the {kind} coder {key} ({folder})", wait=True)  # one writer, until the run ends
     sweep_temporary_files(folder)
-    final_path, ckpt_path = folder / "coder.pt", folder / "checkpoint.pt"
+    final_path, ckpt_path, best_path = folder / "coder.pt", folder / "checkpoint.pt", folder / "best.pt"
     with torch.random.fork_rng(devices=[]):  # seeded weights, the global generator left as it was
         torch.manual_seed(g.seed)
         coder = ImageCoder(g.image_size, g.base_channels, m.coder_latent, channels, is_variational(kind),
@@ -159,7 +181,9 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
             state = checkpoints.load(final_path, device)
             if state.get("key") == key and state.get("step") == m.coder_iterations:
                 coder.load_state_dict(state["coder"])
-                log.info("%s already trained for %d steps (%s); reusing it", kind, m.coder_iterations, final_path)
+                coder.tick = state.get("tick")
+                log.info("%s already trained for %d steps (%s); reusing its step-%s coder", kind, m.coder_iterations,
+                         final_path, (coder.tick or {}).get("step", m.coder_iterations))
                 return coder.eval().requires_grad_(False)
         except checkpoints.CorruptCheckpoint as exc:
             log.warning("%s; rebuilding it from the training checkpoints", exc)
@@ -168,11 +192,13 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
     gen = torch.Generator()
     gen.manual_seed(g.seed)
     start = 0
-    state, path = check_coder(cfg, kind, channels, images, device)
+    ticks = TickChooser(cfg.eval.validation_metric if held is not None else None)
+    state, path = check_coder(cfg, kind, channels, images, device, held is not None)
     if state is not None and state.get("key") == key:
         coder.load_state_dict(state["coder"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["rng"].cpu())
+        ticks.load(state.get("ticks"))
         start = state["step"]
         log.info("resuming %s training at step %d from %s", kind, start, path)
     percep = perceptual_losses(cfg, device) if kind == AUTOENCODER else None
@@ -200,14 +226,40 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
             acc[k] = acc.get(k, 0.0) + float(v.detach())
         done = step + 1
         if done % g.tick_every == 0 or done == m.coder_iterations:
-            log.info("%s step %d/%d %s", kind, done, m.coder_iterations,
-                     " ".join(f"{k}={v / (done - last_tick):.4g}" for k, v in acc.items()))
+            line = " ".join(f"{k}={v / (done - last_tick):.4g}" for k, v in acc.items())
+            if held is not None:  # the held-out images autoencoded (no random draw: training goes on as without)
+                coder.eval()
+                values = held[1](autoencode(coder, held[0], device))
+                if ticks.add(done, values):  # the highest so far: its weights are kept
+                    checkpoints.save({"key": key, "step": done, "coder": coder.state_dict()}, best_path,
+                                     keep_previous=False, fault_point="best.write")
+                line += f" val_{ticks.metric}={np.nanmean(values):.4g}"
+            log.info("%s step %d/%d %s", kind, done, m.coder_iterations, line)
             acc, last_tick = {}, done
             checkpoints.save({"key": key, "step": done, "coder": coder.state_dict(), "opt": opt.state_dict(),
-                              "rng": gen.get_state()}, ckpt_path)
-    checkpoints.save({"key": key, "step": m.coder_iterations, "coder": coder.state_dict()}, final_path,
-                     keep_previous=False)
+                              "rng": gen.get_state(), "ticks": ticks.state()}, ckpt_path)
+    choice = ticks.choice(last_step=m.coder_iterations)
+    if choice.step != m.coder_iterations:  # an earlier tick won beyond noise
+        best = checkpoints.load(best_path, device) if best_path.is_file() else None
+        if best is not None and best.get("key") == key and best.get("step") == choice.step:
+            coder.load_state_dict(best["coder"])
+        else:  # best.pt was written by a tick a resume has undone: only the last tick's weights are sure
+            log.warning("%s: %s does not hold the step-%d coder; the last tick is kept", kind, best_path, choice.step)
+            ticks.drop_highest()
+            choice = ticks.choice(last_step=m.coder_iterations)
+    coder.tick = {**choice.record(), "chosen_by": CHOSEN_BY if held is not None else None}
+    if held is not None:
+        log.log(logging.WARNING if choice.holdout_too_small else logging.INFO, "%s: the step-%d coder is kept: %s",
+                kind, choice.step, choice.reason())
+    checkpoints.save({"key": key, "step": m.coder_iterations, "coder": coder.state_dict(), "tick": coder.tick},
+                     final_path, keep_previous=False)
     return coder.eval().requires_grad_(False)
+
+
+def autoencode(coder: ImageCoder, images: np.ndarray, device) -> np.ndarray:
+    """``images`` ``(n, 3, S, S)`` through the coder: decoded from their latent codes (a VAE's posterior means),
+    clamped to [0, 1] like every reconstruction."""
+    return decode(coder, encode_means(coder, images, device), device)
 
 
 def encode_means(coder: ImageCoder, images: np.ndarray, device, batch: int = 64) -> np.ndarray:
@@ -225,13 +277,17 @@ def decode(coder: ImageCoder, z: np.ndarray, device) -> np.ndarray:
 
 
 def tune_latent_map(cfg: Config, coder: ImageCoder, W: np.ndarray, b: np.ndarray, Xz: np.ndarray,
-                    trial_img: np.ndarray, images: np.ndarray, device) -> tuple[np.ndarray, np.ndarray, list[float]]:
+                    trial_img: np.ndarray, images: np.ndarray, device,
+                    on_tick: Callable[[int, np.ndarray, np.ndarray], None] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Tune the linear map ``z = Xz @ W + b`` from z-scored training trials to latent codes with the
     autoencoder's losses (pixel, perceptual) through its frozen decoder: ``methods.latent_tune_steps``
     Adam steps of ``generator.batch_size`` trials (Seeliger et al. 2018 train the map this way). The
     decoder renders unclamped during tuning (training mode, as it was trained), so a pixel pushed outside
     [0, 1] still has a gradient back; the loss reported per tick is of the clamped decoding (what
-    ``decode`` gives). Returns the tuned ``(W, b)`` and the loss per tick (the first before any step)."""
+    ``decode`` gives). Returns the tuned ``(W, b)`` and the loss per tick (the first before any step).
+    ``on_tick(step, W, b)`` is called with the map of every tick (step 0: the map given), e.g. to score it on
+    the validation hold-out and keep the tick ``watch.TickChooser`` chooses."""
     m, g = cfg.methods, cfg.generator
     if m.latent_tune_steps == 0:
         return W, b, []
@@ -258,6 +314,8 @@ def tune_latent_map(cfg: Config, coder: ImageCoder, W: np.ndarray, b: np.ndarray
             if step % g.tick_every == 0 or step == m.latent_tune_steps:
                 with torch.no_grad():
                     history.append(float(loss_of(probe, clamped=True)))  # what decoding will give
+                if on_tick is not None:
+                    on_tick(step, Wt.detach().cpu().numpy().copy(), bt.detach().cpu().numpy().copy())
             if step == m.latent_tune_steps:
                 break
             loss = loss_of(torch.randint(0, len(X), (g.batch_size,), generator=gen).to(device), clamped=False)
@@ -290,13 +348,29 @@ class CoderMethod(Method):
 
     @property
     def coder(self) -> ImageCoder:
+        """The run's coder (trained by the first ``fitted_coder``; trained here, on the last tick, if none was)."""
         c = self.ctx
         return c.shared(f"coder {self.kind}", lambda: train_coder(c.experiment, self.kind, c.train_images, c.channels,
                                                                    c.device))
 
+    def fitted_coder(self, train: TrainData) -> ImageCoder:
+        """The run's coder, trained once (the first call) with its tick chosen on the validation hold-out when
+        there is one (``Context.held_images`` autoencoded, scored by ``train``'s hold-out scorer)."""
+        c = self.ctx
+        scorer = train.held_scorer() if c.held_images is not None else None
+        held = (c.held_images, scorer) if scorer is not None else None
+        self._coder = c.shared(f"coder {self.kind}", lambda: train_coder(
+            c.experiment, self.kind, c.train_images, c.channels, c.device, held=held))
+        return self._coder
+
     def check(self) -> None:
-        check_coder(self.ctx.experiment, self.kind, self.ctx.channels, self.ctx.train_images)
+        c = self.ctx
+        check_coder(c.experiment, self.kind, c.channels, c.train_images, held=c.held_images is not None)
 
     def settings(self) -> dict:
+        """The coder settings, the latent map's tuning losses and, per coder kind, the record of its tick choice
+        (``<kind>_tick``: which tick is kept and why, ``chosen_by`` saying it was chosen by autoencoding)."""
         m = self.ctx.methods
-        return {"coder": {k: getattr(m, k) for k in CODER_SETTINGS}, "latent_tuning_loss": self.tuning}
+        coder = getattr(self, "_coder", None)
+        return {"coder": {k: getattr(m, k) for k in CODER_SETTINGS}, "latent_tuning_loss": self.tuning,
+                f"{self.kind}_tick": getattr(coder, "tick", None)}

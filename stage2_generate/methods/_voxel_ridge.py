@@ -9,7 +9,7 @@ import torch
 
 from shared.config import DecoderConfig
 from shared.datasets import SplitData
-from shared.ridge import (ImageFolds, KernelRidge, Standardiser, best_alpha, cv_unit_scores, fold_hats,
+from shared.ridge import (ImageFolds, KernelRidge, Standardiser, cv_unit_scores, fold_hats,
                           trials_to_images)
 
 
@@ -44,21 +44,56 @@ class VoxelRidge:
             self._hats[key] = fold_hats(self.ridge, self.folds, list(alphas))
         return self._hats[key]
 
-    def fit(self, Y: np.ndarray, alphas: list[float] | None = None) -> FittedRidge:
+    def fit(self, Y: np.ndarray, alphas: list[float] | None = None, extend: bool = False) -> FittedRidge:
         """Ridge to ``Y`` ``(n_images, k)``; ``alphas`` default to ``decoder.alphas`` (the penalty with the best
-        held-out mean profile correlation on a sample of units, as ``shared.ridge.select_alpha`` chooses)."""
+        held-out mean profile correlation on a sample of units, as ``shared.ridge.select_alpha`` chooses).
+
+        ``extend``: while the best penalty lies at an end of the grid, try the next one beyond it (the grid's
+        own step at that end, at least x10), up to ``MAX_EXTENSIONS`` times per end and within
+        [``ALPHA_MIN``, ``ALPHA_MAX``]; the fitted ridge's ``alpha_cv`` lists every penalty tried and its
+        score, and ``alpha_limit`` says when a limit stopped the search at an end."""
         c = self.decoder
-        alphas = list(alphas or c.alphas)
+        alphas = sorted(float(a) for a in (alphas or c.alphas))
         y_std = Standardiser().fit(Y[self.trial_img])
         Yz = y_std.transform(Y)
-        alpha = alphas[0]
+        alpha, tried, limit = alphas[0], {}, None
         if len(alphas) > 1:
             sample = np.random.default_rng(self.seed).choice(Yz.shape[1], min(c.cv_units, Yz.shape[1]), replace=False)
             Ys = torch.as_tensor(np.ascontiguousarray(Yz[:, np.sort(sample)]), dtype=torch.float32,
                                  device=self.ridge.device)
-            scores, _ = cv_unit_scores(self.hats(alphas), self.folds, Ys)
-            alpha = alphas[best_alpha(scores, per_unit=False)]
-        return FittedRidge(self, y_std, torch.as_tensor(Yz, device=self.ridge.device), float(alpha))
+            tried = dict(zip(alphas, _mean_scores(cv_unit_scores(self.hats(alphas), self.folds, Ys)[0])))
+            ends = {"low": 0, "high": 0}
+            while True:
+                grid = sorted(tried)
+                alpha = max(grid, key=lambda a: (tried[a], -grid.index(a)))  # a tie keeps the smaller
+                at = "low" if alpha == grid[0] else "high" if alpha == grid[-1] else None
+                if not extend or at is None:
+                    break
+                step = max(10.0, grid[1] / grid[0] if at == "low" else grid[-1] / grid[-2])
+                nxt = alpha / step if at == "low" else alpha * step
+                if ends[at] >= MAX_EXTENSIONS or not ALPHA_MIN <= nxt <= ALPHA_MAX:
+                    limit = f"the {at} end of the grid reached its limit ({alpha:g})"
+                    break
+                ends[at] += 1
+                tried[nxt] = _mean_scores(cv_unit_scores(self.hats([nxt]), self.folds, Ys)[0])[0]
+        fitted = FittedRidge(self, y_std, torch.as_tensor(Yz, device=self.ridge.device), float(alpha))
+        fitted.alpha_cv = {f"{a:g}": round(float(v), 5) for a, v in sorted(tried.items())}
+        fitted.alpha_limit = limit
+        return fitted
+
+
+# a self-extending penalty grid (``VoxelRidge.fit(extend=True)``) goes at most this many steps past each
+# end of ``decoder.alphas``, and never outside [ALPHA_MIN, ALPHA_MAX] (z-scored voxels: a penalty of 1e9
+# or more shrinks any realistic fit to the mean, one of 1e-3 or less leaves it unregularised)
+MAX_EXTENSIONS = 6
+ALPHA_MIN, ALPHA_MAX = 1e-3, 1e9
+
+
+def _mean_scores(scores: np.ndarray) -> list[float]:
+    """The mean over units of each penalty's ``cv_unit_scores`` (NaN units left out; -inf when all are)."""
+    valid = ~np.isnan(scores)
+    mean = np.where(valid, scores, 0).sum(1) / np.maximum(valid.sum(1), 1)
+    return [float(m) if v else -np.inf for m, v in zip(mean, valid.any(1))]
 
 
 class FittedRidge:
@@ -66,6 +101,8 @@ class FittedRidge:
 
     def __init__(self, vr: VoxelRidge, y_std: Standardiser, Yz: torch.Tensor, alpha: float):
         self.vr, self.y_std, self.Yz, self.alpha = vr, y_std, Yz, alpha
+        self.alpha_cv: dict[str, float] = {}  # every penalty tried -> its CV score (set by ``VoxelRidge.fit``)
+        self.alpha_limit: str | None = None  # why an extended grid stopped at an end, if it did
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted targets ``(n, k)`` of voxel rows ``X`` ``(n, n_voxels)`` (raw, not z-scored)."""
@@ -82,8 +119,9 @@ class FittedRidge:
         folds = vr.folds
         if not len(folds):
             return None
-        alphas = vr.decoder.alphas if self.alpha in vr.decoder.alphas else [self.alpha]
-        at = list(alphas).index(self.alpha)
+        alphas = sorted(float(a) for a in vr.decoder.alphas)
+        alphas = alphas if self.alpha in alphas else [self.alpha]  # an extended grid's penalty: its own hats
+        at = alphas.index(self.alpha)
         out = torch.zeros_like(self.Yz)
         dev = self.Yz.device
         for k, by_alpha in enumerate(vr.hats(alphas)):

@@ -39,7 +39,9 @@ class Context:
     ``train_images`` ``(n, 3, S, S)`` and ``train_names``: the images methods fit (the validation
     hold-out left out); ``train_inputs``: their true conditioning inputs per layer; ``G``: the trained
     WGAN-GP generator (EMA, evaluation mode; None until stage 2 has trained it, i.e. while methods are
-    built and checked); ``transforms``: the conditioning layers' ``LayerTransform``; ``methods``: the
+    built and checked); ``held_images``: the validation hold-out's images ``(n_held, 3, S, S)``, in the order
+    of ``TrainData.held.names`` (None without a hold-out), which the image coders autoencode to choose their
+    tick; ``transforms``: the conditioning layers' ``LayerTransform``; ``methods``: the
     methods section of the config; ``experiment``: the whole config, read for the identity of what a
     method trains (its training key, like the generator's; the image coders' keys) and by the methods
     that still take it whole (the image coders, ``end_to_end``'s check of the brain files).
@@ -59,6 +61,7 @@ class Context:
     train_names: list[str]
     channels: int
     G: Any = None
+    held_images: np.ndarray | None = None
     transforms: list = field(default_factory=list)
     train_inputs: list[np.ndarray] = field(default_factory=list)
     experiment: Config | None = None
@@ -84,8 +87,9 @@ class Context:
 class TrainData:
     """One subject's and ROI's training trials of the images methods fit (None when no method reads voxels);
     ``held``: the validation hold-out of this subject and ROI (None without one) and ``held_score``, which
-    scores reconstructions of it by ``eval.validation_metric``: a method may choose a setting there, never on
-    test images."""
+    scores reconstructions of it by ``eval.validation_metric`` (their mean); ``held_values``, when given, the
+    same per held-out image ``(n_held,)`` (what a tick choice weighs its noise with: ``held_scorer``). A method
+    may choose a setting there, never on test images."""
 
     ctx: Context
     subject: str
@@ -93,6 +97,19 @@ class TrainData:
     trials: SplitData | None
     held: TestData | None = None
     held_score: Callable[[np.ndarray], float] | None = None
+    held_values: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def held_scorer(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """Per-image values ``(n_held,)`` of ``eval.validation_metric`` of reconstructions of the hold-out
+        (``held_values``); with ``held_score`` alone, its mean as one value (too few to weigh noise: a tick
+        choice then keeps the last tick and says so); None without a hold-out."""
+        if self.held is None:
+            return None
+        if self.held_values is not None:
+            return self.held_values
+        if self.held_score is not None:
+            return lambda recon: np.atleast_1d(np.float64(self.held_score(recon)))
+        return None
 
     @functools.cached_property
     def ridge(self):
@@ -127,6 +144,8 @@ class Method:
     ``settings`` and ``row``."""
 
     name: ClassVar[str] = ""  # set by the registry (stage2_generate/methods/__init__.py)
+    # one sentence a reader of summary.md needs to read this method's rows (written into metrics.json)
+    describe: ClassVar[str] = ""
     role: ClassVar[str] = "published"
     reads: ClassVar[str] = "features"
     validated: ClassVar[bool] = True

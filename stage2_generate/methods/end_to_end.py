@@ -10,6 +10,11 @@ to be consistent with). Its output starts, like the WGAN-GP generator's, at the 
 training images it is given, at their own size. Test
 samples are the trial-averaged voxels, z-scored with the training trials' statistics, as the
 paper does.
+
+Like the WGAN-GP generator, it reconstructs from the tick that ``watch.TickChooser`` chooses on
+the validation hold-out (the held-out images' trial-averaged voxels, scored by
+``eval.validation_metric`` through ``TrainData.held_scorer``; the last tick without a hold-out);
+``row()`` keeps the choice's record per subject and ROI.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from shared.locks import ExperimentLock
 from shared.runs import sweep_temporary_files
 from stage2_generate.methods.base import Method, TestData, TrainData
 from stage2_generate.models import generate
+from stage2_generate.watch import HeldScore, Validation
 
 
 @dataclass
@@ -80,6 +86,8 @@ class EndToEnd(Method):
     from ``<work>/generator/<key>``, like the WGAN-GP generator's) in ``fit``."""
 
     reads = "voxels"
+    describe = ("a generator trained from voxels to images (Shen et al. 2019, Front Comput Neurosci), one per "
+                "subject and ROI, its tick chosen on the validation hold-out")
 
     def check(self) -> None:
         from shared.datasets import load_split
@@ -92,18 +100,33 @@ class EndToEnd(Method):
                           c.train_images, c.channels)
 
     def fit(self, train: TrainData) -> EndToEnd:
+        from stage2_generate.generator_files import training_record
         from stage2_generate.train import train_generator
 
         c, ridge = self.ctx, train.ridge
         key = _training(c.experiment, train.subject, train.roi, c.train_images, c.channels, self.name)
         sampler = TrialSampler.build(ridge.Xz, ridge.trial_img, len(c.train_images), c.device)
         self.x_std = ridge.x_std
-        ExperimentLock.acquire(c.work / "generator" / key, f"the {self.name} generator {key}", wait=True)  # one writer
-        sweep_temporary_files(c.work / "generator" / key)
-        self.G = train_generator(c.generator, c.features, sampler, [], c.train_images, c.device,
-                                 c.work / "generator" / key, None, key, channels=c.channels,
-                                 label=f"{self.name} {train.subject} {train.roi}")
+        scorer = train.held_scorer()
+        validation = Validation([[self.x_std.transform(train.held.voxels).astype(np.float32)]],
+                                HeldScore(scorer, c.validation_metric), c.validation_metric) \
+            if scorer is not None else None
+        folder = c.work / "generator" / key
+        ExperimentLock.acquire(folder, f"the {self.name} generator {key}", wait=True)  # one writer
+        sweep_temporary_files(folder)
+        self.G = train_generator(c.generator, c.features, sampler, [], c.train_images, c.device, folder, None, key,
+                                 channels=c.channels, label=f"{self.name} {train.subject} {train.roi}",
+                                 validation=validation)
+        record = training_record(folder)
+        self.record = {"step": record["best_step"], "score": record["best_score"],
+                       **{k: record[k] for k in ("tick_rule", "holdout_too_small", "holdout_images", "tick_choice",
+                                                 "rollbacks")}}
         return self
+
+    def row(self) -> dict:
+        """The tick that reconstructs this subject's and ROI's images and how it was chosen (one dict: not a
+        metric column)."""
+        return {"training": dict(self.record)}
 
     def reconstruct(self, test: TestData) -> np.ndarray:
         return generate(self.G, [self.x_std.transform(test.voxels)], self.ctx.device)

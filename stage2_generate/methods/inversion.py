@@ -104,6 +104,9 @@ class _Inversion(Method):
 class InversionDgn(_Inversion):
     """Optimises the generator's conditioning inputs, starting from the decoded ones."""
 
+    describe = ("iterative inversion of the decoded features (Shen et al. 2019) through the trained generator, "
+                "from its reconstruction")
+
     def start(self, targets, inputs):
         G = self.ctx.G
         variables = [torch.from_numpy(np.ascontiguousarray(x)).float().to(self.ctx.device) for x in inputs]
@@ -114,6 +117,8 @@ class InversionDgn(_Inversion):
 
 class InversionPixels(_Inversion):
     """Optimises the pixels, starting from the mean training image (clamped to [0, 1] after every step)."""
+
+    describe = "the same inversion of the decoded features, optimising the pixels from the mean training image"
 
     def start(self, targets, inputs):
         images = self.ctx.train_images

@@ -1,7 +1,13 @@
 """``latent_regression`` (Seeliger et al. 2018; Güçlütürk et al. 2017): ridge from the voxels to the
 latent codes of an autoencoder of the training stimuli, then the linear map tuned through the
 autoencoder's frozen decoder with its pixel and perceptual losses (``methods.latent_tune_steps``);
-test voxels are decoded through the map and the decoder. The coder is in ``_image_coder.py``."""
+test voxels are decoded through the map and the decoder. The coder is in ``_image_coder.py``.
+
+Both trained parts reconstruct from a tick chosen on the validation hold-out by ``watch.TickChooser``
+(the rule of every trained method): the autoencoder's by autoencoding the held-out images (see
+``_image_coder``; ``settings()``: ``autoencoder_tick``), the tuned map's by the whole method (the held-out
+images' trial-averaged voxels through the map and the decoder; step 0 is the ridge map before tuning;
+``row()``: ``tuning``). Without a hold-out, the last tick of each."""
 
 from __future__ import annotations
 
@@ -12,19 +18,42 @@ import numpy as np
 from stage2_generate.methods import _image_coder as coders
 from stage2_generate.methods._image_coder import CoderMethod
 from stage2_generate.methods.base import TestData, TrainData
+from stage2_generate.watch import TickChooser
 
 log = logging.getLogger(__name__)
 
 
 class LatentRegression(CoderMethod):
     kind = coders.AUTOENCODER
+    describe = ("ridge from voxels to an autoencoder's latent codes, tuned through its frozen decoder (Seeliger "
+                "et al. 2018)")
 
     def fit(self, train: TrainData) -> LatentRegression:
         c, ridge = self.ctx, train.ridge
-        fit = ridge.fit(coders.encode_means(self.coder, c.train_images, c.device))
+        coder = self.fitted_coder(train)
+        fit = ridge.fit(coders.encode_means(coder, c.train_images, c.device))
         W, b = fit.coef()
-        self.W, self.b, history = coders.tune_latent_map(c.experiment, self.coder, W, b, ridge.Xz, ridge.trial_img,
-                                                         c.train_images, c.device)
+        scorer = train.held_scorer()
+        ticks = TickChooser(c.validation_metric if scorer is not None else None)
+        kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # the highest tick's map
+        X_held = ridge.x_std.transform(train.held.voxels).astype(np.float32) if scorer is not None else None
+
+        def on_tick(step: int, W_: np.ndarray, b_: np.ndarray) -> None:
+            if scorer is not None and ticks.add(step, scorer(coders.decode(coder, X_held @ W_ + b_, c.device))):
+                kept.clear()
+                kept[step] = (W_, b_)
+
+        self.W, self.b, history = coders.tune_latent_map(c.experiment, coder, W, b, ridge.Xz, ridge.trial_img,
+                                                         c.train_images, c.device, on_tick=on_tick)
+        self.tuning_tick = None
+        if history:  # tuned: the map of the chosen tick
+            choice = ticks.choice(last_step=c.methods.latent_tune_steps)
+            if choice.step in kept and choice.step != c.methods.latent_tune_steps:
+                self.W, self.b = kept[choice.step]
+            self.tuning_tick = choice.record()
+            if scorer is not None:
+                log.info("%s %s %s: the step-%d latent map reconstructs: %s", self.name, train.subject, train.roi,
+                         choice.step, choice.reason())
         self.x_std = ridge.x_std
         self.tuning[f"{train.subject}/{train.roi}"] = history
         if history:
@@ -34,3 +63,7 @@ class LatentRegression(CoderMethod):
 
     def reconstruct(self, test: TestData) -> np.ndarray:
         return coders.decode(self.coder, self.x_std.transform(test.voxels) @ self.W + self.b, self.ctx.device)
+
+    def row(self) -> dict:
+        """How the tuned map's tick was chosen for this subject and ROI (one dict: not a metric column)."""
+        return {"tuning": self.tuning_tick} if self.tuning_tick is not None else {}

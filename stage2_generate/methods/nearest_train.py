@@ -16,6 +16,7 @@ class NearestTrain(Method):
     when first needed."""
 
     role = "baseline"
+    describe = "the training image whose true features best match the decoded ones (retrieval, not reconstruction)"
 
     @functools.cached_property
     def gallery(self) -> torch.Tensor:

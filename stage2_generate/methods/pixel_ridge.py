@@ -18,7 +18,9 @@ to pixels.
   contrast; the validation table then scores pixel ridge on the images its contrast was chosen on,
   as it scores the generator on the images its tick was chosen on.
 * Same kernel ridge, z-scoring and cross-validated penalty as stage 1's feature decoders
-  (``_voxel_ridge.py``). ``row()`` reports the penalty, the size, the gain used (1 = as fitted) and
+  (``_voxel_ridge.py``), except that the penalty grid extends itself while the best penalty lies at
+  an end of ``decoder.alphas`` (up to ``_voxel_ridge.MAX_EXTENSIONS`` steps per end, within
+  ``ALPHA_MIN``-``ALPHA_MAX``; a limit reached is recorded as ``alpha_limit``). ``row()`` reports the penalty, the size, the gain used (1 = as fitted) and
   every score the choices compared; ``metrics.json`` keeps them beside the scores.
 """
 
@@ -58,7 +60,7 @@ class PixelMap:
         self.size = train_images.shape[-1]
         small = at_size(train_images, min(target, self.size))
         self.shape = small.shape[1:]
-        self.fitted = ridge.fit(small.reshape(len(small), -1))
+        self.fitted = ridge.fit(small.reshape(len(small), -1), extend=True)  # the grid grows past an end
         self.alpha = self.fitted.alpha
         self.mean = train_images.mean(axis=0)
         self.gain = 1.0
@@ -101,7 +103,9 @@ def fit_pixel_map(ridge, train_images: np.ndarray, sizes=(), metric: str = "pixc
         if pm is None or cv[str(s)] > cv[str(pm.shape[-1])]:  # ascending sizes: a tie keeps the smaller
             pm, oof = candidate, predicted
     best = pm.shape[-1]
-    record: dict = {"size": best, "size_cv": cv, "metric": metric}
+    record: dict = {"size": best, "size_cv": cv, "metric": metric, "alpha_cv": pm.fitted.alpha_cv}
+    if pm.fitted.alpha_limit:
+        record["alpha_limit"] = pm.fitted.alpha_limit
     gain = 1.0
     if oof is not None:  # the spread a perfect fit at this size would have, over the out-of-fold predictions'
         reachable = pm.at_size(train_images) - pm.mean
@@ -130,6 +134,8 @@ def pixel_ridge(ridge, train_images: np.ndarray, tests: dict[str, np.ndarray], s
 class PixelRidge(Method):
     role = "baseline"
     reads = "voxels"
+    describe = ("ridge from voxels to pixels (its size chosen by cross-validation on the training images, its "
+                "penalty grid extended past its ends, its contrast chosen on the validation hold-out)")
 
     def fit(self, train: TrainData) -> PixelRidge:
         held = (train.held.voxels, train.held_score) if train.held is not None and train.held_score else None

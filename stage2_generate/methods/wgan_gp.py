@@ -20,6 +20,7 @@ class WganGp(Method):
     """The trained generator drawing from the decoded features of the test images."""
 
     role = "generator"
+    describe = "the WGAN-GP generator from the decoded features (its tick chosen on the validation hold-out)"
 
     def reconstruct(self, test: TestData) -> np.ndarray:
         return generate(self.ctx.G, test.decoded, self.ctx.device)
@@ -29,6 +30,8 @@ class TrueFeatureInput(Method):
     """The trained generator drawing from the true features of the test images."""
 
     role = "reference"
+    describe = ("the same generator fed the true features (true-feature input: a reference, not a bound; a method "
+                "from decoded features can beat it)")
     validated = False
     first_roi_only = True
 

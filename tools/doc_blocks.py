@@ -1,0 +1,229 @@
+"""The tables ``tools/make_docs.py`` writes into README.md and docs/*.md, one builder per block name.
+
+A builder takes a ``make_docs.Context`` (``ctx.get("FILE:SELECTOR")`` reads a value, ``ctx.table("FILE")`` the first
+Markdown table of a file as rows of strings; both remember the files read, for the stale check) and returns the
+block's Markdown. No bold: a single run cannot say which difference holds beyond the spread between seeds.
+"""
+
+from __future__ import annotations
+
+from tools.doc_sources import _parse_table
+
+ROW_VALUES = ("alpha", "pixel_size", "contrast_gain")  # shared.report's: a method's settings, not metric columns
+PRESETS = ("small_strokes", "binary_shapes")
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list], align: str = " --- ") -> str:
+    """A Markdown table; ``align`` for every column but the first (the rows' names)."""
+    rule = "|" + "|".join([" --- "] + [align] * (len(header) - 1)) + "|"
+    return "\n".join([_row(header), rule, *map(_row, rows)]) + "\n"
+
+
+def _table_of(ctx, rel: str) -> list[dict]:
+    ctx.used.add(rel)
+    return _parse_table((ctx.sources.root / rel).read_text())
+
+
+def _first_roi(ctx, run: str) -> str:
+    return next(iter(ctx.get(f"{run}/metrics.json:data.sub-01")))
+
+
+def demo_decoding(ctx) -> str:
+    """The demo's VC decoding per layer: test scores, out-of-fold scores, the chosen penalty, units."""
+    base = "demo/metrics.json:decoding.sub-01.VC"
+    rows = []
+    for layer in ctx.get("demo/metrics.json:info.layers"):
+        d = f"{base}.{layer}"
+        oof = " / ".join(ctx.fmt(f"{d}.train_oof.{k}") for k in ("profile_corr", "pattern_corr", "pairwise_id"))
+        rows.append([layer, *(ctx.fmt(f"{d}.{k}") for k in ("profile_corr", "pattern_corr", "pairwise_id")), oof,
+                     ctx.fmt(f"{d}.alpha", ".0f"), ctx.fmt(f"{d}.n_units")])
+    return _table(["layer", "profile_corr", "pattern_corr", "pairwise_id", "out-of-fold profile / pattern / pairwise",
+                   "alpha (CV)", "units"], rows)
+
+
+def demo_reconstruction(ctx) -> str:
+    """Every method of the demo on the natural test images, one row per method and ROI."""
+    recon = ctx.get("demo/metrics.json:reconstruction.sub-01")
+    first = next(iter(recon.values()))
+    columns = [k for k, v in first.items() if isinstance(v, (int, float)) and k not in ROW_VALUES]
+    rows = []
+    for key, scores in recon.items():
+        method, _, roi = key.partition("[")
+        rows.append([method, roi.rstrip("]") or _first_roi(ctx, "demo"), *(f"{scores[c]:.3f}" for c in columns)])
+    order = {roi: i for i, roi in enumerate(ctx.get("demo/metrics.json:data.sub-01"))}
+    rows.sort(key=lambda r: order.get(r[1], 99))  # stable: the methods keep their order within an ROI
+    return _table(["method", "ROI", *columns], rows)
+
+
+def _pair(ctx, run: str, method: str, section: str = "reconstruction") -> str:
+    key = f"{run}/metrics.json:{section}.sub-01.{method}"
+    return f"{ctx.fmt(key + '.pixcorr')} / {ctx.fmt(key + '.ssim')}"
+
+
+def _tick(ctx, run: str) -> str:
+    g = f"{run}/metrics.json:reconstruction_info.generator"
+    return f"{ctx.fmt(g + '.best_step')} of {ctx.fmt(g + '.iterations')}"
+
+
+def _rollbacks(ctx, run: str) -> str:
+    n = len(ctx.get(f"{run}/metrics.json:reconstruction_info.generator.rollbacks"))
+    return str(n) if n else "none"
+
+
+def _set_label(ctx, run: str) -> str:
+    data = f"{run}/metrics.json:data.sub-01.{_first_roi(ctx, run)}"
+    trials, images = ctx.get(f"{data}.n_train_trials"), ctx.get(f"{data}.n_train_images")
+    train = f"{trials} single trials" if trials == images else f"{trials} trials of {images} images"
+    return (f"{run} ({ctx.fmt(f'{run}/metrics.json:reconstruction_info.score_size.pixels')} px, {train}, "
+            f"{ctx.fmt(f'{data}.n_voxels', ',d')} voxels)")
+
+
+def small_data(ctx) -> str:
+    """The README's stress presets: the generator and the baselines on the test images, PixCorr / SSIM."""
+    rows = [[_set_label(ctx, run), *(_pair(ctx, run, m) for m in ("wgan_gp", "pixel_ridge", "nearest_train")),
+             _tick(ctx, run), _rollbacks(ctx, run)] for run in PRESETS]
+    return _table(["set", "wgan_gp PixCorr / SSIM", "pixel_ridge", "nearest_train", "reconstructing tick",
+                   "rollbacks"], rows)
+
+
+def presets_results(ctx) -> str:
+    """The demo's first ROI and both presets: test (validation) PixCorr / SSIM of every method."""
+    rows = []
+    for run in ("demo", *PRESETS):
+        cells = [f"{_pair(ctx, run, m)} ({_pair(ctx, run, m, 'reconstruction_validation')})"
+                 for m in ("wgan_gp", "pixel_ridge", "nearest_train")]
+        label = f"{run} ({_first_roi(ctx, run)})" if run == "demo" else run
+        rows.append([label, *cells, _pair(ctx, run, "wgan_gp_true_features"), _tick(ctx, run), _rollbacks(ctx, run)])
+    return _table(["set", "wgan_gp", "pixel_ridge", "nearest_train", "true-feature input", "tick that reconstructs",
+                   "rollbacks"], rows)
+
+
+def settings_choice(ctx) -> str:
+    """The learning rate chosen on validation: (PixCorr + SSIM) / 2 of the generator's first ROI per set and its
+    mean over the sets (from the unrounded values); the higher mean is bold, being the rule that chose it."""
+    sets = ("demo", *PRESETS)
+    rates, means, cells = ["1e-3", "3e-4"], {}, {}
+    for lr in rates:
+        scores = []
+        for s in sets:
+            rel = f"compare/settings_{s}/table.csv"
+            # the generator's first row of the variant: its first ROI
+            row = next(r for r in ctx.rows(rel) if r["variant"] == f"lr {lr}" and r["method"] == "wgan_gp")
+            p, q = float(row["val_pixcorr"]), float(row["val_ssim"])
+            scores.append((p + q) / 2)
+            cells[lr, s] = f"{p:.3f} / {q:.3f} → {(p + q) / 2:.3f}"
+        means[lr] = sum(scores) / len(scores)
+    best = max(rates, key=means.get)
+    rows = [[f"**{lr}**" if lr == best else lr, *(cells[lr, s] for s in sets),
+             f"**{means[lr]:.3f}**" if lr == best else f"{means[lr]:.3f}"] for lr in rates]
+    return _table(["learning rate", "demo (VC)", *PRESETS, "mean"], rows)
+
+
+def bench_ridge(ctx) -> str:
+    """The decoder benchmark's table as ``make bench`` printed it (``bench/ridge.txt``)."""
+    rows = _table_of(ctx, "bench/ridge.txt")
+    header = list(rows[0])
+    align = [" ---: " if all(_numeric(r[h]) for r in rows) else " --- " for h in header]
+    return "\n".join([_row(header), "|" + "|".join(align) + "|", *(_row(r.values()) for r in rows)]) + "\n"
+
+
+def _numeric(cell: str) -> bool:
+    return cell.replace(".", "", 1).replace(",", "").split(" ")[0].isdigit()
+
+
+def bench_stage2(ctx) -> str:
+    """Stage 2's speed and memory per image size (``demo/bench_stage2.json``)."""
+    rows = []
+    for i in range(len(ctx.rows("demo/bench_stage2.json"))):
+        r = f"demo/bench_stage2.json:[{i}]"
+        rows.append([ctx.get(f"{r}.device"), ctx.get(f"{r}.image_size"), ctx.fmt(f"{r}.critic_steps_per_s", ".2f"),
+                     ctx.fmt(f"{r}.generator_steps_per_s", ".2f"), ctx.fmt(f"{r}.train_iterations_per_s"),
+                     ctx.fmt(f"{r}.train_images_per_s", ".1f"), ctx.fmt(f"{r}.generate_images_per_s", ".0f"),
+                     ctx.fmt(f"{r}.peak_memory_mb", ",.0f")])
+    return _table(["device", "image px", "critic steps/s", "generator steps/s", "training iterations/s",
+                   "training images/s", "generated images/s", "peak RSS MB"], rows, " ---: ")
+
+
+def simulator(ctx) -> str:
+    """Pixel ridge on the demo's simulated experiment at three luminance / colour shares (``bench/simulator.txt``)."""
+    text = ctx.get("bench/simulator.txt:/([\\s\\S]*)/")
+    rows = []
+    for i, line in enumerate(line for line in text.splitlines()[1:] if line.strip()):
+        lum, col, rel, pid, pc, size, gain = line.split()
+        label = " (default)" if i == 0 else " (contrast energy only)" if float(lum) == float(col) == 0 else ""
+        rows.append([f"{lum} / {col}{label}", rel, pid, pc, f"{size} px, {gain}"])
+    return _table(["luminance / colour share", "VC reliability (median)", "pixel ridge: pairwise_id_pixel",
+                   "pixel ridge: PixCorr", "chosen size, contrast gain (1 = as fitted)"], rows)
+
+
+def compare_jobs(ctx) -> str:
+    """The `layers` comparison's wall time with ``--jobs 1`` and ``--jobs 2`` (``bench/compare_jobs.txt``)."""
+    t = "bench/compare_jobs.txt:"
+    one, two = ctx.get(t + "/--jobs 1: (\\d+) s/"), ctx.get(t + "/--jobs 2: (\\d+) s/")
+    ratio = ctx.fmt(t + "/takes x([\\d.]+) the time/", ".2f")
+    cmd = "`compare --config configs/ablations/layers.yaml --jobs {}`"
+    return _table(["run", "wall time"], [[cmd.format(1), f"{one} s"], [cmd.format(2), f"{two} s (x{ratio})"]],
+                  " ---: ")
+
+
+def _oof_gaps(ctx) -> list[float]:
+    """VC's test minus out-of-fold profile correlation, per layer of the demo."""
+    d = "demo/metrics.json:decoding.sub-01.VC"
+    return [ctx.get(f"{d}.{layer}.profile_corr") - ctx.get(f"{d}.{layer}.train_oof.profile_corr")
+            for layer in ctx.get("demo/metrics.json:info.layers")]
+
+
+def _unit_gains(ctx) -> list[float]:
+    """VC's out-of-fold profile correlation with a penalty per unit minus with one per layer, per layer."""
+    return [ctx.get(f"demo_unit/decoding.csv:[roi=VC,layer={layer}].oof_profile_corr")
+            - ctx.get(f"demo/metrics.json:decoding.sub-01.VC.{layer}.train_oof.profile_corr")
+            for layer in ctx.get("demo/metrics.json:info.layers")]
+
+
+def _himalaya_fit(ctx) -> tuple[float, float]:
+    """himalaya's fixed cost (s) and cost per unit (s) from its two rows (fc and conv units)."""
+    b = "bench/ridge.json:[method=himalaya,target={}]"
+    (u1, t1), (u2, t2) = ((ctx.get(b.format(t) + ".units"), ctx.get(b.format(t) + ".seconds")) for t in ("fc", "conv"))
+    per_unit = (t2 - t1) / (u2 - u1)
+    return t1 - per_unit * u1, per_unit
+
+
+def _himalaya_layer_s(ctx) -> float:
+    """himalaya's time for the whole conv layer, extrapolated from its fixed and per-unit cost."""
+    fixed, per_unit = _himalaya_fit(ctx)
+    return fixed + per_unit * ctx.get("bench/ridge.json:[method=dense_unit,target=conv].units")
+
+
+def _preset_profiles(ctx) -> list[float]:
+    return [m["profile_corr"] for run in PRESETS for by_roi in ctx.get(f"{run}:decoding").values()
+            for by_layer in by_roi.values() for m in by_layer.values()]
+
+
+def _settings_margin(ctx, run: str) -> float:
+    """(PixCorr + SSIM) / 2 on validation at lr 1e-3 minus at 3e-4, the generator's first ROI of ``run``."""
+    rel = f"compare/settings_{run}/table.csv"
+    score = {lr: next((float(r["val_pixcorr"]) + float(r["val_ssim"])) / 2 for r in ctx.rows(rel)
+                      if r["variant"] == f"lr {lr}" and r["method"] == "wgan_gp") for lr in ("1e-3", "3e-4")}
+    return score["1e-3"] - score["3e-4"]
+
+
+# values a marker names as ``@name``: what would take a row of references to spell out
+DERIVED = {"demo_oof_gap_min": lambda ctx: min(_oof_gaps(ctx)), "demo_oof_gap_max": lambda ctx: max(_oof_gaps(ctx)),
+           "demo_unit_gain_max": lambda ctx: max(_unit_gains(ctx)),
+           "himalaya_fixed_s": lambda ctx: _himalaya_fit(ctx)[0], "himalaya_ms_per_unit": lambda ctx: 1e3 * _himalaya_fit(ctx)[1],
+           "himalaya_layer_s": _himalaya_layer_s,
+           "himalaya_layer_units_per_s": lambda ctx: ctx.get("bench/ridge.json:[method=dense_unit,target=conv].units")
+           / _himalaya_layer_s(ctx),
+           "preset_profile_min": lambda ctx: min(_preset_profiles(ctx)),
+           "preset_profile_max": lambda ctx: max(_preset_profiles(ctx)),
+           "settings_margin_demo": lambda ctx: _settings_margin(ctx, "demo"),
+           "settings_margin_small_strokes": lambda ctx: _settings_margin(ctx, "small_strokes"),
+           "settings_margin_binary_shapes": lambda ctx: _settings_margin(ctx, "binary_shapes")}
+
+BUILDERS = {"demo-decoding": demo_decoding, "demo-reconstruction": demo_reconstruction, "small-data": small_data,
+            "presets-results": presets_results, "settings-choice": settings_choice, "bench-ridge": bench_ridge,
+            "bench-stage2": bench_stage2, "simulator": simulator, "compare-jobs": compare_jobs}
