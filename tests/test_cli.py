@@ -84,7 +84,7 @@ def test_sparse_decoder_runs_writes_out_of_fold_features_and_resumes(tiny_config
     assert entry["voxels_per_unit"] == 40 and entry["alpha_per"] == "layer"
     assert -1 <= entry["train_oof"]["profile_corr"] <= 1
     decoded = Path(cfg["work_dir"]) / "tiny/features/decoded/vgg19-random0/sparse-40/sub-01/VC/fc7"
-    assert {p.name for p in decoded.glob("*.h5")} == {"natural.h5", "train_oof.h5"}
+    assert {p.name for p in decoded.glob("*.h5")} == {"natural.h5", "train_oof.h5", "validation.h5"}
     r2 = cli("stage1_decode", "run", "--config", str(tiny_config), *sets)
     assert r2.returncode == 0 and "already decoded" in r2.stderr
     r3 = cli("stage1_decode", "run", "--config", str(tiny_config), *sets, "--set", "decoder.alpha_per=unit")
@@ -163,7 +163,7 @@ def test_bdata_in_the_real_layout_runs_through_stage1(tmp_path, rng):
     metrics = json.loads((tmp_path / "results/real/metrics.json").read_text())
     assert set(metrics["decoding"]["sub-02"]) == {"VC", "V4"}
     assert metrics["data"]["sub-02"]["V4"]["n_voxels"] == 20  # ROI_hV4 found for 'V4'
-    assert metrics["data"]["sub-02"]["VC"]["n_train_trials"] == 60
+    assert metrics["data"]["sub-02"]["VC"]["n_train_trials"] == 54  # 6 of 60 images held out for validation
 
 
 def test_image_lists_in_either_column_order(tmp_path):

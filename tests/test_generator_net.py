@@ -173,9 +173,9 @@ def test_pixel_ridge_never_fits_above_the_image_size():
     fitted = {}
 
     class FakeRidge:  # records the targets' width; predicts the targets' mean; no folds to choose with
-        def fit(self, Y):
+        def fit(self, Y, extend=False):
             fitted["width"] = Y.shape[1]
-            return SimpleNamespace(alpha=1.0, predict=lambda X: np.tile(Y.mean(0), (len(X), 1)),
+            return SimpleNamespace(alpha=1.0, alpha_cv={}, alpha_limit=None, predict=lambda X: np.tile(Y.mean(0), (len(X), 1)),
                                    out_of_fold=lambda: None)
 
     images = np.random.default_rng(0).uniform(size=(6, 3, 10, 10)).astype(np.float32)

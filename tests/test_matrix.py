@@ -274,6 +274,7 @@ def test_cross_validation_folds_keep_every_repeat_of_an_image_on_one_side(tmp_pa
 
 def test_stage1_on_repeated_trials_reports_their_reliability(tmp_path):
     from shared.datasets import DataSource, split_image_names
+    from shared.holdout import validation_split
     from shared.store import ExperimentStore
 
     write_repeated_file(tmp_path / "rep.mat", "mat5")
@@ -282,15 +283,19 @@ def test_stage1_on_repeated_trials_reports_their_reliability(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads((tmp_path / "results" / "tiny" / "metrics.json").read_text())["data"]["sub-01"]["all"]
     assert isinstance(data["reliability_median"], float) and 0 < data["reliability_median"] <= 1, data
-    assert (data["n_train_trials"], data["n_train_images"]) == (60, 20)
+    # decoders fit 18 of the 20 images (54 trials): the validation hold-out's 2 are predicted like test images
+    assert (data["n_train_trials"], data["n_train_images"]) == (54, 18)
     assert "train: 60 trials of 20 distinct images" in r.stderr
     # features of each stimulus once; out-of-fold decoded features per stimulus
     cfg = load_config(config)
     store, names = ExperimentStore(cfg), split_image_names(DataSource.of(cfg), "train")
     with store.open_true("fc7", "train") as arr:
         assert list(arr.names) == names
+    fit, held = validation_split(names, cfg.eval.validation_fraction, cfg.seed)
     with store.open_decoded("sub-01", "all", "fc7", "train_oof") as arr:
-        assert sorted(arr.names) == sorted(names)
+        assert sorted(arr.names) == sorted(fit) and len(held) == 2
+    with store.open_decoded("sub-01", "all", "fc7", "validation") as arr:
+        assert sorted(arr.names) == sorted(held)
 
 
 def test_subjects_may_show_the_same_stimuli_in_another_trial_order(tmp_path):
