@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 # torch and torchvision are pinned to the releases this project is tested with (CPU or CUDA).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test docs bench bench-stage2 bench-simulator bench-layer bench-jobs per-unit ablations small-data settings seeds reference clean-demo
+.PHONY: setup demo test docs bench bench-stage2 bench-simulator bench-layer bench-jobs per-unit ablations small-data settings seeds reference reference-seeds clean-demo
 
 setup: $(STAMP)
 
@@ -94,27 +94,35 @@ seeds: $(STAMP)
 
 # the committed figures and tables the README shows, copied from finished runs (`make demo`,
 # `make ablations`); `make demo` and `compare` write only under results/demo and results/compare
+# DEMO: the demo run to copy (results/demo, from make demo; `make reference-seeds` takes seed 0 of make seeds)
 REFERENCE := results/reference
+DEMO := results/demo
 reference:
-	@test -f results/demo/summary.md || { echo "results/demo is missing: run make demo first"; exit 2; }
+	@test -f $(DEMO)/summary.md || { echo "$(DEMO) is missing: run make demo first"; exit 2; }
 	rm -rf $(REFERENCE)/demo/*.md $(REFERENCE)/demo/*.csv $(REFERENCE)/demo/*.png $(REFERENCE)/demo/metrics.json
 	mkdir -p $(REFERENCE)/demo
-	cp results/demo/summary.md results/demo/metrics.json results/demo/decoding.* results/demo/reconstruction.* \
-	   results/demo/validation.* results/demo/training.png results/demo/grid*.png $(REFERENCE)/demo/
-	if [ -f results/demo/timing.txt ]; then cp results/demo/timing.txt $(REFERENCE)/demo/; fi
+	cp $(DEMO)/summary.md $(DEMO)/metrics.json $(DEMO)/decoding.* $(DEMO)/reconstruction.* \
+	   $(DEMO)/validation.* $(DEMO)/training.png $(DEMO)/grid*.png $(REFERENCE)/demo/
+	if [ -f $(DEMO)/timing.txt ]; then cp $(DEMO)/timing.txt $(REFERENCE)/demo/; fi
 	(for d in .venv data/demo work/demo work/demo/features; do du -sh $$d 2>/dev/null; done; true) \
 	  > $(REFERENCE)/demo/disk_usage.txt
 	for name in $(PRESETS); do if [ -f results/$$name/summary.md ]; then rm -rf $(REFERENCE)/$$name && \
 	  mkdir -p $(REFERENCE)/$$name && cp results/$$name/summary.md results/$$name/metrics.json results/$$name/decoding.* \
 	  results/$$name/reconstruction.* results/$$name/validation.* results/$$name/training.png results/$$name/grid*.png \
 	  $(REFERENCE)/$$name/ || exit 1; fi; done
-	$(PY) -m stage2_generate export --config $(CONFIG) --figure shen --out results/demo/export
-	mkdir -p $(REFERENCE)/demo/export && cp results/demo/export/shen_natural_p01.* $(REFERENCE)/demo/export/
+	$(PY) -m stage2_generate export --config $(CONFIG) --set results_dir=$(dir $(DEMO)) --figure shen \
+	  --out $(DEMO)/export
+	mkdir -p $(REFERENCE)/demo/export && cp $(DEMO)/export/shen_natural_p01.* $(REFERENCE)/demo/export/
 	for name in $(ABLATIONS) $(addprefix settings_,demo $(PRESETS)); do \
 	  if [ -f results/compare/$$name/table.md ]; then mkdir -p $(REFERENCE)/compare/$$name && \
 	    cp results/compare/$$name/table.md results/compare/$$name/table.csv results/compare/$$name/stats.md \
 	       results/compare/$$name/bars.png results/compare/$$name/grid.png $(REFERENCE)/compare/$$name/ || exit 1; fi; \
 	done
+
+# the same from seed 0 of `make seeds` (the demo config exactly, run by compare with one CPU thread)
+reference-seeds:
+	$(MAKE) reference DEMO=$$($(PY) -c "import json; print(next(v['results'] for v in json.load(open(\
+	  'results/compare/headline/compare.json'))['variants'] if v['seed'] == 0))")
 
 clean-demo:
 	rm -rf data/demo work/demo results/demo

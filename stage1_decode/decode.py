@@ -166,6 +166,8 @@ class RoiWork:
                 files.done.unlink()  # another config's layer: not done whatever its arrays become
         if not dc.train_oof:  # out-of-fold features of an earlier run with other settings are stale
             files.array(OOF).unlink(missing_ok=True)
+        if VALIDATION not in self.splits:  # so is a hold-out an earlier run decoded: no stage 2 may read it
+            files.array(VALIDATION).unlink(missing_ok=True)
         layer_index = self.cfg.features.layers.index(item.layer)
         with self.store.open_true(item.layer, "train", names=self.train_names) as true_train:
             if item.n_parts == 1:

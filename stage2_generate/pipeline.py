@@ -73,13 +73,18 @@ def stored_decoded_inputs(cfg: Config, store: ExperimentStore, transforms, split
                     f"or set eval.validation_fraction=0"
                 raise UserError(f"the feature store has no {what} of {subject} {roi} {missing[0]}; rerun stage 1 "
                                 f"with {fix}")
-            with store.open_decoded(subject, roi, cfg.generator.condition_layers[0], split) as arr:
-                absent = sorted(set(names) - set(arr.names))
-            if absent:  # stage 1 held out other images (another eval.validation_fraction)
-                raise UserError(f"the {what} of {subject} {roi} lack {len(absent)} of the {len(names)} images asked "
-                                f"for (first: {absent[0]}): stage 1 held out other training images than "
-                                f"eval.validation_fraction={cfg.eval.validation_fraction} holds out; rerun stage 1 with "
-                                f"this config (the hold-out is chosen before stage 1, whose decoders never see it)")
+            for layer in cfg.generator.condition_layers:
+                with store.open_decoded(subject, roi, layer, split) as arr:
+                    absent, extra = sorted(set(names) - set(arr.names)), sorted(set(arr.names) - set(names))
+                # stage 1 held out other images (another eval.validation_fraction): its decoders may have fit
+                # images this run holds out, so its features are refused, not subset
+                if absent or extra:
+                    odd = (f"lack {len(absent)} of the {len(names)} images asked for (first: {absent[0]})" if absent
+                           else f"hold {len(extra)} image(s) this run holds out or lacks (first: {extra[0]})")
+                    raise UserError(f"the {what} of {subject} {roi} {layer} {odd}: stage 1 held out other training "
+                                    f"images than eval.validation_fraction={cfg.eval.validation_fraction} holds out; "
+                                    f"rerun stage 1 with this config (the hold-out is chosen before stage 1, whose "
+                                    f"decoders never see it)")
             sources.append((subject, roi))
     out = [np.empty((len(sources), len(names), *tf.out_shape), dtype=np.float16) for tf in transforms]
     for k, (subject, roi) in enumerate(sources):

@@ -58,7 +58,8 @@ def _files(tmp_path: Path, tiny_config: Path, variants: dict, **extra) -> Path:
 def test_cache_keys_follow_what_each_stage_depends_on(tmp_path, tiny_config):
     path = _files(tmp_path, tiny_config, {
         "base": {}, "fc only": {"generator.condition_layers": ["fc7"]}, "V1": {"data.rois": ["V1"]},
-        "more alphas": {"decoder.alphas": [1.0, 10.0, 1000.0]}, "other device": {"device": "cpu"}})
+        "more alphas": {"decoder.alphas": [1.0, 10.0, 1000.0]}, "other device": {"device": "cpu"},
+        "no hold-out": {"eval.validation_fraction": 0.0}})
     spec = load_compare(path)
     v = {x.name: x.cfg for x in spec.variants}
     # stage 2 only: same store and stage 1; another result
@@ -70,6 +71,8 @@ def test_cache_keys_follow_what_each_stage_depends_on(tmp_path, tiny_config):
     assert store_key(v["more alphas"]) != store_key(v["base"])
     # where it runs changes no number
     assert result_key(v["other device"]) == result_key(v["base"])
+    # another hold-out changes every decoder's training images: its own store and stage 1
+    assert store_key(v["no hold-out"]) != store_key(v["base"]) and stage1_key(v["no hold-out"]) != stage1_key(v["base"])
 
 
 def test_a_variant_with_an_unknown_key_is_refused_naming_it(tmp_path, tiny_config):

@@ -73,7 +73,11 @@ def test_a_difference_within_the_seed_spread_is_not_a_win_and_a_large_consistent
     assert seed_stats.paired_summary(base, large, seed=0)["verdict"] == "loss"
     # an interval that excludes 0 is not enough: the difference must exceed the seed SD of the difference
     assert seed_stats.verdict(0.02, 0.01, 0.03, 0.025, 3) == "within noise"
-    assert seed_stats.verdict(0.02, 0.01, 0.03, 0.015, 3) == "win"
+    # ... and the t-interval over three seed means (4.30 SD / sqrt 3 = 2.48 SD): 0.02 > 1 SD but < 2.48 SD
+    assert seed_stats.t_half_width(0.015, 3) == pytest.approx(4.3027 * 0.015 / np.sqrt(3), rel=1e-4)
+    assert seed_stats.verdict(0.02, 0.01, 0.03, 0.015, 3) == "within noise"
+    assert seed_stats.verdict(0.04, 0.01, 0.07, 0.015, 3) == "win"
+    assert seed_stats.verdict(0.04, 0.01, 0.07, 0.015, 2) == "within noise"  # 12.7 SD / sqrt 2 with two seeds
     assert seed_stats.verdict(0.02, -0.01, 0.05, 0.001, 3) == "within noise"
     assert seed_stats.verdict(0.5, 0.4, 0.6, 0.0, 1) == "single seed"
 

@@ -157,3 +157,9 @@ def test_a_rerun_without_a_hold_out_leaves_no_earlier_validation_table(tiny_fini
     assert not (results / "validation.md").exists() and not (results / "validation.csv").exists()
     summary = (results / "summary.md").read_text()
     assert "No validation hold-out" in summary and "held-out training images" not in summary.split("## Training")[1]
+    # stage 1 without a hold-out removes the hold-out it decoded before, and its decoders, fit on every training
+    # image, are refused to a stage 2 that holds some out (the held-out images were in their fit)
+    assert not list((tmp_path / "work").rglob("validation.h5"))
+    assert list((tmp_path / "work").rglob("train_oof.h5"))
+    with pytest.raises(UserError, match=r"hold \d+ image\(s\) this run holds out .* stage 1 held out other"):
+        _stage2(tiny_finished, tmp_path, f"work_dir={tmp_path / 'work'}")

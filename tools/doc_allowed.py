@@ -13,7 +13,6 @@ ALLOWED: dict[str, dict[str, str]] = {
         "(chance 0.5), `nway50_alexnet2`": _CHANCE,
         "(chance 0.02), `nway10_id_pixel`": "chance of top-1 among the demo's 50 test images (1/50)",
         "by pixels (chance 0.1)": "chance of ten-way identification",
-        "MATLAB v7.3": "MATLAB's file-format version",
     },
     "benchmarks_and_tests.md": {
         "(2.9 GB\nat 11,000 voxels and 5 folds)": "(1 + 5) x (11,000 + 1)^2 x 4 bytes: arithmetic on the benchmark's sizes",
@@ -25,6 +24,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "a **95% interval that includes": "the interval's confidence level",
         "baseline reads ±0.000)": "the seed SD of a method with no training seed (zero by construction)",
         "--cell 0.8": "an export command's --cell value",
+        "(with 3 seeds: beyond 2.48 seed SDs": "t(0.975, 2) / sqrt(3) = 4.303 / 1.732: the verdict rule's arithmetic",
     },
     "how_it_works.md": {
         "random correlation in [0.3, 1]": "generator.condition_corr_min's default",
@@ -37,6 +37,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "PNG files within 0.005": "the PNG round-trip tolerance tests/test_stage2.py checks",
     },
     "real_data.md": {
+        "MATLAB v7.3, written": "MATLAB's file-format version",
         "1250 images × 1.31 M units": "configs/dir_real.yaml's layers at 224 px: 1,313,768 units",
         "(6.6 GB, float32)": "1250 x 1,313,768 x 4 bytes",
         "50 test rows (6.6 GB)": "the same size per subject and ROI",

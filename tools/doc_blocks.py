@@ -104,7 +104,7 @@ def presets_results(ctx) -> str:
 
 def settings_choice(ctx) -> str:
     """The learning rate chosen on validation: (PixCorr + SSIM) / 2 of the generator's first ROI per set and its
-    mean over the sets (from the unrounded values); the higher mean is bold, being the rule that chose it."""
+    mean over the sets (from the unrounded values); one seed each, so nothing is bold."""
     sets = ("demo", *PRESETS)
     rates, means, cells = ["1e-3", "3e-4"], {}, {}
     for lr in rates:
@@ -117,9 +117,7 @@ def settings_choice(ctx) -> str:
             scores.append((p + q) / 2)
             cells[lr, s] = f"{p:.3f} / {q:.3f} → {(p + q) / 2:.3f}"
         means[lr] = sum(scores) / len(scores)
-    best = max(rates, key=means.get)
-    rows = [[f"**{lr}**" if lr == best else lr, *(cells[lr, s] for s in sets),
-             f"**{means[lr]:.3f}**" if lr == best else f"{means[lr]:.3f}"] for lr in rates]
+    rows = [[lr, *(cells[lr, s] for s in sets), f"{means[lr]:.3f}"] for lr in rates]  # one seed: no bold
     return _table(["learning rate", "demo (VC)", *PRESETS, "mean"], rows)
 
 
@@ -212,6 +210,64 @@ def _settings_margin(ctx, run: str) -> float:
 
 
 # values a marker names as ``@name``: what would take a row of references to spell out
+def validation_ranking(ctx) -> str:
+    """The demo per ROI: ``wgan_gp`` minus pixel ridge in PixCorr and SSIM on the validation hold-out and on the
+    test images, and whether the hold-out orders the two as the test set does."""
+    rows = []
+    for roi in ctx.get("demo/metrics.json:data.sub-01"):
+        suffix = "" if roi == _first_roi(ctx, "demo") else f"[{roi}]"
+        cells = []
+        for metric in ("pixcorr", "ssim"):
+            diffs = []
+            for section in ("reconstruction_validation", "reconstruction"):
+                sec = f"demo/metrics.json:{section}.sub-01"
+                diffs.append(ctx.get(f"{sec}.wgan_gp{suffix}.{metric}") - ctx.get(f"{sec}.pixel_ridge{suffix}.{metric}"))
+            same = "same order" if (diffs[0] > 0) == (diffs[1] > 0) else "opposite order"
+            cells.append(f"{diffs[0]:+.3f} / {diffs[1]:+.3f}: {same}")
+        rows.append([roi, *cells])
+    return _table(["ROI", "PixCorr: validation / test", "SSIM: validation / test"], rows)
+
+
+HEADLINE = "compare/headline/stats.csv"
+VERDICT_FOR_METHOD = {"loss": "wgan_gp better", "win": "pixel ridge better", "within noise": "within noise",
+                      "single seed": "single seed"}  # stats.csv's rows are the baseline against wgan_gp
+
+
+def _headline_rows(ctx, baseline: str = "pixel_ridge") -> dict[str, dict]:
+    """``stats.csv`` rows of ``baseline`` against ``wgan_gp`` in the headline comparison, by ROI."""
+    ctx.used.add(HEADLINE.replace(".csv", ".md"))
+    return {r["roi"]: r for r in ctx.rows(HEADLINE) if r["method"] == baseline and r["subject"] == "sub-01"}
+
+
+def headline_metric(ctx, roi: str, metric: str, part: str):
+    """``wgan_gp`` minus pixel ridge of the headline comparison: ``diff``, ``lo``, ``hi`` (signs turned), ``seed_sd``
+    or ``verdict`` (in ``wgan_gp``'s terms)."""
+    row = _headline_rows(ctx)[roi]
+    if part == "verdict":
+        return VERDICT_FOR_METHOD[row[f"{metric}_verdict"]]
+    value = float(row[f"{metric}_{ {'lo': 'hi', 'hi': 'lo'}.get(part, part)}"])
+    return value if part == "seed_sd" else -value
+
+
+def headline_seeds(ctx) -> str:
+    """The demo with three generator seeds: per metric and ROI, ``wgan_gp`` minus pixel ridge (mean over seeds and
+    test images) [95% interval over seeds and images], the between-seed SD of that difference, and the verdict."""
+    by_roi = _headline_rows(ctx)
+    rois = list(by_roi)
+    first = by_roi[rois[0]]
+    metrics = [k[:-len("_diff")] for k in first if k.endswith("_diff")]
+    rows = []
+    for m in metrics:
+        cells = []
+        for roi in rois:
+            d, lo, hi = (headline_metric(ctx, roi, m, p) for p in ("diff", "lo", "hi"))
+            sd = headline_metric(ctx, roi, m, "seed_sd")
+            cells.append(f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] ±{sd:.3f}: {headline_metric(ctx, roi, m, 'verdict')}")
+        rows.append([m + (" (lower is better)" if m == "rmse" else ""), *cells])
+    seeds = first["n_seeds"]
+    return _table(["metric", *(f"{roi} ({seeds} seeds, {first['n_images']} images)" for roi in rois)], rows)
+
+
 DERIVED = {"demo_oof_gap_min": lambda ctx: min(_oof_gaps(ctx)), "demo_oof_gap_max": lambda ctx: max(_oof_gaps(ctx)),
            "demo_unit_gain_max": lambda ctx: max(_unit_gains(ctx)),
            "himalaya_fixed_s": lambda ctx: _himalaya_fit(ctx)[0], "himalaya_ms_per_unit": lambda ctx: 1e3 * _himalaya_fit(ctx)[1],
@@ -226,4 +282,5 @@ DERIVED = {"demo_oof_gap_min": lambda ctx: min(_oof_gaps(ctx)), "demo_oof_gap_ma
 
 BUILDERS = {"demo-decoding": demo_decoding, "demo-reconstruction": demo_reconstruction, "small-data": small_data,
             "presets-results": presets_results, "settings-choice": settings_choice, "bench-ridge": bench_ridge,
-            "bench-stage2": bench_stage2, "simulator": simulator, "compare-jobs": compare_jobs}
+            "bench-stage2": bench_stage2, "headline-seeds": headline_seeds,
+            "validation-ranking": validation_ranking, "simulator": simulator, "compare-jobs": compare_jobs}

@@ -15,7 +15,7 @@ from shared.report import RESULT_VERSION, read_result_version
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference"
 # how to remake the outputs of a folder under results/reference/ (first match)
-REMAKE = [("compare/settings_", "make settings, then make reference"), ("compare/", "make ablations, then make reference"),
+REMAKE = [("compare/settings_", "make settings, then make reference"), ("compare/headline", "make seeds"), ("compare/", "make ablations, then make reference"),
           ("demo_unit/", "make per-unit"), ("demo/", "make demo, then make reference"),
           ("small_strokes/", "make small-data, then make reference"),
           ("binary_shapes/", "make small-data, then make reference")]

@@ -79,6 +79,10 @@ def _store_parts(cfg: Config) -> dict:
         "decoder": {k: v for k, v in d["decoder"].items() if k not in ("kind", "alpha_per", "n_voxels", "chunk_units",
                                                                                "part_units")},
         "seed": cfg.seed,
+        # which training images stage 1 holds out of every decoder (added as a key only where it differs from
+        # the default, so every existing key stays valid)
+        **({"validation_fraction": cfg.eval.validation_fraction}
+           if cfg.eval.validation_fraction != Config().eval.validation_fraction else {}),
     }
 
 
@@ -104,7 +108,9 @@ def _stage1_parts(cfg: Config) -> dict:
     d["decoder"].pop("chunk_units")
     d["decoder"].pop("part_units")
     return {**{k: d[k] for k in ("data", "features", "decoder", "seed")},
-            "simulation": d["simulation"] if cfg.data.source == "simulated" else None}
+            "simulation": d["simulation"] if cfg.data.source == "simulated" else None,
+            **({"validation_fraction": cfg.eval.validation_fraction}  # stage 1 holds these images out
+               if cfg.eval.validation_fraction != Config().eval.validation_fraction else {})}
 
 
 def result_key(cfg: Config) -> str:

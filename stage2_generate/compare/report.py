@@ -263,7 +263,8 @@ def write_stats(out: Path, spec: CompareSpec, metrics: list[str], paired: list[d
              f"signed-rank p-value (scipy) over images of the differences averaged over seeds, which rests on the "
              f"k images whose difference is not zero (identification scores near 1 tie on most images), and a "
              f"verdict. **win** / **loss**: the row is better / worse than `vs` beyond noise, i.e. the interval "
-             f"excludes 0 and |difference| exceeds the between-seed SD of the difference; better is higher for "
+             f"excludes 0, |difference| exceeds the between-seed SD of the difference and the 95% t-interval over the "
+             f"seeds' mean differences excludes 0 (with 3 seeds: beyond 2.48 seed SDs); better is higher for "
              f"every metric but `rmse` (lower is better). **within noise**: otherwise. **single seed**: one seed "
              f"ran, so the seed noise is unknown and no difference is called a win. No correction for multiple "
              f"comparisons.{also}\n"]

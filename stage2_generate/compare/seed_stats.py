@@ -20,7 +20,8 @@ has identical rows.
   images, the SD of the seed means of ``D``, and the two-sided Wilcoxon signed-rank p-value of the
   per-image differences averaged over seeds (an image-level test; with one seed ``stats.paired``).
 * **Verdict** (``verdict``): ``"win"``/``"loss"`` only when the interval of the difference excludes 0
-  **and** ``|difference|`` exceeds the between-seed SD of the difference; the sign is flipped for
+  **and** ``|difference|`` exceeds the between-seed SD of the difference **and** the t-interval over
+  the seed means of the difference excludes 0 (with 3 seeds: more than 2.48 seed SDs); the sign is flipped for
   lower-is-better metrics (``rmse``), so "win" always means better. Otherwise ``"within noise"``;
   with one seed ``"single seed"`` (the seed noise is unknown: never a win).
 """
@@ -112,18 +113,28 @@ def summary(x, seed: int = 0) -> dict:
             "seed_means": [float(m) for m in means]}
 
 
+def t_half_width(seed_sd: float, n_seeds: int) -> float:
+    """Half the width of the 95% t-interval of a mean over ``n_seeds`` seed means with SD ``seed_sd``:
+    what three seeds allow (4.30 SD / sqrt 3), where a percentile bootstrap over so few seeds is too narrow."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n_seeds - 1) * seed_sd / np.sqrt(n_seeds))
+
+
 def verdict(diff: float, lo: float, hi: float, seed_sd: float | None, n_seeds: int,
             lower_is_better: bool = False) -> str:
     """``"win"``/``"loss"`` (better/worse beyond noise), ``"within noise"`` or ``"single seed"``.
 
-    Beyond noise means both: the interval ``[lo, hi]`` of the difference (over seeds and images) excludes
-    0, and ``|diff|`` exceeds ``seed_sd``, the between-seed SD of the difference. "Better" is a positive
+    Beyond noise means all three: the interval ``[lo, hi]`` of the difference (over seeds and images)
+    excludes 0, ``|diff|`` exceeds ``seed_sd``, the between-seed SD of the difference, and the 95%
+    t-interval over the seeds' mean differences excludes 0 (``t_half_width``: with 3 seeds the difference
+    must exceed 2.48 seed SDs). "Better" is a positive
     difference, or a negative one for a lower-is-better metric."""
     if n_seeds < 2:
         return "single seed"
     if not all(v is not None and np.isfinite(v) for v in (diff, lo, hi, seed_sd)):
         return "within noise"
-    if not (lo > 0 or hi < 0) or abs(diff) <= seed_sd:
+    if not (lo > 0 or hi < 0) or abs(diff) <= seed_sd or abs(diff) <= t_half_width(seed_sd, n_seeds):
         return "within noise"
     better = diff < 0 if lower_is_better else diff > 0
     return "win" if better else "loss"
