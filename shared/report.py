@@ -169,6 +169,7 @@ def write_summary(results: Path, metrics: dict) -> None:
             if _pixel_ridge_fits(value):
                 parts.append("Pixel ridge" + _pixel_ridge_fits(value) + ".\n")
     parts += _training_parts(recon_info, metrics.get(VALIDATION_SECTION), results)
+    parts += _method_ticks(metrics.get("reconstruction", {}))
     for grid in sorted(results.glob("grid*.png")):
         parts.append(f"![{grid.stem}]({grid.name})\n")
     atomic_write_text(results / "summary.md", "\n".join(parts) + version_stamp())
@@ -184,6 +185,26 @@ def _pixel_ridge_fits(recon: dict) -> str:
         return ""
     return (" (its size chosen by cross-validation on the training images, its contrast on the validation "
             "hold-out; the scores behind both choices are in metrics.json: " + "; ".join(fits) + ")")
+
+
+def _method_ticks(recon: dict) -> list[str]:
+    """One line per trained method (``end_to_end``, the image coders, the latent map) and subject × ROI: the tick
+    that reconstructs and why, from the ``training`` record beside its scores."""
+    lines = []
+    for subject, methods in recon.items():
+        for key, row in methods.items():
+            t = (row.get("training") or row.get("tuning")) if isinstance(row, dict) else None
+            if not isinstance(t, dict) or "step" not in t:
+                continue
+            choice = t.get("tick_choice") or t  # end_to_end nests the choice; the latent map's record is flat
+            if t.get("holdout_too_small"):
+                why = f"the hold-out ({t.get('holdout_images')} images) is too small to choose within noise: the last tick"
+            elif choice.get("beyond_noise"):
+                why = f"it beat the last tick beyond noise ({choice.get('gain', 0):+.3f})"
+            else:
+                why = "no earlier tick beat the last beyond noise"
+            lines.append(f"- `{key}` ({subject}): step {t['step']} reconstructs; {why}")
+    return (["Trained methods' ticks (the generator's rule, on the same hold-out):\n", *lines, ""]) if lines else []
 
 
 def _training_parts(recon_info: dict, validation: dict | None, results: Path) -> list[str]:

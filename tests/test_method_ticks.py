@@ -182,3 +182,20 @@ def test_the_choice_survives_a_resume_to_more_steps(tmp_path, rng, caplog):
     assert "resuming end_to_end sub-01 VC training at step 2" in caplog.text and len(calls) == 2
     record = method.row()["training"]
     assert record["step"] == 2 and record["tick_choice"]["last_step"] == 4 and record["tick_choice"]["beyond_noise"]
+
+
+def test_the_summary_names_each_trained_methods_tick_and_why():
+    from shared.report import _method_ticks
+
+    recon = {"sub-01": {
+        "wgan_gp": {"pixcorr": 0.5},  # the generator has its own section
+        "end_to_end": {"pixcorr": 0.4, "training": {"step": 40, "holdout_too_small": False, "holdout_images": 12,
+                                                    "tick_choice": {"beyond_noise": True, "gain": 0.02}}},
+        "end_to_end[V1]": {"training": {"step": 60, "holdout_too_small": False, "tick_choice": {"beyond_noise": False}}},
+        "latent_regression": {"tuning": {"step": 4, "holdout_too_small": True, "holdout_images": 3}}}}
+    lines = _method_ticks(recon)
+    assert not any("wgan_gp" in line for line in lines) and len(lines) == 5
+    assert "- `end_to_end` (sub-01): step 40 reconstructs; it beat the last tick beyond noise (+0.020)" in lines
+    assert "- `end_to_end[V1]` (sub-01): step 60 reconstructs; no earlier tick beat the last beyond noise" in lines
+    assert any("`latent_regression`" in line and "(3 images) is too small" in line for line in lines)
+    assert _method_ticks({"sub-01": {"wgan_gp": {"pixcorr": 0.5}}}) == []
