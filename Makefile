@@ -104,6 +104,7 @@ reference:
 	cp $(DEMO)/summary.md $(DEMO)/metrics.json $(DEMO)/decoding.* $(DEMO)/reconstruction.* \
 	   $(DEMO)/validation.* $(DEMO)/training.png $(DEMO)/grid*.png $(REFERENCE)/demo/
 	if [ -f $(DEMO)/timing.txt ]; then cp $(DEMO)/timing.txt $(REFERENCE)/demo/; fi
+	echo "results/reference/demo/ holds $(DEMO) (make demo)" > $(REFERENCE)/demo/source.txt
 	(for d in .venv data/demo work/demo work/demo/features; do du -sh $$d 2>/dev/null; done; true) \
 	  > $(REFERENCE)/demo/disk_usage.txt
 	for name in $(PRESETS); do if [ -f results/$$name/summary.md ]; then rm -rf $(REFERENCE)/$$name && \
@@ -123,6 +124,8 @@ reference:
 reference-seeds:
 	$(MAKE) reference DEMO=$$($(PY) -c "import json; print(next(v['results'] for v in json.load(open(\
 	  'results/compare/headline/compare.json'))['variants'] if v['seed'] == 0))")
+	echo "results/reference/demo/ holds seed 0 of make seeds (configs/demo.yaml, run by compare on one CPU thread)" \
+	  > $(REFERENCE)/demo/source.txt
 
 clean-demo:
 	rm -rf data/demo work/demo results/demo

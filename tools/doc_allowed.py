@@ -10,9 +10,10 @@ ALLOWED: dict[str, dict[str, str]] = {
     "README.md": {
         "Python 3.11": "the Python version the Makefile's environment uses",
         "declares `<3.12`": "bdpy's declared upper bound on Python",
-        "(chance 0.5), `nway50_alexnet2`": _CHANCE,
+        "features (chance 0.5), `nway50_*`": _CHANCE,
         "(chance 0.02), `nway10_id_pixel`": "chance of top-1 among the demo's 50 test images (1/50)",
         "by pixels (chance 0.1)": "chance of ten-way identification",
+        "pixel ridge [its 95% bootstrap": "the interval's confidence level",
     },
     "benchmarks_and_tests.md": {
         "(2.9 GB\nat 11,000 voxels and 5 folds)": "(1 + 5) x (11,000 + 1)^2 x 4 bytes: arithmetic on the benchmark's sizes",
