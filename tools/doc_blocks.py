@@ -240,6 +240,20 @@ def _settings_margin(ctx, run: str) -> float:
 
 
 # values a marker names as ``@name``: what would take a row of references to spell out
+def _validation_orders(ctx) -> list[bool]:
+    """Per ROI and metric (PixCorr, SSIM) of the demo: does the hold-out order ``wgan_gp`` and pixel ridge as the
+    test images do?"""
+    same = []
+    for roi in ctx.get("demo/metrics.json:data.sub-01"):
+        suffix = "" if roi == _first_roi(ctx, "demo") else f"[{roi}]"
+        for metric in ("pixcorr", "ssim"):
+            d = [ctx.get(f"demo/metrics.json:{sec}.sub-01.wgan_gp{suffix}.{metric}")
+                 - ctx.get(f"demo/metrics.json:{sec}.sub-01.pixel_ridge{suffix}.{metric}")
+                 for sec in ("reconstruction_validation", "reconstruction")]
+            same.append((d[0] > 0) == (d[1] > 0))
+    return same
+
+
 def validation_ranking(ctx) -> str:
     """The demo per ROI: ``wgan_gp`` minus pixel ridge in PixCorr and SSIM on the validation hold-out and on the
     test images, and whether the hold-out orders the two as the test set does."""
@@ -302,6 +316,8 @@ DERIVED = {"demo_oof_gap_min": lambda ctx: min(_oof_gaps(ctx)), "demo_oof_gap_ma
            "demo_unit_gain_max": lambda ctx: max(_unit_gains(ctx)),
            "himalaya_fixed_s": lambda ctx: _himalaya_fit(ctx)[0], "himalaya_ms_per_unit": lambda ctx: 1e3 * _himalaya_fit(ctx)[1],
            "himalaya_layer_s": _himalaya_layer_s,
+           "validation_same_order": lambda ctx: sum(_validation_orders(ctx)),
+           "validation_cells": lambda ctx: len(_validation_orders(ctx)),
            "sparse_per_unit_ratio": lambda ctx: _unit_fit(ctx, "fastl2lir")[1] / _unit_fit(ctx, "sparse")[1],
            "sparse_ms_per_unit": lambda ctx: 1e3 * _unit_fit(ctx, "sparse")[1],
            "fastl2lir_ms_per_unit": lambda ctx: 1e3 * _unit_fit(ctx, "fastl2lir")[1],
