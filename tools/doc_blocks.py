@@ -312,6 +312,24 @@ def headline_seeds(ctx) -> str:
     return _table(["metric", *(f"{roi} ({seeds} seeds, {first['n_images']} images)" for roi in rois)], rows)
 
 
+
+def headline_reading(ctx) -> str:
+    """The headline table read per ROI: the columns where either side is better beyond noise, and how many are
+    within noise."""
+    by_roi = _headline_rows(ctx)
+    metrics = [k[:-len("_diff")] for k in next(iter(by_roi.values())) if k.endswith("_diff")]
+    lines = []
+    for roi in by_roi:
+        verdicts = {m: headline_metric(ctx, roi, m, "verdict") for m in metrics}
+        sides = []
+        for side in ("wgan_gp better", "pixel ridge better"):
+            names = [f"{m} ({headline_metric(ctx, roi, m, 'diff'):+.3f})" for m, v in verdicts.items() if v == side]
+            sides.append(f"{side.replace(' better', '')} better on {', '.join(names) if names else 'none'}")
+        within = sum(v == "within noise" for v in verdicts.values())
+        lines.append(f"- from {roi}: {sides[0]}; {sides[1]}; within noise on the other {within} of {len(metrics)}.")
+    return "\n".join(lines) + "\n"
+
+
 DERIVED = {"demo_oof_gap_min": lambda ctx: min(_oof_gaps(ctx)), "demo_oof_gap_max": lambda ctx: max(_oof_gaps(ctx)),
            "demo_unit_gain_max": lambda ctx: max(_unit_gains(ctx)),
            "himalaya_fixed_s": lambda ctx: _himalaya_fit(ctx)[0], "himalaya_ms_per_unit": lambda ctx: 1e3 * _himalaya_fit(ctx)[1],
@@ -335,6 +353,6 @@ DERIVED = {"demo_oof_gap_min": lambda ctx: min(_oof_gaps(ctx)), "demo_oof_gap_ma
 
 BUILDERS = {"demo-decoding": demo_decoding, "demo-reconstruction": demo_reconstruction, "small-data": small_data,
             "presets-results": presets_results, "settings-choice": settings_choice, "bench-ridge": bench_ridge,
-            "bench-stage2": bench_stage2, "headline-seeds": headline_seeds,
+            "bench-stage2": bench_stage2, "headline-seeds": headline_seeds, "headline-reading": headline_reading,
             "bench-unit-costs": bench_unit_costs,
             "validation-ranking": validation_ranking, "simulator": simulator, "compare-jobs": compare_jobs}
