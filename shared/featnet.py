@@ -6,13 +6,16 @@ the deepest requested layer, and returns activations keyed by canonical layer na
 
 Weights are never downloaded: ``imagenet`` reads torchvision's file from the local
 torch cache (or fails with the exact path to put it at), a ``.pth`` path is loaded as
-a state dict, and ``random:<seed>`` builds seeded untrained weights for offline tests.
+a state dict, and ``random:<seed>`` builds seeded untrained weights for offline tests (drawn
+once, then read from ``random_weights_cache()``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import platform
 from pathlib import Path
 
 import torch
@@ -92,10 +95,7 @@ def _load_model(network: str, weights: str | WeightsSpec) -> nn.Module:
     spec = parse_weights(weights) if isinstance(weights, str) else weights
     builder, _ = _BUILDERS[network]
     if spec.kind == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.seed)
-            model = builder(weights=None)
-        return model.eval()
+        return _random_model(network, spec.seed).eval()
     if spec.kind == "imagenet":
         path, url = imagenet_weights_path(network)
         if not path.is_file():
@@ -107,10 +107,9 @@ def _load_model(network: str, weights: str | WeightsSpec) -> nn.Module:
         path = spec.path
         if not path.is_file():
             raise UserError(f"weights file {path} for {network} does not exist; give an existing .pth state dict")
-    model = builder(weights=None)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        model = _with_state(network, state)
     except pickle.UnpicklingError as exc:
         if needs_unpickling(exc):  # would need general unpickling, which can run code
             raise UserError(f"weights file {path} holds objects beyond tensors and plain data, which loading would "
@@ -118,11 +117,60 @@ def _load_model(network: str, weights: str | WeightsSpec) -> nn.Module:
                             f"network's state dict alone (torch.save(model.state_dict(), path))") from None
         raise UserError(f"weights file {path} is not a {network} state dict (it cannot be unpickled); replace it "
                         f"with the network's .pth state dict") from None
-    except (RuntimeError, KeyError, ValueError, OSError, EOFError) as exc:
+    except (RuntimeError, KeyError, ValueError, OSError, EOFError, AttributeError, TypeError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise UserError(f"weights file {path} is not a {network} state dict ({first}); replace it with the "
                         f"network's .pth state dict") from None
     return model.eval()
+
+
+def _with_state(network: str, state: dict) -> nn.Module:
+    """The network holding ``state``'s tensors, built without drawing initial weights first (on the meta
+    device: drawing VGG19's 143 M random values costs seconds that loading then overwrites)."""
+    with torch.device("meta"):
+        model = _BUILDERS[network][0](weights=None)
+    model.load_state_dict(state, assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"no tensor for {left[0]}")
+    return model
+
+
+def random_weights_cache() -> Path | None:
+    """Where seeded random weights are kept once drawn (``N2P_WEIGHTS_CACHE``; ``off`` keeps none): by default
+    beside torchvision's ImageNet files in the torch cache."""
+    where = os.environ.get("N2P_WEIGHTS_CACHE", "")
+    if where.lower() == "off":
+        return None
+    return Path(where) if where else Path(torch.hub.get_dir()) / "checkpoints" / "random-weights"
+
+
+def _random_model(network: str, seed: int) -> nn.Module:
+    """``network`` with the untrained weights torchvision draws after ``torch.manual_seed(seed)``. Drawn once per
+    torch release and machine type and kept in ``random_weights_cache()``: VGG19 takes about 3 s to draw and
+    0.5 s to read. A cached file that cannot be read is drawn again."""
+    cache = random_weights_cache()
+    path = None if cache is None else cache / (f"{network}-random{seed}-torch{torch.__version__}-"
+                                                 f"torchvision{torchvision.__version__}-{platform.machine()}.pt")
+    if path is not None and path.is_file():
+        try:
+            return _with_state(network, torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:  # a damaged or foreign file: drawn again below, and replaced
+            log.warning("cached random weights %s unreadable (%s); drawing them again", path,
+                        (str(exc).splitlines() or [type(exc).__name__])[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _BUILDERS[network][0](weights=None)
+    if path is not None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic: a reader sees all of it or nothing
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), tmp)
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only or full cache: the weights were drawn, the next run draws them again
+            log.debug("random weights not cached at %s: %s", path, exc)
+            tmp.unlink(missing_ok=True)
+    return model
 
 
 class FeatureNet(nn.Module):

@@ -275,9 +275,9 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
             choice = ticks.choice(last_step=gc.iterations)
     if rank == 0:
         stats = tick_records(ckpt_dir / "stats.jsonl")
-        for folder in (ckpt_dir, run_dir):
-            if stats and folder is not None:
-                training_plot(stats, folder / "training.png", best_step=choice.step if validation else None)
+        if stats:
+            training_plot(stats, [f / "training.png" for f in (ckpt_dir, run_dir) if f is not None],
+                          best_step=choice.step if validation else None)
         if validation is not None:
             log.log(logging.WARNING if choice.holdout_too_small else logging.INFO,
                     "%s: the step-%d generator reconstructs (%s %s): %s", label, choice.step, validation.key,

@@ -181,7 +181,7 @@ def test_with_a_matrix_each_variant_is_paired_with_the_reference_of_the_same_val
     from stage2_generate.compare.report import paired_rows
 
     path = _files(tmp_path, tiny_config, {"a": {}, "b": {"generator.loss_pixel": 0.5}}, reference="a",
-                  matrix={"seed": [0, 1]})
+                  matrix={"seed": [0, 1]}, also=["pixel_ridge"])
     spec = load_compare(path)
     assert [v.name for v in spec.variants] == ["a seed=0", "a seed=1", "b seed=0", "b seed=1"]
     names = [f"img{i}" for i in range(12)]
@@ -190,10 +190,19 @@ def test_with_a_matrix_each_variant_is_paired_with_the_reference_of_the_same_val
              "values": {"pixcorr": x}} for n, x in values.items()]
     rows[3]["names"] = names[::-1]  # another image order is re-paired by name
     rows[3]["values"] = {"pixcorr": values["b seed=1"][::-1]}
-    paired = {e["variant"]: e for e in paired_rows(spec, rows, seed=0)}
+    ridge = {v.name: rng.random(12) for v in spec.variants}  # the `also` method of each variant
+    rows += [{"variant": n, "subject": "sub-01", "roi": "VC", "method": "pixel_ridge", "names": names,
+              "values": {"pixcorr": x}} for n, x in ridge.items()]
+    entries = paired_rows(spec, rows, seed=0)
+    paired = {e["variant"]: e for e in entries if e["method"] == "wgan_gp"}
     assert set(paired) == {"b seed=0", "b seed=1"}
     assert paired["b seed=1"]["vs"] == "a seed=1 (VC)"
     assert paired["b seed=1"]["pixcorr"]["diff"] == pytest.approx((values["b seed=1"] - values["a seed=1"]).mean())
+    # each variant's other method against that variant's generator, never another variant's
+    also = {e["variant"]: e for e in entries if e["method"] == "pixel_ridge"}
+    assert set(also) == set(values) and {e["vs"] for e in also.values()} == {"wgan_gp (same variant)"}
+    for name in ("a seed=0", "b seed=1"):  # b seed=1's generator row lists its images in reverse: paired by name
+        assert also[name]["pixcorr"]["diff"] == pytest.approx((ridge[name] - values[name]).mean()), name
 
 
 def test_results_scored_by_an_older_stage_2_are_refused_not_mixed_in(tmp_path):

@@ -45,3 +45,25 @@ def test_weights_from_a_file(tmp_path):
     torch.save({"nonsense": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(UserError, match="is not a alexnet state dict"):
         build_model("alexnet", str(tmp_path / "bad.pth"))
+
+
+def test_random_weights_are_drawn_once_then_read_back_identically(tmp_path, monkeypatch):
+    monkeypatch.setenv("N2P_WEIGHTS_CACHE", str(tmp_path))
+    drawn = build_model("alexnet", "random:7").state_dict()
+    [cached] = tmp_path.glob("alexnet-random7-*.pt")
+    read = build_model("alexnet", "random:7").state_dict()
+    monkeypatch.setenv("N2P_WEIGHTS_CACHE", "off")
+    fresh = build_model("alexnet", "random:7").state_dict()
+    assert list(tmp_path.iterdir()) == [cached]  # "off" writes nothing
+    for name, t in fresh.items():
+        assert torch.equal(drawn[name], t) and torch.equal(read[name], t), name
+    # the second build read the file: a changed file gives changed weights
+    monkeypatch.setenv("N2P_WEIGHTS_CACHE", str(tmp_path))
+    state = torch.load(cached, weights_only=True)
+    state["features.0.bias"] += 1
+    torch.save(state, cached)
+    assert torch.equal(build_model("alexnet", "random:7").features[0].bias, fresh["features.0.bias"] + 1)
+    # a damaged file is drawn again and replaced
+    cached.write_bytes(b"not a state dict")
+    assert torch.equal(build_model("alexnet", "random:7").features[0].weight, fresh["features.0.weight"])
+    assert torch.equal(torch.load(cached, weights_only=True)["features.0.weight"], fresh["features.0.weight"])

@@ -129,24 +129,19 @@ def test_matrix_dataset_runs_through_both_stages_and_compare(tmp_path):
     assert metrics["reconstruction_info"]["grayscale"] is True
     assert set(metrics["reconstruction"]["sub-01"]) >= {"wgan_gp", "pixel_ridge", "nearest_train"}
     assert (results / "reconstructions" / "sub-01" / "all" / "test" / "wgan_gp.h5").is_file()
+    # two variants side by side (each method against the same variant's generator: test_compare's pairing test)
     spec = tmp_path / "cmp.yaml"
-    # the published methods, beside the generator
-    methods = ["inversion_dgn", "inversion_pixels", "end_to_end", "latent_regression", "vae"]
-    spec.write_text(yaml.safe_dump({"name": "matrix", "base": "matrix.yaml", "also": methods,
-                                    "set": {"methods.run": methods, "methods.inversion_iterations": 10,
-                                            "methods.coder_iterations": 10, "methods.latent_tune_steps": 4},
+    spec.write_text(yaml.safe_dump({"name": "matrix", "base": "matrix.yaml", "also": ["pixel_ridge"],
                                     "variants": {"both layers": {}, "fc7 only": {"generator.condition_layers": ["fc7"]}}}))
     r = _cli(tmp_path, "stage2_generate", "compare", "--config", str(spec))
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "results" / "compare" / "matrix"
-    table = (out / "table.md").read_text()
-    for method in ("wgan_gp", *methods):
-        assert table.count(f"| {method} |") == 2, method
+    assert (out / "table.md").read_text().count("| wgan_gp |") == 2
     stats = (out / "stats.md").read_text()
-    for variant in ("both layers", "fc7 only"):
-        for method in methods:
-            assert f"| {variant} | {method} | sub-01 | all | wgan_gp (same variant) | 8 |" in stats
     assert "| fc7 only | wgan_gp | sub-01 | all | both layers (all) | 8 |" in stats
+    for variant in ("both layers", "fc7 only"):
+        assert f"| {variant} | pixel_ridge | sub-01 | all | wgan_gp (same variant) | 8 |" in stats
+    methods = ["inversion_dgn", "inversion_pixels", "end_to_end", "latent_regression", "vae"]
     # the shipped comparison of the published methods, over this dataset instead of the demo (CPU budgets cut)
     shipped = Path(__file__).resolve().parents[1] / "configs" / "ablations" / "methods.yaml"
     r = _cli(tmp_path, "stage2_generate", "compare", "--config", str(shipped), "--base", str(config), "--seeds", "1",
