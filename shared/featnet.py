@@ -93,7 +93,6 @@ def build_model(network: str, weights: str | WeightsSpec) -> nn.Module:
 
 def _load_model(network: str, weights: str | WeightsSpec) -> nn.Module:
     spec = parse_weights(weights) if isinstance(weights, str) else weights
-    builder, _ = _BUILDERS[network]
     if spec.kind == "random":
         return _random_model(network, spec.seed).eval()
     if spec.kind == "imagenet":
@@ -155,7 +154,8 @@ def _random_model(network: str, seed: int) -> nn.Module:
     if path is not None and path.is_file():
         try:
             return _with_state(network, torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as exc:  # a damaged or foreign file: drawn again below, and replaced
+        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, KeyError, ValueError, AttributeError,
+                TypeError) as exc:  # a damaged or foreign file: drawn again below, and replaced
             log.warning("cached random weights %s unreadable (%s); drawing them again", path,
                         (str(exc).splitlines() or [type(exc).__name__])[0])
     with torch.random.fork_rng(devices=[]):
