@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import platform
+import tempfile
 from pathlib import Path
 
 import torch
@@ -132,7 +133,7 @@ def _with_state(network: str, state: dict) -> nn.Module:
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise RuntimeError(f"no tensor for {left[0]}")
-    return model
+    return model.float()  # assigned tensors keep the file's dtype (a float16 .pth): the network computes in float32
 
 
 def random_weights_cache() -> Path | None:
@@ -162,15 +163,27 @@ def _random_model(network: str, seed: int) -> nn.Module:
         torch.manual_seed(seed)
         model = _BUILDERS[network][0](weights=None)
     if path is not None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic: a reader sees all of it or nothing
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), tmp)
-            os.replace(tmp, path)
-        except OSError as exc:  # a read-only or full cache: the weights were drawn, the next run draws them again
-            log.debug("random weights not cached at %s: %s", path, exc)
-            tmp.unlink(missing_ok=True)
+        _keep(model.state_dict(), path)
     return model
+
+
+def _keep(state: dict, path: Path) -> None:
+    """Write ``state`` to ``path`` atomically (a reader sees all of it or nothing); a cache that cannot be written
+    (read-only, full, interrupted) is skipped with a debug line: the weights were drawn, the next run draws them
+    again."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        torch.save(state, tmp)  # torch reports a failed write as RuntimeError
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        log.debug("random weights not cached at %s: %s", path, exc)
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)  # gone after the replace; a partial file otherwise
 
 
 class FeatureNet(nn.Module):

@@ -201,8 +201,11 @@ def test_with_a_matrix_each_variant_is_paired_with_the_reference_of_the_same_val
     # each variant's other method against that variant's generator, never another variant's
     also = {e["variant"]: e for e in entries if e["method"] == "pixel_ridge"}
     assert set(also) == set(values) and {e["vs"] for e in also.values()} == {"wgan_gp (same variant)"}
+    from scipy.stats import wilcoxon
+
     for name in ("a seed=0", "b seed=1"):  # b seed=1's generator row lists its images in reverse: paired by name
         assert also[name]["pixcorr"]["diff"] == pytest.approx((ridge[name] - values[name]).mean()), name
+        assert also[name]["pixcorr"]["p"] == pytest.approx(wilcoxon(ridge[name] - values[name]).pvalue), name
 
 
 def test_results_scored_by_an_older_stage_2_are_refused_not_mixed_in(tmp_path):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -67,3 +69,23 @@ def test_random_weights_are_drawn_once_then_read_back_identically(tmp_path, monk
     cached.write_bytes(b"not a state dict")
     assert torch.equal(build_model("alexnet", "random:7").features[0].weight, fresh["features.0.weight"])
     assert torch.equal(torch.load(cached, weights_only=True)["features.0.weight"], fresh["features.0.weight"])
+
+
+def test_a_cache_that_cannot_be_written_is_skipped_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("N2P_WEIGHTS_CACHE", str(tmp_path))
+
+    def full_disk(state, path):  # what torch raises when the disk fills mid-write
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("unexpected pos")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    model = build_model("alexnet", "random:8")
+    assert list(tmp_path.iterdir()) == [] and model.features[0].weight.dtype == torch.float32
+
+
+def test_a_half_precision_weights_file_gives_a_float32_network(tmp_path):
+    model = build_model("alexnet", "random:5")
+    torch.save({k: v.half() for k, v in model.state_dict().items()}, tmp_path / "half.pth")
+    net = FeatureNet("alexnet", str(tmp_path / "half.pth"), ["conv2"], input_size=64)
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert net(torch.rand(1, 3, 64, 64))["conv2"].dtype == torch.float32

@@ -320,7 +320,6 @@ def headline_seeds(ctx) -> str:
     return _table(["metric", *(f"{roi} ({seeds} seeds, {first['n_images']} images)" for roi in rois)], rows)
 
 
-
 def headline_reading(ctx) -> str:
     """The headline table read per ROI: the columns where either side is better beyond noise, and how many are
     within noise."""
@@ -329,9 +328,13 @@ def headline_reading(ctx) -> str:
     lines = []
     for roi in by_roi:
         verdicts = {m: headline_metric(ctx, roi, m, "verdict") for m in metrics}
+        if "single seed" in verdicts.values():
+            lines.append(f"- from {roi}: one seed ran, so no difference is called more than noise.")
+            continue
         sides = []
         for side in ("wgan_gp better", "pixel ridge better"):
-            names = [f"{m} ({headline_metric(ctx, roi, m, 'diff'):+.3f})" for m, v in verdicts.items() if v == side]
+            names = [f"{m} ({headline_metric(ctx, roi, m, 'diff'):+.3f}{', lower is better' if m == 'rmse' else ''})"
+                     for m, v in verdicts.items() if v == side]
             sides.append(f"{side.replace(' better', '')} better on {', '.join(names) if names else 'none'}")
         within = sum(v == "within noise" for v in verdicts.values())
         lines.append(f"- from {roi}: {sides[0]}; {sides[1]}; within noise on the other {within} of {len(metrics)}.")
