@@ -182,48 +182,10 @@ def _unit_gains(ctx) -> list[float]:
             for layer in ctx.get("demo/metrics.json:info.layers")]
 
 
-def _himalaya_fit(ctx) -> tuple[float, float]:
-    """himalaya's fixed cost (s) and cost per unit (s) from its two rows (fc and conv units)."""
-    b = "bench/ridge.json:[method=himalaya,target={}]"
-    (u1, t1), (u2, t2) = ((ctx.get(b.format(t) + ".units"), ctx.get(b.format(t) + ".seconds")) for t in ("fc", "conv"))
-    per_unit = (t2 - t1) / (u2 - u1)
-    return t1 - per_unit * u1, per_unit
-
-
-UNIT_COST_METHODS = ("fastl2lir", "sparse", "dense", "dense_unit", "himalaya")
-
-
-def _unit_fit(ctx, method: str) -> tuple[float, float]:
-    """``(fixed seconds, seconds per unit)`` of ``method`` through its two timed unit counts in the committed
-    benchmark (``fc`` and ``conv``: the same trials and voxels, other targets; the cost of a target does not
-    depend on its values), as ``bench/unit_costs.py`` fits them."""
-    b = f"bench/ridge.json:[method={method},target={{}}]"
-    (u1, t1), (u2, t2) = ((ctx.get(b.format(t) + ".units"), ctx.get(b.format(t) + ".seconds")) for t in ("fc", "conv"))
-    per_unit = (t2 - t1) / (u2 - u1)
-    return t1 - per_unit * u1, per_unit
-
-
-def _layer_units(ctx) -> int:
-    return ctx.get("bench/ridge.json:[method=dense,target=conv].units")
-
-
-def bench_unit_costs(ctx) -> str:
-    """Each decoder's fixed cost and cost per unit (through its two timed unit counts), the per-unit ratio to
-    fastl2lir, and the projected time of the whole conv layer."""
-    ref = _unit_fit(ctx, "fastl2lir")[1]
-    rows = []
-    for m in UNIT_COST_METHODS:
-        fixed, per_unit = _unit_fit(ctx, m)
-        rows.append([m, f"{fixed:.1f}", f"{1e3 * per_unit:.3g}", f"{ref / per_unit:.1f}",
-                     f"{fixed + per_unit * _layer_units(ctx):,.0f}"])
-    return _table(["method", "fixed s", "ms per unit", "x fastl2lir per unit",
-                   f"projected s, {_layer_units(ctx):,} units"], rows, " ---: ")
-
-
-def _himalaya_layer_s(ctx) -> float:
-    """himalaya's time for the whole conv layer, extrapolated from its fixed and per-unit cost."""
-    fixed, per_unit = _himalaya_fit(ctx)
-    return fixed + per_unit * ctx.get("bench/ridge.json:[method=dense_unit,target=conv].units")
+def _fit(ctx, method: str, key: str):
+    """``key`` of ``method``'s fit in the decoder benchmark (``fixed_s``, ``ms_per_unit``, ``layer_shown_s``,
+    ``x_fastl2lir_per_unit`` ...: ``bench/bench_ridge.py`` fits them to its unit counts, ``bench/unit_costs.py``)."""
+    return ctx.get(f"bench/ridge.json:fits.{method}.{key}")
 
 
 def _preset_profiles(ctx) -> list[float]:
@@ -343,20 +305,21 @@ def headline_reading(ctx) -> str:
 
 DERIVED = {"demo_oof_gap_min": lambda ctx: min(_oof_gaps(ctx)), "demo_oof_gap_max": lambda ctx: max(_oof_gaps(ctx)),
            "demo_unit_gain_max": lambda ctx: max(_unit_gains(ctx)),
-           "himalaya_fixed_s": lambda ctx: _himalaya_fit(ctx)[0], "himalaya_ms_per_unit": lambda ctx: 1e3 * _himalaya_fit(ctx)[1],
-           "himalaya_layer_s": _himalaya_layer_s,
+           "himalaya_fixed_s": lambda ctx: _fit(ctx, "himalaya", "fixed_s"),
+           "himalaya_ms_per_unit": lambda ctx: _fit(ctx, "himalaya", "ms_per_unit"),
+           "himalaya_layer_s": lambda ctx: _fit(ctx, "himalaya", "layer_shown_s"),
+           "dense_unit_layer_s": lambda ctx: _fit(ctx, "dense_unit", "layer_shown_s"),
            "validation_same_order": lambda ctx: sum(_validation_orders(ctx)),
            "validation_cells": lambda ctx: len(_validation_orders(ctx)),
            "validation_misorders_beyond_noise": _validation_misorders_beyond_noise,
-           "sparse_per_unit_ratio": lambda ctx: _unit_fit(ctx, "fastl2lir")[1] / _unit_fit(ctx, "sparse")[1],
-           "sparse_ms_per_unit": lambda ctx: 1e3 * _unit_fit(ctx, "sparse")[1],
-           "fastl2lir_ms_per_unit": lambda ctx: 1e3 * _unit_fit(ctx, "fastl2lir")[1],
-           "sparse_fixed_s": lambda ctx: _unit_fit(ctx, "sparse")[0],
-           "fastl2lir_fixed_s": lambda ctx: _unit_fit(ctx, "fastl2lir")[0],
-           "dense_per_unit_ratio": lambda ctx: _unit_fit(ctx, "fastl2lir")[1] / _unit_fit(ctx, "dense")[1],
-           "dense_layer_s": lambda ctx: _unit_fit(ctx, "dense")[0] + _unit_fit(ctx, "dense")[1] * _layer_units(ctx),
-           "himalaya_layer_units_per_s": lambda ctx: ctx.get("bench/ridge.json:[method=dense_unit,target=conv].units")
-           / _himalaya_layer_s(ctx),
+           "sparse_per_unit_ratio": lambda ctx: _fit(ctx, "sparse", "x_fastl2lir_per_unit"),
+           "sparse_ms_per_unit": lambda ctx: _fit(ctx, "sparse", "ms_per_unit"),
+           "fastl2lir_ms_per_unit": lambda ctx: _fit(ctx, "fastl2lir", "ms_per_unit"),
+           "sparse_fixed_s": lambda ctx: _fit(ctx, "sparse", "fixed_s"),
+           "fastl2lir_fixed_s": lambda ctx: _fit(ctx, "fastl2lir", "fixed_s"),
+           "fastl2lir_layer_s": lambda ctx: _fit(ctx, "fastl2lir", "layer_shown_s"),
+           "dense_per_unit_ratio": lambda ctx: _fit(ctx, "dense", "x_fastl2lir_per_unit"),
+           "dense_layer_s": lambda ctx: _fit(ctx, "dense", "layer_shown_s"),
            "preset_profile_min": lambda ctx: min(_preset_profiles(ctx)),
            "preset_profile_max": lambda ctx: max(_preset_profiles(ctx)),
            "settings_margin_demo": lambda ctx: _settings_margin(ctx, "demo"),
@@ -366,5 +329,5 @@ DERIVED = {"demo_oof_gap_min": lambda ctx: min(_oof_gaps(ctx)), "demo_oof_gap_ma
 BUILDERS = {"demo-decoding": demo_decoding, "demo-reconstruction": demo_reconstruction, "small-data": small_data,
             "presets-results": presets_results, "settings-choice": settings_choice, "bench-ridge": bench_ridge,
             "bench-stage2": bench_stage2, "headline-seeds": headline_seeds, "headline-reading": headline_reading,
-            "bench-unit-costs": bench_unit_costs,
+           
             "validation-ranking": validation_ranking, "simulator": simulator, "compare-jobs": compare_jobs}
