@@ -25,7 +25,7 @@ from torch import nn
 
 from shared.checkpoints import needs_unpickling
 from shared.errors import UserError
-from shared.layers import LAYERS, layer_order
+from shared.layers import LAYERS, layer_order, pixels_side
 from shared.weights import WeightsSpec, parse_weights
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,16 @@ def _keep(state: dict, path: Path) -> None:
             tmp.unlink(missing_ok=True)  # gone after the replace; a partial file otherwise
 
 
+def pixels_of(images: torch.Tensor, side: int, channels: int = 3) -> torch.Tensor:
+    """A ``pixels<side>`` layer of ``(B, 3, H, W)`` images in [0, 1]: area-averaged to ``side`` (bilinear if
+    larger, as ``evaluation.at_size`` resamples), the channels' mean when ``channels`` is 1."""
+    x = images
+    if x.shape[-1] != side or x.shape[-2] != side:
+        mode = {"mode": "area"} if side < x.shape[-1] else {"mode": "bilinear", "align_corners": False}
+        x = nn.functional.interpolate(x, size=(side, side), **mode)
+    return x.mean(dim=1, keepdim=True) if channels == 1 else x
+
+
 class FeatureNet(nn.Module):
     """Activations of named layers for a batch of images.
 
@@ -193,22 +203,26 @@ class FeatureNet(nn.Module):
     ``input_size``) and returns ``{layer: (batch, *unit_shape)}``.
     """
 
-    def __init__(self, network: str, weights: str | WeightsSpec, layers: list[str], input_size: int = 224):
+    def __init__(self, network: str, weights: str | WeightsSpec, layers: list[str], input_size: int = 224,
+                 pixel_channels: int = 3):
         super().__init__()
         self.network = network
         self.spec = parse_weights(weights) if isinstance(weights, str) else weights
         self.layers = layer_order(network, list(layers))
         self.input_size = input_size
+        # pixels<N> layers: the input images area-averaged to N (one channel, their mean, for a grayscale set)
+        self.pixels = {name: pixels_side(name) for name in self.layers if pixels_side(name) is not None}
+        self.pixel_channels = pixel_channels
         self.model = build_model(network, self.spec)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         table = LAYERS[network]
-        self._targets = {table[name]: name for name in self.layers}
-        self._needs_classifier = any(table[name][0] == "classifier" for name in self.layers)
+        self._targets = {table[name]: name for name in self.layers if name not in self.pixels}
+        self._needs_classifier = any(part == "classifier" for part, _ in self._targets)
         last_feat = [idx for (part, idx) in self._targets if part == "features"]
-        self._last_feature = len(self.model.features) - 1 if self._needs_classifier else max(last_feat)
+        self._last_feature = len(self.model.features) - 1 if self._needs_classifier else max(last_feat, default=-1)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         assert images.ndim == 4 and images.shape[1] == 3, f"expected (B, 3, H, W), got {tuple(images.shape)}"
@@ -216,9 +230,12 @@ class FeatureNet(nn.Module):
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                                           align_corners=False, antialias=True)
+        out: dict[str, torch.Tensor] = {name: pixels_of(x, side, self.pixel_channels)
+                                        for name, side in self.pixels.items()}
         x = (x - self.mean) / self.std
-        out: dict[str, torch.Tensor] = {}
         for i, module in enumerate(self.model.features):
+            if i > self._last_feature:
+                break
             x = module(x)
             if ("features", i) in self._targets:
                 out[self._targets[("features", i)]] = x

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from shared.datasets import SplitData
 
 VALIDATION = "validation"  # the store split of the held-out images' decoded features
+HELD_OUT = "__validation__"  # the split name stage 2's methods see for the held-out images (beside the test sets')
 
 
 def validation_split(names: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -9,6 +9,7 @@ import numpy as np
 from shared.config import Config
 from shared.faults import failpoint
 from shared.datasets import DataSource, bdata_files, image_paths, split_files, split_image_names, split_images
+from shared.layers import is_pixels
 from shared.store import ExperimentStore, StoreMismatch
 from shared.weights import parse_weights
 
@@ -24,6 +25,19 @@ def _is_current(store: ExperimentStore, layer: str, split: str, names: list[str]
     except StoreMismatch as exc:
         log.info("recomputing %s %s: %s", layer, split, exc)
         return False
+
+
+def stimulus_channels(src: DataSource, size: int) -> int:
+    """1 when every training stimulus is gray (equal channels), else 3: the channels of a ``pixels<N>`` layer,
+    decided by the same test stage 2 uses for its generator's channels (``evaluation.is_grayscale``)."""
+    from shared.evaluation import is_grayscale
+
+    names = split_image_names(src, "train")
+    bs = 256
+    for start in range(0, len(names), bs):
+        if not is_grayscale(split_images(src, "train", names[start:start + bs], size)):
+            return 3
+    return 1
 
 
 def compute_true_features(cfg: Config, store: ExperimentStore, device, splits: list[str]) -> None:
@@ -50,7 +64,10 @@ def compute_true_features(cfg: Config, store: ExperimentStore, device, splits: l
             folder = src.root / split_files(src, split).images
             image_paths(folder, names)  # fail early, naming the first missing image
         if net is None:
-            net = FeatureNet(cfg.features.network, spec, cfg.features.layers, cfg.features.input_size).to(device)
+            channels = stimulus_channels(src, cfg.features.input_size) if any(map(is_pixels, cfg.features.layers)) \
+                else 3
+            net = FeatureNet(cfg.features.network, spec, cfg.features.layers, cfg.features.input_size,
+                             pixel_channels=channels).to(device)
             shapes = net.unit_shapes()
         bs = cfg.features.batch_size
         with ExitStack() as stack, torch.no_grad():

@@ -8,7 +8,9 @@ to the last side of at least 4; powers of two for a power-of-two image) not abov
 side. Maps smaller than the smallest block stay as they are and are upsampled to it by the
 generator. fc layers stay vectors. Decoded features go through the same transform and are then
 rescaled per sample to the RMS of the true training inputs, because ridge shrinks
-predictions towards the mean.
+predictions towards the mean. A ``pixels<N>`` layer (the stimulus itself) is z-scored but neither pooled
+(the generator pools it where it enters) nor rescaled: undoing its z-scoring gives back the decoded image
+exactly, which ``generator.start: decoded_pixels`` starts from.
 
 What the generator is conditioned on during training (``generator.train_inputs``;
 ``ConditionSampler`` draws each batch):
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 
 from shared.config import GeneratorConfig
+from shared.layers import is_pixels
 from shared.store import ExperimentStore, FeatureArray
 from stage2_generate.models import entry_block
 
@@ -58,8 +61,12 @@ class LayerTransform:
         return len(self.unit_shape) == 3
 
     @property
+    def is_pixels(self) -> bool:
+        return is_pixels(self.layer)
+
+    @property
     def out_shape(self) -> tuple[int, ...]:
-        if not self.is_conv:
+        if not self.is_conv or self.is_pixels:
             return self.unit_shape
         side = entry_size(min(self.unit_shape[1:]), self.image_size)
         return (self.unit_shape[0], side, side)
@@ -136,6 +143,9 @@ def decoded_inputs(store: ExperimentStore, transforms: list[LayerTransform], sub
         with store.open_decoded(subject, roi, tf.layer, split) as arr:
             names = names or list(arr.names)  # every layer in the first layer's row order
             x = tf.apply(arr, arr.rows_for(names))
+        if tf.is_pixels:  # the decoded image as decoded (see the module's docstring)
+            out.append(x)
+            continue
         flat = x.reshape(len(x), -1)
         rms = np.sqrt((flat**2).mean(axis=1))
         out.append((x * (tf.rms / (rms + 1e-8)).reshape(-1, *[1] * (x.ndim - 1))).astype(np.float32))

@@ -24,6 +24,7 @@ import torch
 from shared import checkpoints
 from shared.config import Config, GeneratorConfig, perceptual_weights
 from shared.errors import UserError
+from shared.layers import is_pixels
 from stage2_generate.models import Generator
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = (), tag: d
     g = asdict(cfg.generator)
     for name in switched_off:
         g[f"loss_{name}"] = 0.0
+    if g["start"] == "mean":  # the default, hashed as before the key existed: earlier generators stay reusable
+        g.pop("start")
     g.pop("iterations")  # more iterations continue the same training from its checkpoint
     for name in ("max_rollbacks", "rollback_lr_factor"):  # a run stopped by dead ticks resumes with more rollbacks
         g.pop(name)
@@ -98,16 +101,29 @@ def final_state(path: Path, device, warn: bool = True) -> dict | None:
         return None
 
 
+def pixel_start(g: GeneratorConfig, transforms: list) -> tuple | None:
+    """The generator's ``start`` for ``generator.start: decoded_pixels``: the first ``pixels<N>`` conditioning
+    layer's index and its z-scoring statistics (``conditioning.LayerTransform``); None for ``mean``."""
+    if g.start != "decoded_pixels":
+        return None
+    i = next(k for k, tf in enumerate(transforms) if is_pixels(tf.layer))
+    tf = transforms[i]
+    return i, tf.mean.reshape(tf.unit_shape), tf.std.reshape(tf.unit_shape)
+
+
 def build_generator(g: GeneratorConfig, shapes: list[tuple], channels: int, device,
-                    mean_image: np.ndarray | None = None) -> Generator:
-    """The seeded, untrained generator; it starts at ``mean_image`` ``(3, S, S)`` (the training images' mean)."""
+                    mean_image: np.ndarray | None = None, transforms: list = ()) -> Generator:
+    """The seeded, untrained generator; it starts at ``mean_image`` ``(3, S, S)`` (the training images' mean),
+    or at the decoded pixels of ``transforms`` (``generator.start``)."""
     torch.manual_seed(g.seed)
-    return Generator(shapes, g.image_size, g.base_channels, channels, mean_image=mean_image).to(device)
+    return Generator(shapes, g.image_size, g.base_channels, channels, mean_image=mean_image,
+                     start=pixel_start(g, list(transforms))).to(device)
 
 
-def preflight(g: GeneratorConfig, ckpt_dir: Path, key: str, shapes: list[tuple], channels: int) -> None:
+def preflight(g: GeneratorConfig, ckpt_dir: Path, key: str, shapes: list[tuple], channels: int,
+              transforms: list = ()) -> None:
     """Check the generator files a training would resume from, before anything is written."""
-    G = build_generator(g, shapes, channels, "cpu")
+    G = build_generator(g, shapes, channels, "cpu", transforms=transforms)
     final_path, ckpt_path = ckpt_dir / "generator.pt", ckpt_dir / "checkpoint.pt"
     final = final_state(final_path, "cpu", warn=False)
     if final is not None:

@@ -110,19 +110,21 @@ class LossNetworks(torch.nn.Module):
         self.consist = [tf for tf in transforms if tf.layer in names] if g.loss_feature_consistency > 0 else []
         consist_layers = [tf.layer for tf in self.consist]
         perceptual = resolve_perceptual_weights(g, f)
+        pixel_channels = next((tf.unit_shape[0] for tf in self.consist if tf.is_pixels), 3)  # as stage 1 stored them
         same = g.perceptual_network == f.network and perceptual == f.weights
         self.shared = same and bool(self.percep_layers) and bool(consist_layers)
         self.percep = self.featnet = None
         if self.shared:
             self.percep = FeatureNet(f.network, f.weights, sorted(set(self.percep_layers) | set(consist_layers)),
-                                     input_size=f.input_size)
+                                     input_size=f.input_size, pixel_channels=pixel_channels)
         else:
             if self.percep_layers:
                 size = f.input_size if g.perceptual_network == f.network else max(g.image_size, 64)
                 self.percep = FeatureNet(g.perceptual_network, perceptual, self.percep_layers,
                                          input_size=size)
             if consist_layers:
-                self.featnet = FeatureNet(f.network, f.weights, consist_layers, input_size=f.input_size)
+                self.featnet = FeatureNet(f.network, f.weights, consist_layers, input_size=f.input_size,
+                                          pixel_channels=pixel_channels)
         self.consist_index = [[tf.layer for tf in transforms].index(tf.layer) for tf in self.consist]
 
     def losses(self, fake: torch.Tensor, real: torch.Tensor, cond: list[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -12,6 +12,9 @@ than the smallest block enters it upsampled), so low layers can carry detail.
 The output is the training images' mean image plus a sum of every block's image
 (StyleGAN2's "skip" generator): each block writes an image through a 1x1 convolution,
 upsampled to the next block's side and added, so coarse blocks reach the pixels directly.
+With ``start`` (``generator.start: decoded_pixels``) the output starts instead at the decoded image: the
+``pixels<N>`` conditioning input, its z-scoring undone, brought to ``S`` as ``evaluation.at_size`` brings an
+image (bilinear up, area down), so the blocks add only what the decoded image lacks.
 There is no squashing non-linearity: the 1x1 convolutions start at zero, so an untrained
 generator outputs exactly the mean image, and no pixel can saturate and lose its gradient.
 In training mode (``.train()``) the output is left unclamped, so the pixel loss always has a
@@ -90,11 +93,13 @@ class Generator(nn.Module):
 
     ``mean_image``: the training images' mean image ``(channels, S, S)`` (``(3, S, S)`` for a
     grayscale generator is reduced to its channel mean), the untrained generator's output;
-    None: 0.5 everywhere. It is a buffer, saved in the state dict.
+    None: 0.5 everywhere. It is a buffer, saved in the state dict. ``start``: ``(i, mean, std)`` starts the
+    output at input ``i`` (a ``pixels<N>`` layer, ``(C, N, N)``) times ``std`` plus ``mean`` (its z-scoring
+    undone: the decoded image itself), brought to ``image_size``, in place of the mean image.
     """
 
     def __init__(self, input_shapes: list[tuple[int, ...]], image_size: int = 64, base: int = 64, channels: int = 3,
-                 mean_image: np.ndarray | torch.Tensor | None = None):
+                 mean_image: np.ndarray | torch.Tensor | None = None, start: tuple | None = None):
         super().__init__()
         assert channels in (1, 3)
         self.input_shapes = [tuple(s) for s in input_shapes]
@@ -129,6 +134,22 @@ class Generator(nn.Module):
             self.to_image.append(to_image)
             prev = block_channels(size, base)
         self.register_buffer("mean_image", as_mean_image(mean_image, channels, image_size))
+        self.from_input = None if start is None else int(start[0])
+        if start is not None:
+            shape = self.input_shapes[self.from_input]
+            assert len(shape) == 3 and shape[0] in (1, channels), f"a start input must be (C, N, N); got {shape}"
+            self.register_buffer("start_mean", torch.as_tensor(np.asarray(start[1], np.float32)).reshape(shape))
+            self.register_buffer("start_std", torch.as_tensor(np.asarray(start[2], np.float32)).reshape(shape))
+
+    def start_image(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """Where the output starts: the decoded image (``start``) at ``image_size``, else the mean image."""
+        if self.from_input is None:
+            return self.mean_image
+        x = self.start_mean + self.start_std * inputs[self.from_input]
+        if x.shape[-1] != self.image_size:
+            mode = {"mode": "area"} if x.shape[-1] > self.image_size else {"mode": "bilinear", "align_corners": False}
+            x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), **mode)
+        return x.mean(1, keepdim=True) if x.shape[1] != self.channels else x
 
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         assert len(inputs) == len(self.input_shapes), "one input per conditioning layer"
@@ -143,7 +164,7 @@ class Generator(nn.Module):
             up = 0 if skip is None else nn.functional.interpolate(skip, size=(size, size), mode="bilinear",
                                                                   align_corners=False)
             skip = up + to_image(h)
-        img = self.mean_image + skip
+        img = self.start_image(inputs) + skip
         if not self.training:
             img = img.clamp(0, 1)
         return img.expand(-1, 3, -1, -1) if self.channels == 1 else img

@@ -16,7 +16,7 @@ from shared.device import distributed, process_device
 from shared.errors import UserError
 from shared.evaluation import (ValidationScorer, as_scored, check_judge_independent, distractor_rng, is_grayscale,
                                judge_features, judge_name, means, metric_label, score, validation_value)
-from shared.holdout import VALIDATION as VALIDATION_SPLIT, validation_split
+from shared.holdout import HELD_OUT as VALIDATION, VALIDATION as VALIDATION_SPLIT, validation_split
 from shared.report import (RESULT_VERSION, VALIDATION_SECTION, recon_columns, recon_rows, section_key, write_summary,
                            write_table)
 from shared.locks import ExperimentLock
@@ -26,7 +26,6 @@ from shared.weights import parse_weights
 
 log = logging.getLogger(__name__)
 
-VALIDATION = "__validation__"  # the held-out training images, reconstructed beside the test sets
 
 
 def _rows(names: list[str], wanted: list[str]) -> np.ndarray:
@@ -180,7 +179,8 @@ def run(cfg: Config) -> None:
                        for layer in gc.condition_layers]
     key = training_key(cfg, channels, inputs)
     ckpt_dir = cfg.work_path / "generator" / key
-    check_generator_files(gc, ckpt_dir, key, [tuple(x.shape[1:]) for x in train_inputs], channels)
+    check_generator_files(gc, ckpt_dir, key, [tuple(x.shape[1:]) for x in train_inputs], channels,
+                          transforms)
     ctx = registry.Context.of(cfg, store=store, device=device, train_images=train_images, train_names=train_names,
                               channels=channels, transforms=transforms, train_inputs=train_inputs,
                               held_images=val_images if val_names else None)

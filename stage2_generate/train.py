@@ -99,7 +99,7 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
     final_path, ckpt_path, best_path = ckpt_dir / "generator.pt", ckpt_dir / "checkpoint.pt", ckpt_dir / "best.pt"
     shapes = [tuple(x.shape[1:]) for x in sampler.true]
     mean_image = images.mean(axis=0)
-    G = build_generator(gc, shapes, channels, device, mean_image)
+    G = build_generator(gc, shapes, channels, device, mean_image, transforms)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     state = final_state(final_path, device)
     if state is not None:
@@ -123,7 +123,7 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
         """Load the newest healthy checkpoint (else the initial state); returns its step."""
         state, path = checkpoints.load_latest(ckpt_path, device)
         if state is None:
-            fresh = build_generator(gc, shapes, channels, device, mean_image)
+            fresh = build_generator(gc, shapes, channels, device, mean_image, transforms)
             G.load_state_dict(fresh.state_dict())
             G_ema.load_state_dict(fresh.state_dict())
             D.load_state_dict(Critic(gc.image_size, gc.base_channels).to(device).state_dict())  # as first built

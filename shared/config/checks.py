@@ -8,6 +8,7 @@ from typing import Any
 from shared.config.schema import (
     DECODER_BACKENDS,
     DECODER_KINDS,
+    GENERATOR_STARTS,
     PUBLISHED,
     RESERVED_SPLITS,
     NETWORKS,
@@ -34,7 +35,7 @@ def _positive(key: str, value: float) -> None:
 
 def validate(cfg: Config) -> None:
     """Check values that types alone cannot (choices, ranges, layer names)."""
-    from shared.layers import check_layers  # torch-free layer tables
+    from shared.layers import check_layers, is_pixels, pixels_side  # torch-free layer tables
 
     _one_of("data.source", cfg.data.source, ("simulated", "bdata", "matrix"))
     _one_of("simulation.format", cfg.simulation.format, ("bdata", "matrix"))
@@ -75,7 +76,16 @@ def validate(cfg: Config) -> None:
         raise UserError("'data.rois' must list at least one ROI, e.g. [VC]")
     if not cfg.data.test:
         raise UserError("'data.test' must name at least one test set, e.g. natural")
-    check_layers("features.layers", cfg.features.network, cfg.features.layers)
+    check_layers("features.layers", cfg.features.network, cfg.features.layers, pixels=True)
+    for layer in cfg.features.layers:
+        if (pixels_side(layer) or 0) > cfg.features.input_size:
+            raise UserError(f"'features.layers' entry {layer!r} is larger than the images the feature network sees "
+                            f"(features.input_size {cfg.features.input_size}); use pixels{cfg.features.input_size} "
+                            f"or less")
+    _one_of("generator.start", cfg.generator.start, GENERATOR_STARTS)
+    if cfg.generator.start == "decoded_pixels" and not any(is_pixels(la) for la in cfg.generator.condition_layers):
+        raise UserError("'generator.start' = 'decoded_pixels' needs a pixels layer in 'generator.condition_layers' "
+                        "(and in 'features.layers'), e.g. pixels16")
     check_layers("generator.perceptual_layers", cfg.generator.perceptual_network, cfg.generator.perceptual_layers)
     check_layers("eval.judge_layers", cfg.eval.judge_network, cfg.eval.judge_layers)
     for layer in cfg.generator.condition_layers:

@@ -214,6 +214,10 @@ class GeneratorConfig:
     # (true features mixed with noise), 'oof' (stage 1's out-of-fold decoded features of the
     # training images, every subject and ROI) or 'mix' (shares mix_true/mix_corrupted/mix_oof).
     train_inputs: str = "oof"
+    # Where the output starts before the blocks add to it: 'mean' (the training images' mean image) or
+    # 'decoded_pixels' (the decoded pixels layer of condition_layers, brought to image_size, so the blocks
+    # draw only what the decoded image lacks).
+    start: str = "mean"
     mix_true: float = 0.0
     mix_corrupted: float = 0.5
     mix_oof: float = 0.5
@@ -231,6 +235,7 @@ class GeneratorConfig:
 
 
 TRAIN_INPUTS = ("true", "corrupted", "oof", "mix")
+GENERATOR_STARTS = ("mean", "decoded_pixels")
 VALIDATION_METRICS = ("pixcorr", "ssim", "pixcorr_ssim")
 
 

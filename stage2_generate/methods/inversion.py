@@ -42,7 +42,8 @@ class _Inversion(Method):
 
         f, c = self.ctx.features, self.ctx
         return c.shared(f"inversion featnet {self.layers}", lambda: FeatureNet(f.network, f.weights, self.layers,
-                                                                input_size=f.input_size).to(c.device).eval())
+                                                                input_size=f.input_size,
+                                                                pixel_channels=c.channels).to(c.device).eval())
 
     @property
     def true_sd(self) -> dict[str, float]:
