@@ -1,0 +1,171 @@
+"""The low-level pathway: ``pixels<N>`` layers decoded by stage 1, pixel ridge reading them, and a generator that
+starts from the decoded image (``generator.start: decoded_pixels``)."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+from sklearn.linear_model import Ridge
+
+from conftest import TINY, run_cli
+from shared.config import load_config
+from shared.datasets import DataSource, SplitData, load_split, split_image_names, split_images
+from shared.errors import UserError
+from shared.evaluation import at_size
+from shared.featnet import FeatureNet
+from shared.store import ExperimentStore
+
+LAYERS = ["pixels8", "pixels16", "fc7"]
+
+
+@pytest.fixture(scope="module")
+def pixels_run(tmp_path_factory):
+    """The tiny experiment with pixels8 / pixels16 decoded, the generator conditioned on pixels16 and started from
+    it, no validation hold-out (pixel ridge keeps its prediction as fitted); both stages through the command line."""
+    folder = tmp_path_factory.mktemp("pixels")
+    cfg = {**TINY, "data": {**TINY["data"], "root": str(folder / "data")}, "work_dir": str(folder / "work"),
+           "results_dir": str(folder / "results"),
+           "features": {**TINY["features"], "layers": LAYERS},
+           "decoder": {**TINY["decoder"], "alphas": [1.0, 100.0, 10000.0]},
+           "generator": {**TINY["generator"], "condition_layers": ["pixels16", "fc7"], "start": "decoded_pixels",
+                         "consistency_layers": ["pixels16"]},
+           "eval": {**TINY["eval"], "validation_fraction": 0.0}}
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    for module in ("stage1_decode", "stage2_generate"):
+        r = run_cli(module, "run", "--config", str(path))
+        assert r.returncode == 0, r.stderr[-3000:]
+    return load_config(path)
+
+
+def test_true_pixels_are_the_stimuli_area_averaged_from_the_feature_network_input(pixels_run):
+    cfg = pixels_run
+    store, src = ExperimentStore(cfg), DataSource.of(cfg)
+    for split in ("train", "natural"):
+        names = split_image_names(src, split)
+        images = split_images(src, split, names, cfg.features.input_size)
+        for side in (8, 16):
+            with store.open_true(f"pixels{side}", split, names=names) as arr:
+                assert arr.unit_shape == (3, side, side)  # colour stimuli: three channels
+                np.testing.assert_allclose(arr.read(arr.rows_for(names)),
+                                           at_size(images, side).reshape(len(names), -1), atol=1e-6)
+
+
+def test_a_grayscale_set_has_one_pixel_channel_and_the_feature_network_computes_it_alike(rng):
+    gray = np.repeat(rng.uniform(size=(5, 1, 32, 32)).astype(np.float32), 3, axis=1)
+    net = FeatureNet("vgg19", "random:0", ["pixels8", "conv1_1"], input_size=32, pixel_channels=1)
+    out = net(torch.from_numpy(gray))
+    assert tuple(out["pixels8"].shape) == (5, 1, 8, 8) and "conv1_1" in out
+    np.testing.assert_allclose(out["pixels8"].numpy(), at_size(gray, 8)[:, :1], atol=1e-6)
+    assert list(out) == ["pixels8", "conv1_1"]  # the input comes first, as layer_order sorts it
+
+
+def test_decoded_test_pixels_equal_a_direct_sklearn_ridge_from_the_voxels(pixels_run):
+    cfg = pixels_run
+    store, src = ExperimentStore(cfg), DataSource.of(cfg)
+    train = load_split(src, "sub-01", "train", "VC", average=False)
+    test = load_split(src, "sub-01", "natural", "VC", average=True)
+    X, Xt = train.X.astype(np.float64), test.X.astype(np.float64)
+    with store.open_true("pixels16", "train") as arr:
+        Y = arr.read().astype(np.float64)[arr.rows_for(list(train.names))]  # each trial its image's pixels
+    with store.open_decoded("sub-01", "VC", "pixels16", "natural") as arr:
+        ours, alpha = arr.read(arr.rows_for(list(test.names))), float(arr.attrs["alpha"])
+    xm, xs, ym, ys = X.mean(0), X.std(0), Y.mean(0), Y.std(0)
+    ref = Ridge(alpha=alpha, fit_intercept=False).fit((X - xm) / xs, (Y - ym) / np.where(ys > 0, ys, 1))
+    expected = ref.predict((Xt - xm) / xs) * np.where(ys > 0, ys, 1) + ym
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+def test_pixel_ridge_rows_are_the_decoded_pixels_layer_brought_to_the_image_size(pixels_run):
+    cfg = pixels_run
+    store = ExperimentStore(cfg)
+    metrics = json.loads((cfg.results_path / "metrics.json").read_text())
+    row = metrics["reconstruction"]["sub-01"]["pixel_ridge"]
+    assert row["contrast_gain"] == 1.0 and row["choices"]["source"] == f"stage 1's decoded pixels{row['pixel_size']}"
+    assert set(row["choices"]["size_cv"]) == {"8", "16"}  # both decoded sizes were compared out of fold
+    with h5py.File(cfg.results_path / "reconstructions" / "sub-01" / "VC" / "natural" / "pixel_ridge.h5") as f:
+        names = [n.decode() for n in f["names"][()]]
+        recon = f["images"][()]
+    with store.open_decoded("sub-01", "VC", f"pixels{row['pixel_size']}", "natural") as arr:
+        decoded = arr.read(arr.rows_for(names)).reshape(len(names), *arr.unit_shape)
+    np.testing.assert_allclose(recon, np.clip(at_size(decoded, cfg.generator.image_size, clip=False), 0, 1),
+                               atol=1e-6)
+
+
+def test_a_generator_started_from_decoded_pixels_with_silent_blocks_outputs_the_decoded_image(pixels_run):
+    """Built from the store as stage 2 builds it (the transforms, the decoded inputs), with every block's image
+    at zero (as untrained), the generator's output is the decoded pixels16 image brought to its size."""
+    from stage2_generate.conditioning import decoded_inputs, fit_transforms
+    from stage2_generate.generator_files import build_generator
+    from stage2_generate.models import generate
+
+    cfg = pixels_run
+    store, src = ExperimentStore(cfg), DataSource.of(cfg)
+    train_names = split_image_names(src, "train")
+    transforms, true = fit_transforms(cfg.generator.condition_layers, cfg.generator.image_size, store, train_names)
+    inputs, names = decoded_inputs(store, transforms, "sub-01", "VC", "natural")
+    G = build_generator(cfg.generator, [x.shape[1:] for x in true], 3, "cpu", transforms=transforms).eval()
+    with torch.no_grad():
+        G.blocks[-1][-2].weight.normal_()  # a block that draws something: its image still goes through a zero 1x1
+    with store.open_decoded("sub-01", "VC", "pixels16", "natural") as arr:
+        decoded = arr.read(arr.rows_for(names)).reshape(len(names), 3, 16, 16)
+    expected = np.clip(at_size(decoded, cfg.generator.image_size, clip=False), 0, 1)
+    np.testing.assert_allclose(generate(G, inputs, "cpu"), expected, atol=1e-5)
+    with torch.no_grad():
+        G.to_image[-1].weight.fill_(0.01)  # once a block's image is not zero the output moves away from it
+    assert np.abs(generate(G, inputs, "cpu") - expected).max() > 1e-3
+
+
+def test_out_of_fold_pixels_never_come_from_a_decoder_that_saw_their_image(tiny_config, tmp_path, rng):
+    """Changing one training image's pixels changes no stored out-of-fold pixel row of the images in its fold (their
+    decoder never saw it), and does change the others'."""
+    from shared.ridge import ImageFolds
+    from stage1_decode.decode import decode_subject_roi
+
+    n_img, reps, n_vox = 24, 2, 40
+    names = [f"tr{i}" for i in range(n_img)]
+    trial_img = np.tile(np.arange(n_img), reps)
+    pixels = rng.uniform(size=(n_img, 3, 4, 4)).reshape(n_img, -1)
+    X = pixels[trial_img] @ rng.normal(size=(pixels.shape[1], n_vox)) + rng.normal(size=(len(trial_img), n_vox))
+    (tmp_path / "a.h5").touch()
+    train = SplitData(X.astype(np.float32), np.array(names)[trial_img], "ROI_VC", tmp_path / "a.h5")
+    test = SplitData(rng.normal(size=(3, n_vox)).astype(np.float32), np.array(["te0", "te1", "te2"]), "ROI_VC",
+                     tmp_path / "a.h5")
+    folds = ImageFolds(trial_img, n_img, 3, seed=0)
+    victim = folds.held_images[0][0]
+    changed = pixels.copy()
+    changed[victim] = 1 - changed[victim]
+    stored = []
+    for run, P in enumerate([pixels, changed]):
+        cfg = load_config(tiny_config, ["decoder.alphas=[1.0,100.0,10000.0]", "decoder.cv_folds=3",
+                                        "features.layers=[pixels4]", "generator.condition_layers=[pixels4]",
+                                        "eval.validation_fraction=0", f"work_dir={tmp_path / f'work{run}'}"])
+        store = ExperimentStore(cfg)
+        for split, rows, values in (("train", names, P), ("natural", list(test.names), rng.uniform(size=(3, 48)))):
+            with store.writer(store.true_file("pixels4", split), rows, 48,
+                              {**store.true_expect("pixels4", split), "unit_shape": [3, 4, 4]}) as w:
+                w.write_rows(0, values.astype(np.float32))
+        decode_subject_roi(cfg, store, "sub-01", "VC", train, {"natural": test}, "cpu", names)
+        with store.open_decoded("sub-01", "VC", "pixels4", "train_oof") as arr:
+            stored.append(arr.read(arr.rows_for(names)))
+    fold = folds.held_images[0]
+    np.testing.assert_allclose(stored[1][fold], stored[0][fold], rtol=1e-4, atol=1e-4)
+    others = np.setdiff1d(np.arange(n_img), fold)
+    assert np.abs(stored[1][others] - stored[0][others]).max() > 1e-3
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["generator.start=decoded_pixels"], "needs a pixels layer"),
+    (["features.layers=[pixels64, fc7]"], "larger than the images the feature network sees"),
+    (["features.layers=[pixels2, fc7]"], "side must be 4 to 512"),
+    (["generator.perceptual_layers=[pixels8]"], "is not a vgg19 layer"),
+    (["generator.start=pixels"], "generator.start"),
+])
+def test_bad_pixel_settings_are_one_line_errors(tiny_config, sets, message):
+    with pytest.raises(UserError, match=message):
+        load_config(tiny_config, sets)
