@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 # torch and torchvision are pinned to the releases this project is tested with (CPU or CUDA).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test docs bench bench-stage2 bench-simulator bench-layer bench-jobs per-unit ablations small-data settings seeds reference reference-seeds clean-demo
+.PHONY: setup demo test docs bench bench-stage2 bench-simulator bench-layer bench-jobs per-unit ablations small-data settings seeds lowlevel reference reference-seeds clean-demo
 
 setup: $(STAMP)
 
@@ -83,6 +83,16 @@ small-data: $(STAMP)
 settings: $(STAMP)
 	for name in demo $(PRESETS); do $(PY) -m stage2_generate compare --config configs/ablations/settings.yaml \
 	  --base configs/$$name.yaml || exit 1; done
+
+# the low-level pathway (pixels layers, the generator started from the decoded image) over both presets and the
+# demo, 3 seeds each, two variants at once (about 2 hours on 2 cores, cached); tables copied to results/reference/
+lowlevel: $(STAMP)
+	for name in $(PRESETS) demo; do $(PY) -m stage2_generate compare --config configs/ablations/lowlevel.yaml \
+	  --base configs/$$name.yaml --jobs 2 || exit 1; \
+	  mkdir -p results/reference/compare/lowlevel_$$name && \
+	  cp results/compare/lowlevel_$$name/table.md results/compare/lowlevel_$$name/table.csv \
+	     results/compare/lowlevel_$$name/stats.md results/compare/lowlevel_$$name/stats.csv \
+	     results/compare/lowlevel_$$name/bars.png results/reference/compare/lowlevel_$$name/ || exit 1; done
 
 # the demo's headline comparison with three generator seeds (about 40 minutes on 2 cores, cached): the README's
 # reading of wgan_gp against the baselines beyond seed noise

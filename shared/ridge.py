@@ -165,6 +165,45 @@ def cv_unit_scores(hats: list[list[torch.Tensor]], folds: ImageFolds, Yz_img: to
     return scores, kept
 
 
+# a self-extending penalty grid (``search_alpha``) goes at most this many steps past each end of the grid it
+# starts from, and never outside [ALPHA_MIN, ALPHA_MAX] (z-scored voxels: a penalty of 1e9 or more shrinks any
+# realistic fit to the mean, one of 1e-3 or less leaves it unregularised)
+MAX_EXTENSIONS = 6
+ALPHA_MIN, ALPHA_MAX = 1e-3, 1e9
+
+
+def mean_scores(scores: np.ndarray) -> list[float]:
+    """The mean over units of each penalty's ``cv_unit_scores`` (NaN units left out; -inf when all are)."""
+    valid = ~np.isnan(scores)
+    mean = np.where(valid, scores, 0).sum(1) / np.maximum(valid.sum(1), 1)
+    return [float(m) if v else -np.inf for m, v in zip(mean, valid.any(1))]
+
+
+def search_alpha(score, alphas: list[float], extend: bool = True) -> tuple[float, dict[float, float], str | None]:
+    """The best penalty by ``score`` (penalties -> their mean held-out scores) over ``alphas`` and, with ``extend``,
+    beyond them: while the best lies at an end of the grid, the next one past it is tried (the grid's own step
+    at that end, at least x10), up to ``MAX_EXTENSIONS`` times per end and within [``ALPHA_MIN``, ``ALPHA_MAX``].
+    Returns the penalty (a tie keeps the smaller), every penalty tried with its score, and why an end stopped
+    (None when the best lies inside the grid)."""
+    alphas = sorted(float(a) for a in alphas)
+    tried = dict(zip(alphas, score(alphas)))
+    ends, limit = {"low": 0, "high": 0}, None
+    while True:
+        grid = sorted(tried)
+        alpha = max(grid, key=lambda a: (tried[a], -grid.index(a)))
+        at = "low" if alpha == grid[0] else "high" if alpha == grid[-1] else None
+        if not extend or at is None or len(grid) < 2:
+            break
+        step = max(10.0, grid[1] / grid[0] if at == "low" else grid[-1] / grid[-2])
+        nxt = alpha / step if at == "low" else alpha * step
+        if ends[at] >= MAX_EXTENSIONS or not ALPHA_MIN <= nxt <= ALPHA_MAX:
+            limit = f"the {at} end of the grid reached its limit ({alpha:g})"
+            break
+        ends[at] += 1
+        tried[nxt] = score([nxt])[0]
+    return alpha, tried, limit
+
+
 def best_alpha(scores: np.ndarray, per_unit: bool) -> np.ndarray | int:
     """Index of the best penalty in ``scores`` ``(n_alphas, n_units)``: one for the layer
     (best mean over units) or one per unit. Ties and NaN scores lose to the first penalty."""

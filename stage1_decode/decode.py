@@ -37,6 +37,7 @@ from shared.errors import UserError
 from shared.evaluation import DecodingScores
 from shared.faults import failpoint
 from shared.holdout import VALIDATION, hold_out
+from shared.layers import is_pixels
 from shared.metrics import single_trial_reliability
 from shared.locks import Claim
 from shared.runs import atomic_write_bytes, atomic_write_json
@@ -85,6 +86,8 @@ def fingerprint(cfg: Config, store: ExperimentStore, subject: str, roi: str, tra
 
     import sklearn
 
+    from shared.ridge import ALPHA_MAX, ALPHA_MIN, MAX_EXTENSIONS
+
     def stamp(path):
         st = path.stat()
         return [str(path), st.st_size, int(st.st_mtime)]
@@ -102,6 +105,8 @@ def fingerprint(cfg: Config, store: ExperimentStore, subject: str, roi: str, tra
             "tests": {k: stamp(p) for k, p in test_paths.items()},
             "true_files": [stamp(p) for p in true_files if p.is_file()],  # features replaced, e.g. by import-lab
             "folds": sklearn.__version__}  # GroupKFold's assignment may change between releases
+    if any(map(is_pixels, cfg.features.layers)):  # pixels layers search past the penalty grid's ends
+        blob["extended_grid"] = [MAX_EXTENSIONS, ALPHA_MIN, ALPHA_MAX]
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -225,7 +230,9 @@ class RoiWork:
         return stats, Y_sample, sample
 
     def _choose(self, layer: str, stats: LayerStats, Y_sample: np.ndarray, sample: np.ndarray):
-        choice = self.decoder.choose((Y_sample - stats.mean[sample]) / stats.std[sample], self.cfg.decoder.train_oof)
+        # a pixels layer is pixel ridge's decoder: its grid extends past its ends, as that baseline's always did
+        choice = self.decoder.choose((Y_sample - stats.mean[sample]) / stats.std[sample], self.cfg.decoder.train_oof,
+                                     extend=is_pixels(layer))
         if choice.alpha is None:
             log.info("%s %s %s: penalties chosen per unit while decoding", self.subject, self.roi, layer)
         else:

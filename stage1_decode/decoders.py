@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from shared.metrics import profile_correlation
-from shared.ridge import ImageFolds, KernelRidge, best_alpha, cv_unit_scores, fold_hats, trials_to_images
+from shared.ridge import (ImageFolds, KernelRidge, best_alpha, cv_unit_scores, fold_hats, mean_scores, search_alpha,
+                          trials_to_images)
 from shared.sparse_ridge import SelectedRidge, fastl2lir_fit_predict
 
 
@@ -54,6 +55,21 @@ class ChunkResult:
     scores: np.ndarray | None = None
 
 
+def _choice(scores, alphas: list[float], n_oof_folds: int, extend: bool) -> Choice:
+    """The layer's penalty chosen on the outer folds and, for the out-of-fold rows, inside each of the first
+    ``n_oof_folds`` folds; ``scores(k, grid)`` gives ``(len(grid), n_units)`` held-out scores of the outer folds
+    (``k`` None) or of those inside fold k. ``extend``: each choice searches past the grid's ends while its best
+    penalty lies there (``shared.ridge.search_alpha``: the inner choices search on their own folds, so no
+    held-out image shapes its own penalty, not even through the grid); else the grid's best, ties to the first."""
+    if not extend:
+        outer = scores(None, alphas)
+        fold_alphas = [alphas[best_alpha(scores(k, alphas), per_unit=False)] for k in range(n_oof_folds)]
+        return Choice(alphas[best_alpha(outer, per_unit=False)], fold_alphas, _report(alphas, outer))
+    alpha, tried, _ = search_alpha(lambda grid: mean_scores(scores(None, grid)), alphas)
+    fold_alphas = [search_alpha(lambda grid, k=k: mean_scores(scores(k, grid)), alphas)[0] for k in range(n_oof_folds)]
+    return Choice(alpha, fold_alphas, {f"{a:g}": round(float(v), 4) for a, v in sorted(tried.items())})
+
+
 def _report(alphas: list[float], scores: np.ndarray) -> dict[str, float]:
     valid = ~np.isnan(scores)
     mean = np.where(valid, scores, 0).sum(1) / np.maximum(valid.sum(1), 1)
@@ -70,8 +86,9 @@ class DenseDecoder:
         self.per_unit = per_unit and len(self.alphas) > 1
         self.E = trials_to_images(folds.trial_img, folds.n_images, self.ridge.device)
         self._test_hats: dict[float, dict[str, torch.Tensor]] = {}
-        self.hats = fold_hats(self.ridge, folds, self.alphas) if len(folds) else []
-        self._inner: dict[int, tuple[ImageFolds, list]] = {}
+        self._fold_hats: dict[int | None, dict[float, list]] = {}  # outer folds (None) or inside fold k -> alpha -> hats
+        self._inner_folds: dict[int, ImageFolds] = {}
+        self.hats = self.fold_hats(None, self.alphas) if len(folds) else []
 
     def test_hats(self, alpha: float) -> dict[str, torch.Tensor]:
         """``{split: (n_test, n_images)}``; one Cholesky per penalty, shared by all layers."""
@@ -79,28 +96,38 @@ class DenseDecoder:
             self._test_hats[alpha] = {s: self.ridge.hat(X, alpha) @ self.E for s, X in self.tests.items()}
         return self._test_hats[alpha]
 
+    def folds_of(self, k: int | None) -> ImageFolds:
+        """The outer folds (``k`` None) or the folds within outer fold k's training trials (made once)."""
+        if k is None:
+            return self.folds
+        if k not in self._inner_folds:
+            self._inner_folds[k] = self.folds.inner(k)
+        return self._inner_folds[k]
+
+    def fold_hats(self, k: int | None, alphas: list[float]) -> list[list[torch.Tensor]]:
+        """``shared.ridge.fold_hats`` ``[fold][alpha]`` of ``folds_of(k)`` at ``alphas``, each penalty's made once."""
+        folds, cache = self.folds_of(k), self._fold_hats.setdefault(k, {})
+        missing = [a for a in alphas if a not in cache]
+        if missing:
+            for a, per_fold in zip(missing, zip(*fold_hats(self.ridge, folds, missing))):
+                cache[a] = list(per_fold)
+        return [[cache[a][j] for a in alphas] for j in range(len(folds))]
+
     def inner(self, k: int) -> tuple[ImageFolds, list]:
-        """Folds within outer fold k's training trials and their hats (made once)."""
-        if k not in self._inner:
-            inner = self.folds.inner(k)
-            self._inner[k] = (inner, fold_hats(self.ridge, inner, self.alphas))
-        return self._inner[k]
+        """Folds within outer fold k's training trials and their hats at ``alphas``."""
+        return self.folds_of(k), self.fold_hats(k, self.alphas)
 
     def _tensor(self, Y: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(Y), dtype=torch.float32, device=self.ridge.device)
 
-    def choose(self, Yz_sample: np.ndarray, oof: bool) -> Choice:
+    def choose(self, Yz_sample: np.ndarray, oof: bool, extend: bool = False) -> Choice:
         if self.per_unit:
             return Choice(None, [None] * len(self.folds))
         if len(self.alphas) == 1:
             return Choice(self.alphas[0], [self.alphas[0]] * len(self.folds))
         Y = self._tensor(Yz_sample)
-        scores, _ = cv_unit_scores(self.hats, self.folds, Y)
-        fold_alphas = []
-        for k in range(len(self.folds) if oof else 0):
-            inner, hats = self.inner(k)
-            fold_alphas.append(self.alphas[best_alpha(cv_unit_scores(hats, inner, Y)[0], per_unit=False)])
-        return Choice(self.alphas[best_alpha(scores, per_unit=False)], fold_alphas, _report(self.alphas, scores))
+        return _choice(lambda k, grid: cv_unit_scores(self.fold_hats(k, grid), self.folds_of(k), Y)[0],
+                       self.alphas, len(self.folds) if oof else 0, extend)
 
     def decode(self, Yz_img: np.ndarray, choice: Choice, oof: bool) -> ChunkResult:
         Y = self._tensor(Yz_img)
@@ -109,12 +136,13 @@ class DenseDecoder:
         if self.per_unit:
             scores, kept = cv_unit_scores(self.hats, self.folds, Y, keep=oof)
             pick = best_alpha(scores, per_unit=True)
-        else:
-            pick = np.full(n, self.alphas.index(choice.alpha))
+        grid = self.alphas if self.per_unit else [choice.alpha]  # an extended grid's penalty has its own hats
+        if not self.per_unit:
+            pick = np.zeros(n, dtype=int)
         tests = {s: np.empty((len(X), n), np.float32) for s, X in self.tests.items()}
         for a in np.unique(pick):
             cols = np.flatnonzero(pick == a)
-            for split, H in self.test_hats(self.alphas[a]).items():
+            for split, H in self.test_hats(grid[a]).items():
                 tests[split][:, cols] = (H @ Y[:, torch.as_tensor(cols, device=Y.device)]).cpu().numpy()
         out_oof = None
         if oof:
@@ -130,9 +158,9 @@ class DenseDecoder:
                         out_oof[np.ix_(rows, cols)] = kept[k][a][:, torch.as_tensor(cols, device=Y.device)].cpu().numpy()
                 else:
                     train_i = torch.as_tensor(self.folds.train_images(k), device=Y.device)
-                    H = self.hats[k][self.alphas.index(choice.fold_alphas[k])]
+                    H = self.fold_hats(None, [choice.fold_alphas[k]])[k][0]
                     out_oof[rows] = (H @ Y[train_i]).cpu().numpy()
-        return ChunkResult(tests, out_oof, np.array(self.alphas)[pick], scores)
+        return ChunkResult(tests, out_oof, np.array(grid)[pick], scores)
 
 
 class SparseDecoder:
@@ -159,26 +187,30 @@ class SparseDecoder:
         return [fastl2lir_fit_predict(self.Xz[train], Y[self.folds.trial_img[train]], a, self.n_voxels, X_new)
                 for a in alphas]
 
-    def _cv(self, Y: np.ndarray, folds: ImageFolds, exclude: np.ndarray | None, outer: bool) -> np.ndarray:
+    def _cv(self, Y: np.ndarray, folds: ImageFolds, exclude: np.ndarray | None, outer: bool,
+            alphas: list[float] | None = None) -> np.ndarray:
         """``(n_alphas, n_units)`` held-out profile correlation over ``folds`` (trials in
-        ``exclude`` left out of every fit)."""
-        scores = np.zeros((len(self.alphas), Y.shape[1]))
+        ``exclude`` left out of every fit) at ``alphas`` (default: the grid)."""
+        alphas = self.alphas if alphas is None else alphas
+        scores = np.zeros((len(alphas), Y.shape[1]))
         for j, held_imgs in enumerate(folds.held_images):
             held = folds.held_trials[j] if exclude is None else np.union1d(folds.held_trials[j], exclude)
-            preds = self._fit(Y, self.alphas, held, [self.X_img_mean[held_imgs]], ("outer", j) if outer else None)
+            preds = self._fit(Y, alphas, held, [self.X_img_mean[held_imgs]], ("outer", j) if outer else None)
             for a, (pred,) in enumerate(preds):
                 scores[a] += profile_correlation(pred, Y[held_imgs]) / len(folds)
         return scores
 
-    def choose(self, Yz_sample: np.ndarray, oof: bool) -> Choice:
+    def choose(self, Yz_sample: np.ndarray, oof: bool, extend: bool = False) -> Choice:
         if len(self.alphas) == 1:
             return Choice(self.alphas[0], [self.alphas[0]] * len(self.folds))
         Y = np.ascontiguousarray(Yz_sample, dtype=np.float32)
-        scores = self._cv(Y, self.folds, None, outer=True)
-        fold_alphas = [self.alphas[best_alpha(self._cv(Y, self.folds.inner(k), self.folds.held_trials[k], False),
-                                              per_unit=False)]
-                       for k in range(len(self.folds) if oof else 0)]
-        return Choice(self.alphas[best_alpha(scores, per_unit=False)], fold_alphas, _report(self.alphas, scores))
+
+        def scores(k, grid):
+            if k is None:
+                return self._cv(Y, self.folds, None, True, grid)
+            return self._cv(Y, self.folds.inner(k), self.folds.held_trials[k], False, grid)
+
+        return _choice(scores, self.alphas, len(self.folds) if oof else 0, extend)
 
     def decode(self, Yz_img: np.ndarray, choice: Choice, oof: bool) -> ChunkResult:
         Y = np.ascontiguousarray(Yz_img, dtype=np.float32)

@@ -158,7 +158,7 @@ def test_pixel_ridges_penalty_grid_extends_past_its_ends(tmp_path, rng, monkeypa
     inside it; with the limit in the way, it stops at the limit and says so."""
     from dataclasses import replace
 
-    from stage2_generate.methods import _voxel_ridge
+    from shared import ridge as shared_ridge
     from stage2_generate.methods._voxel_ridge import VoxelRidge
 
     cfg = _tiny_cfg(tmp_path)
@@ -171,7 +171,7 @@ def test_pixel_ridges_penalty_grid_extends_past_its_ends(tmp_path, rng, monkeypa
     tried = sorted(float(a) for a in grown.alpha_cv)
     assert grown.alpha < 1e4 and tried[0] < grown.alpha < tried[-1] and grown.alpha_limit is None
     assert grown.alpha_cv[f"{grown.alpha:g}"] > grown.alpha_cv["10000"]
-    monkeypatch.setattr(_voxel_ridge, "ALPHA_MIN", 500.0)  # the next step down (1000) allowed, then no more
+    monkeypatch.setattr(shared_ridge, "ALPHA_MIN", 500.0)  # the next step down (1000) allowed, then no more
     capped = vr.fit(signal, extend=True)
     assert capped.alpha == 1000.0 and sorted(float(a) for a in capped.alpha_cv) == [1e3, 1e4, 1e5]
     assert capped.alpha_limit and "low end" in capped.alpha_limit

@@ -169,3 +169,28 @@ def test_out_of_fold_pixels_never_come_from_a_decoder_that_saw_their_image(tiny_
 def test_bad_pixel_settings_are_one_line_errors(tiny_config, sets, message):
     with pytest.raises(UserError, match=message):
         load_config(tiny_config, sets)
+
+
+@pytest.mark.parametrize("kind", ["ridge", "sparse"])
+def test_a_pixels_layer_penalty_is_searched_past_the_ends_of_the_grid(rng, kind):
+    """Pixel ridge's decoder is stage 1's: for a pixels layer its penalty grid grows past an end while the best
+    penalty lies there (for the test rows and for each fold's out-of-fold rows, each on its own folds), as that
+    baseline's own grid always did; other layers keep the configured grid."""
+    from shared.ridge import ImageFolds, Standardiser
+    from stage1_decode.decoders import make_decoder
+
+    n_img, reps, n_vox = 60, 2, 40
+    trial_img = np.tile(np.arange(n_img), reps)
+    Y = rng.normal(size=(n_img, 10))
+    X = Y[trial_img] @ rng.normal(size=(10, n_vox)) + rng.normal(size=(len(trial_img), n_vox))
+    Xz = Standardiser().fit(X).transform(X)
+    folds = ImageFolds(trial_img, n_img, 3, seed=0)
+    dec = make_decoder(kind, "layer", "torch", 30, [1e4, 1e5], Xz, {"natural": Xz[:3]}, folds, "cpu")
+    Yz = ((Y - Y.mean(0)) / Y.std(0)).astype(np.float32)
+    fixed, grown = dec.choose(Yz, True), dec.choose(Yz, True, extend=True)
+    assert fixed.alpha == 1e4 and set(fixed.report) == {"10000", "100000"}  # the low end of the configured grid
+    tried = sorted(float(a) for a in grown.report)
+    assert grown.alpha < 1e4 and tried[0] < grown.alpha < tried[-1]
+    assert len(grown.fold_alphas) == 3 and max(grown.fold_alphas) < 1e4
+    out = dec.decode(Yz, grown, True)  # decoding at penalties outside the grid (their hats made on demand)
+    assert out.oof.shape == (n_img, 10) and np.all(out.alphas == grown.alpha)

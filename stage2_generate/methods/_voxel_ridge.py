@@ -9,7 +9,7 @@ import torch
 
 from shared.config import DecoderConfig
 from shared.datasets import SplitData
-from shared.ridge import (ImageFolds, KernelRidge, Standardiser, cv_unit_scores, fold_hats,
+from shared.ridge import (ImageFolds, KernelRidge, Standardiser, cv_unit_scores, fold_hats, mean_scores, search_alpha,
                           trials_to_images)
 
 
@@ -49,8 +49,8 @@ class VoxelRidge:
         held-out mean profile correlation on a sample of units, as ``shared.ridge.select_alpha`` chooses).
 
         ``extend``: while the best penalty lies at an end of the grid, try the next one beyond it (the grid's
-        own step at that end, at least x10), up to ``MAX_EXTENSIONS`` times per end and within
-        [``ALPHA_MIN``, ``ALPHA_MAX``]; the fitted ridge's ``alpha_cv`` lists every penalty tried and its
+        own step at that end, at least x10), up to ``shared.ridge.MAX_EXTENSIONS`` times per end and within
+        [``ALPHA_MIN``, ``ALPHA_MAX``] (``shared.ridge.search_alpha``); the fitted ridge's ``alpha_cv`` lists every penalty tried and its
         score, and ``alpha_limit`` says when a limit stopped the search at an end."""
         c = self.decoder
         alphas = sorted(float(a) for a in (alphas or c.alphas))
@@ -61,39 +61,12 @@ class VoxelRidge:
             sample = np.random.default_rng(self.seed).choice(Yz.shape[1], min(c.cv_units, Yz.shape[1]), replace=False)
             Ys = torch.as_tensor(np.ascontiguousarray(Yz[:, np.sort(sample)]), dtype=torch.float32,
                                  device=self.ridge.device)
-            tried = dict(zip(alphas, _mean_scores(cv_unit_scores(self.hats(alphas), self.folds, Ys)[0])))
-            ends = {"low": 0, "high": 0}
-            while True:
-                grid = sorted(tried)
-                alpha = max(grid, key=lambda a: (tried[a], -grid.index(a)))  # a tie keeps the smaller
-                at = "low" if alpha == grid[0] else "high" if alpha == grid[-1] else None
-                if not extend or at is None:
-                    break
-                step = max(10.0, grid[1] / grid[0] if at == "low" else grid[-1] / grid[-2])
-                nxt = alpha / step if at == "low" else alpha * step
-                if ends[at] >= MAX_EXTENSIONS or not ALPHA_MIN <= nxt <= ALPHA_MAX:
-                    limit = f"the {at} end of the grid reached its limit ({alpha:g})"
-                    break
-                ends[at] += 1
-                tried[nxt] = _mean_scores(cv_unit_scores(self.hats([nxt]), self.folds, Ys)[0])[0]
+            alpha, tried, limit = search_alpha(
+                lambda grid: mean_scores(cv_unit_scores(self.hats(grid), self.folds, Ys)[0]), alphas, extend)
         fitted = FittedRidge(self, y_std, torch.as_tensor(Yz, device=self.ridge.device), float(alpha))
         fitted.alpha_cv = {f"{a:g}": round(float(v), 5) for a, v in sorted(tried.items())}
         fitted.alpha_limit = limit
         return fitted
-
-
-# a self-extending penalty grid (``VoxelRidge.fit(extend=True)``) goes at most this many steps past each
-# end of ``decoder.alphas``, and never outside [ALPHA_MIN, ALPHA_MAX] (z-scored voxels: a penalty of 1e9
-# or more shrinks any realistic fit to the mean, one of 1e-3 or less leaves it unregularised)
-MAX_EXTENSIONS = 6
-ALPHA_MIN, ALPHA_MAX = 1e-3, 1e9
-
-
-def _mean_scores(scores: np.ndarray) -> list[float]:
-    """The mean over units of each penalty's ``cv_unit_scores`` (NaN units left out; -inf when all are)."""
-    valid = ~np.isnan(scores)
-    mean = np.where(valid, scores, 0).sum(1) / np.maximum(valid.sum(1), 1)
-    return [float(m) if v else -np.inf for m, v in zip(mean, valid.any(1))]
 
 
 class FittedRidge:

@@ -27,7 +27,7 @@ to pixels.
   as it scores the generator on the images its tick was chosen on.
 * Same kernel ridge, z-scoring and cross-validated penalty as stage 1's feature decoders
   (``_voxel_ridge.py``), except that the penalty grid extends itself while the best penalty lies at
-  an end of ``decoder.alphas`` (up to ``_voxel_ridge.MAX_EXTENSIONS`` steps per end, within
+  an end of ``decoder.alphas`` (up to ``shared.ridge.MAX_EXTENSIONS`` steps per end, within
   ``ALPHA_MIN``-``ALPHA_MAX``; a limit reached is recorded as ``alpha_limit``). ``row()`` reports the penalty, the size, the gain used (1 = as fitted) and
   every score the choices compared; ``metrics.json`` keeps them beside the scores.
 """
