@@ -1,15 +1,13 @@
 """Fit decoders from voxels to a layer, predict test and out-of-fold features, score them.
 
-The validation hold-out is set apart first (``shared.holdout.hold_out``): decoders never fit
-on it, and it is predicted like a test set (split ``validation``) from its averaged repetitions.
-For one (subject, ROI) (``RoiWork``): voxels are z-scored with training-trial statistics and
-the decoder (``stage1_decode.decoders``: dense ridge with a penalty per layer or per unit,
-or voxel-selected sparse ridge) is prepared once. For each layer the penalty is chosen
-by image-grouped cross-validation, then the layer is streamed through in chunks of
-units: true training features (z-scored with training statistics) -> decoder ->
-decoded test features and out-of-fold decoded training features (split ``train_oof``:
-each training image predicted by a decoder fit without it) -> store. Scores
-accumulate chunk by chunk, so no step holds a whole layer.
+The validation hold-out is set apart first (``shared.holdout.hold_out``): decoders never fit on it, and it is
+predicted like a test set (split ``validation``) from its averaged repetitions. For one (subject, ROI)
+(``RoiWork``): voxels are z-scored with training-trial statistics and the decoder (``stage1_decode.decoders``:
+dense ridge with a penalty per layer or per unit, or voxel-selected sparse ridge) is prepared once. For each
+layer the penalty is chosen by image-grouped cross-validation, then the layer is streamed through in chunks of
+units: true training features (z-scored with training statistics) -> decoder -> decoded test features and
+out-of-fold decoded training features (split ``train_oof``: each training image predicted by a decoder fit
+without it) -> store. Scores accumulate chunk by chunk, so no step holds a whole layer.
 
 Work items (``Item``) are (subject, ROI, layer) or, with ``decoder.part_units``, ranges of a
 large layer's units. Processes sharing a store claim items under a lock file each
@@ -41,7 +39,7 @@ from shared.layers import is_pixels
 from shared.metrics import single_trial_reliability
 from shared.locks import Claim
 from shared.runs import atomic_write_bytes, atomic_write_json
-from shared.ridge import ImageFolds, Standardiser
+from shared.ridge import ALPHA_MAX, ALPHA_MIN, MAX_EXTENSIONS, ImageFolds, Standardiser
 from shared.store import ExperimentStore, FeatureArray, write_stitched
 from shared.weights import parse_weights
 from stage1_decode.items import OOF, Item, LayerFiles, out_splits, work_items
@@ -85,8 +83,6 @@ def fingerprint(cfg: Config, store: ExperimentStore, subject: str, roi: str, tra
     from dataclasses import asdict
 
     import sklearn
-
-    from shared.ridge import ALPHA_MAX, ALPHA_MIN, MAX_EXTENSIONS
 
     def stamp(path):
         st = path.stat()
@@ -230,9 +226,8 @@ class RoiWork:
         return stats, Y_sample, sample
 
     def _choose(self, layer: str, stats: LayerStats, Y_sample: np.ndarray, sample: np.ndarray):
-        # a pixels layer is pixel ridge's decoder: its grid extends past its ends, as that baseline's always did
         choice = self.decoder.choose((Y_sample - stats.mean[sample]) / stats.std[sample], self.cfg.decoder.train_oof,
-                                     extend=is_pixels(layer))
+                                     extend=is_pixels(layer))  # pixel ridge's decoder: its grid grows, as it did
         if choice.alpha is None:
             log.info("%s %s %s: penalties chosen per unit while decoding", self.subject, self.roi, layer)
         else:
