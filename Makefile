@@ -92,7 +92,8 @@ lowlevel: $(STAMP)
 	  mkdir -p results/reference/compare/lowlevel_$$name && \
 	  cp results/compare/lowlevel_$$name/table.md results/compare/lowlevel_$$name/table.csv \
 	     results/compare/lowlevel_$$name/stats.md results/compare/lowlevel_$$name/stats.csv \
-	     results/compare/lowlevel_$$name/bars.png results/reference/compare/lowlevel_$$name/ || exit 1; done
+	     results/compare/lowlevel_$$name/bars.png results/compare/lowlevel_$$name/grid.png \
+	     results/reference/compare/lowlevel_$$name/ || exit 1; done
 
 # the demo's headline comparison with three generator seeds (about 40 minutes on 2 cores, cached): the README's
 # reading of wgan_gp against the baselines beyond seed noise

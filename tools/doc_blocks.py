@@ -324,7 +324,8 @@ def lowlevel_against(ctx, where: str, variant: str, other: str, metric: str, par
     validation means (``val_<metric>`` of table.csv)."""
     table, stats = _lowlevel(ctx, where)
     if part == "val":
-        mean = {r["method"]: float(r[f"val_{metric}"]) for r in table if r["variant"] == variant}
+        mean = {r["method"]: float(r[f"val_{metric}"]) for r in table
+                if r["variant"] == variant and r["method"] in ("wgan_gp", other)}
         return mean["wgan_gp"] - mean[other]
     row = next(r for r in stats if r["variant"] == variant and r["method"] == other)
     if part == "verdict":
@@ -362,6 +363,35 @@ def lowlevel(ctx, where: str) -> str:
                    "validation: PixCorr / SSIM − pixel ridge"], rows)
 
 
+def _lowlevel_sets(ctx) -> list[str]:
+    """The sets whose lowlevel comparison is committed, in ``LOWLEVEL_SETS`` order."""
+    return [w for w in LOWLEVEL_SETS if (ctx.sources.root / f"compare/lowlevel_{w}/table.csv").is_file()]
+
+
+def _lowlevel_validation(ctx) -> dict[str, dict[str, float]]:
+    """Per variant and set: the generator's (PixCorr + SSIM) / 2 on the validation hold-out (mean over seeds)."""
+    out: dict[str, dict[str, float]] = {}
+    for w in _lowlevel_sets(ctx):
+        for r in _lowlevel(ctx, w)[0]:
+            if r["method"] == "wgan_gp":
+                out.setdefault(r["variant"], {})[w] = (float(r["val_pixcorr"]) + float(r["val_ssim"])) / 2
+    return out
+
+
+def lowlevel_chosen(ctx) -> str:
+    """The variant with the best validation score averaged over the committed sets."""
+    scores = _lowlevel_validation(ctx)
+    return max(scores, key=lambda v: sum(scores[v].values()) / len(scores[v]))
+
+
+def lowlevel_choice(ctx) -> str:
+    """The lowlevel choice on validation: the generator's (PixCorr + SSIM) / 2 on the hold-out per set (mean over
+    seeds) and the mean over the sets."""
+    scores, sets = _lowlevel_validation(ctx), _lowlevel_sets(ctx)
+    rows = [[v, *(f"{by[w]:.3f}" for w in sets), f"{sum(by.values()) / len(by):.3f}"] for v, by in scores.items()]
+    return _table(["variant", *(f"{w} (first ROI)" if w == "demo" else w for w in sets), "mean"], rows)
+
+
 DERIVED = {"demo_oof_gap_min": lambda ctx: min(_oof_gaps(ctx)), "demo_oof_gap_max": lambda ctx: max(_oof_gaps(ctx)),
            "demo_unit_gain_max": lambda ctx: max(_unit_gains(ctx)),
            "validation_same_order": lambda ctx: sum(_validation_orders(ctx)),
@@ -385,4 +415,5 @@ BUILDERS = {"demo-decoding": demo_decoding, "demo-reconstruction": demo_reconstr
             "bench-stage2": bench_stage2, "headline-seeds": headline_seeds, "headline-reading": headline_reading,
            
             **{f"lowlevel-{w}": (lambda ctx, w=w: lowlevel(ctx, w)) for w in LOWLEVEL_SETS},
+            "lowlevel-choice": lowlevel_choice,
             "validation-ranking": validation_ranking, "simulator": simulator, "compare-jobs": compare_jobs}
