@@ -137,7 +137,7 @@ class Generator(nn.Module):
         self.from_input = None if start is None else int(start[0])
         if start is not None:
             shape = self.input_shapes[self.from_input]
-            assert len(shape) == 3 and shape[0] in (1, channels), f"a start input must be (C, N, N); got {shape}"
+            assert len(shape) == 3 and shape[0] in (1, 3), f"a start input must be (C, N, N); got {shape}"
             self.register_buffer("start_mean", torch.as_tensor(np.asarray(start[1], np.float32)).reshape(shape))
             self.register_buffer("start_std", torch.as_tensor(np.asarray(start[2], np.float32)).reshape(shape))
 
@@ -149,7 +149,7 @@ class Generator(nn.Module):
         if x.shape[-1] != self.image_size:
             mode = {"mode": "area"} if x.shape[-1] > self.image_size else {"mode": "bilinear", "align_corners": False}
             x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), **mode)
-        return x.mean(1, keepdim=True) if x.shape[1] != self.channels else x
+        return x.mean(1, keepdim=True) if x.shape[1] > self.channels else x  # a gray layer broadcasts to RGB
 
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         assert len(inputs) == len(self.input_shapes), "one input per conditioning layer"

@@ -17,6 +17,7 @@ from shared.config import load_config
 from shared.datasets import DataSource, SplitData, load_split, split_image_names, split_images
 from shared.errors import UserError
 from shared.evaluation import at_size
+from shared.holdout import validation_split
 from shared.featnet import FeatureNet
 from shared.store import ExperimentStore
 
@@ -26,7 +27,7 @@ LAYERS = ["pixels8", "pixels16", "fc7"]
 @pytest.fixture(scope="module")
 def pixels_run(tmp_path_factory):
     """The tiny experiment with pixels8 / pixels16 decoded, the generator conditioned on pixels16 and started from
-    it, no validation hold-out (pixel ridge keeps its prediction as fitted); both stages through the command line."""
+    it, a fifth of the training images held out; both stages through the command line."""
     folder = tmp_path_factory.mktemp("pixels")
     cfg = {**TINY, "data": {**TINY["data"], "root": str(folder / "data")}, "work_dir": str(folder / "work"),
            "results_dir": str(folder / "results"),
@@ -34,7 +35,7 @@ def pixels_run(tmp_path_factory):
            "decoder": {**TINY["decoder"], "alphas": [1.0, 100.0, 10000.0]},
            "generator": {**TINY["generator"], "condition_layers": ["pixels16", "fc7"], "start": "decoded_pixels",
                          "consistency_layers": ["pixels16"]},
-           "eval": {**TINY["eval"], "validation_fraction": 0.0}}
+           "eval": {**TINY["eval"], "validation_fraction": 0.2}}
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     for module in ("stage1_decode", "stage2_generate"):
@@ -65,10 +66,43 @@ def test_a_grayscale_set_has_one_pixel_channel_and_the_feature_network_computes_
     assert list(out) == ["pixels8", "conv1_1"]  # the input comes first, as layer_order sorts it
 
 
+def test_a_grayscale_set_decodes_one_pixel_channel_and_its_generator_starts_from_it(tmp_path):
+    """Gray stimuli (the strokes preset's) through stage 1: the pixels layer has one channel, and a one-channel
+    generator started from it draws the decoded image, repeated to RGB."""
+    from stage2_generate.conditioning import decoded_inputs, fit_transforms
+    from stage2_generate.generator_files import build_generator
+    from stage2_generate.models import generate
+
+    cfg = {**TINY, "data": {**TINY["data"], "root": str(tmp_path / "data")}, "work_dir": str(tmp_path / "work"),
+           "results_dir": str(tmp_path / "results"), "simulation": {**TINY["simulation"], "stimuli": "strokes"},
+           "features": {**TINY["features"], "layers": ["pixels8", "fc7"]},
+           "generator": {**TINY["generator"], "condition_layers": ["pixels8", "fc7"], "start": "decoded_pixels",
+                         "consistency_layers": []}}
+    path = tmp_path / "gray.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = run_cli("stage1_decode", "run", "--config", str(path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = load_config(path)
+    store, src = ExperimentStore(cfg), DataSource.of(cfg)
+    names = split_image_names(src, "train")
+    with store.open_true("pixels8", "train", names=names) as arr:
+        assert arr.unit_shape == (1, 8, 8)
+        gray = at_size(split_images(src, "train", names, cfg.features.input_size), 8)[:, :1]
+        np.testing.assert_allclose(arr.read(arr.rows_for(names)), gray.reshape(len(names), -1), atol=1e-6)
+    transforms, true = fit_transforms(["pixels8", "fc7"], cfg.generator.image_size, store, names)
+    inputs, test_names = decoded_inputs(store, transforms, "sub-01", "VC", "natural")
+    G = build_generator(cfg.generator, [x.shape[1:] for x in true], 1, "cpu", transforms=transforms).eval()
+    with store.open_decoded("sub-01", "VC", "pixels8", "natural") as arr:
+        decoded = arr.read(arr.rows_for(test_names)).reshape(len(test_names), 1, 8, 8)
+    expected = np.clip(at_size(decoded, cfg.generator.image_size, clip=False), 0, 1)
+    np.testing.assert_allclose(generate(G, inputs, "cpu"), np.repeat(expected, 3, axis=1), atol=1e-5)
+
+
 def test_decoded_test_pixels_equal_a_direct_sklearn_ridge_from_the_voxels(pixels_run):
     cfg = pixels_run
     store, src = ExperimentStore(cfg), DataSource.of(cfg)
-    train = load_split(src, "sub-01", "train", "VC", average=False)
+    fit_names, _ = validation_split(split_image_names(src, "train"), cfg.eval.validation_fraction, cfg.seed)
+    train = load_split(src, "sub-01", "train", "VC", average=False).of_images(fit_names)  # stage 1 fits on these
     test = load_split(src, "sub-01", "natural", "VC", average=True)
     X, Xt = train.X.astype(np.float64), test.X.astype(np.float64)
     with store.open_true("pixels16", "train") as arr:
@@ -82,19 +116,35 @@ def test_decoded_test_pixels_equal_a_direct_sklearn_ridge_from_the_voxels(pixels
 
 
 def test_pixel_ridge_rows_are_the_decoded_pixels_layer_brought_to_the_image_size(pixels_run):
+    """Pixel ridge reads stage 1's decoded pixels: its test rows are the chosen layer brought to the image size,
+    rescaled around the fit images' mean by the contrast gain it chose on the hold-out's decoded pixels."""
     cfg = pixels_run
-    store = ExperimentStore(cfg)
+    store, src = ExperimentStore(cfg), DataSource.of(cfg)
     metrics = json.loads((cfg.results_path / "metrics.json").read_text())
     row = metrics["reconstruction"]["sub-01"]["pixel_ridge"]
-    assert row["contrast_gain"] == 1.0 and row["choices"]["source"] == f"stage 1's decoded pixels{row['pixel_size']}"
+    assert row["choices"]["source"] == f"stage 1's decoded pixels{row['pixel_size']}"
     assert set(row["choices"]["size_cv"]) == {"8", "16"}  # both decoded sizes were compared out of fold
+    assert "as fitted" in row["choices"]["contrast_validation"]  # the hold-out's decoded pixels were scored
     with h5py.File(cfg.results_path / "reconstructions" / "sub-01" / "VC" / "natural" / "pixel_ridge.h5") as f:
         names = [n.decode() for n in f["names"][()]]
         recon = f["images"][()]
     with store.open_decoded("sub-01", "VC", f"pixels{row['pixel_size']}", "natural") as arr:
         decoded = arr.read(arr.rows_for(names)).reshape(len(names), *arr.unit_shape)
-    np.testing.assert_allclose(recon, np.clip(at_size(decoded, cfg.generator.image_size, clip=False), 0, 1),
-                               atol=1e-6)
+    up = at_size(decoded, cfg.generator.image_size, clip=False)
+    fit_names, _ = validation_split(split_image_names(src, "train"), cfg.eval.validation_fraction, cfg.seed)
+    mean = split_images(src, "train", fit_names, cfg.generator.image_size).mean(axis=0)
+    gain = row["contrast_gain"]
+    np.testing.assert_allclose(recon, np.clip(mean + gain * (up - mean) if gain != 1 else up, 0, 1), atol=2e-5)
+
+
+def test_only_pixels_layers_search_past_the_penalty_grid(pixels_run):
+    from stage1_decode.items import LayerFiles
+
+    store = ExperimentStore(pixels_run)
+    grid = {f"{a:g}" for a in pixels_run.decoder.alphas}
+    tried = {la: set(json.loads(LayerFiles(store, "sub-01", "VC", la).done.read_text())["scores"]["natural"][
+        "cv_profile_corr"]) for la in ("pixels16", "fc7")}
+    assert tried["fc7"] == grid and tried["pixels16"] > grid  # the tiny set's pixels want more than 1e4
 
 
 def test_a_generator_started_from_decoded_pixels_with_silent_blocks_outputs_the_decoded_image(pixels_run):
@@ -107,7 +157,9 @@ def test_a_generator_started_from_decoded_pixels_with_silent_blocks_outputs_the_
     cfg = pixels_run
     store, src = ExperimentStore(cfg), DataSource.of(cfg)
     train_names = split_image_names(src, "train")
-    transforms, true = fit_transforms(cfg.generator.condition_layers, cfg.generator.image_size, store, train_names)
+    fit_names, _ = validation_split(train_names, cfg.eval.validation_fraction, cfg.seed)
+    transforms, true = fit_transforms(cfg.generator.condition_layers, cfg.generator.image_size, store, train_names,
+                                      fit_names)
     inputs, names = decoded_inputs(store, transforms, "sub-01", "VC", "natural")
     G = build_generator(cfg.generator, [x.shape[1:] for x in true], 3, "cpu", transforms=transforms).eval()
     with torch.no_grad():

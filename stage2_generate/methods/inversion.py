@@ -17,6 +17,7 @@ import logging
 import numpy as np
 import torch
 
+from shared.layers import is_pixels
 from stage2_generate.methods._inversion import invert, norm_corrected, typical_sd
 from stage2_generate.methods.base import Method, TestData
 
@@ -43,7 +44,16 @@ class _Inversion(Method):
         f, c = self.ctx.features, self.ctx
         return c.shared(f"inversion featnet {self.layers}", lambda: FeatureNet(f.network, f.weights, self.layers,
                                                                 input_size=f.input_size,
-                                                                pixel_channels=c.channels).to(c.device).eval())
+                                                                pixel_channels=self._pixel_channels()
+                                                                ).to(c.device).eval())
+
+    def _pixel_channels(self) -> int:
+        """The channels stage 1 stored its pixels layers with (3 when none is inverted)."""
+        pixels = [layer for layer in self.layers if is_pixels(layer)]
+        if not pixels:
+            return 3
+        with self.ctx.store.open_true(pixels[0], "train") as arr:
+            return arr.unit_shape[0]
 
     @property
     def true_sd(self) -> dict[str, float]:
