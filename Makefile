@@ -65,7 +65,8 @@ bench-stage2: $(STAMP)
 # 2 cores, cached, so a rerun recomputes nothing
 ABLATIONS := layers rois decoders losses inputs methods
 ablations: $(STAMP)
-	for name in $(ABLATIONS); do $(PY) -m stage2_generate compare --config configs/ablations/$$name.yaml || exit 1; done
+	for name in $(ABLATIONS); do $(PY) -m stage2_generate compare --config configs/ablations/$$name.yaml --jobs 2 && \
+	  $(PY) -m tools.keep_compare $$name || exit 1; done
 
 # the demo's VC decoded with a penalty per unit, beside the default per layer (the README's reading)
 per-unit: $(STAMP)
@@ -82,26 +83,22 @@ small-data: $(STAMP)
 # the shipped generator settings compared on validation over the demo and both presets
 settings: $(STAMP)
 	for name in demo $(PRESETS); do $(PY) -m stage2_generate compare --config configs/ablations/settings.yaml \
-	  --base configs/$$name.yaml || exit 1; done
+	  --base configs/$$name.yaml --jobs 2 && $(PY) -m tools.keep_compare settings_$$name || exit 1; done
 
 # the low-level pathway (pixels layers, the generator started from the decoded image) over both presets and the
-# demo, 3 seeds each, two variants at once (about 2 hours on 2 cores, cached); tables copied to results/reference/
+# demo (VC, its headline ROI: all three would triple its time), 3 seeds each, two runs at once (about 2.5 hours on
+# 2 cores, cached); tables copied to results/reference/
 lowlevel: $(STAMP)
-	for name in $(PRESETS) demo; do $(PY) -m stage2_generate compare --config configs/ablations/lowlevel.yaml \
-	  --base configs/$$name.yaml --jobs 2 || exit 1; \
-	  mkdir -p results/reference/compare/lowlevel_$$name && \
-	  cp results/compare/lowlevel_$$name/table.md results/compare/lowlevel_$$name/table.csv \
-	     results/compare/lowlevel_$$name/stats.md results/compare/lowlevel_$$name/stats.csv \
-	     results/compare/lowlevel_$$name/bars.png results/compare/lowlevel_$$name/grid.png \
-	     results/reference/compare/lowlevel_$$name/ || exit 1; done
+	for name in $(PRESETS); do $(PY) -m stage2_generate compare --config configs/ablations/lowlevel.yaml \
+	  --base configs/$$name.yaml --jobs 2 && $(PY) -m tools.keep_compare lowlevel_$$name || exit 1; done
+	$(PY) -m stage2_generate compare --config configs/ablations/lowlevel.yaml --base configs/demo.yaml \
+	  --set 'data.rois=[VC]' --jobs 2 && $(PY) -m tools.keep_compare lowlevel_demo
 
 # the demo's headline comparison with three generator seeds (about 40 minutes on 2 cores, cached): the README's
 # reading of wgan_gp against the baselines beyond seed noise
 seeds: $(STAMP)
 	$(PY) -m stage2_generate compare --config configs/ablations/headline.yaml --jobs 2 && \
-	  mkdir -p results/reference/compare/headline && \
-	  cp results/compare/headline/table.md results/compare/headline/table.csv results/compare/headline/stats.md \
-	     results/compare/headline/stats.csv results/compare/headline/bars.png results/reference/compare/headline/
+	  $(PY) -m tools.keep_compare headline
 
 # the committed figures and tables the README shows, copied from finished runs (`make demo`,
 # `make ablations`); `make demo` and `compare` write only under results/demo and results/compare

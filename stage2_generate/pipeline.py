@@ -23,6 +23,7 @@ from shared.locks import ExperimentLock
 from shared.runs import Run, atomic_write_bytes, atomic_write_json, sweep_temporary_files, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
+from stage2_generate.compare.cache import result_key
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +307,10 @@ def run(cfg: Config) -> None:
                 info.update(m.settings())
         sections["reconstruction_info"]["methods"] = info
     atomic_write_json(results / "per_image.json", per_image)
-    metrics = update_metrics(results / "metrics.json", {"result_version": RESULT_VERSION, **sections}, "stage2",
-                             run_.dir)
+    # result_key: the hash of every setting the numbers depend on (compare's cache key), so that a committed
+    # copy of these results can be told apart from what its config computes today (tests/test_reference_fresh.py)
+    metrics = update_metrics(results / "metrics.json", {"result_version": RESULT_VERSION, "result_key": result_key(cfg),
+                                                        **sections}, "stage2", run_.dir)
     for key_name, rec in sections.items():
         base = results / ("validation" if key_name == VALIDATION_SECTION else key_name)
         if key_name == "reconstruction_info":

@@ -15,7 +15,8 @@ from shared.report import RESULT_VERSION, read_result_version
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference"
 # how to remake the outputs of a folder under results/reference/ (first match)
-REMAKE = [("compare/settings_", "make settings, then make reference"), ("compare/headline", "make seeds"), ("compare/", "make ablations, then make reference"),
+REMAKE = [("compare/settings_", "make settings"), ("compare/headline", "make seeds"),
+          ("compare/lowlevel_", "make lowlevel"), ("compare/", "make ablations"),
           ("demo_unit/", "make per-unit"), ("demo/", "make demo, then make reference"),
           ("small_strokes/", "make small-data, then make reference"),
           ("binary_shapes/", "make small-data, then make reference")]
@@ -95,6 +96,7 @@ class Sources:
     def __init__(self, root: Path = REFERENCE):
         self.root = Path(root)
         self._files: dict[str, object] = {}
+        self._drift: dict[str, list[str]] = {}
 
     def _load(self, rel: str):
         if rel not in self._files:
@@ -135,12 +137,28 @@ class Sources:
         own = read_result_version(path)
         return own if own is not None else folder_version(path.parent)
 
+    def drift(self, folder: str) -> list[str]:
+        """Why a comparison folder's tables are no longer what the code computes, from its ``provenance.json``
+        (``stage2_generate.compare.provenance``); empty when it has none or they still are."""
+        if folder not in self._drift:
+            from stage2_generate.compare.provenance import read_provenance, stale_reasons
+
+            record = read_provenance(self.root / folder)
+            self._drift[folder] = stale_reasons(record, ROOT) if record else []
+        return self._drift[folder]
+
     def stale(self, rel: str) -> bool:
         v = self.version(rel)
-        return v != "timing" and (v is None or v < RESULT_VERSION)
+        if v == "timing":
+            return False
+        return v is None or v < RESULT_VERSION or bool(self.drift(Path(rel).parent.as_posix()))
 
     def note(self, folder: str) -> str:
         """Why ``folder``'s outputs are stale and how to remake them."""
+        if self.drift(folder):
+            record = json.loads((self.root / folder / "provenance.json").read_text())
+            return (f"`results/reference/{folder}/` is not what the code computes now ({self.drift(folder)[0]}; "
+                    f"remake: `{record['command']}`)")
         versions = {self.version(rel) for rel in self._files if rel.startswith(folder + "/")}
         known = sorted(v for v in versions if isinstance(v, int))
         made = (f"made by result version {known[0]}" if known and None not in versions

@@ -29,15 +29,18 @@ Outputs, under ``<results_dir>/compare/<name>/`` (statistics: ``seed_stats.py``)
   ``method``), paired over the same images and seeds: difference, interval over seeds and images,
   between-seed SD of the difference, Wilcoxon p over images, and a verdict per metric ("win" /
   "loss" beyond the seed noise, "within noise", or "single seed");
-* ``bars.png`` (error bars: that interval), ``grid.png`` (the first seed's reconstructions) and
-  ``compare.json`` (where each run's results are, for ``export``; the summaries and paired entries).
+* ``bars.png`` (error bars: that interval), ``grid.png`` (the first seed's reconstructions),
+  ``compare.json`` (where each run's results are, for ``export``; the summaries and paired entries) and
+  ``provenance.json`` (the command and each run's result key: ``provenance.py`` tells whether today's
+  code still makes these tables).
 
 ``--launcher slurm`` runs the stages as cluster jobs instead (``slurm.py``, through submitit): one job
 per stage-1 configuration still to compute, then one per variant's stage 2; the tables are the same.
 
 The package: ``spec.py`` reads and validates a compare file, ``cache.py`` holds the cache keys and
 folders, ``runner.py`` runs the variants on this machine, ``slurm.py`` as cluster jobs, ``seed_stats.py``
-holds the statistics over seeds and images, ``report.py`` writes the tables and figures; this module is
+holds the statistics over seeds and images, ``report.py`` writes the tables and figures, ``provenance.py``
+records what they were made from; this module is
 the verb (it imports the others when it runs: a cluster job imports ``slurm.py`` alone).
 """
 
@@ -86,6 +89,7 @@ def compare_verb(args) -> None:
     from stage2_generate.compare.report import (bars_plot, collect, compare_grid, paired_rows, several_seeds,
                                                 summarise_rows, write_tables)
     from stage2_generate.compare.runner import check_one_judge, check_variant_inputs, run_variant_record, run_variants
+    from stage2_generate.compare.provenance import PROVENANCE, provenance
     from stage2_generate.compare.spec import load_compare
 
     t0 = time.time()
@@ -148,6 +152,7 @@ def compare_verb(args) -> None:
         "mean over seeds and test images, 95% bootstrap interval over seeds and images" if several_seeds(rows)
         else "mean over test images, 95% bootstrap interval (single seed)"))
     compare_grid(sub, rows, out / "grid.png", ref_cfg.eval.grid_columns)
+    atomic_write_json(out / PROVENANCE, provenance(spec, args, sub.variants))
     atomic_write_json(out / "compare.json", {
         "name": spec.name, "file": str(spec.path), "base": str(spec.base), "reference": spec.reference,
         "method": spec.method, "seeds": spec.seeds, "variants": recs,

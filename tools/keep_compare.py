@@ -1,0 +1,48 @@
+"""Copy finished comparisons' tables into ``results/reference/compare/`` (the committed reference).
+
+``python -m tools.keep_compare NAME [NAME ...]`` copies ``table.md``/``.csv``, ``stats.md``/``.csv``, ``bars.png``,
+``grid.png`` and ``provenance.json`` of ``results/compare/NAME/`` to ``results/reference/compare/NAME/``, leaving the
+folder's own ``README.md`` (its question and files, written by hand) as it is. ``provenance.json`` is required: it is
+how ``tests/test_reference_fresh.py`` tells that the committed tables are still what the code computes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = ("table.md", "table.csv", "stats.md", "stats.csv", "bars.png", "grid.png", "provenance.json")
+REQUIRED = ("table.md", "table.csv", "provenance.json")
+
+
+def keep(name: str, results: Path = ROOT / "results") -> Path:
+    src, dst = results / "compare" / name, results / "reference" / "compare" / name
+    missing = [f for f in REQUIRED if not (src / f).is_file()]
+    if missing:
+        raise SystemExit(f"error: {src}/{missing[0]} is missing: run the comparison '{name}' to the end first")
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in FILES:
+        if (src / f).is_file():
+            shutil.copyfile(src / f, dst / f)
+        elif (dst / f).exists():  # a file the new run does not make must not outlive it
+            (dst / f).unlink()
+    return dst
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: python -m tools.keep_compare NAME [NAME ...]", file=sys.stderr)
+        return 2
+    for name in argv:
+        try:
+            print(f"kept {keep(name).relative_to(ROOT)}")
+        except SystemExit as e:
+            print(e, file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
