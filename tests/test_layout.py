@@ -87,3 +87,19 @@ def test_readme_is_a_front_door_whose_where_things_are_table_names_existing_file
         assert paths, f"no file named in: {row}"
         missing = [p for p in paths if not (ROOT / p).exists()]
         assert not missing, f"{row}: {missing} do not exist"
+
+
+def test_licence_and_citation_are_at_the_front_door():
+    import configparser
+
+    import yaml
+
+    licence = configparser.ConfigParser()
+    licence.read(ROOT / "setup.cfg")
+    assert (ROOT / "LICENSE").read_text().startswith(f"{licence['metadata']['license']} License")
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == licence["metadata"]["license"]
+    assert cff["version"] == licence["metadata"]["version"]
+    dois = {r.get("doi") for r in cff["references"]}
+    assert "10.1371/journal.pcbi.1006633" in dois  # the data's paper (Shen et al. 2019)
+    assert all(r.get("title") and r.get("authors") for r in cff["references"])
