@@ -29,8 +29,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-# the result numbers and tables of README.md and docs/*.md, rewritten from results/reference/ (tools/make_docs.py;
-# tests/test_doc_numbers.py fails while they differ); after `make reference` or a benchmark, run it and commit
+# the result numbers and tables of README.md and docs/*.md, rewritten from results/reference/, and docs/config.md's
+# keys from shared/config/schema.py (tools/make_docs.py; tests/test_doc_numbers.py fails while they differ); after `make reference` or a benchmark, run it and commit
 docs: $(STAMP)
 	$(PY) -m tools.make_docs
 

@@ -3,10 +3,12 @@
 A builder takes a ``make_docs.Context`` (``ctx.get("FILE:SELECTOR")`` reads a value, ``ctx.table("FILE")`` the first
 Markdown table of a file as rows of strings; both remember the files read, for the stale check) and returns the
 block's Markdown. No bold: a single run cannot say which difference holds beyond the spread between seeds.
+``config-reference`` (``tools/doc_config.py``) reads no outputs: docs/config.md's tables of the config schema.
 """
 
 from __future__ import annotations
 
+from tools.doc_config import CONFIG_BUILDERS
 from tools.doc_lowlevel import LOWLEVEL_BUILDERS
 from tools.doc_sources import _parse_table
 
@@ -326,5 +328,5 @@ BUILDERS = {"demo-decoding": demo_decoding, "demo-reconstruction": demo_reconstr
             "presets-results": presets_results, "settings-choice": settings_choice, "bench-ridge": bench_ridge,
             "bench-stage2": bench_stage2, "headline-seeds": headline_seeds, "headline-reading": headline_reading,
            
-            **LOWLEVEL_BUILDERS,
+            **LOWLEVEL_BUILDERS, **CONFIG_BUILDERS,
             "validation-ranking": validation_ranking, "simulator": simulator, "compare-jobs": compare_jobs}
