@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from shared.datasets import SplitData
+    from shared.data_source import SplitData
 
 VALIDATION = "validation"  # the store split of the held-out images' decoded features
 HELD_OUT = "__validation__"  # the split name stage 2's methods see for the held-out images (beside the test sets')
@@ -43,7 +43,7 @@ def hold_out(train: SplitData, tests: dict[str, SplitData], train_names: list[st
     """Stage 1's data with the hold-out set apart: the trials decoders may fit (``train`` less the held-out
     images' trials) and the splits they predict, ``tests`` and, when ``fraction`` > 0, the held-out images'
     repetitions averaged as a test image's are (split ``validation``, in ``train_names`` order)."""
-    from shared.datasets import SplitData, average_by_name
+    from shared.data_source import SplitData, average_by_name
     from shared.errors import UserError
 
     if fraction <= 0:

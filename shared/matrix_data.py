@@ -30,14 +30,11 @@ import functools
 import hashlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shared.data_source import DataSource, SplitData, average_by_name, check_folds
 from shared.errors import UserError
-
-if TYPE_CHECKING:
-    from shared.datasets import DataSource
 
 log = logging.getLogger(__name__)
 
@@ -283,3 +280,52 @@ def resized(src: DataSource, split: str, wanted: list[str], size: int) -> np.nda
             chans.append(np.clip(np.asarray(plane, dtype=np.float32), 0, 1))
         out[k] = np.stack(chans * 3 if len(chans) == 1 else chans)
     return out
+
+
+class MatrixReader:
+    """``shared.data_source.Reader`` over one matrix file per subject (one row per trial; the trials of one
+    image, equal pixels, share its name)."""
+
+    def __init__(self, src: DataSource):
+        self.src = src
+
+    def files(self) -> dict[str, Path]:
+        return {s: matrix_path(self.src, s) for s in self.src.data.subjects}
+
+    def brain_file(self, subject: str, split: str) -> Path:
+        return matrix_path(self.src, subject)
+
+    def check(self, cv_folds: int) -> None:
+        src = self.src
+        for subject in src.data.subjects:
+            for split in ["train", *src.data.test]:
+                voxels(src, subject, split)  # also checks the images and that the counts agree
+        check_subjects(src)
+        check_folds(cv_folds, len(names(src, "train")), src.data.subjects[0])  # distinct images, not rows
+
+    def names(self, split: str) -> list[str]:
+        return names(self.src, split)
+
+    def load(self, subject: str, split: str, roi: str, average: bool) -> SplitData:
+        src = self.src
+        X = voxels(src, subject, split)
+        rows = np.array(row_names(src, subject, split))
+        if average:  # one row per image, in names() order
+            order = names(src, split)
+            if set(rows) != set(order):
+                check_subjects(src)  # names the file whose images differ
+            X, rows = average_by_name(X, rows, order), np.array(order)
+        return SplitData(X=X, names=rows, roi_key=roi, path=matrix_path(src, subject))
+
+    def stimuli(self, split: str, wanted, size: int) -> np.ndarray:
+        return resized(self.src, split, list(wanted), size)
+
+    def stimuli_file(self, split: str, wanted: list[str]) -> Path:
+        return matrix_path(self.src, self.src.data.subjects[0])
+
+    def native_size(self) -> int | None:
+        h, w = images(self.src, self.src.data.subjects[0], "test").shape[1:3]
+        return int(h) if h == w else None
+
+    def seen_in_training(self, split: str) -> list[str]:
+        return seen_in_training(self.src, split)

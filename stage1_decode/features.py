@@ -8,7 +8,7 @@ import numpy as np
 
 from shared.config import Config
 from shared.faults import failpoint
-from shared.datasets import DataSource, bdata_files, image_paths, split_files, split_image_names, split_images
+from shared.datasets import DataSource, split_image_names, split_images, stimuli_file
 from shared.layers import is_pixels
 from shared.store import ExperimentStore, StoreMismatch
 from shared.weights import parse_weights
@@ -58,11 +58,7 @@ def compute_true_features(cfg: Config, store: ExperimentStore, device, splits: l
         if not todo:
             log.info("true features of %s: already in the store", split)
             continue
-        if src.matrix:
-            folder = bdata_files(src)[src.data.subjects[0]]
-        else:
-            folder = src.root / split_files(src, split).images
-            image_paths(folder, names)  # fail early, naming the first missing image
+        folder = stimuli_file(src, split, names)  # fails early, naming the first missing image
         if net is None:
             channels = stimulus_channels(src, cfg.features.input_size) if any(map(is_pixels, cfg.features.layers)) \
                 else 3

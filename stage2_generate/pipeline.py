@@ -10,8 +10,8 @@ import time
 import numpy as np
 
 from shared.config import Config
-from shared.datasets import (DataSource, average_by_name, bdata_files, load_split, native_size, split_image_names,
-                             split_images)
+from shared.datasets import (DataSource, average_by_name, bdata_files, load_split, native_size, seen_in_training,
+                             split_image_names, split_images)
 from shared.device import distributed, process_device
 from shared.errors import UserError
 from shared.evaluation import (ValidationScorer, as_scored, check_judge_independent, distractor_rng, is_grayscale,
@@ -291,15 +291,12 @@ def run(cfg: Config) -> None:
         "grayscale": gray,
         "score_size": {"pixels": size, "native": native, "label": _size_label(size, native, gc.image_size)},
     }
-    if source.matrix:  # some public sets reuse training images as test images: say which
-        from shared.matrix_data import seen_in_training
-
-        for split in cfg.data.test:
-            seen = seen_in_training(source, split)
-            if seen:
-                log.warning("%d of the %s test images are also training images (equal pixels; first: %s): "
-                            "nearest_train retrieves them exactly, by construction", len(seen), split, seen[0])
-                sections["reconstruction_info"].setdefault("test_in_train", {})[split] = seen
+    for split in cfg.data.test:  # some public sets reuse training images as test images: say which
+        seen = seen_in_training(source, split)
+        if seen:
+            log.warning("%d of the %s test images are also training images (equal pixels; first: %s): "
+                        "nearest_train retrieves them exactly, by construction", len(seen), split, seen[0])
+            sections["reconstruction_info"].setdefault("test_in_train", {})[split] = seen
     if cfg.methods.run:
         info = {"run": list(cfg.methods.run)}
         for m in methods:
