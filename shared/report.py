@@ -143,6 +143,8 @@ def write_summary(results: Path, metrics: dict) -> None:
     if (results / "decoding.png").is_file():
         parts.append("![decoding accuracy per layer](decoding.png)\n")
     recon_info = metrics.get("reconstruction_info", {})
+    if recon_info.get("lab_import"):  # stage 2 on imported features ran with other settings than configured
+        parts.append(f"**{recon_info['lab_import']['note']}**\n")
     for key, value in metrics.items():
         if key.startswith("reconstruction") and key not in ("reconstruction_info", VALIDATION_SECTION) and value:
             split = key.split("reconstruction_", 1)[1] if "_" in key else metrics.get("info", {}).get("test_set", "test")
@@ -233,6 +235,9 @@ def _training_parts(recon_info: dict, validation: dict | None, results: Path) ->
                      f"fit; decoded like the test images). The generator of step {g.get('best_step')} of "
                      f"{g.get('iterations')} reconstructs (`{val['metric']}` "
                      f"{'n/a' if score is None else f'{score:.3f}'} on them).{why} Rule: {g.get('tick_rule', '')}\n")
+    elif "validation_fraction" in recon_info.get("lab_import", {}):
+        parts.append("No validation hold-out (the imported lab files hold no decoded held-out training images, so "
+                     "eval.validation_fraction was set to 0): the last step's generator reconstructs.\n")
     else:
         parts.append("No validation hold-out (eval.validation_fraction=0): the last step's generator reconstructs.\n")
     if rollbacks:

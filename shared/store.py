@@ -240,6 +240,7 @@ class FeatureStore:
 # ------------------------------------------------------------ the experiment's arrays
 
 ACTIVATION = "pre-relu"  # what a layer's features are: the conv/linear output before its ReLU
+IMPORTED_FROM = "imported_from"  # the provenance key of arrays read from the lab's files: the folder they came from
 
 
 class ExperimentStore(FeatureStore):

@@ -33,7 +33,7 @@ import numpy as np
 from shared.datasets import DataSource, split_image_names
 from shared.errors import UserError
 from shared.holdout import VALIDATION
-from shared.store import ExperimentStore, FeatureArray, StoreMismatch
+from shared.store import IMPORTED_FROM, ExperimentStore, FeatureArray, StoreMismatch
 from shared.weights import parse_weights
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def import_lab(cfg, root: str | Path, what: str) -> list[Path]:
     root = Path(root)
     network = cfg.features.network
     label = f"{parse_weights(cfg.features.weights).label}; imported from lab files in {root}"
-    provenance = {"imported_from": str(root)}
+    provenance = {IMPORTED_FROM: str(root)}
     tests = list(cfg.data.test)
     src = DataSource.of(cfg)
     names = {split: split_image_names(src, split) for split in (["train", *tests] if what == "true" else tests)}

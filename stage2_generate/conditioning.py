@@ -20,7 +20,8 @@ What the generator is conditioned on during training (``generator.train_inputs``
   ``c = rho * x + sqrt(1 - rho^2) * rms * noise`` with ``rho`` uniform in
   ``[generator.condition_corr_min, 1]``;
 * ``oof``: stage 1's out-of-fold decoded features of the training images (from a
-  random subject and ROI per sample), i.e. what decoding really produces;
+  random subject and ROI per sample), i.e. what decoding really produces (features imported
+  from the lab's files have none: ``imported.py`` then draws this share from true features);
 * ``mix``: per sample one of the above with probabilities ``mix_true``,
   ``mix_corrupted``, ``mix_oof``.
 """

@@ -133,6 +133,7 @@ def run(cfg: Config) -> None:
     from stage2_generate.conditioning import ConditionSampler, decoded_inputs, fit_transforms
     from stage2_generate.generator_files import preflight as check_generator_files
     from stage2_generate.generator_files import training_key, training_record
+    from stage2_generate.imported import adapt as adapt_to_import
     from stage2_generate.recon_files import grid_title, save_reconstructions
     from stage2_generate.train import train_generator
     from stage2_generate.watch import Validation
@@ -147,9 +148,14 @@ def run(cfg: Config) -> None:
     for layer in gc.condition_layers:
         if not store.true_file(layer, "train").is_file():
             raise UserError(f"the feature store {store.root} has no {layer} features of experiment "
-                            f"'{cfg.experiment}'; run stage 1 first: python -m stage1_decode run --config <same config>")
+                            f"'{cfg.experiment}'; run stage 1 first: python -m stage1_decode run --config <same "
+                            f"config> (or, for the lab's feature files, python -m stage1_decode import-lab --config "
+                            f"<same config> --set lab.root=<folder> --set lab.import_kind=true_features, and =decoded)")
     classes = registry.selected(cfg.methods.run, e.baselines)
     _check_inputs(cfg, store, [layer for c in classes for layer in c.store_layers(cfg.methods, cfg.features)])
+    # decoded features imported from the lab's files: no out-of-fold or hold-out features (a stage-1 store: cfg)
+    cfg, lab_import = adapt_to_import(cfg, store, say=rank == 0)
+    gc, e = cfg.generator, cfg.eval
     source = DataSource.of(cfg)
     all_names = split_image_names(source, "train")
     # the validation hold-out: no generator batch and no method's fit ever sees these images
@@ -290,6 +296,7 @@ def run(cfg: Config) -> None:
         "methods_described": {m.name: m.describe for m in methods if m.describe},
         "grayscale": gray,
         "score_size": {"pixels": size, "native": native, "label": _size_label(size, native, gc.image_size)},
+        **({"lab_import": lab_import} if lab_import else {}),
     }
     for split in cfg.data.test:  # some public sets reuse training images as test images: say which
         seen = seen_in_training(source, split)
