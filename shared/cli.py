@@ -26,7 +26,7 @@ def _parser(prog: str, description: str, verbs: dict[str, tuple[Verb, str]]) -> 
     for name, (_, help_text, *extra) in verbs.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         option_help = extra[1] if len(extra) > 1 else {}
-        p.add_argument("--config", required=True,
+        p.add_argument("--config", required=option_help.get("config_required", True),
                        help=option_help.get("config", "experiment YAML file, e.g. configs/demo.yaml"))
         if extra:  # a verb with its own options; it reads its config itself
             extra[0](p)

@@ -71,6 +71,11 @@ def _read(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
                         f"file or re-download it") from None
 
 
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every numeric variable of the matrix file at ``path`` (cached while the file is unchanged)."""
+    return _read(str(path), path.stat().st_mtime_ns)
+
+
 def variables(src: DataSource, subject: str) -> dict[str, np.ndarray]:
     path = matrix_path(src, subject)
     if not path.is_file():

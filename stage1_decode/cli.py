@@ -5,8 +5,15 @@ from stage1_decode import __doc__ as DESCRIPTION
 from stage1_decode.download import download_verb
 from stage1_decode.labfiles import export_lab_verb, import_lab_verb
 from stage1_decode.pipeline import add_run_arguments, run_verb, simulate
+from stage1_decode.plan import add_arguments as add_plan_arguments
+from stage1_decode.plan import plan_verb
 
 VERBS = {
+    "plan": (plan_verb, "read a dataset (a BData folder or a .mat / .npz file), print its fingerprint and write the "
+                        "config both stages run on it (--out; settings from stage1_decode/plan_rules.py)",
+             add_plan_arguments, {"config": "a config to start from (optional; --set names what the file's names do "
+                                            "not say, e.g. --set data.matrix.train_voxels=NAME)",
+                                  "config_required": False, "dry_run": "print the config instead of writing it"}),
     "download": (download_verb, "download the Deep Image Reconstruction fMRI files of data.subjects (training, and "
                                 "natural test when data.test has it) and their image lists from figshare into "
                                 "data.root (checked against the publisher's sizes and MD5s; resumes; needs "
