@@ -111,9 +111,9 @@ def data_values(path: Path, given: dict | None = None) -> dict[str, object]:
 
         keys = [k[4:] for k in open_bdata(next(p for p in path.iterdir() if BDATA_TRAIN.match(p.name))).metadata.key
                 if k.startswith("ROI_")]
-        rois = ["VC"] if "VC" in keys else keys[:1]
+        rois = ["VC"] if "VC" in keys else keys[:1]  # for the fingerprint; the plan's rule picks data.rois
         return {"experiment": re.sub(r"[^A-Za-z0-9_]+", "_", path.resolve().name), "data.source": "bdata",
-                "data.root": str(path), "data.subjects": subjects, "data.rois": rois}
+                "data.root": str(path), "data.subjects": subjects, "data.rois": rois, "rois_in_file": keys}
     raise UserError(f"--data {path} is neither a BData folder nor a .mat / .npz file")
 
 
@@ -152,11 +152,12 @@ def plan_verb(args) -> None:
     given = {k.strip(): yaml.safe_load(v) if v.strip() else "" for k, v in (o.partition("=")[::2]
                                                                             for o in args.overrides)}
     data = data_values(path, given)
+    available = data.pop("rois_in_file", None)
     cfg = load_config(args.config, args.overrides, values=data)
     log.info("reading %s for its fingerprint", path)
     fp = fingerprint(DataSource.of(cfg))
     gpu = (args.device == "gpu") if args.device else _gpu()
-    values, reasons = plan(fp, gpu, _imagenet_present())
+    values, reasons = plan(fp, gpu, _imagenet_present(), available)
     written = {**data, **values, **given}
     out = Path(args.out) if args.out else Path("configs") / f"{written['experiment']}.yaml"
     head = [f"Planned by: python -m stage1_decode plan --data {path}" + "".join(f" --set {o}" for o in args.overrides),

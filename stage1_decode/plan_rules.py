@@ -30,6 +30,19 @@ MIN_FOLD_IMAGES = 9  # images per cross-validation fold, at least (binary_shapes
 MAX_FOLDS = 5
 
 
+def rois(fp: Fingerprint, available: list[str] | None) -> tuple[dict, str]:
+    """A large set (the demo: 1,200 images) whose file has VC, LVC and HVC gets all three (the study's comparison
+    of early and higher visual cortex); a small one VC alone, as the small presets (each ROI is one more generator
+    to train within the CPU budget). A matrix file has one set of voxels, named as ``data.rois`` says."""
+    if available is None:
+        return {}, f"data.rois: {fp.rois} (a matrix file's one set of voxels)"
+    if fp.train.images >= MANY_IMAGES and {"VC", "LVC", "HVC"} <= set(available):
+        return {"data.rois": ["VC", "LVC", "HVC"]}, "data.rois: VC, LVC and HVC (a large set; one generator each)"
+    pick = ["VC"] if "VC" in available else available[:1]
+    return {"data.rois": pick}, (f"data.rois: {pick[0]} alone (of {', '.join(available)}: " +
+                                 ("a small set" if fp.train.images < MANY_IMAGES else "no LVC / HVC") + ")")
+
+
 def image_size(fp: Fingerprint, gpu: bool) -> tuple[dict, str]:
     """The generator draws at the stimuli's own side (docs/small_datasets.md: native-resolution scores),
     at most 64 px on a CPU (the demo's measured budget) and 128 px on a GPU (configs/dir_real.yaml);
@@ -85,11 +98,12 @@ def holdout(fp: Fingerprint) -> tuple[dict, str]:
     return {}, f"eval.validation_fraction: the default 0.1 ({held} held-out training images{note})"
 
 
-def plan(fp: Fingerprint, gpu: bool, imagenet: bool) -> tuple[dict, list[str]]:
-    """Every rule's values and comments, in the order they are written."""
+def plan(fp: Fingerprint, gpu: bool, imagenet: bool, available_rois: list[str] | None = None) -> tuple[dict, list[str]]:
+    """Every rule's values and comments, in the order they are written (``available_rois``: a BData file's ROIs)."""
     values: dict = {}
     comments: list[str] = []
-    for vals, why in (features(fp, imagenet), image_size(fp, gpu), decoder(fp), budget(fp, gpu), holdout(fp)):
+    for vals, why in (rois(fp, available_rois), features(fp, imagenet), image_size(fp, gpu), decoder(fp),
+                      budget(fp, gpu), holdout(fp)):
         values.update(vals)
         comments.append(why)
     if fp.test_in_train:
