@@ -10,6 +10,8 @@ ALLOWED: dict[str, dict[str, str]] = {
     "README.md": {
         "Python 3.11": "the Python version the Makefile's environment uses",
         "declares `<3.12`": "bdpy's declared upper bound on Python",
+        "make PYTHON=python3.11 setup": "the Makefile's PYTHON variable naming the interpreter of the tested version",
+        "admits `>=3.10,<3.12`": "setup.cfg's python_requires",
         "features (chance 0.5), `nway50_*`": _CHANCE,
         "(chance 0.02), `nway10_id_pixel`": "chance of top-1 among the demo's 50 test images (1/50)",
         "by pixels (chance 0.1)": "chance of ten-way identification",
