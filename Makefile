@@ -100,8 +100,9 @@ seeds: $(STAMP)
 	$(PY) -m stage2_generate compare --config configs/ablations/headline.yaml --jobs 2 && \
 	  $(PY) -m tools.keep_compare headline
 
-# the committed figures and tables the README shows, copied from finished runs (`make demo`,
-# `make ablations`); `make demo` and `compare` write only under results/demo and results/compare
+# the committed figures and tables the README shows, copied from finished runs (`make demo`, `make small-data`;
+# comparisons through tools/keep_compare, with their provenance.json); `make demo` and `compare` write only under
+# results/demo and results/compare
 # DEMO: the demo run to copy (results/demo, from make demo; `make reference-seeds` takes seed 0 of make seeds)
 REFERENCE := results/reference
 DEMO := results/demo
@@ -123,10 +124,7 @@ reference:
 	  --out $(DEMO)/export
 	mkdir -p $(REFERENCE)/demo/export && cp $(DEMO)/export/shen_natural_p01.* $(REFERENCE)/demo/export/
 	for name in $(ABLATIONS) $(addprefix settings_,demo $(PRESETS)); do \
-	  if [ -f results/compare/$$name/table.md ]; then mkdir -p $(REFERENCE)/compare/$$name && \
-	    cp results/compare/$$name/table.md results/compare/$$name/table.csv results/compare/$$name/stats.md \
-	       results/compare/$$name/bars.png results/compare/$$name/grid.png $(REFERENCE)/compare/$$name/ || exit 1; fi; \
-	done
+	  if [ -f results/compare/$$name/table.md ]; then $(PY) -m tools.keep_compare $$name || exit 1; fi; done
 
 # the same from seed 0 of `make seeds` (the demo config exactly, run by compare with one CPU thread)
 reference-seeds:

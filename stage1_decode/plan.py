@@ -23,12 +23,13 @@ import sys
 from pathlib import Path
 
 from shared.config import load_config
+from shared.config.loading import read_yaml
 from shared.errors import UserError
 
 log = logging.getLogger(__name__)
 
 SPLIT_WORDS = {"train": ("train", "trn", "fit", "tr", "training"), "test": ("test", "tst", "eval", "val", "te")}
-KIND_WORDS = {"voxels": ("vox", "fmri", "brain", "bold", "resp", "x", "beta"),
+KIND_WORDS = {"voxels": ("vox", "fmri", "mri", "brain", "bold", "resp", "x", "beta"),
               "images": ("image", "img", "im", "stim", "pix", "y", "pic")}
 BDATA_TRAIN = re.compile(r"^(?P<subject>.+?)_perceptionNaturalImageTraining_original_VC\.h5$")
 
@@ -42,7 +43,15 @@ def add_arguments(parser) -> None:
 
 
 def _tokens(name: str) -> list[str]:
-    return [t.lower() for t in re.split(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])|(?<=[A-Za-z])(?=[0-9])", name) if t]
+    out = []
+    for t in re.split(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])|(?<=[A-Za-z])(?=[0-9])", name):
+        t = t.lower()
+        if len(t) > 2 and t[0] in "xy" and any(t[1:].startswith(w) for ws in SPLIT_WORDS.values() for w in ws
+                                               if len(w) >= 3):
+            out += [t[0], t[1:]]  # Xtrain, Ytest
+        elif t:
+            out.append(t)
+    return out
 
 
 def _says(name: str, words: tuple[str, ...]) -> bool:
@@ -129,6 +138,27 @@ def _imagenet_present() -> bool:
     return all(imagenet_weights_path(n)[0].is_file() for n in ("vgg19", "alexnet"))
 
 
+def _value(text: str):
+    """A --set value as load_config reads it (YAML, else the text itself)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _flat(raw: dict, prefix: str = "") -> dict[str, object]:
+    """A config file's mapping as ``{dotted key: value}``."""
+    out: dict[str, object] = {}
+    for k, v in raw.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _nested(values: dict[str, object]) -> dict:
     out: dict = {}
     for key, value in values.items():
@@ -149,8 +179,7 @@ def plan_verb(args) -> None:
     from stage1_decode.plan_rules import plan
 
     path = Path(args.data)
-    given = {k.strip(): yaml.safe_load(v) if v.strip() else "" for k, v in (o.partition("=")[::2]
-                                                                            for o in args.overrides)}
+    given = {k.strip(): _value(v) for k, v in (o.partition("=")[::2] for o in args.overrides)}
     data = data_values(path, given)
     available = data.pop("rois_in_file", None)
     cfg = load_config(args.config, args.overrides, values=data)
@@ -158,7 +187,8 @@ def plan_verb(args) -> None:
     fp = fingerprint(DataSource.of(cfg))
     gpu = (args.device == "gpu") if args.device else _gpu()
     values, reasons = plan(fp, gpu, _imagenet_present(), available)
-    written = {**data, **values, **given}
+    base = _flat(read_yaml(args.config, "config file")) if args.config else {}
+    written = {**base, **data, **values, **given}
     out = Path(args.out) if args.out else Path("configs") / f"{written['experiment']}.yaml"
     head = [f"Planned by: python -m stage1_decode plan --data {path}" + "".join(f" --set {o}" for o in args.overrides),
             "", "Fingerprint:", *fp.lines(), "", f"Settings for a {'GPU' if gpu else 'CPU'} (stage1_decode/plan_rules.py):",
@@ -171,8 +201,8 @@ def plan_verb(args) -> None:
         return
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; pass --out another file, or --force to replace it")
+    load_config(None, values=written)  # checked as the stages will read it, before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text)
-    load_config(out)  # the stages read it so
     sys.stdout.write(f"wrote {out}; next: python -m stage1_decode run --config {out} && "
                      f"python -m stage2_generate run --config {out}\n")

@@ -18,8 +18,10 @@ from shared.fingerprint import Fingerprint
 CPU_BUDGET = {"generator.base_channels": 32, "generator.batch_size": 16, "generator.iterations": 600,
               "generator.n_critic": 2, "generator.lr": 0.0003, "generator.perceptual_layers": ["conv1_2", "conv2_2"],
               "generator.consistency_layers": ["conv2_2"], "generator.tick_every": 50}
-# the real DIR set's GPU settings (configs/dir_real.yaml): 1,200 photographs at 128 px
+# the real DIR set's GPU settings (configs/dir_real.yaml: 1,200 photographs at 128 px): the schema's defaults for
+# the rest of the generator (batch 32, 5 critic steps, lr 1e-4, its perceptual and consistency layers) and 5 folds
 GPU_BUDGET = {"generator.base_channels": 64, "generator.iterations": 20000, "generator.tick_every": 500}
+GPU_FOLDS = 5
 SMALL_LAYERS = ["conv2_2", "conv3_4", "conv4_4", "conv5_4", "fc6", "fc7", "fc8"]
 SMALL_CONDITION = ["conv2_2", "conv3_4", "conv5_4", "fc7"]
 IMAGENET_LAYERS = ["conv3_4", "conv4_4", "conv5_4", "fc6", "fc7", "fc8"]
@@ -48,7 +50,7 @@ def image_size(fp: Fingerprint, gpu: bool) -> tuple[dict, str]:
     at most 64 px on a CPU (the demo's measured budget) and 128 px on a GPU (configs/dir_real.yaml);
     stimuli of mixed sizes get 64 px, or 128 px on a GPU."""
     cap = 128 if gpu else CPU_SIDE
-    side = min(fp.native_size, cap) if fp.native_size else cap
+    side = max(8, min(fp.native_size, cap)) if fp.native_size else cap  # the generator draws at least 8 px
     why = (f"the stimuli's own side ({fp.native_size} px)" if fp.native_size == side
            else f"{side} px: the most the {'GPU' if gpu else 'CPU'} budget was measured at")
     return {"generator.image_size": side}, f"generator.image_size: {why}"
@@ -69,23 +71,29 @@ def features(fp: Fingerprint, imagenet: bool) -> tuple[dict, str]:
             "every output is labelled so; put vgg19's and alexnet's files there (docs/real_data.md) and plan again")
 
 
-def decoder(fp: Fingerprint) -> tuple[dict, str]:
+def _large_gpu(fp: Fingerprint, gpu: bool) -> bool:
+    return gpu and fp.train.images >= MANY_IMAGES and (fp.native_size or 128) >= 128
+
+
+def decoder(fp: Fingerprint, gpu: bool = False) -> tuple[dict, str]:
     """Penalties: under 500 training images the grid starts at 10 (small_strokes' 100 single trials chose the
     lowest penalty on every layer: results/reference/small_strokes/decoding.csv); else at 100, as the demo and
     the DIR set. Folds: 3 with many images (the demo's CPU time), else as many as keep at least 9 images in each
-    held-out fold, at most 5 (small_strokes: 100 images, 5; binary_shapes: 36, 4)."""
+    held-out fold, at most 5 (small_strokes: 100 images, 5; binary_shapes: 36, 4); a GPU with a large set of large
+    images 5, as configs/dir_real.yaml."""
     n = fp.train.images
     alphas = [100.0, 1000.0, 10000.0, 100000.0] if n >= MANY_IMAGES else [10.0, 100.0, 1000.0, 10000.0, 100000.0]
-    folds = 3 if n >= MANY_IMAGES else max(2, min(MAX_FOLDS, n // MIN_FOLD_IMAGES))
+    folds = (GPU_FOLDS if _large_gpu(fp, gpu) else 3) if n >= MANY_IMAGES else \
+        max(2, min(MAX_FOLDS, n // MIN_FOLD_IMAGES, n))
     return ({"decoder.alphas": alphas, "decoder.cv_folds": folds},
             f"decoder: {n} training images: penalties from {alphas[0]:g}, {folds} folds of about {n // folds} images")
 
 
 def budget(fp: Fingerprint, gpu: bool) -> tuple[dict, str]:
     """The CPU budget (configs/demo.yaml, measured on 2 cores) everywhere, but for a large set of large images on a
-    GPU, which gets the DIR set's GPU settings (configs/dir_real.yaml)."""
-    if gpu and fp.train.images >= MANY_IMAGES and (fp.native_size or 128) >= 128:
-        return {**CPU_BUDGET, **GPU_BUDGET}, "generator: the DIR set's GPU budget (configs/dir_real.yaml)"
+    GPU, which gets the DIR set's GPU settings (configs/dir_real.yaml; never measured here: no GPU was lent)."""
+    if _large_gpu(fp, gpu):
+        return dict(GPU_BUDGET), "generator: the DIR set's GPU settings (configs/dir_real.yaml; not measured on a GPU)"
     return dict(CPU_BUDGET), ("generator: the CPU budget of the demo and presets (about 7 min of training on 2 CPU "
                               "cores at 64 px; configs/demo.yaml)" + ("; a GPU runs it faster" if gpu else ""))
 
@@ -102,7 +110,7 @@ def plan(fp: Fingerprint, gpu: bool, imagenet: bool, available_rois: list[str] |
     """Every rule's values and comments, in the order they are written (``available_rois``: a BData file's ROIs)."""
     values: dict = {}
     comments: list[str] = []
-    for vals, why in (rois(fp, available_rois), features(fp, imagenet), image_size(fp, gpu), decoder(fp),
+    for vals, why in (rois(fp, available_rois), features(fp, imagenet), image_size(fp, gpu), decoder(fp, gpu),
                       budget(fp, gpu), holdout(fp)):
         values.update(vals)
         comments.append(why)

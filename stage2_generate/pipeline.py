@@ -23,7 +23,7 @@ from shared.locks import ExperimentLock
 from shared.runs import Run, atomic_write_bytes, atomic_write_json, sweep_temporary_files, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
-from stage2_generate.compare.cache import result_key
+from stage2_generate.compare.cache import result_key, result_settings
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,8 @@ def run(cfg: Config) -> None:
     # result_key: the hash of every setting the numbers depend on (compare's cache key), so that a committed
     # copy of these results can be told apart from what its config computes today (tests/test_reference_fresh.py)
     metrics = update_metrics(results / "metrics.json", {"result_version": RESULT_VERSION, "result_key": result_key(cfg),
-                                                        **sections}, "stage2", run_.dir)
+                                                        "result_settings": result_settings(cfg), **sections},
+                             "stage2", run_.dir)
     for key_name, rec in sections.items():
         base = results / ("validation" if key_name == VALIDATION_SECTION else key_name)
         if key_name == "reconstruction_info":

@@ -4,7 +4,8 @@ A comparison's folder holds ``provenance.json`` (``stage2_generate.compare.prove
 result key. The test loads the same compare file with the same arguments, recomputes every key and fails when
 one differs (a config, a default or the cache version changed since), when a run was added or dropped, or when
 a table's result version is older than ``shared.report.RESULT_VERSION``. A run's folder (``make reference``,
-``make small-data``) is held to its config the same way through ``metrics.json``'s ``result_key``.
+``make small-data``) is held to its config the same way through ``metrics.json``'s ``result_key`` and
+``result_settings`` (which tell a default changed since); a stage-1-only folder (``demo_unit``) by its version.
 
 ``KNOWN_STALE`` names the folders made before this check existed, each with the command that remakes it. It can
 only shrink: a listed folder that has become current fails too (take it off the list).
@@ -20,8 +21,8 @@ import pytest
 
 from shared.config import load_config
 from shared.report import RESULT_VERSION, read_result_version
-from stage2_generate.compare.cache import result_key
-from stage2_generate.compare.provenance import read_provenance, stale_reasons
+from stage2_generate.compare.cache import result_key, result_settings
+from stage2_generate.compare.provenance import read_provenance, settings_drift, stale_reasons
 
 from conftest import write_tiny_config
 
@@ -66,10 +67,14 @@ def _run_problems(name: str) -> list[str]:
     versions = {read_result_version(t) for t in _tables(folder)}
     if versions != {RESULT_VERSION} or metrics.get("result_version") != RESULT_VERSION:
         return [f"made at result version(s) {sorted(versions, key=str)}, the code is at {RESULT_VERSION}"]
-    if RUN_CONFIGS.get(name) is None or "result_key" not in metrics:
+    if RUN_CONFIGS.get(name) is None:  # stage 1 alone (make per-unit): its result version is all there is to check
+        return []
+    if "result_key" not in metrics:
         return ["metrics.json has no result_key"]
-    now = result_key(load_config(ROOT / RUN_CONFIGS[name]))
-    return [] if metrics["result_key"] == now else [f"its settings changed (result key {metrics['result_key']}, now {now})"]
+    cfg = load_config(ROOT / RUN_CONFIGS[name])
+    if metrics["result_key"] != result_key(cfg):
+        return [f"its settings changed (result key {metrics['result_key']}, now {result_key(cfg)})"]
+    return settings_drift(metrics.get("result_settings", {}), result_settings(cfg))
 
 
 def _folders() -> list[str]:
@@ -143,6 +148,32 @@ def test_a_changed_default_or_a_new_variant_makes_the_tables_stale(tmp_path):
     path.write_text(path.read_text() + "  c: {generator.iterations: 9}\n")
     assert stale_reasons(record, tmp_path) == ["run 'c (seed 0)' is in the compare file but not in the tables",
                                                "run 'c (seed 1)' is in the compare file but not in the tables"]
+
+
+def test_a_changed_schema_default_makes_the_tables_stale(tmp_path, monkeypatch):
+    _, record = _fake_compare(tmp_path)
+    import shared.config.schema as schema
+
+    old = schema.EvalConfig.__dataclass_fields__["validation_fraction"].default
+    monkeypatch.setattr(schema.EvalConfig.__dataclass_fields__["validation_fraction"], "default", old + 0.15)
+    monkeypatch.setattr(schema.EvalConfig.__init__, "__defaults__", tuple(
+        old + 0.15 if d == old else d for d in schema.EvalConfig.__init__.__defaults__))
+    reasons = stale_reasons(record, tmp_path)
+    assert len(reasons) == 4 and all(f"eval.validation_fraction was {old!r}, now" in r for r in reasons)
+
+
+def test_a_setting_added_since_leaves_the_tables_current():
+    made = {"a.b": 1, "a.c": [1, 2]}
+    assert settings_drift(made, {**made, "a.new": 0}) == []
+    assert settings_drift(made, {"a.b": 2, "a.c": [1, 2]}) == ["a.b was 1, now 2"]
+    assert settings_drift(made, {"a.b": 1}) == ["a.c is no longer a setting"]
+
+
+def test_a_compare_file_that_no_longer_loads_is_stale_not_an_error(tmp_path):
+    path, record = _fake_compare(tmp_path)
+    path.write_text(path.read_text().replace("iterations: 7", "iterationz: 7"))
+    reasons = stale_reasons(record, tmp_path)
+    assert len(reasons) == 1 and "no longer loads" in reasons[0] and "iterationz" in reasons[0]
 
 
 def test_a_raised_version_makes_the_tables_stale(tmp_path, monkeypatch):

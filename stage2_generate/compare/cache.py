@@ -118,6 +118,23 @@ def result_key(cfg: Config) -> str:
     return _digest(_changed(_drop(to_dict(cfg), NOT_RESULTS), _drop(to_dict(Config()), NOT_RESULTS)))
 
 
+def result_settings(cfg: Config) -> dict[str, Any]:
+    """What ``result_key`` hashes, spelt out in full (``{dotted key: value}``, defaults included): kept beside committed
+    results, so that a default changed since (which leaves ``result_key``, a hash of the differences from the
+    defaults, as it was) is told apart from a key added since (absent from the record)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(_drop(to_dict(cfg), NOT_RESULTS), "")
+    return out
+
+
 # ------------------------------------------------------------------ folders and markers
 
 

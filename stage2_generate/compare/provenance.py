@@ -3,10 +3,10 @@
 ``compare`` writes ``provenance.json`` beside its tables: the command line, the compare file, the
 ``--base`` config, the ``--set`` overrides and ``--seeds``, the result version (``shared.report``) and
 the cache version, and each run's ``result_key`` (``cache.py``: a hash of everything that run's
-numbers depend on). ``stale_reasons`` reads that record back against the code as it is now: it loads
-the same compare file with the same arguments, recomputes every run's key and names what differs
-(a result or cache version raised since, a config or default that changed, a variant added or
-dropped). An empty list means the tables are what the code computes today; the committed reference
+numbers depend on) with those settings spelt out in full (``result_settings``). ``stale_reasons`` reads that
+record back against the code as it is now: it loads the same compare file with the same arguments, recomputes
+every run's key and settings and names what differs (a result or cache version raised since, a config or a
+default that changed, a key gone, a variant added or dropped, a compare file that no longer loads). An empty list means the tables are what the code computes today; the committed reference
 tables are held to that by ``tests/test_reference_fresh.py``.
 """
 
@@ -18,8 +18,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from shared.errors import UserError
 from shared.report import RESULT_VERSION
-from stage2_generate.compare.cache import result_key
+from stage2_generate.compare.cache import result_key, result_settings
 
 PROVENANCE = "provenance.json"
 
@@ -60,6 +61,7 @@ def provenance(spec, args, variants) -> dict[str, Any]:
         "file": file, "base": base, "set": overrides, "seeds": seeds,
         "result_version": RESULT_VERSION, "cache_version": CACHE_VERSION,
         "results": {v.name: result_key(v.cfg) for v in variants},
+        "settings": {v.name: result_settings(v.cfg) for v in variants},
     }
 
 
@@ -86,6 +88,9 @@ def stale_reasons(record: dict[str, Any], root: Path | str = ".") -> list[str]:
         os.chdir(root)
         spec = load_compare(record["file"], record.get("set", []), record.get("base"), record.get("seeds"))
         now = {v.name: result_key(v.cfg) for v in spec.variants}
+        settings = {v.name: result_settings(v.cfg) for v in spec.variants}
+    except (UserError, OSError) as exc:  # a file moved, a key renamed: the tables no longer follow from the code
+        return reasons + [f"{record['file']} no longer loads as it did ({exc})"]
     finally:
         os.chdir(here)
     made = record.get("results", {})
@@ -96,4 +101,14 @@ def stale_reasons(record: dict[str, Any], root: Path | str = ".") -> list[str]:
             reasons.append(f"run {name!r} is in the tables but no longer in the compare file")
         elif made[name] != now[name]:
             reasons.append(f"run {name!r}: its settings changed since (result key {made[name]}, now {now[name]})")
+        elif name in record.get("settings", {}):
+            reasons += [f"run {name!r}: {d}" for d in settings_drift(record["settings"][name], settings[name])]
     return reasons
+
+
+def settings_drift(made: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The keys whose value differs between a recorded ``result_settings`` and today's (a default changed since, or a
+    key gone); a key added since, absent from the record, is not one (it computes as before unless its default says
+    otherwise, which is what raising the cache version is for)."""
+    out = [f"{k} was {made[k]!r}, now {now[k]!r}" for k in sorted(made) if k in now and made[k] != now[k]]
+    return out + [f"{k} is no longer a setting" for k in sorted(made) if k not in now]
