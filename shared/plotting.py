@@ -136,31 +136,59 @@ KIND_COLOURS = {"method": "#1f5fa8", "baseline": "#9e9e9e"}
 
 
 def interval_bars(labels: list[str], kinds: list[str], panels: dict[str, list[tuple[float, float, float]]],
-                  path: Path, title: str = "") -> None:
+                  path: Path, title: str = "", heatmaps: dict | None = None) -> None:
     """Horizontal bars, one panel per metric: ``panels[metric]`` holds ``(mean, lo, hi)`` per label;
-    ``kinds`` colours each bar (``method`` or ``baseline``)."""
+    ``kinds`` colours each bar (``method`` or ``baseline``). ``heatmaps`` (title -> ``(row labels, column
+    labels, values)``, values ``(rows, columns)``, NaN grey) adds a row of annotated heatmaps beneath."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = min(3, len(panels))
-    nrow = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrow, cols, figsize=(4.2 * cols, (0.32 * len(labels) + 1.2) * nrow), squeeze=False)
+    heatmaps = heatmaps or {}
+    per_row = max(1, min(3, len(panels)))
+    cols = max(per_row, len(heatmaps))
+    nrow = -(-len(panels) // per_row)
+    bar_h = 0.32 * len(labels) + 1.2
+    heat_h = 0.3 * max(len(v[0]) for v in heatmaps.values()) + 1.8 if heatmaps else 0
+    fig = plt.figure(figsize=(4.2 * cols, bar_h * nrow + heat_h))
+    grid = fig.add_gridspec(nrow + bool(heatmaps), cols, height_ratios=[bar_h] * nrow + ([heat_h] if heatmaps else []))
+    axes = [fig.add_subplot(grid[i // per_row, i % per_row]) for i in range(len(panels))]
     y = np.arange(len(labels))
     colours = [KIND_COLOURS.get(k, "#1f5fa8") for k in kinds]
-    for i, (ax, (metric, values)) in enumerate(zip(axes.flat, panels.items())):
+    for i, (ax, (metric, values)) in enumerate(zip(axes, panels.items())):
         v = np.array(values, dtype=float)
         ax.barh(y, v[:, 0], xerr=np.abs(np.stack([v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]])), color=colours, capsize=2)
         ax.set_yticks(y)
-        ax.set_yticklabels(labels if i % cols == 0 else [], fontsize=7)
+        ax.set_yticklabels(labels if i % per_row == 0 else [], fontsize=7)
         ax.invert_yaxis()
         ax.set_title(metric, fontsize=9)
         ax.set_xlim(min(np.nanmin(v[:, 1]), 0), max(1.0, np.nanmax(v[:, 2])))
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
+    for j, (name, (rows, columns, values)) in enumerate(heatmaps.items()):
+        _heatmap(fig.add_subplot(grid[nrow, j]), name, rows if j == 0 else [], columns, np.asarray(values, float))
     fig.tight_layout(rect=(0, 0, 1, 0.97 if title else 1))
     if title:
         fig.suptitle(title, fontsize=9)
     atomic_write_bytes(path, figure_bytes(fig))
+
+
+def _heatmap(ax, title: str, rows: list[str], columns: list[str], values: np.ndarray) -> None:
+    """``values`` as colours (viridis over the panel's own range, NaN grey), each cell annotated."""
+    import matplotlib.pyplot as plt
+
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    hi = hi if hi > lo else lo + 1e-9
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#dddddd")
+    ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap=cmap, vmin=lo, vmax=hi)
+    for (r, c), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if (v - lo) / (hi - lo) < 0.6 else "black")
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(columns, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(values.shape[0]))
+    ax.set_yticklabels(rows, fontsize=7)
+    ax.set_title(title, fontsize=9)

@@ -112,6 +112,10 @@ def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
             assert float(row[m]) == pytest.approx(want[m], abs=1e-9), m
             assert float(row[f"{m}_lo"]) <= float(row[m]) <= float(row[f"{m}_hi"])
     assert "fc only" in (out / "stats.md").read_text()
+    # decoding beside reconstruction: one set of rows per distinct stage 1 (fc only reuses the base's), the
+    # numbers of the stage-1 run's own decoding.csv
+    base_run = next(r for r in record["variants"] if r["name"] == "base")
+    _same_decoding(out, [("base", "fc only", "VC", layer) for layer in ("conv3_4", "fc7")], {"base": base_run})
 
     second = _compare(tmp_path, path)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -126,7 +130,6 @@ def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
     assert seeds.returncode == 0, seeds.stderr[-3000:]
     assert "variant 1/2 'base (seed 0)': reused" in seeds.stderr and "'base (seed 1)': stage 1 reused" in seeds.stderr
     runs = {r["seed"]: r for r in json.loads((out.parent / "tiny_seeds" / "compare.json").read_text())["variants"]}
-    base_run = next(r for r in record["variants"] if r["name"] == "base")
     assert set(runs) == {0, 1} and runs[0]["results"] == base_run["results"]
     both = {s: json.loads((Path(r["results"]) / "metrics.json").read_text())["reconstruction"]["sub-01"]
             for s, r in runs.items()}
@@ -135,8 +138,22 @@ def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
     assert row["n_seeds"] == "2" and float(row["pixcorr"]) == pytest.approx(np.mean(means), abs=1e-9)
     assert float(row["pixcorr_seed_sd"]) == pytest.approx(np.std(means, ddof=1), abs=1e-9)
     assert "±" in (out.parent / "tiny_seeds" / "table.md").read_text()
+    _same_decoding(out.parent / "tiny_seeds", [("base", "", "VC", layer) for layer in ("conv3_4", "fc7")],
+                   {"base": base_run})  # the seeds collapsed into one set of rows
     verdicts = (out.parent / "tiny_seeds" / "stats.md").read_text().split("## Verdicts")[1]
     assert "| base | pixel_ridge | sub-01 | VC | wgan_gp (same variant) |" in verdicts and "single seed" not in verdicts
+
+    # a variant on two ROIs beside the base: the figures of the second ROI too, and each stage 1's decoding
+    rois = _compare(tmp_path, _files(tmp_path, tiny_config, {"base": {}, "two rois": {"data.rois": ["VC", "V1"]}},
+                                     name="tiny_rois"))
+    assert rois.returncode == 0, rois.stderr[-3000:]
+    two = out.parent / "tiny_rois"
+    for name in ("bars.png", "grid.png", "bars_sub-01_V1.png", "grid_sub-01_V1.png"):
+        assert (two / name).is_file(), name
+    assert not list(two.glob("*_VC.png"))  # the first ROI is bars.png and grid.png
+    runs = {r["name"]: r for r in json.loads((two / "compare.json").read_text())["variants"]}
+    _same_decoding(two, [("base", "", "VC", layer) for layer in ("conv3_4", "fc7")] + [
+        ("two rois", "", roi, layer) for roi in ("VC", "V1") for layer in ("conv3_4", "fc7")], runs)
 
     # the same comparison from scratch, two variants at once: the same tables, stage 1 run once
     other = _fresh(tmp_path / "parallel", tiny_config)
@@ -165,6 +182,21 @@ def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
     for name in ("table.md", "stats.md"):
         ours = (jobs / "results" / "compare" / "tiny" / name).read_text().replace(str(jobs), str(tmp_path))
         assert ours == (out / name).read_text(), name
+
+
+def _same_decoding(out: Path, want: list[tuple], runs: dict) -> None:
+    """``out/decoding.csv`` has the rows ``want`` ((variant, shared_with, roi, layer)), each with the numbers of
+    the decoding.csv stage 1 wrote for the run of ``runs`` named by ``variant``; decoding.md ends with the stamp."""
+    from shared.report import version_stamp
+
+    rows = list(csv.DictReader((out / "decoding.csv").open()))
+    assert [(r["variant"], r["shared_with"], r["roi"], r["layer"]) for r in rows] == want
+    for r in rows:
+        own = csv.DictReader((Path(runs[r["variant"]]["results"]) / "decoding.csv").open())
+        stage1 = next(o for o in own if (o["subject"], o["roi"], o["layer"]) == (r["subject"], r["roi"], r["layer"]))
+        assert {k: r[k] for k in stage1} == stage1
+        assert 0 <= float(r["pairwise_id"]) <= 1 and r["alpha"]
+    assert (out / "decoding.md").read_text().endswith(version_stamp())
 
 
 def _fresh(folder: Path, tiny_config: Path) -> Path:

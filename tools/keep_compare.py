@@ -1,7 +1,9 @@
 """Copy finished comparisons' tables into ``results/reference/compare/`` (the committed reference).
 
-``python -m tools.keep_compare NAME [NAME ...]`` copies ``table.md``/``.csv``, ``stats.md``/``.csv``, ``bars.png``,
-``grid.png`` and ``provenance.json`` of ``results/compare/NAME/`` to ``results/reference/compare/NAME/``, leaving the
+``python -m tools.keep_compare NAME [NAME ...]`` copies ``table.md``/``.csv``, ``stats.md``/``.csv``,
+``decoding.md``/``.csv``, ``bars.png``, ``grid.png``, the figures of further subjects and ROIs
+(``bars_<subject>_<roi>.png``, ``grid_<subject>_<roi>.png``) and ``provenance.json`` of ``results/compare/NAME/``
+to ``results/reference/compare/NAME/`` (each file but the required ones when present), leaving the
 folder's own ``README.md`` (its question and files, written by hand) as it is. ``provenance.json`` is required: it is
 how ``tests/test_reference_fresh.py`` tells that the committed tables are still what the code computes.
 """
@@ -13,7 +15,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ("table.md", "table.csv", "stats.md", "stats.csv", "bars.png", "grid.png", "provenance.json")
+FILES = ("table.md", "table.csv", "stats.md", "stats.csv", "decoding.md", "decoding.csv", "bars.png", "grid.png",
+         "provenance.json")
+PATTERNS = ("bars_*.png", "grid_*.png")  # the figures of further subjects and ROIs, as many as the comparison has
 REQUIRED = ("table.md", "table.csv", "provenance.json")
 
 
@@ -23,7 +27,8 @@ def keep(name: str, results: Path = ROOT / "results") -> Path:
     if missing:
         raise SystemExit(f"error: {src}/{missing[0]} is missing: run the comparison '{name}' to the end first")
     dst.mkdir(parents=True, exist_ok=True)
-    for f in FILES:
+    figures = sorted({p.name for folder in (src, dst) for pattern in PATTERNS for p in folder.glob(pattern)})
+    for f in (*FILES, *figures):
         if (src / f).is_file():
             shutil.copyfile(src / f, dst / f)
         elif (dst / f).exists():  # a file the new run does not make must not outlive it

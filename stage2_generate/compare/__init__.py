@@ -29,17 +29,23 @@ Outputs, under ``<results_dir>/compare/<name>/`` (statistics: ``seed_stats.py``)
   ``method``), paired over the same images and seeds: difference, interval over seeds and images,
   between-seed SD of the difference, Wilcoxon p over images, and a verdict per metric ("win" /
   "loss" beyond the seed noise, "within noise", or "single seed");
-* ``bars.png`` (error bars: that interval), ``grid.png`` (the first seed's reconstructions),
-  ``compare.json`` (where each run's results are, for ``export``; the summaries and paired entries) and
-  ``provenance.json`` (the command and each run's result key: ``provenance.py`` tells whether today's
-  code still makes these tables).
+* ``decoding.md``/``decoding.csv``: stage 1's decoding scores (per subject, ROI and layer) of every distinct
+  stage 1 among the variants (seeds and variants sharing a stage 1 give one set of rows;
+  ``decoding_table.py``);
+* ``bars.png`` (error bars: that interval; beneath, stage 1's decoding per layer), ``grid.png`` (the first
+  seed's reconstructions), both of each variant's first subject and ROI, and ``bars_<subject>_<roi>.png``,
+  ``grid_<subject>_<roi>.png`` for every further subject and ROI position (``figures.py``);
+  ``compare.json`` (where each run's results are, for ``export``; the summaries and paired entries; where
+  each decoding was read) and ``provenance.json`` (the command and each run's result key:
+  ``provenance.py`` tells whether today's code still makes these tables).
 
 ``--launcher slurm`` runs the stages as cluster jobs instead (``slurm.py``, through submitit): one job
 per stage-1 configuration still to compute, then one per variant's stage 2; the tables are the same.
 
 The package: ``spec.py`` reads and validates a compare file, ``cache.py`` holds the cache keys and
 folders, ``runner.py`` runs the variants on this machine, ``slurm.py`` as cluster jobs, ``seed_stats.py``
-holds the statistics over seeds and images, ``report.py`` writes the tables and figures, ``provenance.py``
+holds the statistics over seeds and images, ``report.py`` writes the tables, ``decoding_table.py`` the decoding
+table, ``figures.py`` the figures, ``provenance.py``
 records what they were made from; this module is
 the verb (it imports the others when it runs: a cluster job imports ``slurm.py`` alone).
 """
@@ -86,8 +92,9 @@ def add_arguments(parser) -> None:
 
 
 def compare_verb(args) -> None:
-    from stage2_generate.compare.report import (bars_plot, collect, compare_grid, paired_rows, several_seeds,
-                                                summarise_rows, write_tables)
+    from stage2_generate.compare.decoding_table import decoding_groups, write_decoding
+    from stage2_generate.compare.figures import write_figures
+    from stage2_generate.compare.report import collect, paired_rows, several_seeds, summarise_rows, write_tables
     from stage2_generate.compare.runner import check_one_judge, check_variant_inputs, run_variant_record, run_variants
     from stage2_generate.compare.provenance import PROVENANCE, provenance
     from stage2_generate.compare.spec import load_compare
@@ -148,10 +155,13 @@ def compare_verb(args) -> None:
     summarise_rows(rows, ref_cfg.seed)
     paired = paired_rows(sub, rows, ref_cfg.seed)
     write_tables(out, sub, rows, paired)
-    bars_plot(sub, rows, out / "bars.png", f"compare {spec.name}: " + (
+    groups = decoding_groups(sub, recs)
+    write_decoding(out, sub, groups)
+    for old in [*out.glob("bars_*.png"), *out.glob("grid_*.png")]:  # views of an earlier run of this name
+        old.unlink()
+    figures = write_figures(out, sub, rows, groups, f"compare {spec.name}: " + (
         "mean over seeds and test images, 95% bootstrap interval over seeds and images" if several_seeds(rows)
-        else "mean over test images, 95% bootstrap interval (single seed)"))
-    compare_grid(sub, rows, out / "grid.png", ref_cfg.eval.grid_columns)
+        else "mean over test images, 95% bootstrap interval (single seed)"), ref_cfg.eval.grid_columns)
     atomic_write_json(out / PROVENANCE, provenance(spec, args, sub.variants))
     atomic_write_json(out / "compare.json", {
         "name": spec.name, "file": str(spec.path), "base": str(spec.base), "reference": spec.reference,
@@ -159,8 +169,10 @@ def compare_verb(args) -> None:
         "summary": [{k: r[k] for k in ("variant", "subject", "roi", "method")} | {"summary": r["summary"]}
                     for r in rows],
         "paired": paired,
+        "decoding": [{"variants": g["variants"], "results": g["source"]} for g in groups],
+        "figures": figures,
     })
     lock.release()
     reused = sum(r["reused"] == "both stages" for r in records)
-    log.info("compare %s done in %.0f s (%d of %d variants reused); %s/table.md, stats.md, bars.png, grid.png",
-             spec.name, time.time() - t0, reused, len(records), out)
+    log.info("compare %s done in %.0f s (%d of %d variants reused); %s/table.md, stats.md, decoding.md, %s",
+             spec.name, time.time() - t0, reused, len(records), out, ", ".join(figures))

@@ -1,7 +1,8 @@
 """The rows of a comparison and what is written from them: per-image values of every variant's
 method and the baselines over every seed (``collect``), their means over seeds with intervals over
 seeds and images and the between-seed SD (``seed_stats``), paired statistics and verdicts against the
-reference variant, ``table.md``/``table.csv``, ``stats.md``/``stats.csv``, the bar plot and the grid.
+reference variant, ``table.md``/``table.csv`` and ``stats.md``/``stats.csv`` (the figures: ``figures.py``; the
+decoding table: ``decoding_table.py``).
 
 A row is one (variant, subject, ROI, method); its ``values`` map each metric to an array of shape
 ``(n_seeds, n_images)`` (the seeds in ``seeds``, the images in ``names``), one line per generator seed.
@@ -15,17 +16,14 @@ import numpy as np
 
 from shared import stats
 from shared.config import BASELINES, GENERATOR_ROWS
-from shared.errors import UserError
 from shared.evaluation import LOWER_IS_BETTER, VALIDATION_SHOWN, metric_order
 from shared.report import csv_table, markdown_table, metric_legend, version_stamp
 from shared.runs import atomic_write_text
 from stage2_generate.compare import seed_stats
 from stage2_generate.compare.runner import read_per_image, read_validation
 from stage2_generate.compare.spec import CompareSpec
-from stage2_generate.methods import REGISTRY
 from stage2_generate.recon_files import split_method_key
 
-FROM_VOXELS = tuple(b for b in BASELINES if REGISTRY[b].reads == "voxels")  # pixel ridge: the grid's bottom row
 SINGLE_SEED = ("Single seed: differences are not tested against seed noise (a generator seed alone moves a "
                "trained method's scores; run the comparison with `seeds: 3` or `--seeds 3`).")
 
@@ -291,72 +289,3 @@ def write_stats(out: Path, spec: CompareSpec, metrics: list[str], paired: list[d
              "n_seeds": e.get("n_seeds", 1),
              **{f"{m}{sfx}": _num(e[m][part]) for m in metrics if m in e for sfx, part in parts}} for e in paired]
     atomic_write_text(out / "stats.csv", csv_table(rows, cols))
-
-
-def shown_rows(spec: CompareSpec, rows: list[dict], baselines: tuple[str, ...]) -> list[dict]:
-    """What the figures show: each variant's method on its first ROI (first subject), then the reference
-    variant's ``baselines`` on its first ROI."""
-    subject = spec.variant(spec.reference).cfg.data.subjects[0]
-    first_roi = {v.row: v.cfg.data.rois[0] for v in spec.variants}
-    shown = [r for r in rows if r["method"] in (spec.method, *spec.also) and r["subject"] == subject
-             and r["roi"] == first_roi[r["variant"]]]
-    return shown + [r for r in rows if r["method"] in baselines and r["subject"] == subject
-                    and spec.reference in r.get("variants", []) and r["roi"] == first_roi[spec.reference]]
-
-
-def _label(spec: CompareSpec, r: dict) -> str:
-    """A figure's name of a method row: the variant's name, with the method's when it is not `method`
-    (only the method's when there is one variant)."""
-    if len(spec.rows()) == 1 and spec.also:
-        return r["method"]
-    return r["variant"] if r["method"] == spec.method else f"{r['variant']}: {r['method']}"
-
-
-def bars_plot(spec: CompareSpec, rows: list[dict], path: Path, title: str) -> None:
-    """One panel per metric: each variant's method on its first ROI (first subject), then the reference
-    variant's baselines, each mean with its bootstrap interval (over seeds and images). The table has
-    every row."""
-    from shared.plotting import interval_bars
-
-    subject = spec.variant(spec.reference).cfg.data.subjects[0]
-    first_roi = {v.row: v.cfg.data.rois[0] for v in spec.variants}
-    shown = shown_rows(spec, rows, BASELINES)
-    labels = [_label(spec, r) + (f" ({r['roi']})" if r["roi"] != first_roi[spec.reference] else "")
-              if r["method"] not in BASELINES else f"{r['method']} ({r['roi']})" for r in shown]
-    kinds = ["baseline" if r["method"] in BASELINES else "method" for r in shown]
-    nan = {"mean": np.nan, "lo": np.nan, "hi": np.nan}
-    panels = {m + (" (lower is better)" if m in LOWER_IS_BETTER else ""):
-              [tuple(r["summary"].get(m, nan)[k] for k in ("mean", "lo", "hi")) for r in shown]
-              for m in metric_names(shown)}
-    interval_bars(labels, kinds, panels, path, f"{title}; {spec.method} per variant ({subject}, "
-                                                f"{first_roi[spec.reference]} unless named), baselines in grey")
-
-
-def compare_grid(spec: CompareSpec, rows: list[dict], path: Path, columns: int) -> None:
-    """True images on top, one row per variant (its first subject and ROI; its first seed's reconstructions),
-    the same test images in every row, and the reference variant's pixel-ridge baseline at the bottom; from
-    the saved files alone."""
-    from shared.plotting import image_grid
-    from stage2_generate.recon_files import method_paths, read_reconstructions, read_stimuli, to_rgb
-
-    ref_cfg = spec.variant(spec.reference).cfg
-    subject, split = ref_cfg.data.subjects[0], next(iter(ref_cfg.data.test))
-    shown = shown_rows(spec, rows, FROM_VOXELS)
-    ref_results = Path(next(r["results"] for r in shown if r["variant"] == spec.reference))
-    true, names = read_stimuli(ref_results, split)
-    names = names[:columns]
-    picked: dict[str, np.ndarray] = {}
-    for r in shown:
-        h5, _ = method_paths(Path(r["results"]) / "reconstructions" / subject / r["roi"] / split, r["method"])
-        if not h5.is_file():
-            raise UserError(f"{h5} is missing; rerun stage 2 of that variant (delete {r['results']}) and compare")
-        images, rec_names = read_reconstructions(h5)
-        index = {n: i for i, n in enumerate(rec_names)}
-        label = _label(spec, r) if r["method"] not in BASELINES else f"{r['method']} (baseline)"
-        if label == "true":  # a variant named like the stimulus row (e.g. train_inputs 'true')
-            label = "variant true"
-        picked[label] = to_rgb(images[[index[n] for n in names]])
-    first_seed = f" (generator seed {spec.variant(spec.reference).seed})" if several_seeds(rows) else ""
-    image_grid({"true": true[:columns], **picked}, path, title=f"compare {spec.name}: {subject}, {split} test "
-                                                              f"images, {spec.method} per variant{first_seed}",
-               columns=columns)
