@@ -103,3 +103,13 @@ def lowlevel_choice(ctx) -> str:
 
 LOWLEVEL_BUILDERS = {**{f"lowlevel-{w}": (lambda ctx, w=w: lowlevel(ctx, w)) for w in LOWLEVEL_SETS},
                      "lowlevel-choice": lowlevel_choice}
+
+
+def lowlevel_margin(ctx) -> float:
+    """``pixels16 start``'s validation score minus ``features``', averaged over the committed sets (the choice's margin)."""
+    scores = _lowlevel_validation(ctx)
+    mean = {v: sum(by.values()) / len(by) for v, by in scores.items()}
+    return mean["pixels16 start"] - mean["features"]
+
+
+LOWLEVEL_DERIVED = {"lowlevel_margin": lowlevel_margin}
