@@ -36,7 +36,6 @@ KNOWN_STALE = {
     "compare/settings_demo": "make settings", "compare/settings_small_strokes": "make settings",
     "compare/settings_binary_shapes": "make settings",
     "compare/headline": "make seeds",  # result version 3, made before provenance.json was written
-    "compare/lowlevel_small_strokes": "make lowlevel",  # the same
     "demo": "make demo, then make reference", "small_strokes": "make small-data, then make reference",
     "binary_shapes": "make small-data, then make reference",  # made before metrics.json held result_key
     "demo_unit": "make per-unit",
