@@ -87,12 +87,6 @@ def _lowlevel_validation(ctx) -> dict[str, dict[str, float]]:
     return out
 
 
-def lowlevel_chosen(ctx) -> str:
-    """The variant with the best validation score averaged over the committed sets."""
-    scores = _lowlevel_validation(ctx)
-    return max(scores, key=lambda v: sum(scores[v].values()) / len(scores[v]))
-
-
 def lowlevel_choice(ctx) -> str:
     """The lowlevel choice on validation: the generator's (PixCorr + SSIM) / 2 on the hold-out per set (mean over
     seeds) and the mean over the sets."""
