@@ -255,9 +255,15 @@ class BDataReader:
 
     def seen_in_training(self, split: str) -> list[str]:
         """Test stimuli whose image file is byte for byte a training stimulus' file."""
-        def digest(path: Path) -> str:
-            return hashlib.sha256(path.read_bytes()).hexdigest()
-
-        train = {digest(p) for p in image_paths(self._folder("train"), self.names("train"))}
+        train = set(_digests(image_paths(self._folder("train"), self.names("train"))))
         names = self.names(split)
-        return [n for n, p in zip(names, image_paths(self._folder(split), names)) if digest(p) in train]
+        return [n for n, d in zip(names, _digests(image_paths(self._folder(split), names))) if d in train]
+
+
+def _digests(paths: list[Path]) -> list[str]:
+    return _file_digests(tuple((p, p.stat().st_mtime_ns) for p in paths))
+
+
+@functools.lru_cache(maxsize=4)  # the training folder is hashed once per process, not once per test split
+def _file_digests(files: tuple[tuple[Path, int], ...]) -> list[str]:
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p, _ in files]
