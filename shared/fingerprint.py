@@ -10,7 +10,7 @@ there, else from the test trials) and the test images that are also training ima
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,9 +43,6 @@ class Fingerprint:
     reliability: float | None  # median single-trial reliability of the first subject's first ROI
     reliability_from: str  # 'train' or the test split it came from ('' when no image repeats)
     test_in_train: dict[str, list[str]] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
     def lines(self) -> list[str]:
         """The fingerprint as the lines ``plan`` prints."""
