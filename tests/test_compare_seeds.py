@@ -144,10 +144,11 @@ def test_the_seeds_flag_on_the_command_line(tmp_path, tiny_config, capsys):
 # ------------------------------------------------------------------ rows and tables
 
 
-def _results(folder: Path, per_image: dict) -> str:
+def _results(folder: Path, per_image: dict, validation: dict | None = None) -> str:
     folder.mkdir(parents=True)
     (folder / "per_image.json").write_text(json.dumps({"natural": {"sub-01": per_image}}))
-    (folder / "metrics.json").write_text(json.dumps({}))
+    metrics = {} if validation is None else {"reconstruction_validation": {"sub-01": validation}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
     return str(folder)
 
 
@@ -215,3 +216,39 @@ def test_a_single_seed_table_keeps_its_shape_and_says_single_seed(tmp_path, tiny
     lines = [ln for ln in text.splitlines() if ln.startswith("| b |")]
     assert lines and all(": single seed |" in ln and "win" not in ln for ln in lines)
     assert "## Verdicts" not in text
+
+
+def test_the_hold_out_shows_each_seed_spread_and_a_verdict_on_it(tmp_path, tiny_config, rng):
+    """The validation hold-out, where settings are chosen, keeps seed means only: its columns show the
+    between-seed SD and stats.md calls a hold-out difference a win only beyond it."""
+    from stage2_generate.compare.report import collect, paired_rows, summarise_rows, write_tables
+
+    spec = load_compare(_spec_file(tmp_path, tiny_config, {"a": {}, "b": {"generator.loss_pixel": 0.5},
+                                                           "c": {"generator.loss_pixel": 2.0}}, seeds=3))
+    names = [f"img{i:02d}" for i in range(N_IMAGES)]
+    val = {"a": [0.40, 0.41, 0.42], "b": [0.45, 0.46, 0.47],  # b: +0.05 on every seed
+           "c": [0.38, 0.44, 0.41]}  # c: +0.0 on average, seeds far apart
+    records = []
+    for v in spec.variants:
+        pc = rng.normal(0.5, 0.1, N_IMAGES)
+        per = {"wgan_gp": {"names": names, "pixcorr": list(pc), "rmse": list(0.5 - pc)}}
+        held = {"wgan_gp": {"pixcorr": val[v.row][v.seed], "ssim": 0.2}}
+        records.append({"results": _results(tmp_path / "cache" / v.name, per, held)})
+    rows = collect(spec, records)
+    summarise_rows(rows, seed=0)
+    paired = paired_rows(spec, rows, seed=0)
+    by = {e["variant"]: e["validation"] for e in paired}
+    assert by["b"]["pixcorr"]["diff"] == pytest.approx(0.05) and by["b"]["pixcorr"]["verdict"] == "win"
+    assert by["c"]["pixcorr"]["verdict"] == "within noise" and by["c"]["pixcorr"]["seed_sd"] > 0.02
+    assert by["b"]["ssim"]["verdict"] == "within noise" and by["b"]["ssim"]["seed_sd"] == 0
+    write_tables(tmp_path, spec, rows, paired)
+    table = (tmp_path / "table.md").read_text()
+    assert "| 0.410 ±0.010 |" in table and "±the between-seed SD" in table
+    row = next(r for r in csv.DictReader((tmp_path / "table.csv").open()) if r["variant"] == "c")
+    assert float(row["val_pixcorr"]) == pytest.approx(0.41) and float(row["val_pixcorr_seed_sd"]) == pytest.approx(0.03)
+    long = [r for r in csv.DictReader((tmp_path / "validation.csv").open()) if r["variant"] == "c"]
+    assert [(r["seed"], float(r["pixcorr"])) for r in long] == [("0", 0.38), ("1", 0.44), ("2", 0.41)]
+    text = (tmp_path / "stats.md").read_text()
+    assert "## The validation hold-out" in text and "+0.050 ±0.000: win" in text
+    stat = {r["variant"]: r for r in csv.DictReader((tmp_path / "stats.csv").open())}
+    assert stat["b"]["val_pixcorr_verdict"] == "win" and stat["c"]["val_pixcorr_verdict"] == "within noise"

@@ -24,6 +24,7 @@ from stage2_generate.compare.runner import read_per_image, read_validation
 from stage2_generate.compare.spec import CompareSpec
 from stage2_generate.recon_files import split_method_key
 
+VAL_SEEDS = ", averaged over seeds ±the between-seed SD (stats.md tests each difference on it)"
 SINGLE_SEED = ("Single seed: differences are not tested against seed noise (a generator seed alone moves a "
                "trained method's scores; run the comparison with `seeds: 3` or `--seeds 3`).")
 
@@ -46,14 +47,26 @@ def stack_seeds(per_seed: list[tuple[list[str], dict[str, np.ndarray]]]) -> tupl
     return names, out
 
 
+def _validation_values(per_seed: list[dict]) -> dict[str, list[float | None]]:
+    """Each validation score's value per seed (None where a seed lacks it)."""
+    keys = list(dict.fromkeys(k for v in per_seed for k in v))
+    ok = lambda x: isinstance(x, (int, float)) and np.isfinite(x)  # noqa: E731
+    return {k: [float(v[k]) if ok(v.get(k)) else None for v in per_seed] for k in keys
+            if any(ok(v.get(k)) for v in per_seed)}
+
+
 def _mean_validation(per_seed: list[dict]) -> dict:
     """Validation means averaged over the seeds that have them."""
-    keys = list(dict.fromkeys(k for v in per_seed for k in v))
+    return {k: float(np.mean([x for x in vals if x is not None])) for k, vals in _validation_values(per_seed).items()}
+
+
+def _validation_sd(per_seed: list[dict]) -> dict:
+    """The between-seed SD (ddof=1) of each validation score, where two or more seeds have it."""
     out = {}
-    for k in keys:
-        vals = [float(v[k]) for v in per_seed if isinstance(v.get(k), (int, float)) and np.isfinite(v[k])]
-        if vals:
-            out[k] = float(np.mean(vals))
+    for k, vals in _validation_values(per_seed).items():
+        have = [x for x in vals if x is not None]
+        if len(have) >= 2:
+            out[k] = float(np.std(have, ddof=1))
     return out
 
 
@@ -83,7 +96,9 @@ def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
     for g in grouped.values():
         names, values = stack_seeds(g.pop("per_seed"))
         row = {**g, "names": names, "values": values, "results": g["results_by_seed"][0],
-               "validation": _mean_validation(g.pop("validation_by_seed"))}
+               "validation": _mean_validation(g["validation_by_seed"]),
+               "validation_sd": _validation_sd(g["validation_by_seed"]),
+               "validation_seeds": _validation_values(g.pop("validation_by_seed"))}
         if row["method"] in (spec.method, *references, *spec.also):
             rows.append(row)
         elif row["method"] in BASELINES:
@@ -157,6 +172,10 @@ def paired_entry(r: dict, base: dict, vs: str, seed: int) -> dict:
             a = seed_stats.as_matrix(r["values"][m])[np.ix_(ka, ia)]
             b = seed_stats.as_matrix(base["values"][m])[np.ix_(kb, ib)]
             entry[m] = seed_stats.paired_summary(a, b, seed=seed, lower_is_better=m in LOWER_IS_BETTER)
+    va, vb = r.get("validation_seeds", {}), base.get("validation_seeds", {})
+    entry["validation"] = {m: seed_stats.seed_paired([va[m][k] for k in ka], [vb[m][k] for k in kb],
+                                                     lower_is_better=m in LOWER_IS_BETTER)
+                           for m in VALIDATION_SHOWN if m in va and m in vb}
     return entry
 
 
@@ -177,11 +196,25 @@ def _p(p: float) -> str:
     return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
 
 
+def _seed_cell(e: dict) -> str:
+    """``diff ±seed SD: verdict`` of a difference known per seed only."""
+    if e["diff"] is None:
+        return "n/a"
+    sd = "" if e["seed_sd"] is None else f" ±{e['seed_sd']:.3f}"
+    return f"{e['diff']:+.3f}{sd}: {e['verdict']}"
+
+
 def _paired_cell(e: dict) -> str:
     """``diff [lo, hi] ±seed SD p=… k=…: verdict`` (no SD with one seed)."""
     sd = f" ±{_sd(e['seed_sd'])}" if e.get("n_seeds", 1) > 1 else ""
     return (f"{e['diff']:+.3f} [{e['lo']:+.3f}, {e['hi']:+.3f}]{sd} p={_p(e['p'])} k={e['n_nonzero']}: "
             f"{e['verdict']}")
+
+
+def _val_cell(r: dict, m: str) -> str:
+    """A validation mean, ``±seed SD`` where several seeds have it."""
+    sd = r.get("validation_sd", {}).get(m)
+    return f"{r['validation'][m]:.3f}" + ("" if sd is None else f" ±{sd:.3f}")
 
 
 def _num(x) -> float | str:
@@ -217,7 +250,7 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
     val_cols = [f"val_{m}" for m in VALIDATION_SHOWN if any(m in r.get("validation", {}) for r in rows)]
     md_rows = [{**{k: r[k] for k in keys}, "seeds": len(r.get("seeds") or [None]),
                 **{m: _cell(r["summary"][m]) for m in metrics if m in r["summary"]},
-                **{c: r["validation"][c[4:]] for c in val_cols if c[4:] in r.get("validation", {})}} for r in rows]
+                **{c: _val_cell(r, c[4:]) for c in val_cols if c[4:] in r.get("validation", {})}} for r in rows]
     n_images = sorted({r["summary"][metrics[0]]["n"] for r in rows}) if rows else []
     ref_cfg = spec.variant(spec.reference).cfg
     judge = ref_cfg.eval
@@ -234,17 +267,24 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
     if val_cols:
         head += (f"`{'`, `'.join(val_cols)}`: the same method's mean on the validation hold-out of the training "
                  f"images (never trained on; settings are chosen there, not on the test images)"
-                 f"{', averaged over seeds' if multi else ''}.\n\n")
+                 f"{VAL_SEEDS if multi else ''}.\n\n")
     atomic_write_text(out / "table.md", head + markdown_table(md_rows, keys + seed_col + metrics + val_cols) + "\n"
                       + metric_legend(metrics) + version_stamp())
     csv_cols = (keys + [f"{m}{sfx}" for m in metrics for sfx in ("", "_lo", "_hi", "_seed_sd")]
-                + ["n_images", "n_seeds"] + val_cols)
+                + ["n_images", "n_seeds"] + [f"{c}{sfx}" for c in val_cols for sfx in ("", "_seed_sd")])
     csv_rows = [{**{k: r[k] for k in keys},
                  **{f"{m}{sfx}": _num(r["summary"][m][part]) for m in metrics if m in r["summary"]
                     for sfx, part in (("", "mean"), ("_lo", "lo"), ("_hi", "hi"), ("_seed_sd", "seed_sd"))},
                  "n_images": r["summary"][metrics[0]]["n"], "n_seeds": len(r.get("seeds") or [None]),
-                 **{c: r["validation"][c[4:]] for c in val_cols if c[4:] in r.get("validation", {})}} for r in rows]
+                 **{c: r["validation"][c[4:]] for c in val_cols if c[4:] in r.get("validation", {})},
+                 **{f"{c}_seed_sd": _num(r.get("validation_sd", {}).get(c[4:])) for c in val_cols}} for r in rows]
     atomic_write_text(out / "table.csv", csv_table(csv_rows, csv_cols))
+    if val_cols:  # the hold-out per seed, in long form: what a choice over several comparisons reads
+        metrics_v = [c[4:] for c in val_cols]
+        long = [{**{k: r[k] for k in keys}, "seed": "" if seed is None else seed,
+                 **{m: _num(r["validation_seeds"][m][i]) for m in metrics_v if m in r.get("validation_seeds", {})}}
+                for r in rows if r.get("validation_seeds") for i, seed in enumerate(r.get("seeds") or [None])]
+        atomic_write_text(out / "validation.csv", csv_table(long, keys + ["seed"] + metrics_v))
     write_stats(out, spec, metrics, paired)
 
 
@@ -280,12 +320,27 @@ def write_stats(out: Path, spec: CompareSpec, metrics: list[str], paired: list[d
                                          for b, e in zip(base, paired)], heads + metrics))
     else:
         lines.append("(only the reference variant ran)\n")
+    val = [m for m in VALIDATION_SHOWN if any(m in e.get("validation", {}) for e in paired)]
+    if val:
+        lines.append("## The validation hold-out\n")
+        lines.append("The same pairs on the validation hold-out of the training images, where settings are chosen "
+                     "(each seed's mean over the hold-out; no per-image values are kept there, so no interval over "
+                     "images): mean difference over seeds ±the between-seed SD of the difference and a verdict: "
+                     "**win** / **loss** only when |difference| exceeds that SD and the 95% t-interval over the "
+                     "seeds excludes 0 (with 3 seeds: beyond 2.48 SDs).\n")
+        lines.append(markdown_table([{**b, **{f"val_{m}": _seed_cell(e["validation"][m]) for m in val
+                                              if m in e.get("validation", {})}} for b, e in zip(base, paired)],
+                                    [h for h in heads if h != "n"] + [f"val_{m}" for m in val]))
     atomic_write_text(out / "stats.md", "\n".join(lines) + version_stamp())
     parts = (("_diff", "diff"), ("_lo", "lo"), ("_hi", "hi"), ("_seed_sd", "seed_sd"), ("_p", "p"),
              ("_verdict", "verdict"))
     cols = (["variant", "method", "subject", "roi", "vs", "n_images", "n_seeds"]
             + [f"{m}{sfx}" for m in metrics for sfx, _ in parts])
+    vparts = (("_diff", "diff"), ("_seed_sd", "seed_sd"), ("_verdict", "verdict"))
+    cols += [f"val_{m}{sfx}" for m in val for sfx, _ in vparts]
     rows = [{**{k: e[k] for k in ("variant", "method", "subject", "roi", "vs", "n_images")},
              "n_seeds": e.get("n_seeds", 1),
-             **{f"{m}{sfx}": _num(e[m][part]) for m in metrics if m in e for sfx, part in parts}} for e in paired]
+             **{f"{m}{sfx}": _num(e[m][part]) for m in metrics if m in e for sfx, part in parts},
+             **{f"val_{m}{sfx}": _num(e["validation"][m][part]) for m in val if m in e.get("validation", {})
+                for sfx, part in vparts}} for e in paired]
     atomic_write_text(out / "stats.csv", csv_table(rows, cols))

@@ -169,3 +169,22 @@ def paired_summary(a, b, seed: int = 0, lower_is_better: bool = False) -> dict:
             out["p"] = float(wilcoxon(per_image, zero_method="wilcox", alternative="two-sided").pvalue)
     out["verdict"] = verdict(out["diff"], out["lo"], out["hi"], out["seed_sd"], n_seeds, lower_is_better)
     return out
+
+
+def seed_paired(a: list[float | None], b: list[float | None], lower_is_better: bool = False) -> dict:
+    """Per-seed scores ``a`` against ``b`` (seed i against seed i) where only seed means exist (the
+    validation hold-out's): ``{"diff", "seed_sd", "n_seeds", "verdict"}``. Beyond noise means both: ``|diff|``
+    exceeds the between-seed SD of the differences and the 95% t-interval over the seeds excludes 0."""
+    d = np.array([x - y for x, y in zip(a, b) if x is not None and y is not None and np.isfinite(x - y)],
+                 dtype=np.float64)
+    if d.size == 0:
+        return {"diff": None, "seed_sd": None, "n_seeds": 0, "verdict": "n/a"}
+    sd = _sd(d)
+    diff = float(d.mean())
+    if sd is None:
+        result = "single seed"
+    elif abs(diff) <= sd or abs(diff) <= t_half_width(sd, d.size):
+        result = "within noise"
+    else:
+        result = "win" if (diff < 0 if lower_is_better else diff > 0) else "loss"
+    return {"diff": diff, "seed_sd": sd, "n_seeds": int(d.size), "verdict": result}
