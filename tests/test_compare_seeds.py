@@ -144,10 +144,14 @@ def test_the_seeds_flag_on_the_command_line(tmp_path, tiny_config, capsys):
 # ------------------------------------------------------------------ rows and tables
 
 
-def _results(folder: Path, per_image: dict, validation: dict | None = None) -> str:
+def _results(folder: Path, per_image: dict, validation: dict | None = None, threads: int | None = None) -> str:
     folder.mkdir(parents=True)
     (folder / "per_image.json").write_text(json.dumps({"natural": {"sub-01": per_image}}))
     metrics = {} if validation is None else {"reconstruction_validation": {"sub-01": validation}}
+    if threads is not None:  # where stage 2 records its run: runs/<run>/meta.json
+        (folder / "runs" / "stage2-001").mkdir(parents=True)
+        (folder / "runs" / "stage2-001" / "meta.json").write_text(json.dumps({"machine": {"torch_threads": threads}}))
+        metrics["runs"] = {"stage2": "runs/stage2-001"}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return str(folder)
 
@@ -182,10 +186,10 @@ def test_tables_show_the_seed_mean_interval_and_spread_and_stats_the_verdicts(tm
     assert b_vs_a["pixcorr"]["diff"] == pytest.approx(0.2)
     write_tables(tmp_path, spec, rows, paired)
     table = (tmp_path / "table.md").read_text()
-    assert "| variant | subject | roi | method | seeds | pixcorr |" in table
+    assert "| variant | subject | roi | method | seeds | threads | pixcorr |" in table
     assert "bootstrap interval over seeds and images" in table
     s = wgan["a"]["summary"]["pixcorr"]
-    assert f"| a | sub-01 | VC | wgan_gp | 2 | {s['mean']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}] ±0.007 |" in table
+    assert f"| a | sub-01 | VC | wgan_gp | 2 | n/a | {s['mean']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}] ±0.007 |" in table
     row = next(r for r in csv.DictReader((tmp_path / "table.csv").open())
                if r["variant"] == "a" and r["method"] == "wgan_gp")
     assert float(row["pixcorr_seed_sd"]) == pytest.approx(0.01 / np.sqrt(2)) and row["n_seeds"] == "2"
@@ -208,7 +212,7 @@ def test_a_single_seed_table_keeps_its_shape_and_says_single_seed(tmp_path, tiny
     summarise_rows(rows, seed=0)
     write_tables(tmp_path, spec, rows, paired_rows(spec, rows, seed=0))
     table = (tmp_path / "table.md").read_text()
-    assert "| variant | subject | roi | method | pixcorr |" in table and "±" not in table
+    assert "| variant | subject | roi | method | threads | pixcorr |" in table and "±" not in table
     assert "Single seed: differences are not tested against seed noise" in table
     row = next(csv.DictReader((tmp_path / "table.csv").open()))
     assert row["pixcorr_seed_sd"] == "" and row["n_seeds"] == "1"
@@ -252,3 +256,31 @@ def test_the_hold_out_shows_each_seed_spread_and_a_verdict_on_it(tmp_path, tiny_
     assert "## The validation hold-out" in text and "+0.050 ±0.000: win" in text
     stat = {r["variant"]: r for r in csv.DictReader((tmp_path / "stats.csv").open())}
     assert stat["b"]["val_pixcorr_verdict"] == "win" and stat["c"]["val_pixcorr_verdict"] == "within noise"
+
+
+def test_each_row_shows_its_thread_count_and_a_pair_across_counts_is_marked(tmp_path, tiny_config, rng):
+    """A thread count alone moves a generator's mean: the tables show it, and a pair computed under two
+    counts is marked in stats.md and stats.csv."""
+    from stage2_generate.compare.report import collect, paired_rows, summarise_rows, write_tables
+
+    spec = load_compare(_spec_file(tmp_path, tiny_config, {"a": {}, "b": {"generator.loss_pixel": 0.5},
+                                                           "c": {"generator.loss_pixel": 2.0}}, seeds=2))
+    names = [f"img{i:02d}" for i in range(N_IMAGES)]
+    threads = {"a": [1, 1], "b": [1, 1], "c": [2, 1]}
+    records = []
+    for v in spec.variants:
+        pc = rng.normal(0.5, 0.1, N_IMAGES)
+        per = {"wgan_gp": {"names": names, "pixcorr": list(pc), "rmse": list(0.5 - pc)}}
+        records.append({"results": _results(tmp_path / "cache" / v.name, per, threads=threads[v.row][v.seed])})
+    rows = collect(spec, records)
+    summarise_rows(rows, seed=0)
+    paired = paired_rows(spec, rows, seed=0)
+    by = {e["variant"]: e["threads"] for e in paired}
+    assert by == {"b": "1", "c": "1/2 vs 1: differ"}
+    write_tables(tmp_path, spec, rows, paired)
+    table = {r["variant"]: r["threads"] for r in csv.DictReader((tmp_path / "table.csv").open())}
+    assert table == {"a": "1", "b": "1", "c": "1/2"}
+    text = (tmp_path / "stats.md").read_text()
+    assert "**1 pair(s) were computed under different CPU thread counts**" in text and "| 1/2 vs 1: differ |" in text
+    stat = {r["variant"]: r["threads"] for r in csv.DictReader((tmp_path / "stats.csv").open())}
+    assert stat == {"b": "1", "c": "1/2 vs 1: differ"}

@@ -20,11 +20,13 @@ from shared.evaluation import LOWER_IS_BETTER, VALIDATION_SHOWN, metric_order
 from shared.report import csv_table, markdown_table, metric_legend, version_stamp
 from shared.runs import atomic_write_text
 from stage2_generate.compare import seed_stats
-from stage2_generate.compare.runner import read_per_image, read_validation
+from stage2_generate.compare.runner import read_per_image, read_threads, read_validation
 from stage2_generate.compare.spec import CompareSpec
 from stage2_generate.recon_files import split_method_key
 
 VAL_SEEDS = ", averaged over seeds ±the between-seed SD (stats.md tests each difference on it)"
+THREADS_NOTE = ("a thread count alone moves a trained generator's mean by up to 0.04, so stats.md marks a pair "
+                "computed under different counts")
 SINGLE_SEED = ("Single seed: differences are not tested against seed noise (a generator seed alone moves a "
                "trained method's scores; run the comparison with `seeds: 3` or `--seeds 3`).")
 
@@ -80,14 +82,16 @@ def collect(spec: CompareSpec, records: list[dict]) -> list[dict]:
         split = next(iter(v.cfg.data.test))
         per = read_per_image(Path(rec["results"]))[split]
         validation = read_validation(Path(rec["results"]))
+        threads = read_threads(Path(rec["results"]))
         first_roi = v.cfg.data.rois[0]
         for subject, by_method in per.items():
             for key, values in by_method.items():
                 method, roi = split_method_key(key, first_roi)
                 g = grouped.setdefault((v.row, subject, roi, method), {
                     "variant": v.row, "subject": subject, "roi": roi, "method": method, "split": split,
-                    "seeds": [], "per_seed": [], "results_by_seed": [], "validation_by_seed": []})
+                    "seeds": [], "per_seed": [], "results_by_seed": [], "validation_by_seed": [], "threads": []})
                 g["seeds"].append(v.seed)
+                g["threads"].append(threads)
                 g["per_seed"].append((list(values["names"]), {k: x for k, x in values.items() if k != "names"}))
                 g["results_by_seed"].append(rec["results"])
                 g["validation_by_seed"].append(validation.get(subject, {}).get(key, {}))
@@ -165,8 +169,10 @@ def paired_entry(r: dict, base: dict, vs: str, seed: int) -> dict:
     common = [s for s in sa if s in sb]
     ka, kb = ([sa.index(s) for s in common], [sb.index(s) for s in common]) if common else \
         (list(range(min(len(sa), len(sb)))),) * 2
+    ta, tb = _threads_text(r, ka), _threads_text(base, kb)
     entry = {"variant": r["variant"], "method": r["method"], "subject": r["subject"], "roi": r["roi"], "vs": vs,
-             "n_images": len(ia), "n_seeds": len(ka), "seeds": [sa[k] for k in ka]}
+             "n_images": len(ia), "n_seeds": len(ka), "seeds": [sa[k] for k in ka],
+             "threads": ta if ta == tb else f"{ta} vs {tb}: differ"}
     for m in r["values"]:
         if m in base["values"]:
             a = seed_stats.as_matrix(r["values"][m])[np.ix_(ka, ia)]
@@ -194,6 +200,15 @@ def _sd(sd: float | None) -> str:
 
 def _p(p: float) -> str:
     return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
+
+
+def _threads_text(r: dict, index: list[int] | None = None) -> str:
+    """The CPU thread counts a row's seeds (those at ``index``, default all) were computed under: ``1``, ``1/2``,
+    ``n/a`` where a run did not record it."""
+    threads = r.get("threads") or []
+    picked = [threads[k] for k in (range(len(threads)) if index is None else index) if k < len(threads)]
+    known = sorted({t for t in picked if t is not None})
+    return "/".join(map(str, known)) if known and len(known) == len(set(picked)) else "n/a"
 
 
 def _seed_cell(e: dict) -> str:
@@ -248,7 +263,7 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
     multi = several_seeds(rows)
     seed_col = ["seeds"] if multi else []
     val_cols = [f"val_{m}" for m in VALIDATION_SHOWN if any(m in r.get("validation", {}) for r in rows)]
-    md_rows = [{**{k: r[k] for k in keys}, "seeds": len(r.get("seeds") or [None]),
+    md_rows = [{**{k: r[k] for k in keys}, "seeds": len(r.get("seeds") or [None]), "threads": _threads_text(r),
                 **{m: _cell(r["summary"][m]) for m in metrics if m in r["summary"]},
                 **{c: _val_cell(r, c[4:]) for c in val_cols if c[4:] in r.get("validation", {})}} for r in rows]
     n_images = sorted({r["summary"][metrics[0]]["n"] for r in rows}) if rows else []
@@ -268,14 +283,17 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
         head += (f"`{'`, `'.join(val_cols)}`: the same method's mean on the validation hold-out of the training "
                  f"images (never trained on; settings are chosen there, not on the test images)"
                  f"{VAL_SEEDS if multi else ''}.\n\n")
-    atomic_write_text(out / "table.md", head + markdown_table(md_rows, keys + seed_col + metrics + val_cols) + "\n"
+    head += (f"`threads`: the CPU threads stage 2 ran under ({THREADS_NOTE}).\n\n")
+    atomic_write_text(out / "table.md", head + markdown_table(md_rows, keys + seed_col + ["threads"] + metrics
+                                                              + val_cols) + "\n"
                       + metric_legend(metrics) + version_stamp())
     csv_cols = (keys + [f"{m}{sfx}" for m in metrics for sfx in ("", "_lo", "_hi", "_seed_sd")]
-                + ["n_images", "n_seeds"] + [f"{c}{sfx}" for c in val_cols for sfx in ("", "_seed_sd")])
+                + ["n_images", "n_seeds", "threads"] + [f"{c}{sfx}" for c in val_cols for sfx in ("", "_seed_sd")])
     csv_rows = [{**{k: r[k] for k in keys},
                  **{f"{m}{sfx}": _num(r["summary"][m][part]) for m in metrics if m in r["summary"]
                     for sfx, part in (("", "mean"), ("_lo", "lo"), ("_hi", "hi"), ("_seed_sd", "seed_sd"))},
                  "n_images": r["summary"][metrics[0]]["n"], "n_seeds": len(r.get("seeds") or [None]),
+                 "threads": _threads_text(r),
                  **{c: r["validation"][c[4:]] for c in val_cols if c[4:] in r.get("validation", {})},
                  **{f"{c}_seed_sd": _num(r.get("validation_sd", {}).get(c[4:])) for c in val_cols}} for r in rows]
     atomic_write_text(out / "table.csv", csv_table(csv_rows, csv_cols))
@@ -308,10 +326,16 @@ def write_stats(out: Path, spec: CompareSpec, metrics: list[str], paired: list[d
              f"comparisons.{also}\n"]
     if not multi:
         lines.append(SINGLE_SEED + "\n")
-    heads = ["variant", "method", "subject", "roi", "vs", "n"] + (["seeds"] if multi else [])
+    heads = ["variant", "method", "subject", "roi", "vs", "n"] + (["seeds"] if multi else []) + ["threads"]
+    differ = [e for e in paired if str(e.get("threads", "")).endswith("differ")]
+    if differ:
+        lines.append(f"**{len(differ)} pair(s) were computed under different CPU thread counts** (`threads`: row vs "
+                     f"`vs`); {THREADS_NOTE}: read their verdicts as confounded by it, or rerun both under one "
+                     f"count (`OMP_NUM_THREADS`, `--jobs`).\n")
     if paired:
         base = [{"variant": e["variant"], "method": e["method"], "subject": e["subject"], "roi": e["roi"],
-                 "vs": e["vs"], "n": e["n_images"], "seeds": e.get("n_seeds", 1)} for e in paired]
+                 "vs": e["vs"], "n": e["n_images"], "seeds": e.get("n_seeds", 1), "threads": e.get("threads", "n/a")}
+                for e in paired]
         md = [{**b, **{m: _paired_cell(e[m]) for m in metrics if m in e}} for b, e in zip(base, paired)]
         lines.append(markdown_table(md, heads + metrics))
         if multi:
@@ -334,12 +358,12 @@ def write_stats(out: Path, spec: CompareSpec, metrics: list[str], paired: list[d
     atomic_write_text(out / "stats.md", "\n".join(lines) + version_stamp())
     parts = (("_diff", "diff"), ("_lo", "lo"), ("_hi", "hi"), ("_seed_sd", "seed_sd"), ("_p", "p"),
              ("_verdict", "verdict"))
-    cols = (["variant", "method", "subject", "roi", "vs", "n_images", "n_seeds"]
+    cols = (["variant", "method", "subject", "roi", "vs", "n_images", "n_seeds", "threads"]
             + [f"{m}{sfx}" for m in metrics for sfx, _ in parts])
     vparts = (("_diff", "diff"), ("_seed_sd", "seed_sd"), ("_verdict", "verdict"))
     cols += [f"val_{m}{sfx}" for m in val for sfx, _ in vparts]
     rows = [{**{k: e[k] for k in ("variant", "method", "subject", "roi", "vs", "n_images")},
-             "n_seeds": e.get("n_seeds", 1),
+             "n_seeds": e.get("n_seeds", 1), "threads": e.get("threads", "n/a"),
              **{f"{m}{sfx}": _num(e[m][part]) for m in metrics if m in e for sfx, part in parts},
              **{f"val_{m}{sfx}": _num(e["validation"][m][part]) for m in val if m in e.get("validation", {})
                 for sfx, part in vparts}} for e in paired]

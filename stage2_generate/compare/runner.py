@@ -332,3 +332,14 @@ def read_per_image(results: Path) -> dict:
 def read_validation(results: Path) -> dict:
     """``subject -> method -> mean scores`` on the validation hold-out of the training images."""
     return json.loads((results / "metrics.json").read_text()).get(VALIDATION_SECTION, {})
+
+
+def read_threads(results: Path) -> int | None:
+    """The CPU threads (torch's) of the stage-2 run that wrote ``results`` (its ``meta.json``; None when unknown)."""
+    try:
+        run = json.loads((results / "metrics.json").read_text()).get("runs", {}).get("stage2")
+        meta = json.loads((results / run / "meta.json").read_text()) if run else {}
+    except (OSError, ValueError):
+        return None
+    threads = meta.get("machine", {}).get("torch_threads")
+    return int(threads) if isinstance(threads, int) else None
