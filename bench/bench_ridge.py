@@ -22,7 +22,8 @@ same units, and the profile correlations of the table are over the same units. M
 Every method is timed at every count of ``--counts`` (default 1,000, 4,000 and 10,000 units), and
 the methods of ``--layer-methods`` (dense, dense_unit) also on the whole layer. Each (method, count)
 runs in a fresh process of its own (spawned by this one; it regenerates the same seeded data), so its
-time holds no warm-up of an earlier run and its peak memory is its own. Each run: wall time
+time holds no warm-up of an earlier run and its peak memory is its own; one that dies (killed, or failed on
+an import) ends the benchmark at once in one line naming it, its exit status and what to install. Each run: wall time
 (including the method's own Gram/kernel work and target scaling), peak resident memory of that
 process (torch and the data, printed as ``base``, included) and the mean test profile correlation
 with the noise-free targets. Per method, least squares on its (units, seconds) pairs gives a fixed
@@ -48,13 +49,15 @@ import importlib.util
 import json
 import multiprocessing as mp
 import os
-import queue as queue_mod
+import sys
 import time
 
 import numpy as np
 import torch
 
+from shared.children import missing_line, run_in_child
 from shared.device import resolve_device
+from shared.errors import UserError
 from shared.metrics import profile_correlation
 from shared.ridge import ImageFolds, Standardiser
 from shared.sparse_ridge import fastl2lir_fit_predict
@@ -171,8 +174,8 @@ def decode(args, method: str, Xz, Xtz, trial_img, train, ys: TargetScaler, devic
     return np.concatenate(parts, axis=1)
 
 
-def run_method(args, method: str, units: int, queue) -> None:
-    """One method on the layer's first ``units`` units, in its own process; puts its run on ``queue``."""
+def run_method(args, method: str, units: int) -> dict:
+    """One method on the layer's first ``units`` units, in its own process; its run."""
     trial_img, X, X_test, train, true = simulate(args, units)
     xs = Standardiser().fit(X)
     Xz, Xtz = xs.transform(X), xs.transform(X_test)
@@ -191,34 +194,21 @@ def run_method(args, method: str, units: int, queue) -> None:
     ys = TargetScaler(train, trial_img)
     pred = ys.inverse(np.asarray(decode(args, method, Xz, Xtz, trial_img, train, ys, device), dtype=np.float32))
     sec = time.perf_counter() - t
-    queue.put({"method": method, "units": units, "seconds": round(sec, 4), "peak_rss_mb": round(rss_mb()),
-               "base_rss_mb": round(base), "profile_corr": round(float(np.nanmean(profile_correlation(pred, true))), 4)})
-
-
-class _Rows(list):
-    put = list.append
+    return {"method": method, "units": units, "seconds": round(sec, 4), "peak_rss_mb": round(rss_mb()),
+            "base_rss_mb": round(base), "profile_corr": round(float(np.nanmean(profile_correlation(pred, true))), 4)}
 
 
 def timed_run(ctx, args, method: str, units: int) -> dict:
-    """``run_method`` in a spawned process; a process that dies ends the benchmark with one line.
-    ``--quick`` runs it in this process instead (a smoke test: process start-up would dominate)."""
+    """``run_method`` in a spawned process (``shared.children.run_in_child``): a child that dies (killed, or
+    failed on an import) ends the benchmark at once with one line naming it, its exit status and, for a
+    missing package, the install command. ``--quick`` runs it in this process instead (a smoke test: process
+    start-up would dominate)."""
     if args.quick:
-        rows = _Rows()
-        run_method(args, method, units, rows)
-        return rows[0]
-    q = ctx.Queue()
-    proc = ctx.Process(target=run_method, args=(args, method, units, q))
-    proc.start()
-    while True:
         try:
-            row = q.get(timeout=5)
-            break
-        except queue_mod.Empty:
-            if not proc.is_alive():
-                raise SystemExit(f"error: {method} on {units} units died (exit status {proc.exitcode}); "
-                                 "its traceback is above")
-    proc.join()
-    return row
+            return run_method(args, method, units)
+        except ModuleNotFoundError as exc:
+            raise UserError(f"{method} on {units:,} units: {missing_line(exc.name or str(exc))}") from None
+    return run_in_child(ctx, run_method, (args, method, units), f"the child process of {method} on {units:,} units")
 
 
 def fmt_ratio(x: float | None) -> str:
@@ -320,7 +310,17 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    args = parse_args()
+    """The benchmark; a ``UserError`` (a child that died) is one line on stderr and exit status 2."""
+    try:
+        run(parse_args())
+    except UserError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Every method at every count, each in a child process, then the fits, the table and the statements."""
     methods = list(args.methods)
     if "himalaya" in methods and importlib.util.find_spec("himalaya") is None:
         methods.remove("himalaya")

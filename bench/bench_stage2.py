@@ -23,13 +23,16 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
+import sys
 import time
 
 import numpy as np
 import torch
 
+from shared.children import run_in_child
 from shared.config import load_config
 from shared.device import resolve_device
+from shared.errors import UserError
 from shared.featnet import FeatureNet
 from stage2_generate.conditioning import LayerTransform
 from stage2_generate.losses import CriticLoss
@@ -111,10 +114,6 @@ def measure(config: str, overrides: list[str], size: int, steps: int) -> dict:
             "generator_params_m": round(sum(p.numel() for p in G.parameters()) / 1e6, 2)}
 
 
-def _child(args, size, queue):
-    queue.put(measure(args.config, args.set, size, args.steps))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="configs/demo.yaml")
@@ -124,13 +123,12 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
-    rows = []
-    for size in args.sizes:
-        queue = ctx.Queue()
-        p = ctx.Process(target=_child, args=(args, size, queue))
-        p.start()
-        rows.append(queue.get())
-        p.join()
+    try:  # each size in a child process: one that dies ends the benchmark at once, in one line
+        rows = [run_in_child(ctx, measure, (args.config, args.set, size, args.steps),
+                             f"the child process of {size} px") for size in args.sizes]
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
     cols = ["device", "image_size", "batch", "critic_steps_per_s", "generator_steps_per_s", "train_iterations_per_s",
             "train_images_per_s", "generate_images_per_s", "peak_memory_mb", "generator_params_m"]
     print(f"config {args.config} {' '.join(args.set)}; one training iteration = n_critic={rows[0]['n_critic']} "

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from shared.children import exit_text, missing_line, missing_module
 from shared.config import dump_yaml, to_dict
 from shared.errors import UserError
 from shared.report import VALIDATION_SECTION
@@ -140,8 +141,17 @@ def _run_stage(module: str, config_path: Path, what: str, prefix: bytes = b"", t
         raise KeyboardInterrupt
     if lines:
         raise UserError(f"{what}: {lines[-1][len('error:'):].strip()} (config {config_path})")
-    raise UserError(f"{what} failed with exit status {rc} (see above); rerun it alone with "
-                    f"python -m {module} run --config {config_path}")
+    raise UserError(_death(what, rc, tail.decode(errors="replace"), f"python -m {module} run --config {config_path}"))
+
+
+def _death(what: str, rc: int, output: str, cmd: str) -> str:
+    """One line for a stage that ended without its own ``error:`` line: killed, crashed, or failed on an import
+    (then the install command); ``output``: the end of its output."""
+    missing = missing_module(output)
+    if missing:
+        return f"{what} {exit_text(rc)}: {missing_line(missing)}"
+    seen = " (its output is above)" if output.strip() else ""
+    return f"{what} {exit_text(rc)}{seen}; rerun it alone with {cmd}"
 
 
 def check_one_judge(variants: list[Variant]) -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.children import exit_text, missing_line, missing_module
 from shared.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def run_stage_job(module: str, config_path: str, cwd: str, threads: int = 0) -> 
             proc.kill()
         raise
     if rc != 0:
-        raise StageFailed(f"python -m {module} run --config {config_path} exited with status {rc}")
+        raise StageFailed(f"python -m {module} run --config {config_path} {exit_text(rc)}")
 
 
 # ------------------------------------------------------------------ settings
@@ -222,10 +223,10 @@ def _cancel(jobs: list[_Job]) -> None:
 def _failure(j: _Job, exc: BaseException) -> str:
     """One line for a failed job: the stage's own ``error:`` line when its log has one, and where the log is."""
     log_path = j.job.paths.stderr
-    reason = ""
+    reason = output = ""
     try:
-        errors = [ln for ln in log_path.read_text(errors="replace").replace("\r", "\n").splitlines()
-                  if ln.startswith("error:")]
+        output = log_path.read_text(errors="replace")
+        errors = [ln for ln in output.replace("\r", "\n").splitlines() if ln.startswith("error:")]
         reason = errors[-1][len("error:"):].strip() if errors else ""
     except OSError:
         pass
@@ -235,6 +236,9 @@ def _failure(j: _Job, exc: BaseException) -> str:
         state = re.search(r"state: ?([A-Z_]+)", text)
         reason = (m.group(1).strip() if m else f"the job ended without a result (state {state.group(1)})" if state
                   else " ".join(text.split())[:300] or "the job failed")
+        missing = missing_module(output)
+        if missing:  # the stage (or the job itself) failed on an import
+            reason += f": {missing_line(missing)}"
     return f"{j.what} failed on the cluster (job {j.job.job_id}): {reason}; its log: {log_path}"
 
 
