@@ -57,18 +57,23 @@ class ExperimentLock:
 
     @classmethod
     def acquire(cls, folder: Path, what: str, shared: bool = False, wait: bool = False,
-                writer: bool = False) -> "ExperimentLock":
+                writer: bool = False, quiet: bool = False) -> "ExperimentLock":
         """The lock of ``folder`` (this process's, if it holds it); ``wait``: wait for it whatever the
-        environment says (a generator's or coder's folder: the other process finishes what this one needs)."""
+        environment says (a generator's or coder's folder: the other process finishes what this one needs);
+        ``quiet``: hold it without naming this holder, which writes nothing (stage 2 checking its inputs, which
+        must touch nothing); the next acquire that is not quiet names it."""
         path = (folder / ".lock").resolve()
         held = cls._held.get(path)
         if held is not None and not held._fh.closed:
+            if not quiet:
+                held.name_holder()
             return held
-        lock = cls(folder, what, shared, wait, writer)
+        lock = cls(folder, what, shared, wait, writer, quiet)
         cls._held[path] = lock
         return lock
 
-    def __init__(self, folder: Path, what: str, shared: bool = False, wait: bool = False, writer: bool = False):
+    def __init__(self, folder: Path, what: str, shared: bool = False, wait: bool = False, writer: bool = False,
+                 quiet: bool = False):
         import fcntl
         import random
 
@@ -101,6 +106,15 @@ class ExperimentLock:
             raise
         finally:
             probe.close()
+        self._unnamed = True
+        if not quiet:
+            self.name_holder()
+
+    def name_holder(self) -> None:
+        """Name this holder (pid, host, command, start time) for another process's refusal message, once."""
+        if not self._unnamed:
+            return
+        self._unnamed = False
         if self._named is not None:  # the lock file names the last exclusive holder; the others have their own
             self._named.write_text(self._name())
             return
@@ -108,27 +122,6 @@ class ExperimentLock:
         self._fh.truncate()
         self._fh.write(self._name())
         self._fh.flush()
-
-    @classmethod
-    def wait_for_writers(cls, folder: Path, what: str) -> None:
-        """Before a reader checks the store: refuse (or, with ``N2P_WAIT_FOR_LOCKS=1``, wait) while stage-1
-        writers hold ``folder``, so a store they are still filling is not reported as missing. Writes nothing."""
-        import fcntl
-
-        path = folder / ".lock-writers"
-        if not path.is_file():
-            return
-        with open(path) as fh:
-            if _flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB):
-                return
-            holder = cls._holders(path)
-            if os.environ.get(WAIT_FOR_LOCKS) != "1":
-                from shared.errors import UserError
-
-                raise UserError(f"{what} is in use by {holder}; wait for that run to finish (or stop it), or give "
-                                f"this run another experiment name")
-            log.info("waiting for %s (in use by %s)", what, holder)
-            _flock(fh, fcntl.LOCK_EX)  # released when the file closes
 
     def _try(self, mode: int, probe) -> str | None:
         """Take this holder's lock and check the other file has no holder; None when granted, else the name
@@ -158,7 +151,7 @@ class ExperimentLock:
     @staticmethod
     def _holders(path: Path) -> str:
         """Who holds ``path`` now: its live shared holders or writers (``<path>.<pid>`` files), or else the
-        exclusive holder the file names."""
+        exclusive holder the file names (unless it names a process of this host that has ended)."""
         named = []
         for f in sorted(path.parent.glob(f"{path.name}.*")):
             pid = f.name.rsplit(".", 1)[-1]
@@ -178,6 +171,12 @@ class ExperimentLock:
             if holder:
                 break
             time.sleep(0.05)
+        import re
+        import socket
+
+        earlier = re.match(r"pid (\d+) on (\S+) ", holder)
+        if earlier and earlier[2] == socket.gethostname() and not pid_alive(int(earlier[1])):
+            holder = ""  # a holder that has ended: the one now has not named itself yet (``quiet``)
         return holder or "another process"
 
     def release(self) -> None:
@@ -240,3 +239,92 @@ class Claim:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def acquire_in_order(folders: dict[Path, str]) -> list[ExperimentLock]:
+    """The exclusive locks of ``folders`` (each folder -> what it is, for the log), waited for and taken in one
+    global order, their resolved paths sorted, whatever order the caller lists them in: two processes that need
+    some of the same folders (``compare --jobs`` variants listing subjects, ROIs or methods in other orders) then
+    never each hold one the other waits for. Held until released (or the process ends); none is kept when one
+    cannot be taken."""
+    resolved = {Path(folder).resolve(): what for folder, what in folders.items()}
+    order = sorted(resolved.items(), key=lambda fw: str(fw[0]))
+    taken: list[ExperimentLock] = []
+    try:
+        for folder, what in order:
+            taken.append(ExperimentLock.acquire(folder, what, wait=True))
+    except BaseException:
+        for lock in reversed(taken):
+            lock.release()
+        raise
+    return taken
+
+
+class SplitLock:
+    """How this stage-1 process splits a store's layers into work items, held for its life: a shared ``flock`` on
+    ``<folder>/.split-p<part_units>-c<chunk_units>``. A process that would split them otherwise (another
+    ``decoder.part_units``, or, when layers are split, another ``decoder.chunk_units``, which rounds every part)
+    while such a holder lives is refused in one line naming both (or, with ``N2P_WAIT_FOR_LOCKS=1``, waits for it
+    to end): parts of two splits of one layer overlap and would be stitched together. A process that stopped holds
+    nothing, so a rerun may split anew (e.g. with a lower ``chunk_units`` after running out of memory)."""
+
+    def __init__(self, folder: Path, part_units: int, chunk_units: int, what: str):
+        import random
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.split = (part_units, chunk_units)
+        self._fh = open(folder / f".split-p{part_units}-c{chunk_units}", "a+")
+        waited = False
+        try:
+            while True:
+                other = self._try(folder)
+                if other is None:
+                    return
+                p, c = other
+                if os.environ.get(WAIT_FOR_LOCKS) != "1":
+                    from shared.errors import UserError
+
+                    raise UserError(f"{what} are being decoded by another process with decoder.part_units={p} and "
+                                    f"decoder.chunk_units={c}, this one has decoder.part_units={part_units} and "
+                                    f"decoder.chunk_units={chunk_units}; processes sharing a store must split its "
+                                    f"layers alike: run this one with that process's values, or after it has ended")
+                if not waited:
+                    log.info("waiting for the processes decoding %s with decoder.part_units=%d, chunk_units=%d",
+                             what, p, c)
+                    waited = True
+                time.sleep(0.2 + random.random())
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def _compatible(self, other: tuple[int, int]) -> bool:
+        """Whether a process splitting layers as ``other`` (part_units, chunk_units) may decode beside this one:
+        the same parts (chunk_units does not matter to whole layers)."""
+        return other[0] == self.split[0] and (self.split[0] == 0 or other[1] == self.split[1])
+
+    def _try(self, folder: Path) -> tuple[int, int] | None:
+        """Hold this process's split and check no live process holds an incompatible one; None when granted, else
+        that process's (part_units, chunk_units) (nothing is kept)."""
+        import fcntl
+        import random
+        import re
+
+        for _ in range(10):  # another process's check holds a file for an instant: try again
+            _flock(self._fh, fcntl.LOCK_SH)  # exclusive only for an instant's check
+            busy = None
+            for path in sorted(folder.glob(".split-p*-c*")):
+                match = re.fullmatch(r"\.split-p(\d+)-c(\d+)", path.name)
+                if match is None or self._compatible((int(match[1]), int(match[2]))):
+                    continue
+                with open(path, "a+") as probe:
+                    if not _flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                        busy = (int(match[1]), int(match[2]))
+                        break
+            if busy is None:
+                return None
+            fcntl.flock(self._fh, fcntl.LOCK_UN)  # never hold ours while others check theirs
+            time.sleep(0.05 + 0.05 * random.random())
+        return busy
+
+    def release(self) -> None:
+        self._fh.close()

@@ -269,6 +269,10 @@ class ExperimentStore(FeatureStore):
         return self.decoded_path(self.cfg.features.network, self.slug, self.cfg.decoder.label, subject, roi, layer,
                                  split)
 
+    def decoder_dir(self) -> Path:
+        """The folder of every subject and ROI this config's decoder decodes (what stage-1 processes split)."""
+        return self.root / "decoded" / self._net(self.cfg.features.network, self.slug) / self.cfg.decoder.label
+
     def roi_dir(self, subject: str, roi: str) -> Path:
         """The folder of one subject and ROI's decoded layers (and ``data.json``, what its data hold)."""
         return self.decoded_dir(self.cfg.features.network, self.slug, self.cfg.decoder.label, subject, roi)

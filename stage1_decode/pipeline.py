@@ -74,7 +74,7 @@ def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
     from shared.datasets import brain_file
     from shared.device import process_device
     from shared.featnet import check_weights
-    from shared.locks import Claim
+    from shared.locks import Claim, SplitLock
     from shared.runs import sweep_temporary_files
 
     t0 = time.time()
@@ -87,8 +87,12 @@ def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
     check_weights(cfg.features.network, cfg.features.weights)
     shard = this_shard(shard)
     device = process_device(cfg.device)
-    run_ = Run(cfg, "stage1", str(device), bdata_files(src), writes_work=True)
     store = ExperimentStore(cfg)
+    # every process of this store splits its layers alike (or is refused before it writes anything); taken first,
+    # so a process waiting for it (N2P_WAIT_FOR_LOCKS=1) holds no other lock
+    split = SplitLock(store.decoder_dir(), cfg.decoder.part_units, cfg.decoder.chunk_units,
+                      f"the layers of experiment '{cfg.experiment}' ({store.decoder_dir()})")
+    run_ = Run(cfg, "stage1", str(device), bdata_files(src), writes_work=True)
     splits = ["train", *cfg.data.test]
     with Claim(cfg.work_path / ".claim-true-features", wait=True):  # one process computes them, the others wait
         sweep_temporary_files(store.true_file(cfg.features.layers[0], "train").parents[1])
@@ -123,10 +127,12 @@ def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
             log.info("stage 1: every work item is decoded, but %d layer(s) are not stitched yet (first: %s): another "
                      "process is stitching them, or rerun stage 1", len({(i.subject, i.roi, i.layer) for i in unfinished}),
                      unfinished[0].label)
+        split.release()
         run_.finish(items_left=len(todo))
         return
     _write_results(cfg, store, src, keys, dec_splits, run_)
     log.info("stage 1: every work item is done; this process wrote the scores and summaries")
+    split.release()
     run_.finish()
     log.info("stage 1 done in %.0f s; results in %s", time.time() - t0, cfg.results_path)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from shared.evaluation import (ValidationScorer, as_scored, check_judge_independ
 from shared.holdout import HELD_OUT as VALIDATION, VALIDATION as VALIDATION_SPLIT, validation_split
 from shared.report import (RESULT_VERSION, VALIDATION_SECTION, recon_columns, recon_rows, section_key, write_summary,
                            write_table)
-from shared.locks import ExperimentLock
+from shared.locks import ExperimentLock, acquire_in_order
 from shared.runs import Run, atomic_write_bytes, atomic_write_json, sweep_temporary_files, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
@@ -124,7 +125,45 @@ def _check_inputs(cfg: Config, store: ExperimentStore, method_layers: list[str])
                                         f"as those of {first[0]} {first[1]}; rerun stage 1")
 
 
+def hold_store(cfg: Config) -> ExperimentLock:
+    """The feature store's lock, held shared (beside other stage-2 runs, never beside stage 1 writing it) before
+    stage 2 reads or hashes any of it; refused, or with ``N2P_WAIT_FOR_LOCKS=1`` waited for, while stage-1
+    processes write it, so what stage 2 reads stays as it was read. Taken ``quiet``: a run refused for a bad
+    input has written nothing (its ``Run`` names the holder). No store yet: the one-line error saying to run
+    stage 1 (nothing made)."""
+    if not cfg.work_path.is_dir():
+        raise _no_features(cfg, cfg.generator.condition_layers[0])
+    return ExperimentLock.acquire(cfg.work_path, f"experiment '{cfg.experiment}' ({cfg.work_path})", shared=True,
+                                  quiet=True)
+
+
+def _no_features(cfg: Config, layer: str) -> UserError:
+    return UserError(f"the feature store {ExperimentStore(cfg).root} has no {layer} features of experiment "
+                     f"'{cfg.experiment}'; run stage 1 first: python -m stage1_decode run --config <same "
+                     f"config> (or, for the lab's feature files, python -m stage1_decode import-lab --config "
+                     f"<same config> --set lab.root=<folder> --set lab.import_kind=true_features, and =decoded)")
+
+
+def training_folders(ckpt_dir: Path, key: str, methods: list) -> dict[Path, str]:
+    """The folders a stage-2 run trains in and holds to its end (folder -> what it is): its generator's
+    checkpoints and every method's (``Method.lock_folders``), which ``shared.locks.acquire_in_order`` takes at
+    once, in one global order."""
+    return {ckpt_dir: f"the generator {key} ({ckpt_dir})",
+            **{folder: what for m in methods for folder, what in m.lock_folders().items()}}
+
+
 def run(cfg: Config) -> None:
+    """Stage 2 under the store's shared lock (``hold_store``, taken before anything is read) and the locks of
+    the folders it trains in (taken in one order); every lock it took is released when it ends or fails."""
+    locks = [hold_store(cfg)]
+    try:
+        _run(cfg, locks)
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
+def _run(cfg: Config, locks: list[ExperimentLock]) -> None:
     import torch
 
     from shared.featnet import FeatureNet
@@ -143,14 +182,9 @@ def run(cfg: Config) -> None:
     rank, world = distributed(device)
     gc, e = cfg.generator, cfg.eval
     store = ExperimentStore(cfg)
-    # stage-1 processes still filling the store: say so (or wait), rather than that the store lacks arrays
-    ExperimentLock.wait_for_writers(cfg.work_path, f"experiment '{cfg.experiment}' ({cfg.work_path})")
-    for layer in gc.condition_layers:
+    for layer in gc.condition_layers:  # read under the store's lock (``hold_store``): stage 1 is not filling it
         if not store.true_file(layer, "train").is_file():
-            raise UserError(f"the feature store {store.root} has no {layer} features of experiment "
-                            f"'{cfg.experiment}'; run stage 1 first: python -m stage1_decode run --config <same "
-                            f"config> (or, for the lab's feature files, python -m stage1_decode import-lab --config "
-                            f"<same config> --set lab.root=<folder> --set lab.import_kind=true_features, and =decoded)")
+            raise _no_features(cfg, layer)
     classes = registry.selected(cfg.methods.run, e.baselines)
     _check_inputs(cfg, store, [layer for c in classes for layer in c.store_layers(cfg.methods, cfg.features)])
     # decoded features imported from the lab's files: no out-of-fold or hold-out features (a stage-1 store: cfg)
@@ -196,9 +230,10 @@ def run(cfg: Config) -> None:
         method.check()
     # every input checked: from here on the run writes (a bad input above has touched nothing)
     run_ = Run(cfg, "stage2", str(device), bdata_files(source), reads_work=True) if rank == 0 else None
-    # the generator's checkpoints: one writer at a time (stage-2 runs of one store may run at once)
-    gen_lock = ExperimentLock.acquire(ckpt_dir, f"the generator {key} ({ckpt_dir})", wait=True) if rank == 0 else None
+    # the generator's checkpoints and the folders methods train in: one writer at a time (stage-2 runs of one store
+    # may run at once), all taken now in one global order, whatever order subjects, ROIs and methods are listed in
     if rank == 0:
+        locks += acquire_in_order(training_folders(ckpt_dir, key, methods))
         sweep_temporary_files(ckpt_dir)  # a killed run's half-written files: this process now owns the folder
     judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval() \
         if rank == 0 else None
@@ -326,6 +361,5 @@ def run(cfg: Config) -> None:
             for stale in (base.with_suffix(".md"), base.with_suffix(".csv")):
                 stale.unlink(missing_ok=True)
     write_summary(results, metrics)
-    gen_lock.release()
     run_.finish(generator_key=key)
     log.info("stage 2 done in %.0f s; results in %s", time.time() - t0, results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -100,18 +101,24 @@ def test_writers_coexist_and_keep_readers_and_exclusive_holders_out(tmp_path):
     ExperimentLock(tmp_path, "store 'x'", writer=True).release()  # the killed reader left nothing behind
 
 
-def test_a_reader_is_told_stage_1_still_fills_the_store(tmp_path):
-    """Stage 2 checks for stage-1 writers before it looks for arrays they have not written yet."""
-    ExperimentLock.wait_for_writers(tmp_path / "none", "store 'x'")  # no store yet: nothing to say, nothing made
-    assert not (tmp_path / "none").exists()
+def test_a_reader_is_told_stage_1_still_fills_the_store_and_a_quiet_one_writes_nothing(tmp_path):
+    """Stage 2 takes the store shared and ``quiet`` before it looks for arrays stage-1 writers have not written
+    yet: refused naming the writer; granted once it has gone, writing nothing until it is named."""
     holder = _shared_holder(tmp_path, 60, "writer")
     try:
         with pytest.raises(UserError, match=rf"store 'x' is in use by pid {holder.pid} "):
-            ExperimentLock.wait_for_writers(tmp_path, "store 'x'")
+            ExperimentLock.acquire(tmp_path, "store 'x'", shared=True, quiet=True)
     finally:
         holder.kill()
         holder.wait()
-    ExperimentLock.wait_for_writers(tmp_path, "store 'x'")  # gone: granted
+    before = sorted(p.name for p in tmp_path.iterdir())
+    lock = ExperimentLock.acquire(tmp_path, "store 'x'", shared=True, quiet=True)  # gone: granted
+    try:
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # no holder's name written
+        assert ExperimentLock.acquire(tmp_path, "store 'x'", shared=True) is lock  # a Run of it names it
+        assert (tmp_path / f".lock.{os.getpid()}").read_text().startswith(f"pid {os.getpid()} on ")
+    finally:
+        lock.release()
 
 
 def test_with_wait_for_locks_a_process_waits_instead_of_refusing(tmp_path, monkeypatch):

@@ -363,6 +363,12 @@ class CoderMethod(Method):
             c.experiment, self.kind, c.train_images, c.channels, c.device, held=held))
         return self._coder
 
+    def lock_folders(self) -> dict[Path, str]:
+        """The run's coder folder (its first ``fit`` trains the coder there, holding its lock)."""
+        c = self.ctx
+        folder, key = coder_folder(c.experiment, self.kind, c.channels, c.train_images, c.held_images is not None)
+        return {folder: f"the {self.kind} coder {key} ({folder})"}
+
     def check(self) -> None:
         c = self.ctx
         check_coder(c.experiment, self.kind, c.channels, c.train_images, held=c.held_images is not None)

@@ -163,6 +163,12 @@ class Method:
     def check(self) -> None:
         """Refuse, before stage 2 writes anything, what this method would resume from or could not train on."""
 
+    def lock_folders(self) -> dict[Path, str]:
+        """The folders ``fit`` writes and locks for the rest of the run (folder -> what it is, e.g. a generator's
+        checkpoints), over every subject and ROI: stage 2 takes them all up front with its generator's, in one
+        global order (``shared.locks.acquire_in_order``), so runs listing them in other orders never deadlock."""
+        return {}
+
     def fit(self, train: TrainData) -> Method:
         """Fit to one subject's and ROI's training data, replacing the previous fit (a no-op for methods that
         need none); returns the method itself."""

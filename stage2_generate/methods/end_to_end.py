@@ -20,6 +20,7 @@ the validation hold-out (the held-out images' trial-averaged voxels, scored by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -99,6 +100,13 @@ class EndToEnd(Method):
                 preflight(cfg, subject, roi, load_split(src, subject, "train", roi, average=False), c.train_names,
                           c.train_images, c.channels)
 
+    def lock_folders(self) -> dict[Path, str]:
+        """Every subject's and ROI's generator folder (each ``fit`` trains in one, holding its lock)."""
+        c, cfg = self.ctx, self.ctx.experiment
+        keys = [_training(cfg, subject, roi, c.train_images, c.channels, self.name)
+                for subject in cfg.data.subjects for roi in cfg.data.rois]
+        return {c.work / "generator" / key: f"the {self.name} generator {key}" for key in keys}
+
     def fit(self, train: TrainData) -> EndToEnd:
         from stage2_generate.generator_files import training_record
         from stage2_generate.train import train_generator
@@ -112,7 +120,8 @@ class EndToEnd(Method):
                                 HeldScore(scorer, c.validation_metric), c.validation_metric) \
             if scorer is not None else None
         folder = c.work / "generator" / key
-        ExperimentLock.acquire(folder, f"the {self.name} generator {key}", wait=True)  # one writer
+        # one writer; stage 2 holds it already (``lock_folders``, taken in one order with the others)
+        ExperimentLock.acquire(folder, f"the {self.name} generator {key}", wait=True)
         sweep_temporary_files(folder)
         self.G = train_generator(c.generator, c.features, sampler, [], c.train_images, c.device, folder, None, key,
                                  channels=c.channels, label=f"{self.name} {train.subject} {train.roi}",
