@@ -140,7 +140,8 @@ def preflight(g: GeneratorConfig, ckpt_dir: Path, key: str, shapes: list[tuple],
 def training_record(ckpt_dir: Path) -> dict:
     """What a finished training reports (``metrics.json`` ``reconstruction_info.generator``): the tick that
     reconstructs (``best_step``, the name kept for the chosen tick) and its mean validation score
-    (``best_score``), every rollback, and how the tick was chosen: ``tick_rule`` (one sentence),
+    (``best_score``), every rollback, the CPU thread counts of its starts and resumes (``threads``), and how the
+    tick was chosen: ``tick_rule`` (one sentence),
     ``holdout_too_small`` (true when the hold-out had fewer than ``watch.MIN_HOLDOUT`` images, so the
     last tick reconstructs), ``holdout_images``, and ``tick_choice`` (the highest-scoring tick, the last
     tick, the highest's mean gain over the last and its lower bootstrap quantile, ``beyond_noise``)."""
@@ -148,6 +149,8 @@ def training_record(ckpt_dir: Path) -> dict:
 
     state = checkpoints.load(ckpt_dir / "generator.pt", "cpu")
     out = {k: state.get(k) for k in ("best_step", "best_score", "validation_metric", "rollbacks", "lr_scale")}
+    if state.get("threads"):  # the CPU thread counts it trained under (trainings since they were kept)
+        out["threads"] = [int(t) for t in state["threads"]]
     tick = state.get("tick") or {}
     out.update(tick_rule=tick.get("tick_rule", tick_rule(state.get("validation_metric"))),
                holdout_too_small=bool(tick.get("holdout_too_small", False)),

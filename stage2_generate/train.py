@@ -117,7 +117,8 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
     metric = validation.metric if validation is not None else None
     # what survives a rollback or a resume: the learning-rate scale, every rollback, the ticks the choice needs
     ticks = TickChooser(metric)
-    track = {"lr_scale": 1.0, "rollbacks": [], "ticks": ticks.state()}
+    # and the CPU thread counts it trained under, since a thread count alone moves the trained generator's scores
+    track = {"lr_scale": 1.0, "rollbacks": [], "ticks": ticks.state(), "threads": []}
 
     def restore(verb: str) -> int:
         """Load the newest healthy checkpoint (else the initial state); returns its step."""
@@ -145,6 +146,8 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
 
     gen.manual_seed(gc.seed)
     start = restore("resuming") if ckpt_path.is_file() or checkpoints.previous(ckpt_path).is_file() else 0
+    if torch.get_num_threads() not in track["threads"]:  # distinct counts: a resume under the same count adds none
+        track["threads"] = [*track["threads"], torch.get_num_threads()]
 
     def set_lr() -> None:
         for opt in (opt_g, opt_d):
@@ -285,7 +288,7 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
         checkpoints.save({"key": key, "step": gc.iterations, "generator": G_ema.state_dict(),
                           "input_shapes": shapes, "channels": channels, "best_step": choice.step,
                           "best_score": choice.score, "validation_metric": metric, "tick": choice.record(),
-                          "rollbacks": track["rollbacks"], "lr_scale": track["lr_scale"]},
+                          "rollbacks": track["rollbacks"], "lr_scale": track["lr_scale"], "threads": track["threads"]},
                          final_path, keep_previous=False)
     if world > 1:
         import torch.distributed as dist

@@ -144,10 +144,13 @@ def test_the_seeds_flag_on_the_command_line(tmp_path, tiny_config, capsys):
 # ------------------------------------------------------------------ rows and tables
 
 
-def _results(folder: Path, per_image: dict, validation: dict | None = None, threads: int | None = None) -> str:
+def _results(folder: Path, per_image: dict, validation: dict | None = None, threads: int | None = None,
+             trained: list[int] | None = None) -> str:
     folder.mkdir(parents=True)
     (folder / "per_image.json").write_text(json.dumps({"natural": {"sub-01": per_image}}))
     metrics = {} if validation is None else {"reconstruction_validation": {"sub-01": validation}}
+    if trained is not None:  # the training's threads, each start and resume
+        metrics["reconstruction_info"] = {"generator": {"threads": trained}}
     if threads is not None:  # where stage 2 records its run: runs/<run>/meta.json
         (folder / "runs" / "stage2-001").mkdir(parents=True)
         (folder / "runs" / "stage2-001" / "meta.json").write_text(json.dumps({"machine": {"torch_threads": threads}}))
@@ -259,28 +262,39 @@ def test_the_hold_out_shows_each_seed_spread_and_a_verdict_on_it(tmp_path, tiny_
 
 
 def test_each_row_shows_its_thread_count_and_a_pair_across_counts_is_marked(tmp_path, tiny_config, rng):
-    """A thread count alone moves a generator's mean: the tables show it, and a pair computed under two
-    counts is marked in stats.md and stats.csv."""
+    """A thread count alone moves a generator's mean: the tables show the counts each training ran under, and
+    a pair is marked where seed i of one side ran under another count than seed i of the other."""
     from stage2_generate.compare.report import collect, paired_rows, summarise_rows, write_tables
 
-    spec = load_compare(_spec_file(tmp_path, tiny_config, {"a": {}, "b": {"generator.loss_pixel": 0.5},
-                                                           "c": {"generator.loss_pixel": 2.0}}, seeds=2))
+    trained = {"a": [[1], [2]], "b": [[1], [2]],  # seed by seed the same counts: no mark
+               "c": [[2], [1]],  # the same set of counts as a, but every seed against another count
+               "d": [[1, 2], [2]],  # seed 0 resumed under another count
+               "e": [None, [2]]}  # seed 0 did not record it (its stage-2 run's count, unknown here)
+    spec = load_compare(_spec_file(tmp_path, tiny_config, {v: {"generator.loss_pixel": 1.0 + i / 10}
+                                                           for i, v in enumerate(trained)}, seeds=2))
     names = [f"img{i:02d}" for i in range(N_IMAGES)]
-    threads = {"a": [1, 1], "b": [1, 1], "c": [2, 1]}
     records = []
     for v in spec.variants:
         pc = rng.normal(0.5, 0.1, N_IMAGES)
         per = {"wgan_gp": {"names": names, "pixcorr": list(pc), "rmse": list(0.5 - pc)}}
-        records.append({"results": _results(tmp_path / "cache" / v.name, per, threads=threads[v.row][v.seed])})
+        records.append({"results": _results(tmp_path / "cache" / v.name, per, trained=trained[v.row][v.seed])})
     rows = collect(spec, records)
     summarise_rows(rows, seed=0)
     paired = paired_rows(spec, rows, seed=0)
     by = {e["variant"]: e["threads"] for e in paired}
-    assert by == {"b": "1", "c": "1/2 vs 1: differ"}
+    assert by == {"b": "1/2", "c": "1/2 vs 1/2: differ", "d": "1/2 vs 1/2: differ", "e": "n/a"}
     write_tables(tmp_path, spec, rows, paired)
     table = {r["variant"]: r["threads"] for r in csv.DictReader((tmp_path / "table.csv").open())}
-    assert table == {"a": "1", "b": "1", "c": "1/2"}
+    assert table == {"a": "1/2", "b": "1/2", "c": "1/2", "d": "1/2", "e": "n/a"}
     text = (tmp_path / "stats.md").read_text()
-    assert "**1 pair(s) were computed under different CPU thread counts**" in text and "| 1/2 vs 1: differ |" in text
+    assert "**2 pair(s) were computed under different CPU thread counts**" in text
     stat = {r["variant"]: r["threads"] for r in csv.DictReader((tmp_path / "stats.csv").open())}
-    assert stat == {"b": "1", "c": "1/2 vs 1: differ"}
+    assert stat == by
+
+
+def test_results_without_a_training_record_fall_back_to_their_stage_2_run(tmp_path):
+    from stage2_generate.compare.runner import read_threads
+
+    assert read_threads(Path(_results(tmp_path / "old", {}, threads=2))) == (2,)
+    assert read_threads(Path(_results(tmp_path / "new", {}, threads=2, trained=[1, 1, 4]))) == (1, 4)
+    assert read_threads(Path(_results(tmp_path / "none", {}))) is None

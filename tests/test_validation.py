@@ -37,6 +37,7 @@ def test_reconstruction_uses_the_validation_best_tick(tiny_finished):
     assert info["generator"]["best_step"] == best["step"] == 4
     assert info["generator"]["holdout_too_small"] and info["generator"]["holdout_images"] == 6
     assert info["validation"]["n_images"] == 6 and info["validation"]["n_train_images"] == 54
+    assert info["generator"]["threads"] == [1]  # the CPU threads it trained under (the tests' OMP_NUM_THREADS)
     # the generator that reconstructs scores on the held-out images what the best tick scored
     got = tiny_finished.metrics["reconstruction_validation"]["sub-01"]["wgan_gp"]
     assert abs(got["pixcorr"] - best["val_pixcorr"]) < 1e-4 and abs(got["ssim"] - best["val_ssim"]) < 1e-4

@@ -169,10 +169,9 @@ def paired_entry(r: dict, base: dict, vs: str, seed: int) -> dict:
     common = [s for s in sa if s in sb]
     ka, kb = ([sa.index(s) for s in common], [sb.index(s) for s in common]) if common else \
         (list(range(min(len(sa), len(sb)))),) * 2
-    ta, tb = _threads_text(r, ka), _threads_text(base, kb)
     entry = {"variant": r["variant"], "method": r["method"], "subject": r["subject"], "roi": r["roi"], "vs": vs,
              "n_images": len(ia), "n_seeds": len(ka), "seeds": [sa[k] for k in ka],
-             "threads": ta if ta == tb else f"{ta} vs {tb}: differ"}
+             "threads": _threads_pair(r, ka, base, kb)}
     for m in r["values"]:
         if m in base["values"]:
             a = seed_stats.as_matrix(r["values"][m])[np.ix_(ka, ia)]
@@ -203,12 +202,25 @@ def _p(p: float) -> str:
 
 
 def _threads_text(r: dict, index: list[int] | None = None) -> str:
-    """The CPU thread counts a row's seeds (those at ``index``, default all) were computed under: ``1``, ``1/2``,
-    ``n/a`` where a run did not record it."""
+    """The CPU thread counts a row's seeds (those at ``index``, default all) were trained under: ``1``, ``1/2``
+    (seeds under different counts, or one training resumed under another), ``n/a`` where one is unknown."""
     threads = r.get("threads") or []
-    picked = [threads[k] for k in (range(len(threads)) if index is None else index) if k < len(threads)]
-    known = sorted({t for t in picked if t is not None})
-    return "/".join(map(str, known)) if known and len(known) == len(set(picked)) else "n/a"
+    picked = [threads[k] if k < len(threads) else None for k in (range(len(threads)) if index is None else index)]
+    if not picked or any(t is None for t in picked):
+        return "n/a"
+    return "/".join(map(str, sorted({t for seed in picked for t in seed})))
+
+
+def _threads_pair(r: dict, ka: list[int], base: dict, kb: list[int]) -> str:
+    """The thread counts of a pair, seed i against seed i: one count when every pair agrees, ``n/a`` where one
+    is unknown, else ``row vs base: differ``."""
+    a = [(r.get("threads") or [])[k] if k < len(r.get("threads") or []) else None for k in ka]
+    b = [(base.get("threads") or [])[k] if k < len(base.get("threads") or []) else None for k in kb]
+    if any(t is None for t in a + b):
+        return "n/a"
+    if all(x == y and len(x) == 1 for x, y in zip(a, b)):
+        return _threads_text(r, ka)
+    return f"{_threads_text(r, ka)} vs {_threads_text(base, kb)}: differ"
 
 
 def _seed_cell(e: dict) -> str:

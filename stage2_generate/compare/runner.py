@@ -344,12 +344,21 @@ def read_validation(results: Path) -> dict:
     return json.loads((results / "metrics.json").read_text()).get(VALIDATION_SECTION, {})
 
 
-def read_threads(results: Path) -> int | None:
-    """The CPU threads (torch's) of the stage-2 run that wrote ``results`` (its ``meta.json``; None when unknown)."""
+def read_threads(results: Path) -> tuple[int, ...] | None:
+    """The CPU thread counts (torch's) the generator of ``results`` was trained under, each start and resume
+    (``metrics.json``'s ``reconstruction_info.generator.threads``); for results of a training that did not
+    record them, the count of the stage-2 run that wrote them (its ``meta.json``); None when unknown."""
     try:
-        run = json.loads((results / "metrics.json").read_text()).get("runs", {}).get("stage2")
+        metrics = json.loads((results / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    trained = metrics.get("reconstruction_info", {}).get("generator", {}).get("threads")
+    if trained:
+        return tuple(sorted({int(t) for t in trained}))
+    try:
+        run = metrics.get("runs", {}).get("stage2")
         meta = json.loads((results / run / "meta.json").read_text()) if run else {}
     except (OSError, ValueError):
         return None
     threads = meta.get("machine", {}).get("torch_threads")
-    return int(threads) if isinstance(threads, int) else None
+    return (int(threads),) if isinstance(threads, int) else None
