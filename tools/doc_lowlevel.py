@@ -3,6 +3,8 @@ pixel ridge and nearest_train beyond seed noise and on the validation hold-out; 
 
 from __future__ import annotations
 
+import numpy as np
+
 PRESETS = ("small_strokes", "binary_shapes")
 
 
@@ -77,22 +79,50 @@ def _lowlevel_sets(ctx) -> list[str]:
     return [w for w in LOWLEVEL_SETS if (ctx.sources.root / f"compare/lowlevel_{w}/table.csv").is_file()]
 
 
-def _lowlevel_validation(ctx) -> dict[str, dict[str, float]]:
-    """Per variant and set: the generator's (PixCorr + SSIM) / 2 on the validation hold-out (mean over seeds)."""
-    out: dict[str, dict[str, float]] = {}
+def _lowlevel_validation(ctx) -> dict[str, dict[str, list[float]]]:
+    """Per variant and set: the generator's (PixCorr + SSIM) / 2 on the validation hold-out, one value per seed
+    (``validation.csv``, the first subject and ROI), in seed order."""
+    out: dict[str, dict[str, list[float]]] = {}
     for w in _lowlevel_sets(ctx):
-        for r in _lowlevel(ctx, w)[0]:
-            if r["method"] == "wgan_gp":
-                out.setdefault(r["variant"], {})[w] = (float(r["val_pixcorr"]) + float(r["val_ssim"])) / 2
+        roi = _lowlevel(ctx, w)[0][0]["roi"]
+        rows = [r for r in ctx.rows(f"compare/lowlevel_{w}/validation.csv")
+                if r["method"] == "wgan_gp" and r["subject"] == "sub-01" and r["roi"] == roi]
+        for r in sorted(rows, key=lambda r: int(r["seed"] or 0)):
+            out.setdefault(r["variant"], {}).setdefault(w, []).append((float(r["pixcorr"]) + float(r["ssim"])) / 2)
     return out
+
+
+def _per_seed(by_set: dict[str, list[float]]) -> list[float]:
+    """Each seed's mean over the sets (seed i of every set)."""
+    n = min(len(v) for v in by_set.values())
+    return [sum(v[i] for v in by_set.values()) / len(by_set) for i in range(n)]
+
+
+def lowlevel_margin_stats(ctx) -> dict:
+    """``pixels16 start`` against ``features`` on the hold-out, seed by seed (each seed's mean over the sets):
+    ``seed_stats.seed_paired``'s ``{"diff", "seed_sd", "n_seeds", "verdict"}``."""
+    from stage2_generate.compare.seed_stats import seed_paired
+
+    scores = _lowlevel_validation(ctx)
+    return seed_paired(_per_seed(scores["pixels16 start"]), _per_seed(scores["features"]))
 
 
 def lowlevel_choice(ctx) -> str:
     """The lowlevel choice on validation: the generator's (PixCorr + SSIM) / 2 on the hold-out per set (mean over
-    seeds) and the mean over the sets."""
+    seeds ± their SD), the mean over the sets, and the difference from ``features`` seed by seed."""
+    from stage2_generate.compare.seed_stats import seed_paired
+
     scores, sets = _lowlevel_validation(ctx), _lowlevel_sets(ctx)
-    rows = [[v, *(f"{by[w]:.3f}" for w in sets), f"{sum(by.values()) / len(by):.3f}"] for v, by in scores.items()]
-    return _table(["variant", *(f"{w} (first ROI)" if w == "demo" else w for w in sets), "mean"], rows)
+    ref = _per_seed(scores["features"])
+    rows = []
+    for v, by in scores.items():
+        cells = [f"{np.mean(by[w]):.3f} ±{np.std(by[w], ddof=1):.3f}" for w in sets]
+        mine = _per_seed(by)
+        d = seed_paired(mine, ref)
+        rows.append([v, *cells, f"{np.mean(mine):.3f}",
+                     "" if v == "features" else f"{d['diff']:+.3f} ±{d['seed_sd']:.3f}: {d['verdict']}"])
+    return _table(["variant", *(f"{w} (first ROI)" if w == "demo" else w for w in sets), "mean",
+                   "mean − features (seed by seed)"], rows)
 
 
 LOWLEVEL_BUILDERS = {**{f"lowlevel-{w}": (lambda ctx, w=w: lowlevel(ctx, w)) for w in LOWLEVEL_SETS},
@@ -100,10 +130,13 @@ LOWLEVEL_BUILDERS = {**{f"lowlevel-{w}": (lambda ctx, w=w: lowlevel(ctx, w)) for
 
 
 def lowlevel_margin(ctx) -> float:
-    """``pixels16 start``'s validation score minus ``features``', averaged over the committed sets (the choice's margin)."""
-    scores = _lowlevel_validation(ctx)
-    mean = {v: sum(by.values()) / len(by) for v, by in scores.items()}
-    return mean["pixels16 start"] - mean["features"]
+    """``pixels16 start``'s validation score minus ``features``', averaged over the committed sets and seeds."""
+    return lowlevel_margin_stats(ctx)["diff"]
 
 
-LOWLEVEL_DERIVED = {"lowlevel_margin": lowlevel_margin}
+def lowlevel_margin_sd(ctx) -> float:
+    """The between-seed SD of that margin."""
+    return lowlevel_margin_stats(ctx)["seed_sd"]
+
+
+LOWLEVEL_DERIVED = {"lowlevel_margin": lowlevel_margin, "lowlevel_margin_sd": lowlevel_margin_sd}
