@@ -74,7 +74,8 @@ def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
     from shared.datasets import brain_file
     from shared.device import process_device
     from shared.featnet import check_weights
-    from shared.locks import Claim, SplitLock
+    from shared.locks import Claim
+    from shared.split_lock import SplitLock
     from shared.runs import sweep_temporary_files
 
     t0 = time.time()
