@@ -4,6 +4,7 @@ any of it; stage-1 processes that would split one store's layers otherwise are r
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -145,14 +146,39 @@ def test_stage_2_holds_the_store_before_it_reads_it_and_trains_under_every_lock(
         monkeypatch.setattr(cls, name, spy(name, getattr(cls, name)))
     monkeypatch.setattr(pipeline, "acquire_in_order", in_order)
     cfg = load_config(tiny_finished.config, [f"results_dir={tmp_path}", "methods.run=[end_to_end]"])
+    handlers = list(logging.getLogger().handlers)
     with pytest.raises(_Stop):
         pipeline.run(cfg)
     assert events[0] == ("lock", cfg.work_path.resolve(), True), events[:3]  # before any look at the store
     assert any(e[0] == "read" for e in events)
-    assert (cfg.work_path / ".lock").resolve() not in ExperimentLock._held  # released when the run stopped
+    # released when the run stopped: the store's lock, its Run's lock of the results folder and its log handler
+    assert not {(p / ".lock").resolve() for p in (cfg.work_path, cfg.results_path)} & set(ExperimentLock._held)
+    assert logging.getLogger().handlers == handlers
     generators = {p.parent.name for p in asked}
     assert generators == {"generator"} and len(asked) == 1 + len(cfg.data.subjects) * len(cfg.data.rois)
     assert sum("end_to_end generator" in what for what in asked.values()) == len(asked) - 1
+
+
+def test_stage_1_that_fails_releases_its_split_and_its_run(tiny_finished, tmp_path, monkeypatch):
+    """A stage 1 that fails after taking its split (``SplitLock``) and its run (``Run``: the store's writer lock,
+    a log handler) releases all three: another split is granted at once, in this same process."""
+    import stage1_decode.pipeline as stage1
+    from shared.config import load_config
+    from shared.store import ExperimentStore
+
+    def fail(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(stage1, "compute_true_features", fail)
+    cfg = load_config(tiny_finished.config, [f"results_dir={tmp_path}"])
+    handlers = list(logging.getLogger().handlers)
+    with pytest.raises(_Stop):
+        stage1.run(cfg)
+    assert logging.getLogger().handlers == handlers
+    assert (cfg.work_path / ".lock").resolve() not in ExperimentLock._held
+    folder = ExperimentStore(cfg).decoder_dir()
+    SplitLock(folder, 1000, 1000, "the layers of 'tiny'").release()  # refused if the failed run still held its own
+    assert not list(folder.glob(".split-*"))  # each split's file removed by its last holder
 
 
 def test_processes_whose_parts_differ_are_refused_naming_both(tmp_path):
