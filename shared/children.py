@@ -1,7 +1,7 @@
 """Parents that wait on a child process: a child that dies is noticed at once and told in one line.
 
 - ``exit_text(status)``: how a child ended, from its exit status (negative: the signal that killed it);
-- ``missing_module(text)``: the module a ``ModuleNotFoundError`` in a child's output names, if any;
+- ``missing_module(status, text)``: the module a child could not import, when that is what ended it;
 - ``install_command(module)``: the command that installs it (the project's requirements or one of its extras);
 - ``run_in_child(ctx, target, args, name)``: ``target(*args)`` in a child process of the multiprocessing
   context ``ctx``, its return value handed back; a child that dies without one (killed, crashed, or failed
@@ -30,6 +30,7 @@ _REQUIRED = {"shared", "stage1_decode", "stage2_generate", "torch", "torchvision
 _EXTRAS = {"himalaya": "bench", "submitit": "cluster", "pytest": "test", "xdist": "test", "skimage": "test"}
 _DISTRIBUTIONS = {"sklearn": "scikit-learn", "skimage": "scikit-image", "yaml": "pyyaml", "PIL": "pillow"}
 _MISSING = re.compile(r"ModuleNotFoundError: No module named '([^']+)'")
+_TRACEBACK = "Traceback (most recent call last):"
 
 
 def exit_text(status: int | None) -> str:
@@ -46,10 +47,15 @@ def exit_text(status: int | None) -> str:
     return f"was killed by signal {-status} ({name}{hint})"
 
 
-def missing_module(text: str) -> str | None:
-    """The module the last ``ModuleNotFoundError`` of ``text`` (a child's output) names, or None."""
-    found = _MISSING.findall(text)
-    return found[-1] if found else None
+def missing_module(status: int | None, text: str) -> str | None:
+    """The module a child could not import when that is what ended it: it exited with status 1 and ``text`` (the
+    end of its output) ends with a traceback whose last line is the ``ModuleNotFoundError``. None otherwise: a
+    child killed by a signal, or one that handled the import (the error's text elsewhere in its output)."""
+    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    if status != 1 or not lines or not any(ln.startswith(_TRACEBACK) for ln in lines):
+        return None
+    found = _MISSING.fullmatch(lines[-1])
+    return found[1] if found else None
 
 
 def install_command(module: str) -> str:
@@ -103,7 +109,7 @@ def run_in_child(ctx, target: Callable, args: tuple, name: str) -> Any:
         wait([reader, proc.sentinel])
         try:
             message = reader.recv() if reader.poll() else None
-        except EOFError:  # died without a word
+        except (EOFError, OSError):  # died without a word, or halfway through one
             message = None
         proc.join()
     except BaseException:

@@ -1,6 +1,7 @@
 """Locks on a shared disk: one folder's holders (``ExperimentLock``: an experiment's work folder, a
 results folder, a generator's checkpoints) and one work item's claim (``Claim``), all ``fcntl.flock``,
-which the kernel releases when the holder exits or is killed.
+which the kernel releases when the holder exits or is killed; several folders' locks in one global order
+(``acquire_in_order``). How stage-1 processes split a store's layers (``SplitLock``): ``shared/split_lock.py``.
 
 On a cluster the disk must support ``flock`` across nodes (NFSv4, GPFS/Spectrum Scale, Lustre mounted
 with ``-o flock``, BeeGFS); ``docs/cluster.md`` says how to check.
@@ -33,6 +34,14 @@ def pid_alive(pid: int) -> bool:
 WAIT_FOR_LOCKS = "N2P_WAIT_FOR_LOCKS"  # set to 1 (compare --jobs does, for its stages): wait, do not refuse
 
 
+def __getattr__(name: str):
+    if name == "SplitLock":  # stage 1's split of a store's layers: its own module
+        from shared.split_lock import SplitLock
+
+        return SplitLock
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class ExperimentLock:
     """A lock on one folder (an experiment's work folder, a results folder, a generator's checkpoints),
     held for a process's life.
@@ -54,17 +63,21 @@ class ExperimentLock:
     """
 
     _held: dict[Path, "ExperimentLock"] = {}  # locks this process holds (a second Run in it reuses one)
+    _ordered: set[Path] = set()  # those ``acquire_in_order`` took (stage 2's): a fit there takes no other
 
     @classmethod
     def acquire(cls, folder: Path, what: str, shared: bool = False, wait: bool = False,
                 writer: bool = False, quiet: bool = False) -> "ExperimentLock":
-        """The lock of ``folder`` (this process's, if it holds it); ``wait``: wait for it whatever the
-        environment says (a generator's or coder's folder: the other process finishes what this one needs);
-        ``quiet``: hold it without naming this holder, which writes nothing (stage 2 checking its inputs, which
-        must touch nothing); the next acquire that is not quiet names it."""
+        """The lock of ``folder`` (this process's, if it holds it, in the same mode: another mode is an internal
+        error); ``wait``: wait for it whatever the environment says (a generator's or coder's folder: the other
+        process finishes what this one needs); ``quiet``: hold it without naming this holder, which writes nothing
+        (stage 2 checking its inputs, which must touch nothing); the next acquire that is not quiet names it."""
         path = (folder / ".lock").resolve()
         held = cls._held.get(path)
         if held is not None and not held._fh.closed:
+            if held.mode != _mode(shared, writer):  # flocks of two open files of one process conflict: a bug
+                raise RuntimeError(f"internal error: this process holds {what} as {held.mode} and asked for it as "
+                                   f"{_mode(shared, writer)}")
             if not quiet:
                 held.name_holder()
             return held
@@ -79,6 +92,7 @@ class ExperimentLock:
 
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / ".lock"
+        self.mode = _mode(shared, writer)
         own, other = (".lock-writers", ".lock") if writer else (".lock", ".lock-writers")
         self._named = folder / f"{own}.{os.getpid()}" if (shared or writer) else None  # names this holder
         self._fh = open(folder / own, "a+")
@@ -150,18 +164,14 @@ class ExperimentLock:
 
     @staticmethod
     def _holders(path: Path) -> str:
-        """Who holds ``path`` now: its live shared holders or writers (``<path>.<pid>`` files), or else the
-        exclusive holder the file names (unless it names a process of this host that has ended)."""
-        named = []
-        for f in sorted(path.parent.glob(f"{path.name}.*")):
-            pid = f.name.rsplit(".", 1)[-1]
-            if pid.isdigit() and pid_alive(int(pid)):
-                try:
-                    named.append(f.read_text().strip())
-                except OSError:  # released meanwhile
-                    pass
+        """Who holds ``path`` now: its live shared holders or writers (``<path>.<pid>`` files); or, when only
+        shared holders hold ``.lock`` and none has named itself, a stage-2 run checking its inputs (``quiet``);
+        or else the exclusive holder the file names (unless it names a process of this host that has ended)."""
+        named = named_holders(path)
         if named:
-            return "; ".join(r for r in named if r) or "another process"
+            return "; ".join(named)
+        if path.name == ".lock" and _held_shared_only(path):
+            return "a stage-2 run checking its inputs (it names itself once they pass)"
         holder = ""
         for _ in range(20):  # the holder may be between emptying the file and naming itself
             try:
@@ -176,7 +186,7 @@ class ExperimentLock:
 
         earlier = re.match(r"pid (\d+) on (\S+) ", holder)
         if earlier and earlier[2] == socket.gethostname() and not pid_alive(int(earlier[1])):
-            holder = ""  # a holder that has ended: the one now has not named itself yet (``quiet``)
+            holder = ""  # a holder that has ended
         return holder or "another process"
 
     def release(self) -> None:
@@ -185,6 +195,43 @@ class ExperimentLock:
                 self._named.unlink(missing_ok=True)
             self._fh.close()  # closing drops the flock
         ExperimentLock._held.pop(self.path.resolve(), None)
+        ExperimentLock._ordered.discard(self.path.resolve())
+
+    def __enter__(self) -> "ExperimentLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _mode(shared: bool, writer: bool) -> str:
+    return "writer" if writer else "shared" if shared else "exclusive"
+
+
+def named_holders(path: Path) -> list[str]:
+    """The names of ``path``'s live holders that named themselves in ``<path>.<pid>`` files."""
+    named = []
+    for f in sorted(path.parent.glob(f"{path.name}.*")):
+        pid = f.name.rsplit(".", 1)[-1]
+        if pid.isdigit() and pid_alive(int(pid)):
+            try:
+                named.append(f.read_text().strip() or "another process")
+            except OSError:  # released meanwhile
+                pass
+    return named
+
+
+def _held_shared_only(path: Path) -> bool:
+    """Whether ``path`` is held now, and only shared (an instant's non-blocking look, nothing kept)."""
+    import fcntl
+
+    try:
+        with open(path) as probe:
+            if _flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                return False  # no holder (any more)
+            return _flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False
 
 
 def _flock(fh, mode: int) -> bool:
@@ -245,86 +292,35 @@ def acquire_in_order(folders: dict[Path, str]) -> list[ExperimentLock]:
     """The exclusive locks of ``folders`` (each folder -> what it is, for the log), waited for and taken in one
     global order, their resolved paths sorted, whatever order the caller lists them in: two processes that need
     some of the same folders (``compare --jobs`` variants listing subjects, ROIs or methods in other orders) then
-    never each hold one the other waits for. Held until released (or the process ends); none is kept when one
-    cannot be taken."""
+    never each hold one the other waits for. Held until released (or the process ends); when one cannot be taken,
+    those this call took are released (not those the process held before). A fit asks for them by
+    ``held_for_fit``."""
     resolved = {Path(folder).resolve(): what for folder, what in folders.items()}
-    order = sorted(resolved.items(), key=lambda fw: str(fw[0]))
     taken: list[ExperimentLock] = []
+    created: list[ExperimentLock] = []
     try:
-        for folder, what in order:
+        for folder, what in sorted(resolved.items(), key=lambda fw: str(fw[0])):
+            before = ExperimentLock._held.get((folder / ".lock").resolve())
             taken.append(ExperimentLock.acquire(folder, what, wait=True))
+            if taken[-1] is not before:
+                created.append(taken[-1])
     except BaseException:
-        for lock in reversed(taken):
+        for lock in reversed(created):
             lock.release()
         raise
+    ExperimentLock._ordered.update(lock.path.resolve() for lock in taken)
     return taken
 
 
-class SplitLock:
-    """How this stage-1 process splits a store's layers into work items, held for its life: a shared ``flock`` on
-    ``<folder>/.split-p<part_units>-c<chunk_units>``. A process that would split them otherwise (another
-    ``decoder.part_units``, or, when layers are split, another ``decoder.chunk_units``, which rounds every part)
-    while such a holder lives is refused in one line naming both (or, with ``N2P_WAIT_FOR_LOCKS=1``, waits for it
-    to end): parts of two splits of one layer overlap and would be stitched together. A process that stopped holds
-    nothing, so a rerun may split anew (e.g. with a lower ``chunk_units`` after running out of memory)."""
-
-    def __init__(self, folder: Path, part_units: int, chunk_units: int, what: str):
-        import random
-
-        folder.mkdir(parents=True, exist_ok=True)
-        self.split = (part_units, chunk_units)
-        self._fh = open(folder / f".split-p{part_units}-c{chunk_units}", "a+")
-        waited = False
-        try:
-            while True:
-                other = self._try(folder)
-                if other is None:
-                    return
-                p, c = other
-                if os.environ.get(WAIT_FOR_LOCKS) != "1":
-                    from shared.errors import UserError
-
-                    raise UserError(f"{what} are being decoded by another process with decoder.part_units={p} and "
-                                    f"decoder.chunk_units={c}, this one has decoder.part_units={part_units} and "
-                                    f"decoder.chunk_units={chunk_units}; processes sharing a store must split its "
-                                    f"layers alike: run this one with that process's values, or after it has ended")
-                if not waited:
-                    log.info("waiting for the processes decoding %s with decoder.part_units=%d, chunk_units=%d",
-                             what, p, c)
-                    waited = True
-                time.sleep(0.2 + random.random())
-        except BaseException:
-            self._fh.close()
-            raise
-
-    def _compatible(self, other: tuple[int, int]) -> bool:
-        """Whether a process splitting layers as ``other`` (part_units, chunk_units) may decode beside this one:
-        the same parts (chunk_units does not matter to whole layers)."""
-        return other[0] == self.split[0] and (self.split[0] == 0 or other[1] == self.split[1])
-
-    def _try(self, folder: Path) -> tuple[int, int] | None:
-        """Hold this process's split and check no live process holds an incompatible one; None when granted, else
-        that process's (part_units, chunk_units) (nothing is kept)."""
-        import fcntl
-        import random
-        import re
-
-        for _ in range(10):  # another process's check holds a file for an instant: try again
-            _flock(self._fh, fcntl.LOCK_SH)  # exclusive only for an instant's check
-            busy = None
-            for path in sorted(folder.glob(".split-p*-c*")):
-                match = re.fullmatch(r"\.split-p(\d+)-c(\d+)", path.name)
-                if match is None or self._compatible((int(match[1]), int(match[2]))):
-                    continue
-                with open(path, "a+") as probe:
-                    if not _flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB):
-                        busy = (int(match[1]), int(match[2]))
-                        break
-            if busy is None:
-                return None
-            fcntl.flock(self._fh, fcntl.LOCK_UN)  # never hold ours while others check theirs
-            time.sleep(0.05 + 0.05 * random.random())
-        return busy
-
-    def release(self) -> None:
-        self._fh.close()
+def held_for_fit(folder: Path, what: str) -> ExperimentLock:
+    """The lock of a folder a method trains in (one writer at a time, until the run ends). Under stage 2, which took
+    every such folder up front in one order (``acquire_in_order`` of ``Method.lock_folders``), it must be one of
+    those: any other is an internal error, never a lock taken out of order. Elsewhere it is waited for."""
+    path = (Path(folder) / ".lock").resolve()
+    if not ExperimentLock._ordered:
+        return ExperimentLock.acquire(Path(folder), what, wait=True)
+    held = ExperimentLock._held.get(path)
+    if path not in ExperimentLock._ordered or held is None or held._fh.closed:
+        raise RuntimeError(f"internal error: {what} is not among the folders this run locked up front in one order "
+                           f"(its methods' lock_folders; asked for {folder}); taking it now could deadlock")
+    return held

@@ -201,51 +201,58 @@ class Run:
     writes into folders it locks itself) shared on the work folder and exclusive on its results folder,
     so stage-2 runs of one store with different results folders run at once (``compare --jobs``); or
     (``writes_work``: stage 1, whose processes claim the store's work items one by one) as one of the
-    store's writers, which may be many."""
+    store's writers, which may be many. ``finish`` ends it; a run that fails ends with ``release`` (which
+    ``with Run(...)`` calls): its log handler removed and its locks released, its meta.json without "finished"."""
 
     def __init__(self, cfg: Config, stage: str, device: str, inputs: dict[str, Path] | None = None,
                  reads_work: bool = False, writes_work: bool = False):
         what = f"experiment '{cfg.experiment}'"
+        self._handler: logging.Handler | None = None
+        self._results_lock = None
         self._lock = ExperimentLock.acquire(cfg.work_path, f"{what} ({cfg.work_path})", shared=reads_work,
                                             writer=writes_work)
-        self._results_lock = ExperimentLock.acquire(cfg.results_path, f"{what} ({cfg.results_path})") \
-            if reads_work else None
-        # an exclusive lock says no live run is writing them; shared holders and writers leave the store to
-        # whoever writes it (a writer sweeps what it claims)
-        sweep_temporary_files(*([] if (reads_work or writes_work) else [cfg.work_path]),
-                              *([] if writes_work else [cfg.results_path]))
-        base = cfg.results_path / "runs"
-        base.mkdir(parents=True, exist_ok=True)
-        while True:  # writers of one experiment start at once: the first to make a number has it
-            n = 1 + max([int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{stage}-*")
-                         if p.name.rsplit("-", 1)[1].isdigit()], default=0)
-            self.dir = base / f"{stage}-{n:03d}"
-            try:
-                self.dir.mkdir()
-                break
-            except FileExistsError:
-                continue
-        self.stage = stage
-        atomic_write_text(self.dir / "config.yaml", dump_yaml(cfg))
-        meta = {
-            "stage": stage,
-            "command": " ".join(sys.argv),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "seed": cfg.seed,
-            "device": device,
-            "machine": machine(device),
-            "git_revision": git_revision(),
-            "versions": versions(),
-            "inputs": {k: {"path": str(p), "sha256_16": file_hash(p)} for k, p in (inputs or {}).items()
-                       if Path(p).is_file()},
-        }
-        atomic_write_json(self.dir / "meta.json", meta)
-        handler = logging.FileHandler(self.dir / "log.txt")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
-        self._handler = handler
-        self._t0 = time.time()
-        log.info("run directory %s", self.dir)
+        try:
+            self._results_lock = ExperimentLock.acquire(cfg.results_path, f"{what} ({cfg.results_path})") \
+                if reads_work else None
+            # an exclusive lock says no live run is writing them; shared holders and writers leave the store to
+            # whoever writes it (a writer sweeps what it claims)
+            sweep_temporary_files(*([] if (reads_work or writes_work) else [cfg.work_path]),
+                                  *([] if writes_work else [cfg.results_path]))
+            base = cfg.results_path / "runs"
+            base.mkdir(parents=True, exist_ok=True)
+            while True:  # writers of one experiment start at once: the first to make a number has it
+                n = 1 + max([int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{stage}-*")
+                             if p.name.rsplit("-", 1)[1].isdigit()], default=0)
+                self.dir = base / f"{stage}-{n:03d}"
+                try:
+                    self.dir.mkdir()
+                    break
+                except FileExistsError:
+                    continue
+            self.stage = stage
+            atomic_write_text(self.dir / "config.yaml", dump_yaml(cfg))
+            meta = {
+                "stage": stage,
+                "command": " ".join(sys.argv),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "seed": cfg.seed,
+                "device": device,
+                "machine": machine(device),
+                "git_revision": git_revision(),
+                "versions": versions(),
+                "inputs": {k: {"path": str(p), "sha256_16": file_hash(p)} for k, p in (inputs or {}).items()
+                           if Path(p).is_file()},
+            }
+            atomic_write_json(self.dir / "meta.json", meta)
+            handler = logging.FileHandler(self.dir / "log.txt")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logging.getLogger().addHandler(handler)
+            self._handler = handler
+            self._t0 = time.time()
+            log.info("run directory %s", self.dir)
+        except BaseException:  # nothing of a run that could not start is kept held
+            self.release()
+            raise
 
     def finish(self, **extra) -> None:
         meta_path = self.dir / "meta.json"
@@ -253,8 +260,20 @@ class Run:
         meta.update({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - self._t0, 1)},
                     **extra)
         atomic_write_json(meta_path, meta)
-        logging.getLogger().removeHandler(self._handler)
-        self._handler.close()
-        self._lock.release()
-        if self._results_lock is not None:
-            self._results_lock.release()
+        self.release()
+
+    def release(self) -> None:
+        """Remove this run's log handler and release its locks (again: nothing)."""
+        if self._handler is not None:
+            logging.getLogger().removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+        for lock in (self._results_lock, self._lock):
+            if lock is not None:
+                lock.release()
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -362,9 +362,9 @@ def export_lab_verb(cfg) -> None:
     from shared.runs import Run
 
     root = _lab_root(cfg)
-    run_ = Run(cfg, "export-lab", "cpu")
-    n = export_lab(cfg, root)
-    run_.finish(lab_root=str(root), files=n)
+    with Run(cfg, "export-lab", "cpu") as run_:  # its lock and log handler released if it fails
+        n = export_lab(cfg, root)
+        run_.finish(lab_root=str(root), files=n)
     log.info("lab feature files in %s", root / cfg.features.network)
 
 
@@ -379,7 +379,7 @@ def import_lab_verb(cfg) -> None:
     if not (root / cfg.features.network).is_dir():  # the common mistake, caught before a run directory is made
         raise UserError(f"lab feature folder {root / cfg.features.network} not found; 'lab.root' must hold a folder "
                         f"named after features.network ({cfg.features.network}) with the lab's <layer>/... files")
-    run_ = Run(cfg, "import-lab", "cpu")
-    written = import_lab(cfg, root, IMPORT_KINDS[kind])
-    run_.finish(lab_root=str(root), import_kind=kind, store_files=[str(p) for p in written])
+    with Run(cfg, "import-lab", "cpu") as run_:
+        written = import_lab(cfg, root, IMPORT_KINDS[kind])
+        run_.finish(lab_root=str(root), import_kind=kind, store_files=[str(p) for p in written])
     log.info("imported %d %s feature arrays into %s", len(written), IMPORT_KINDS[kind], ExperimentStore(cfg).root)

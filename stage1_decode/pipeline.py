@@ -66,16 +66,10 @@ def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
     terminals): each claims the items it decodes under a lock file, skips what is done or taken, and
     the process that finds every item done writes the scores and summaries.
     """
-    from stage1_decode.decode import fingerprint
-    from stage1_decode.items import LayerFiles, out_splits, work_items
-
-    from shared.locks import WAIT_FOR_LOCKS
-
-    from shared.datasets import brain_file
     from shared.device import process_device
     from shared.featnet import check_weights
-    from shared.locks import Claim, SplitLock
-    from shared.runs import sweep_temporary_files
+    from shared.locks import Claim
+    from shared.split_lock import SplitLock
 
     t0 = time.time()
     if cfg.data.source == "simulated":  # one process writes it (experiments may share its folder)
@@ -92,7 +86,22 @@ def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
     # so a process waiting for it (N2P_WAIT_FOR_LOCKS=1) holds no other lock
     split = SplitLock(store.decoder_dir(), cfg.decoder.part_units, cfg.decoder.chunk_units,
                       f"the layers of experiment '{cfg.experiment}' ({store.decoder_dir()})")
-    run_ = Run(cfg, "stage1", str(device), bdata_files(src), writes_work=True)
+    with split, Run(cfg, "stage1", str(device), bdata_files(src), writes_work=True) as run_:  # released if it fails
+        if _decode_all(cfg, store, src, device, shard, run_):
+            log.info("stage 1 done in %.0f s; results in %s", time.time() - t0, cfg.results_path)
+
+
+def _decode_all(cfg: Config, store: ExperimentStore, src: DataSource, device, shard: tuple[int, int] | None,
+                run_: Run) -> bool:
+    """This process's share of stage 1's work items, under its split's and its run's locks; True when every item
+    is done and this process wrote the scores and summaries."""
+    from stage1_decode.decode import fingerprint
+    from stage1_decode.items import LayerFiles, out_splits, work_items
+
+    from shared.datasets import brain_file
+    from shared.locks import WAIT_FOR_LOCKS, Claim
+    from shared.runs import sweep_temporary_files
+
     splits = ["train", *cfg.data.test]
     with Claim(cfg.work_path / ".claim-true-features", wait=True):  # one process computes them, the others wait
         sweep_temporary_files(store.true_file(cfg.features.layers[0], "train").parents[1])
@@ -127,14 +136,12 @@ def run(cfg: Config, shard: tuple[int, int] | None = None) -> None:
             log.info("stage 1: every work item is decoded, but %d layer(s) are not stitched yet (first: %s): another "
                      "process is stitching them, or rerun stage 1", len({(i.subject, i.roi, i.layer) for i in unfinished}),
                      unfinished[0].label)
-        split.release()
         run_.finish(items_left=len(todo))
-        return
+        return False
     _write_results(cfg, store, src, keys, dec_splits, run_)
     log.info("stage 1: every work item is done; this process wrote the scores and summaries")
-    split.release()
     run_.finish()
-    log.info("stage 1 done in %.0f s; results in %s", time.time() - t0, cfg.results_path)
+    return True
 
 
 class _Decoding:
@@ -243,17 +250,24 @@ def _log_data(subject: str, roi: str, report: dict) -> None:
 def _write_results(cfg: Config, store: ExperimentStore, src: DataSource, keys: dict, dec_splits: list[str],
                    run_) -> None:
     """Scores and summaries of a fully decoded experiment, from every layer's ``done.json`` (once per
-    finished set of items: under the results folder's lock, whichever process finished last)."""
+    finished set of items: under the results folder's lock, whichever process finished last; released if it
+    fails)."""
+    from shared.locks import ExperimentLock
+
+    results = cfg.results_path
+    with ExperimentLock.acquire(results, f"the results of experiment '{cfg.experiment}' ({results})", wait=True):
+        _write_locked(cfg, store, src, keys, dec_splits, run_)
+
+
+def _write_locked(cfg: Config, store: ExperimentStore, src: DataSource, keys: dict, dec_splits: list[str],
+                  run_) -> None:
     from stage1_decode.decode import data_report
     from stage1_decode.items import LayerFiles
 
     from shared.holdout import hold_out
-
-    from shared.locks import ExperimentLock
     from shared.runs import sweep_temporary_files
 
     results = cfg.results_path
-    lock = ExperimentLock.acquire(results, f"the results of experiment '{cfg.experiment}' ({results})", wait=True)
     sweep_temporary_files(results, recursive=False)  # runs/ holds other processes' files (on other hosts too)
     decoding: dict = {}  # split -> subject -> roi -> layer -> scores
     reports: dict = {}
@@ -290,7 +304,6 @@ def _write_results(cfg: Config, store: ExperimentStore, src: DataSource, keys: d
     decoding_plot(decoding[first], cfg.features.layers, results / "decoding.png",
                   title=f"{cfg.features.network} [{spec.label}], {first} test images")
     write_summary(results, metrics)
-    lock.release()
 
 
 def _drop_stale_sections(path, decoding: dict, first: str) -> None:

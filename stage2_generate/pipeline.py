@@ -154,16 +154,17 @@ def training_folders(ckpt_dir: Path, key: str, methods: list) -> dict[Path, str]
 
 def run(cfg: Config) -> None:
     """Stage 2 under the store's shared lock (``hold_store``, taken before anything is read) and the locks of
-    the folders it trains in (taken in one order); every lock it took is released when it ends or fails."""
-    locks = [hold_store(cfg)]
+    the folders it trains in (taken in one order); every lock it took, and its run's log handler (``Run``, which
+    holds its results folder), is released when it ends or fails."""
+    to_release: list = [hold_store(cfg)]  # locks and the run, released in reverse
     try:
-        _run(cfg, locks)
+        _run(cfg, to_release)
     finally:
-        for lock in reversed(locks):
+        for lock in reversed(to_release):
             lock.release()
 
 
-def _run(cfg: Config, locks: list[ExperimentLock]) -> None:
+def _run(cfg: Config, to_release: list) -> None:
     import torch
 
     from shared.featnet import FeatureNet
@@ -230,10 +231,11 @@ def _run(cfg: Config, locks: list[ExperimentLock]) -> None:
         method.check()
     # every input checked: from here on the run writes (a bad input above has touched nothing)
     run_ = Run(cfg, "stage2", str(device), bdata_files(source), reads_work=True) if rank == 0 else None
+    to_release += [run_] if run_ is not None else []  # its results folder's lock and log handler, if the run fails
     # the generator's checkpoints and the folders methods train in: one writer at a time (stage-2 runs of one store
     # may run at once), all taken now in one global order, whatever order subjects, ROIs and methods are listed in
     if rank == 0:
-        locks += acquire_in_order(training_folders(ckpt_dir, key, methods))
+        to_release += acquire_in_order(training_folders(ckpt_dir, key, methods))
         sweep_temporary_files(ckpt_dir)  # a killed run's half-written files: this process now owns the folder
     judge = FeatureNet(e.judge_network, e.judge_weights, e.judge_layers, input_size=e.judge_input_size).to(device).eval() \
         if rank == 0 else None

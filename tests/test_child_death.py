@@ -48,7 +48,59 @@ def test_exit_text_install_command_and_missing_module():
     assert install_command("foo_bar.baz") == "pip install foo_bar"
     assert install_command("yaml").startswith("pip install -e .")
     tail = "Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named 'himalaya'\n"
-    assert missing_module(tail) == "himalaya" and missing_module("error: ROI 'V7' is not in the data") is None
+    assert missing_module(1, tail) == "himalaya" and missing_module(2, "error: ROI 'V7' is not in the data") is None
+
+
+@pytest.mark.parametrize("status, output", [
+    (-9, "Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named 'himalaya'\n"),  # killed
+    (1, "WARNING himalaya: ModuleNotFoundError: No module named 'himalaya'; using sklearn\n"  # a handled import...
+        "Traceback (most recent call last):\n  ...\nValueError: bad shape\n"),  # ...then another failure
+    (1, "Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named 'himalaya'\n\n"
+        "During handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n"
+        "  ...\nRuntimeError: no backend\n"),
+    (2, "error: ROI 'V7' is not in the data (ModuleNotFoundError: No module named 'x' was logged earlier)\n"),
+])
+def test_a_child_is_told_to_install_a_module_only_when_its_import_ended_it(status, output):
+    """``missing_module``: exit status 1 and a traceback ending with the ``ModuleNotFoundError`` (its last
+    non-empty line); the error's text anywhere else, or a child killed by a signal, is not a missing package."""
+    from stage2_generate.compare.runner import _death
+
+    assert missing_module(status, output) is None
+    assert "no module named" not in _death("variant 'V1', stage 1", status, output, "python -m x run")
+
+
+def test_a_cluster_job_is_told_to_install_a_module_only_when_its_import_ended_it():
+    """In a job's log the stage's output comes before submitit's report of the job's exception (its own
+    traceback, ending with ``StageFailed``): the stage's part is read, with the exit status ``StageFailed`` names."""
+    from stage2_generate.compare.slurm import _import_failure
+
+    stage = "Traceback (most recent call last):\n  File \"x.py\"\nModuleNotFoundError: No module named 'himalaya'\n"
+    job = ("submitit ERROR (2026-01-01 00:00:00,000) - Submitted job triggered an exception\n"
+           "Traceback (most recent call last):\n  File \"slurm.py\"\n"
+           "stage2_generate.compare.slurm.StageFailed: python -m x run --config c.yaml {}\n")
+    failed = "Job (task=0) failed during processing with trace:\n---\n{}\n---\nYou can check full logs"
+    for how, expect in [("exited with status 1", "himalaya"), ("was killed by signal 9 (SIGKILL)", None)]:
+        assert _import_failure(stage + job.format(how), failed.format(job.format(how))) == expect
+    assert _import_failure("", failed.format(stage)) == "himalaya"  # the job itself failed on the import
+
+
+def _cut_off(*_args):
+    """Dies halfway through sending its result: a message's header promising 1000 bytes, 10 of them, SIGKILL."""
+    import gc
+    import struct
+    from multiprocessing.connection import Connection
+
+    (conn,) = [o for o in gc.get_objects() if isinstance(o, Connection) and o.writable]
+    conn._send(struct.pack("!i", 1000) + b"x" * 10)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_child_killed_halfway_through_its_result_is_one_line():
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match=r"^child \(pid \d+\) was killed by signal 9 \(SIGKILL.* before it sent its "
+                                        r"result$"):
+        run_in_child(mp.get_context("spawn"), _cut_off, (), "child")
+    assert time.monotonic() - t0 < BOUND_S
 
 
 def test_a_child_that_returns_hands_back_its_value():

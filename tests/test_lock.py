@@ -135,3 +135,69 @@ def test_with_wait_for_locks_a_process_waits_instead_of_refusing(tmp_path, monke
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_writer_refused_by_a_quiet_stage_2_is_not_told_a_stale_name(tmp_path):
+    """A stage 2 checking its inputs holds the store shared and ``quiet`` (no name file: it must touch nothing); the
+    ``.lock`` file still names its last exclusive holder, alive but long gone from the store (here this test's
+    parent process). A stage-1 writer refused then is told of the stage 2, not of that holder."""
+    (tmp_path / ".lock").write_text(f"pid {os.getppid()} on {__import__('socket').gethostname()} (`old run`, started "
+                                    f"2020-01-01 00:00:00)")
+    quiet = ExperimentLock(tmp_path, "store 'x'", shared=True, quiet=True)  # flocks of two open files conflict
+    try:
+        with pytest.raises(UserError) as refused:
+            ExperimentLock(tmp_path, "store 'x'", writer=True)
+    finally:
+        quiet.release()
+    assert "in use by a stage-2 run checking its inputs" in str(refused.value) and "old run" not in str(refused.value)
+
+
+def test_a_lock_held_in_one_mode_is_not_handed_back_for_another(tmp_path):
+    """The process's cache of its locks hands a lock back only in the mode asked for: a mismatch is an internal
+    error (taking it anew would wait on, or be refused by, this process's own lock)."""
+    lock = ExperimentLock.acquire(tmp_path, "store 'x'", shared=True, quiet=True)
+    try:
+        for mode in ({}, {"writer": True}):
+            with pytest.raises(RuntimeError, match=r"^internal error: this process holds store 'x' as shared and "
+                                                   r"asked for it as (exclusive|writer)$"):
+                ExperimentLock.acquire(tmp_path, "store 'x'", **mode)
+        assert ExperimentLock.acquire(tmp_path, "store 'x'", shared=True) is lock
+    finally:
+        lock.release()
+
+
+def test_a_failed_acquire_in_order_releases_only_what_it_took(tmp_path):
+    """``acquire_in_order`` rolls back when one folder cannot be taken (here ``c``, a file): the locks it took go,
+    one the process held before the call (``b``) stays held."""
+    from shared.locks import acquire_in_order
+
+    (tmp_path / "c").write_text("not a folder")
+    before = ExperimentLock.acquire(tmp_path / "b", "b")
+    try:
+        with pytest.raises(OSError):
+            acquire_in_order({tmp_path / n: n for n in "cba"})
+        assert ExperimentLock.acquire(tmp_path / "b", "b") is before and not before._fh.closed
+        assert (tmp_path / "a" / ".lock").resolve() not in ExperimentLock._held
+        ExperimentLock(tmp_path / "a", "a").release()  # released: another holder is granted it
+    finally:
+        before.release()
+
+
+def test_under_acquire_in_order_a_fit_takes_no_folder_it_did_not_list(tmp_path):
+    """``held_for_fit``: in a process that took its training folders in one order (stage 2), a folder among them
+    is handed back and any other is an internal error; elsewhere (no such locks) it is taken, waiting."""
+    from shared.locks import acquire_in_order, held_for_fit
+
+    alone = held_for_fit(tmp_path / "alone", "a coder")  # no stage 2 here: taken
+    alone.release()
+    locks = acquire_in_order({tmp_path / "gen": "the generator", tmp_path / "coder": "a coder"})
+    try:
+        assert held_for_fit(tmp_path / "coder", "a coder") is locks[0]
+        with pytest.raises(RuntimeError, match=r"^internal error: another coder is not among the folders this run "
+                                               r"locked up front"):
+            held_for_fit(tmp_path / "other", "another coder")
+        assert not (tmp_path / "other").exists()
+    finally:
+        for lock in locks:
+            lock.release()
+    assert not ExperimentLock._ordered

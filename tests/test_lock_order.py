@@ -4,6 +4,8 @@ any of it; stage-1 processes that would split one store's layers otherwise are r
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
 import time
@@ -13,7 +15,8 @@ import pytest
 
 from conftest import CLI_ENV, ROOT
 from shared.errors import UserError
-from shared.locks import ExperimentLock, SplitLock
+from shared.locks import ExperimentLock
+from shared.split_lock import SplitLock
 
 # ExperimentLock.acquire slowed down: each lock is held a while before the next is asked for, so that two
 # processes asking for the same locks in opposite orders would each hold one the other waits for
@@ -143,22 +146,48 @@ def test_stage_2_holds_the_store_before_it_reads_it_and_trains_under_every_lock(
         monkeypatch.setattr(cls, name, spy(name, getattr(cls, name)))
     monkeypatch.setattr(pipeline, "acquire_in_order", in_order)
     cfg = load_config(tiny_finished.config, [f"results_dir={tmp_path}", "methods.run=[end_to_end]"])
+    handlers = list(logging.getLogger().handlers)
     with pytest.raises(_Stop):
         pipeline.run(cfg)
     assert events[0] == ("lock", cfg.work_path.resolve(), True), events[:3]  # before any look at the store
     assert any(e[0] == "read" for e in events)
-    assert (cfg.work_path / ".lock").resolve() not in ExperimentLock._held  # released when the run stopped
+    # released when the run stopped: the store's lock, its Run's lock of the results folder and its log handler
+    assert not {(p / ".lock").resolve() for p in (cfg.work_path, cfg.results_path)} & set(ExperimentLock._held)
+    assert logging.getLogger().handlers == handlers
     generators = {p.parent.name for p in asked}
     assert generators == {"generator"} and len(asked) == 1 + len(cfg.data.subjects) * len(cfg.data.rois)
     assert sum("end_to_end generator" in what for what in asked.values()) == len(asked) - 1
 
 
-def test_mixed_part_units_are_refused_naming_both(tmp_path):
-    """Flocks of one file opened twice conflict within a process as between processes: one process stands for
-    two here."""
+def test_stage_1_that_fails_releases_its_split_and_its_run(tiny_finished, tmp_path, monkeypatch):
+    """A stage 1 that fails after taking its split (``SplitLock``) and its run (``Run``: the store's writer lock,
+    a log handler) releases all three: another split is granted at once, in this same process."""
+    import stage1_decode.pipeline as stage1
+    from shared.config import load_config
+    from shared.store import ExperimentStore
+
+    def fail(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(stage1, "compute_true_features", fail)
+    cfg = load_config(tiny_finished.config, [f"results_dir={tmp_path}"])
+    handlers = list(logging.getLogger().handlers)
+    with pytest.raises(_Stop):
+        stage1.run(cfg)
+    assert logging.getLogger().handlers == handlers
+    assert (cfg.work_path / ".lock").resolve() not in ExperimentLock._held
+    folder = ExperimentStore(cfg).decoder_dir()
+    SplitLock(folder, 1000, 1000, "the layers of 'tiny'").release()  # refused if the failed run still held its own
+    assert not list(folder.glob(".split-*"))  # each split's file removed by its last holder
+
+
+def test_processes_whose_parts_differ_are_refused_naming_both(tmp_path):
+    """Parts are compared by their size, ``decoder.part_units`` rounded up to whole ``decoder.chunk_units`` (0:
+    whole layers, whatever the chunk): splits with the same parts are granted side by side. Flocks of one file
+    opened twice conflict within a process as between processes: one process stands for two here."""
     held = SplitLock(tmp_path, 2000, 1000, "the layers of 'x'")
     try:
-        for part, chunk in [(1000, 1000), (2000, 500), (0, 1000)]:
+        for part, chunk in [(1000, 1000), (2500, 1000), (2000, 3000), (0, 1000)]:  # parts of 1000, 3000, 3000, all
             with pytest.raises(UserError) as exc:
                 SplitLock(tmp_path, part, chunk, "the layers of 'x'")
             message = str(exc.value)
@@ -167,22 +196,43 @@ def test_mixed_part_units_are_refused_naming_both(tmp_path):
                                                               "decoder.chunk_units=1000, this one has "
                                                               f"decoder.part_units={part} and "
                                                               f"decoder.chunk_units={chunk};")
-        SplitLock(tmp_path, 2000, 1000, "the layers of 'x'").release()  # the same split: granted
+        for part, chunk in [(2000, 1000), (1500, 1000), (2000, 500), (1001, 1000)]:  # parts of 2000 units each
+            SplitLock(tmp_path, part, chunk, "the layers of 'x'").release()
     finally:
         held.release()
     SplitLock(tmp_path, 1000, 1000, "the layers of 'x'").release()  # the other has ended: a rerun splits anew
     whole = SplitLock(tmp_path, 0, 8192, "the layers of 'x'")
     SplitLock(tmp_path, 0, 4096, "the layers of 'x'").release()  # whole layers: chunk_units splits nothing
     whole.release()
+    assert not list(tmp_path.iterdir())  # every split's file removed by its last holder, and every name file
+
+
+def test_a_split_file_removed_by_its_last_holder_is_never_held_stale(tmp_path):
+    """A process that opened a split's file just before its last holder removed it holds, once it has its lock,
+    the file now at the path (``_hold`` checks): never the removed one, which no other process would see."""
+    first = SplitLock(tmp_path, 2000, 1000, "the layers of 'x'")
+    stale = open(first.path)  # as a process opening it before the removal would have
+    first.release()
+    assert not first.path.exists()
+    second = SplitLock(tmp_path, 2000, 1000, "the layers of 'x'")
+    try:
+        assert os.path.samestat(os.fstat(second._fh.fileno()), os.stat(second.path))
+        assert not os.path.samestat(os.fstat(stale.fileno()), os.stat(second.path))
+        with pytest.raises(UserError):
+            SplitLock(tmp_path, 1000, 1000, "the layers of 'x'")  # it sees the second holder's file
+    finally:
+        stale.close()
+        second.release()
 
 
 HOLD_SPLIT = """
-import sys, time
+import sys
 from pathlib import Path
-from shared.locks import SplitLock
+from shared.split_lock import SplitLock
 lock = SplitLock(Path(sys.argv[1]), 2000, 1000, "x")
 print("held", flush=True)
-time.sleep(60)
+sys.stdin.readline()  # held until the test closes this process's input (or kills it)
+lock.release()
 """
 
 
@@ -192,19 +242,22 @@ def test_stage_1_with_other_part_units_than_a_running_one_stops_in_one_line(tiny
 
     folder = ExperimentStore(load_config(tiny_finished.config)).decoder_dir()
     holder = subprocess.Popen([sys.executable, "-c", HOLD_SPLIT, str(folder)], cwd=ROOT, env=CLI_ENV,
-                              stdout=subprocess.PIPE, text=True)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         runs = sorted((tiny_finished.results / "runs").iterdir())
         r = subprocess.run([sys.executable, "-m", "stage1_decode", "run", "--config", str(tiny_finished.config)],
                            cwd=ROOT, env=CLI_ENV, capture_output=True, text=True, timeout=300)
+        holder.stdin.close()  # the holder releases its split and ends
+        assert holder.wait(timeout=30) == 0
     finally:
         holder.kill()
         holder.wait()
-        (folder / ".split-p2000-c1000").unlink(missing_ok=True)  # the shared experiment as it was
+    assert not list(folder.glob(".split-*"))  # its split's file and name file removed on release
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: the layers of experiment 'tiny' ({folder}) are being decoded by another process "
-                           f"with decoder.part_units=2000 and decoder.chunk_units=1000, this one has "
-                           f"decoder.part_units=0 and decoder.chunk_units=1000;"), last
+    assert last.startswith(f"error: the layers of experiment 'tiny' ({folder}) are being decoded by pid {holder.pid} "
+                           f"on "), last
+    assert (") with decoder.part_units=2000 and decoder.chunk_units=1000, this one has decoder.part_units=0 and "
+            "decoder.chunk_units=1000;") in last, last
     assert sorted((tiny_finished.results / "runs").iterdir()) == runs  # refused before it wrote anything

@@ -199,3 +199,38 @@ def test_the_summary_names_each_trained_methods_tick_and_why():
     assert "- `end_to_end[V1]` (sub-01): step 60 reconstructs; no earlier tick beat the last beyond noise" in lines
     assert any("`latent_regression`" in line and "(3 images) is too small" in line for line in lines)
     assert _method_ticks({"sub-01": {"wgan_gp": {"pixcorr": 0.5}}}) == []
+
+
+@pytest.mark.parametrize("name", ["end_to_end", "vae"])
+def test_under_stage_2_a_fit_outside_its_lock_folders_fails_loudly(name, tmp_path, rng):
+    """Stage 2 takes every folder its methods train in up front, in one order (``lock_folders``, then
+    ``acquire_in_order``): a fit that would train in another folder (its ``lock_folders`` out of step with it) is an
+    internal error, never a lock taken out of order; with the folders it lists, it trains. A coder whose tick is
+    chosen on the hold-out (``held_images``) given no hold-out scorer is refused alike: it would train elsewhere."""
+    from shared.locks import ExperimentLock, acquire_in_order
+    from stage2_generate.methods import REGISTRY, Context
+
+    cfg = _cfg(tmp_path, f"methods.run=[{name}]")
+    _brain_file(cfg)
+    trials, names, images, held_voxels, held_images = _data(rng)
+    ctx = Context.of(cfg, store=None, device=torch.device("cpu"), train_images=images, train_names=names, channels=3,
+                     held_images=held_images)
+    method = REGISTRY[name](ctx)
+    train = _train_data(ctx, trials, held_voxels, first_tick_wins([]))
+    for folders, fails in [({tmp_path / "generator": "the generator"}, True), (method.lock_folders(), False)]:
+        locks = acquire_in_order(folders)
+        try:
+            if fails:
+                with pytest.raises(RuntimeError, match=r"^internal error: the .* is not among the folders this run "
+                                                       r"locked up front"):
+                    method.fit(train)
+            else:
+                method.fit(train)
+        finally:
+            for lock in locks:
+                lock.release()
+    assert not ExperimentLock._ordered
+    if name == "vae":
+        with pytest.raises(RuntimeError, match=r"^internal error: the vae coder chooses its tick on the hold-out"):
+            REGISTRY[name](Context.of(cfg, store=None, device="cpu", train_images=images, train_names=names,
+                                      channels=3, held_images=held_images)).coder

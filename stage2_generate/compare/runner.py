@@ -147,7 +147,7 @@ def _run_stage(module: str, config_path: Path, what: str, prefix: bytes = b"", t
 def _death(what: str, rc: int, output: str, cmd: str) -> str:
     """One line for a stage that ended without its own ``error:`` line: killed, crashed, or failed on an import
     (then the install command); ``output``: the end of its output."""
-    missing = missing_module(output)
+    missing = missing_module(rc, output)
     if missing:
         return f"{what} {exit_text(rc)}: {missing_line(missing)}"
     seen = " (its output is above)" if output.strip() else ""

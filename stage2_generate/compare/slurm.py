@@ -236,10 +236,22 @@ def _failure(j: _Job, exc: BaseException) -> str:
         state = re.search(r"state: ?([A-Z_]+)", text)
         reason = (m.group(1).strip() if m else f"the job ended without a result (state {state.group(1)})" if state
                   else " ".join(text.split())[:300] or "the job failed")
-        missing = missing_module(output)
+        missing = _import_failure(output, text)
         if missing:  # the stage (or the job itself) failed on an import
             reason += f": {missing_line(missing)}"
     return f"{j.what} failed on the cluster (job {j.job.job_id}): {reason}; its log: {log_path}"
+
+
+def _import_failure(log_text: str, exc_text: str) -> str | None:
+    """The module whose import ended a failed job: its stage's (exit status 1, the stage's output in the log
+    before submitit's report of the job's exception ending with the ``ModuleNotFoundError``), or the job's own
+    (the traceback of ``exc_text``, submitit's, ending with it). None when the stage was killed, or failed
+    otherwise."""
+    stage = re.search(r"StageFailed: .* exited with status (\d+)", exc_text)
+    if stage:
+        return missing_module(int(stage[1]), re.split(r"^submitit ERROR", log_text, maxsplit=1, flags=re.M)[0])
+    trace = re.search(r"with trace:\n-+\n(.*?)\n-+\n", exc_text, re.S)
+    return missing_module(1, trace[1]) if trace else None  # a job that raised exits with status 1
 
 
 def run_on_cluster(todo: list, settings: SlurmSettings, cluster: str, folder: Path, name: str,

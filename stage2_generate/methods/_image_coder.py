@@ -43,7 +43,7 @@ from tqdm import tqdm
 from shared import checkpoints
 from shared.config import Config, perceptual_weights
 from shared.errors import UserError
-from shared.locks import ExperimentLock
+from shared.locks import held_for_fit
 from shared.runs import sweep_temporary_files
 from stage2_generate.losses import pixel_loss
 from stage2_generate.methods.base import Context, Method, TrainData
@@ -169,7 +169,7 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
     autoencodes them and ``watch.TickChooser`` chooses the tick kept; None: the last tick."""
     m, g = cfg.methods, cfg.generator
     folder, key = coder_folder(cfg, kind, channels, images, held is not None)
-    ExperimentLock.acquire(folder, f"the {kind} coder {key} ({folder})", wait=True)  # one writer, until the run ends
+    held_for_fit(folder, f"the {kind} coder {key} ({folder})")  # one writer, until the run ends (stage 2: held)
     sweep_temporary_files(folder)
     final_path, ckpt_path, best_path = folder / "coder.pt", folder / "checkpoint.pt", folder / "best.pt"
     with torch.random.fork_rng(devices=[]):  # seeded weights, the global generator left as it was
@@ -346,32 +346,42 @@ class CoderMethod(Method):
     def kind(self) -> str:
         raise NotImplementedError
 
+    def held_out(self) -> bool:
+        """Whether the run's coder chooses its tick on the validation hold-out (``Context.held_images``): its key,
+        hence its folder, depends on it; ``lock_folders``, ``check`` and the training all ask here."""
+        return self.ctx.held_images is not None
+
     @property
     def coder(self) -> ImageCoder:
-        """The run's coder (trained by the first ``fitted_coder``; trained here, on the last tick, if none was)."""
-        c = self.ctx
-        return c.shared(f"coder {self.kind}", lambda: train_coder(c.experiment, self.kind, c.train_images, c.channels,
-                                                                   c.device))
+        """The run's coder (trained by the first ``fitted_coder``; trained here, without a hold-out, if none was)."""
+        return self._shared_coder(None)
 
     def fitted_coder(self, train: TrainData) -> ImageCoder:
         """The run's coder, trained once (the first call) with its tick chosen on the validation hold-out when
         there is one (``Context.held_images`` autoencoded, scored by ``train``'s hold-out scorer)."""
-        c = self.ctx
-        scorer = train.held_scorer() if c.held_images is not None else None
-        held = (c.held_images, scorer) if scorer is not None else None
-        self._coder = c.shared(f"coder {self.kind}", lambda: train_coder(
-            c.experiment, self.kind, c.train_images, c.channels, c.device, held=held))
+        self._coder = self._shared_coder(train.held_scorer() if self.held_out() else None)
         return self._coder
+
+    def _shared_coder(self, scorer: Callable[[np.ndarray], np.ndarray] | None) -> ImageCoder:
+        c = self.ctx
+
+        def make() -> ImageCoder:
+            if self.held_out() and scorer is None:  # it would train in another folder than lock_folders names
+                raise RuntimeError(f"internal error: the {self.kind} coder chooses its tick on the hold-out "
+                                   f"(held_images), but no hold-out scorer was given to train it with")
+            return train_coder(c.experiment, self.kind, c.train_images, c.channels, c.device,
+                               held=(c.held_images, scorer) if self.held_out() else None)
+        return c.shared(f"coder {self.kind}", make)
 
     def lock_folders(self) -> dict[Path, str]:
         """The run's coder folder (its first ``fit`` trains the coder there, holding its lock)."""
         c = self.ctx
-        folder, key = coder_folder(c.experiment, self.kind, c.channels, c.train_images, c.held_images is not None)
+        folder, key = coder_folder(c.experiment, self.kind, c.channels, c.train_images, self.held_out())
         return {folder: f"the {self.kind} coder {key} ({folder})"}
 
     def check(self) -> None:
         c = self.ctx
-        check_coder(c.experiment, self.kind, c.channels, c.train_images, held=c.held_images is not None)
+        check_coder(c.experiment, self.kind, c.channels, c.train_images, held=self.held_out())
 
     def settings(self) -> dict:
         """The coder settings, the latent map's tuning losses and, per coder kind, the record of its tick choice

@@ -28,7 +28,7 @@ import torch
 from shared.config import Config
 from shared.datasets import DataSource, SplitData, brain_file
 from shared.errors import UserError
-from shared.locks import ExperimentLock
+from shared.locks import held_for_fit
 from shared.runs import sweep_temporary_files
 from stage2_generate.methods.base import Method, TestData, TrainData
 from stage2_generate.models import generate
@@ -120,8 +120,9 @@ class EndToEnd(Method):
                                 HeldScore(scorer, c.validation_metric), c.validation_metric) \
             if scorer is not None else None
         folder = c.work / "generator" / key
-        # one writer; stage 2 holds it already (``lock_folders``, taken in one order with the others)
-        ExperimentLock.acquire(folder, f"the {self.name} generator {key}", wait=True)
+        # one writer: stage 2 holds it already (``lock_folders``, taken in one order with the others; any other
+        # folder is an internal error there)
+        held_for_fit(folder, f"the {self.name} generator {key}")
         sweep_temporary_files(folder)
         self.G = train_generator(c.generator, c.features, sampler, [], c.train_images, c.device, folder, None, key,
                                  channels=c.channels, label=f"{self.name} {train.subject} {train.roi}",
