@@ -34,14 +34,6 @@ def pid_alive(pid: int) -> bool:
 WAIT_FOR_LOCKS = "N2P_WAIT_FOR_LOCKS"  # set to 1 (compare --jobs does, for its stages): wait, do not refuse
 
 
-def __getattr__(name: str):
-    if name == "SplitLock":  # stage 1's split of a store's layers: its own module
-        from shared.split_lock import SplitLock
-
-        return SplitLock
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class ExperimentLock:
     """A lock on one folder (an experiment's work folder, a results folder, a generator's checkpoints),
     held for a process's life.
