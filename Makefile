@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 # torch and torchvision are pinned to the releases this project is tested with (CPU or CUDA).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test docs bench bench-stage2 bench-simulator bench-layer bench-jobs per-unit ablations small-data settings seeds lowlevel reference reference-seeds clean-demo
+.PHONY: setup demo test docs bench bench-stage2 bench-plan bench-simulator bench-layer bench-jobs per-unit ablations small-data settings seeds lowlevel reference reference-seeds clean-demo
 
 setup: $(STAMP)
 
@@ -60,6 +60,10 @@ bench-jobs: $(STAMP)
 
 bench-stage2: $(STAMP)
 	$(PY) bench/bench_stage2.py --json results/reference/demo/bench_stage2.json
+
+# a new lab's odd-layout .mat file through plan and both stages, unchanged (issue 27): run it alone
+bench-plan: $(STAMP)
+	$(PY) bench/bench_plan.py | tee results/reference/bench/plan.txt
 
 # the six shipped ablations (configs/ablations/, less settings.yaml: `make settings`) through `compare`: several minutes per variant on
 # 2 cores, cached, so a rerun recomputes nothing

@@ -14,6 +14,7 @@ from scipy.io import savemat
 
 from shared.config import load_config, to_dict
 from shared.errors import UserError
+from shared.simulate.lab_file import write_lab_file
 from stage1_decode.plan import guess_matrix
 
 from conftest import ROOT, run_cli
@@ -41,29 +42,8 @@ def test_each_preset_plans_to_its_shipped_settings(tmp_path, preset):
     assert "single-trial reliability" in r.stdout and "# Fingerprint:" in out.read_text()
 
 
-def _odd_matrix(path, test_from_train: bool = False, seed: int = 0) -> None:
-    """A lab's file unlike the presets': 40 grey 20 x 20 training images once each, 8 test images twice,
-    called 'fit' and 'eval', image stacks (H, W, trials) with the trials last, uint8."""
-    rng = np.random.default_rng(seed)
-    side, n_fit, n_eval = 20, 40, 8
-    yy, xx = np.mgrid[:side, :side]
-
-    def images(n):
-        c = rng.uniform(4, 16, (n, 2, 1, 1))
-        return np.exp(-((yy - c[:, 0]) ** 2 + (xx - c[:, 1]) ** 2) / 12.0)
-
-    fit = images(n_fit)
-    ev = fit[:n_eval] if test_from_train else images(n_eval)
-    ev = np.concatenate([ev, ev])  # each test image twice
-    w = rng.standard_normal((side * side, 120))
-    savemat(path, {"brain_fit": fit.reshape(n_fit, -1) @ w + 0.5 * rng.standard_normal((n_fit, 120)),
-                   "brain_eval": ev.reshape(len(ev), -1) @ w + 0.5 * rng.standard_normal((len(ev), 120)),
-                   "stims_fit": np.moveaxis((fit * 255).astype(np.uint8), 0, -1),
-                   "stims_eval": np.moveaxis((ev * 255).astype(np.uint8), 0, -1)})
-
-
 def test_a_matrix_file_in_another_layout_is_planned_and_runs_through_both_stages(tmp_path):
-    _odd_matrix(tmp_path / "lab_recording.mat")
+    write_lab_file(tmp_path / "lab_recording.mat")
     out = tmp_path / "planned.yaml"
     r = run_cli("stage1_decode", "plan", "--data", str(tmp_path / "lab_recording.mat"), "--out", str(out),
                 "--device", "cpu", "--set", f"work_dir={tmp_path / 'work'}", "--set",
@@ -89,7 +69,7 @@ def test_a_matrix_file_in_another_layout_is_planned_and_runs_through_both_stages
 
 
 def test_test_images_that_are_training_images_are_flagged(tmp_path):
-    _odd_matrix(tmp_path / "reused.mat", test_from_train=True)
+    write_lab_file(tmp_path / "reused.mat", test_from_train=True)
     out = tmp_path / "planned.yaml"
     r = run_cli("stage1_decode", "plan", "--data", str(tmp_path / "reused.mat"), "--out", str(out), "--device", "cpu")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -112,7 +92,7 @@ def test_names_that_cannot_be_told_apart_ask_for_a_flag(tmp_path):
 
 
 def test_an_existing_config_is_kept(tmp_path):
-    _odd_matrix(tmp_path / "x.mat")
+    write_lab_file(tmp_path / "x.mat")
     (tmp_path / "p.yaml").write_text("keep: me\n")
     r = run_cli("stage1_decode", "plan", "--data", str(tmp_path / "x.mat"), "--out", str(tmp_path / "p.yaml"))
     assert r.returncode == 2 and "--force" in r.stderr and (tmp_path / "p.yaml").read_text() == "keep: me\n"
