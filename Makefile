@@ -30,11 +30,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # the randomized soak test of the lock protocol (tools/soak.py; its short version runs in `make test`): 50 rounds
-# of stage-1 shards and stage-2 runs of a tiny experiment started in a random order, some SIGKILLed, reruns
-# finishing the work, each round checked against one serial run; a failing round prints its replay command
+# of stage-1 shards, stage-2 runs and (in a fifth of the rounds) compare processes of a tiny experiment started in
+# a random order, some SIGKILLed, reruns finishing the work, each round checked against one serial run; a failing
+# round prints its replay command (about 20 minutes on 2 cores)
 soak: $(STAMP)
 	mkdir -p results/reference/bench
-	$(PY) -m tools.soak --rounds 50 --seed 0 --out results/reference/bench/soak.txt
+	$(PY) -m tools.soak --rounds 50 --seed 0 --compare 0.2 --out results/reference/bench/soak.txt
 
 # the result numbers and tables of README.md and docs/*.md, rewritten from results/reference/, and docs/config.md's
 # keys from shared/config/schema.py (tools/make_docs.py; tests/test_doc_numbers.py fails while they differ); after `make reference` or a benchmark, run it and commit

@@ -1,28 +1,32 @@
 """The randomized soak test of the lock protocol (``make soak``; a short version in ``tests/test_soak.py``).
 
 On a tiny simulated experiment, each round starts stage-1 processes (every shard of ``--shard I/N``, or an
-unsharded one, maybe one more beside them) and stage-2 runs in a random order with random delays, all with
+unsharded one, maybe one more beside them), stage-2 runs and (``--compare P``: in that share of the rounds)
+one or two ``compare`` processes (``tools/soak_compare.py``) in a random order with random delays, all with
 ``N2P_WAIT_FOR_LOCKS=1`` (as ``compare`` runs its stages), and SIGKILLs a random subset of them at random
 points: through ``N2P_FAILPOINT`` (a random failpoint and hit count, shared/faults.py) or from here after a
-random delay. Up to three waves of reruns follow (a killed process's command again, unharmed; a refused one's
-as it was), then an unsharded stage 1 and a stage 2 finish whatever is left. The round passes when its
-store, tables and checkpoints equal those of one clean serial run (``tools/soak_checks.py``), nothing is left
-behind (temporary files, lock holders' name files, held locks, live processes), every process ended as it
-may (finished; killed as planned; stage 2 refused in one line while the store is incomplete) and no process
-ran or waited for a lock longer than the bound. Processes are forked from this one once it has imported both
+random delay (with the processes a compare started). Up to three waves of reruns follow (a killed process's
+command again, unharmed; a refused one's as it was), then an unsharded stage 1, a stage 2 and each compare
+finish whatever is left. The round passes when its store, tables and checkpoints equal those of one clean
+serial run (``tools/soak_checks.py``), nothing is left behind (temporary files, lock holders' name files, held
+locks, live processes), every process ended as it may (finished; killed as planned; stage 2 refused in one
+line while the store is incomplete) and no process ran or waited for a lock longer than the bound. Processes are forked from this one once it has imported both
 stages, or with ``--spawn`` started as fresh interpreters (``tools/soak_procs.py``).
 
 Every round's schedule comes from ``random.Random("<seed>:<round>")``, so ``--round R`` replays round R's
 schedule (the kills from here land where the timing puts them). A failing round prints one line naming the
 seed, the round and what differed, with the command that replays it, keeps its folder and exits 1.
 
-    python -m tools.soak --rounds 50 --seed 0 [--round R] [--out results/reference/bench/soak.txt]
+    python -m tools.soak --rounds 50 --seed 0 --compare 0.2 [--round R] [--out results/reference/bench/soak.txt]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+
+os.environ["OMP_NUM_THREADS"] = "1"  # before numpy's and torch's thread pools start: forks inherit them
+
+import argparse  # noqa: E402 - after the thread count
 import random
 import shutil
 import subprocess
@@ -33,6 +37,7 @@ from pathlib import Path
 
 import yaml
 
+from tools import soak_compare
 from tools.soak_procs import MODULES, ROOT, Ended, Hang, Launch, preload, run_wave
 
 
@@ -63,19 +68,20 @@ FAILPOINTS = {
                ("write.metrics.json", 1)],
     "stage2": [("train.step", 4), ("checkpoint.write", 3), ("best.write", 1), ("write", 17),
                ("write.metrics.json", 1), ("write.per_image.json", 1)],
+    "compare": [("compare.variant", 1)],  # its variant's stages inherit N2P_FAILPOINT: none of theirs here
 }
-SECONDS = {"stage1": 4.0, "stage2": 6.0}  # about how long a forked process of each stage runs
+SECONDS = {"stage1": 4.0, "stage2": 6.0, "compare": 20.0}  # about how long a forked process of each kind runs
 STARTUP = 4.0  # seconds more a fresh interpreter takes to import both stages (--spawn)
 RERUN_WAVES = 3  # waves of reruns before the finishing runs
 NOT_READY = "stage 1"  # stage 2's one-line refusal of an incomplete store names stage 1 (run / rerun it)
 
 
 def schedule(rng: random.Random, stage2: bool, parts: list[int] = PART_UNITS, most_shards: int = 4,
-             startup: float = 0.0) -> tuple[int, list[Launch]]:
+             startup: float = 0.0, compare: float = 0.0) -> tuple[int, list[Launch]]:
     """A round's ``decoder.part_units`` and its first wave of processes, kills included (at least one): every
     shard of ``--shard I/N`` (N up to ``most_shards``) or one unsharded stage 1, maybe one more stage 1 beside
     them; with ``stage2``, one or two stage-2 runs, most of them a little after stage 1 (early ones find no
-    store and are refused)."""
+    store and are refused); with probability ``compare``, one or two compare processes."""
     part_units = rng.choice(parts)
     n = rng.randint(1, most_shards)
     stage1 = [["--shard", f"{i}/{n}"] for i in range(n)] if n > 1 else [[]]
@@ -84,6 +90,9 @@ def schedule(rng: random.Random, stage2: bool, parts: list[int] = PART_UNITS, mo
     launches = [Launch("stage1", args, round(rng.uniform(0.0, 3.0), 2)) for args in stage1]
     launches += [Launch("stage2", [], round(rng.uniform(0.0, 2.0) if rng.random() < 0.25 else rng.uniform(2.5, 7.0), 2))
                  for _ in range(rng.randint(1, 2) if stage2 else 0)]
+    if compare and rng.random() < compare:
+        launches += [Launch("compare", [rng.choice(soak_compare.NAMES)], round(rng.uniform(0.0, 5.0), 2))
+                     for _ in range(rng.randint(1, 2))]
     doomed = [launch for launch in launches if rng.random() < 0.4] or [rng.choice(launches)]
     for launch in doomed:
         if rng.random() < 0.6:
@@ -118,6 +127,7 @@ class Options:
     shards: int = 4  # stage 1 in at most this many shards
     bound: float = 300.0  # seconds any process may run, or wait for locks
     spawn: bool = False  # fresh interpreters instead of forks
+    compare: float = 0.0  # the chance that a round has compare processes
     keep_going: bool = False  # play every round, failing ones too
 
     def replay(self, seed: int, r: int, given: Path | None) -> str:
@@ -127,6 +137,7 @@ class Options:
                    (f"--parts {' '.join(map(str, self.parts))}", self.parts != default.parts),
                    (f"--shards {self.shards}", self.shards != default.shards),
                    (f"--bound {self.bound:g}", self.bound != default.bound),
+                   (f"--compare {self.compare:g}", self.compare != default.compare),
                    (f"--reference {given}", given is not None), ("--spawn", self.spawn)]
         return f"python -m tools.soak --seed {seed} --round {r}" + "".join(f" {o}" for o, used in options if used)
 
@@ -137,8 +148,8 @@ class Tally:
 
     rounds: int = 0
     failed: int = 0
-    started: dict = field(default_factory=lambda: {"stage1": 0, "stage2": 0})
-    killed: dict = field(default_factory=lambda: {"stage1": 0, "stage2": 0})
+    started: dict = field(default_factory=lambda: dict.fromkeys(MODULES, 0))
+    killed: dict = field(default_factory=lambda: dict.fromkeys(MODULES, 0))
     reruns: int = 0
     finishers: int = 0
     refused: int = 0
@@ -162,6 +173,7 @@ class Reference:
     results: Path  # <results_dir>/<experiment>
     arrays: dict = field(default_factory=dict)
     stage1: dict = field(default_factory=dict)  # part_units -> the folder of a serial stage 1 with them
+    compare: Path | None = None  # the folder of a serial compare of each name (soak_compare.py)
 
 
 def stage1_reference(folder: Path, ref: Reference, part_units: int) -> tuple[Path, Path]:
@@ -204,7 +216,7 @@ def reference(folder: Path, given: Path | None) -> Reference:
         cfg = {**SOAK, "data": {**SOAK["data"], "root": str(folder / "data")}, "work_dir": str(given / "work"),
                "results_dir": str(given / "results")}
         (given / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-        _serial(given / "tiny.yaml", list(MODULES.values()))
+        _serial(given / "tiny.yaml", [MODULES["stage1"], MODULES["stage2"]])
     cfg = yaml.safe_load((given / "tiny.yaml").read_text())
     ref = Reference(cfg, Path(cfg["work_dir"]) / cfg["experiment"], Path(cfg["results_dir"]) / cfg["experiment"])
     ref.arrays = arrays(ref.work)
@@ -214,7 +226,7 @@ def reference(folder: Path, given: Path | None) -> Reference:
 def rerun(e: Ended, rng: random.Random) -> Launch:
     """The command of a process that did not finish, again: without its kill if it was killed, as it was
     (its failpoint or timer not reached) if it was refused; stage 1 first, stage 2 soon after."""
-    delay = round(rng.uniform(0.0, 1.0) if e.launch.stage == "stage1" else rng.uniform(0.5, 3.0), 2)
+    delay = round(rng.uniform(0.5, 3.0) if e.launch.stage == "stage2" else rng.uniform(0.0, 1.0), 2)
     if e.killed:
         return Launch(e.launch.stage, e.launch.args, delay)
     return Launch(e.launch.stage, e.launch.args, delay, e.launch.failpoint, e.launch.kill_after)
@@ -236,7 +248,7 @@ def play_round(seed: int, r: int, folder: Path, ref: Reference, opts: Options, t
 
     rng = random.Random(f"{seed}:{r}")
     stage2, bound, spawn = r % opts.stage2_every == 0, opts.bound, opts.spawn
-    part_units, wave = schedule(rng, stage2, opts.parts, opts.shards, STARTUP if spawn else 0.0)
+    part_units, wave = schedule(rng, stage2, opts.parts, opts.shards, STARTUP if spawn else 0.0, opts.compare)
     here = folder / f"round-{r:03d}"
     shutil.rmtree(here, ignore_errors=True)
     (here / "logs").mkdir(parents=True)
@@ -245,6 +257,9 @@ def play_round(seed: int, r: int, folder: Path, ref: Reference, opts: Options, t
     config = here / "soak.yaml"
     config.write_text(yaml.safe_dump(cfg))
     work, results = here / "work" / cfg["experiment"], here / "results" / cfg["experiment"]
+    names = {launch.args[0] for launch in wave if launch.stage == "compare"}
+    if names:
+        soak_compare.write_specs(here, cfg, ref.config["decoder"].get("part_units", 0))
     ended: list[Ended] = []
     try:
         last = run_wave(wave, config, here / "logs", bound, spawn=spawn)
@@ -258,6 +273,10 @@ def play_round(seed: int, r: int, folder: Path, ref: Reference, opts: Options, t
         for stage in ["stage1", *(["stage2"] if stage2 else [])]:
             if not _done(results, ref, stage == "stage2"):
                 finish += run_wave([Launch(stage)], config, here / "logs", bound, len(ended) + len(finish), spawn)
+        for name in sorted(names):
+            if not soak_compare.finished(here, name):
+                finish += run_wave([Launch("compare", [name])], config, here / "logs", bound,
+                                   len(ended) + len(finish), spawn)
         tally.finishers += len(finish)
         ended += finish
         problems = [v for v in map(lambda e: _verdict(e, bound), ended) if v]
@@ -275,6 +294,9 @@ def play_round(seed: int, r: int, folder: Path, ref: Reference, opts: Options, t
     problems += checks.results_differences(results, ref.results, stage1_results, stage2)
     if stage2:
         problems += checks.generator_differences(work, ref.work)
+    if names:
+        ref.compare = ref.compare or soak_compare.compare_reference(folder, ref.config)
+        problems += soak_compare.compare_differences(here, ref.compare, names, ref.arrays, cfg["experiment"])
     return problems
 
 
@@ -291,7 +313,8 @@ def soak(rounds: int, seed: int, folder: Path, given: Path | None = None, opts: 
     if not opts.spawn:
         preload()
     folder = folder.resolve()
-    for old in [*([] if given else [folder / "reference"]), *folder.glob("reference-parts-*")]:
+    for old in [*([] if given else [folder / "reference"]), *folder.glob("reference-parts-*"),
+                folder / "reference-compare"]:
         shutil.rmtree(old, ignore_errors=True)
     ref = reference(folder, given)
     tally, failures = Tally(), []
@@ -312,15 +335,17 @@ def soak(rounds: int, seed: int, folder: Path, given: Path | None = None, opts: 
 def summary(tally: Tally, seed: int, seconds: float, opts: Options) -> str:
     """The soak's one-line account: rounds, processes, kills, reruns, waits, time, and whether every round
     held."""
-    started, killed = sum(tally.started.values()), sum(tally.killed.values())
+    def kinds(counts: dict) -> str:
+        return ", ".join(f"{n} {k.replace('stage', 'stage ')}" for k, n in counts.items() if n or k != "compare")
+
     verdict = ("every round equal to the serial run (store, tables, checkpoints), no lock or temporary file left"
                if not tally.failed else f"{tally.failed} round(s) FAILED")
     return (f"soak: {tally.rounds} rounds (seed {seed}, {'fresh interpreters' if opts.spawn else 'forked processes'}), "
-            f"{started} processes ({tally.started['stage1']} stage 1, {tally.started['stage2']} stage 2; of them "
-            f"{tally.reruns} reruns and {tally.finishers} finishing runs), {killed} SIGKILLed "
-            f"({tally.killed['stage1']} stage 1, {tally.killed['stage2']} stage 2), {tally.refused} stage-2 runs refused while the store was "
-            f"incomplete; {verdict}; longest lock wait {tally.max_wait:.0f} s, longest process {tally.longest:.0f} s "
-            f"(bound {opts.bound:.0f} s); {seconds / 60:.1f} min on {os.cpu_count()} CPU cores")
+            f"{sum(tally.started.values())} processes ({kinds(tally.started)}; of them {tally.reruns} reruns and "
+            f"{tally.finishers} finishing runs), {sum(tally.killed.values())} SIGKILLed ({kinds(tally.killed)}), "
+            f"{tally.refused} stage-2 runs refused while the store was incomplete; {verdict}; longest lock wait "
+            f"{tally.max_wait:.0f} s, longest process {tally.longest:.0f} s (bound {opts.bound:.0f} s); "
+            f"{seconds / 60:.1f} min on {os.cpu_count()} CPU cores")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", type=int, nargs="+", default=PART_UNITS, metavar="UNITS",
                    help="the decoder.part_units a round draws from (0: whole layers)")
     p.add_argument("--shards", type=int, default=4, metavar="N", help="stage 1 in at most N shards")
+    p.add_argument("--compare", type=float, default=0.0, metavar="P",
+                   help="the chance that a round has compare processes (one or two, of two comparisons sharing "
+                   "a cache)")
     p.add_argument("--spawn", action="store_true", help="start every process as a fresh interpreter (python -m ...) "
                    "instead of forking it from this one with both stages imported (seconds more per process)")
     p.add_argument("--folder", type=Path, default=ROOT / "work" / "soak", help="where the rounds run")
@@ -342,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="also write the summary line here")
     args = p.parse_args(argv)
     t0 = time.time()
-    opts = Options(args.stage2_every, args.parts, args.shards, args.bound, args.spawn, args.keep_going)
+    opts = Options(args.stage2_every, args.parts, args.shards, args.bound, args.spawn, args.compare, args.keep_going)
     tally, failures = soak(args.rounds, args.seed, args.folder, args.reference, opts, args.only)
     if failures:
         print("\n".join(failures))

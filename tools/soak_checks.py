@@ -77,12 +77,12 @@ def _metrics(path: Path, stage: str) -> dict:
 
 
 def results_differences(results: Path, ref_results: Path, stage1_results: Path | None = None,
-                        stage2: bool = True) -> list[str]:
+                        stage2: bool = True, skip: frozenset = frozenset()) -> list[str]:
     """What differs between the round's results folder and the serial run's (``ref_results``; run directories
     aside): the same files, each the same bytes, ``metrics.json`` the same apart from its run records. Stage
     1's files and sections are held to ``stage1_results`` (a serial stage 1 that split its layers as the round
     did: scores merged from parts differ from one process's in their last digits); a round without stage 2 is
-    held to stage 1's files."""
+    held to stage 1's files. Files named in ``skip`` are not compared."""
     stage1_results = stage1_results or ref_results
 
     def listing(folder: Path) -> set[str]:
@@ -94,7 +94,7 @@ def results_differences(results: Path, ref_results: Path, stage1_results: Path |
     out = []
     if ours != ref:
         out.append(f"results files differ (missing {sorted(ref - ours)[:3]}, extra {sorted(ours - ref)[:3]})")
-    for name in sorted(ours & ref - UNCOMPARED):
+    for name in sorted(ours & ref - UNCOMPARED - skip):
         if name == "metrics.json":
             for stage, folder in (("stage1", stage1_results), *((("stage2", ref_results),) if stage2 else ())):
                 if _metrics(results / name, stage) != _metrics(folder / name, stage):

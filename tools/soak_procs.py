@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = {"stage1": "stage1_decode", "stage2": "stage2_generate"}
+MODULES = {"stage1": "stage1_decode", "stage2": "stage2_generate", "compare": "stage2_generate"}
 
 
 @dataclass
 class Launch:
-    """One process of a round: which stage, its extra arguments, when it starts and how it is killed."""
+    """One process of a round: which stage (``stage1``, ``stage2``, or ``compare``: its arguments name the
+    compare file beside the round's config), its extra arguments, when it starts and how it is killed."""
 
     stage: str
     args: list[str] = field(default_factory=list)
@@ -37,9 +38,9 @@ class Launch:
 
     @property
     def label(self) -> str:
-        fault = f" [{self.failpoint}]" if self.failpoint else f" [kill at {self.kill_after:.1f} s]" \
-            if self.kill_after is not None else ""
-        return f"{self.stage}{''.join(' ' + a for a in self.args)}{fault}"
+        faults = [*([self.failpoint] if self.failpoint else []),
+                  *([f"kill at {self.kill_after:.1f} s"] if self.kill_after is not None else [])]
+        return f"{self.stage}{''.join(' ' + a for a in self.args)}" + (f" [{', '.join(faults)}]" if faults else "")
 
 
 @dataclass
@@ -176,7 +177,8 @@ def _wave(pending: list, running: dict, ended: list[Ended], t0: float, config: P
             k, launch = pending.pop(0)
             log = logs / f"p{k:02d}-{launch.stage}.log"
             log.write_text(f"# {launch.label}\n")
-            args = ["run", "--config", str(config), *launch.args]
+            args = ["compare", "--config", str(config.with_name(f"{launch.args[0]}.yaml"))] \
+                if launch.stage == "compare" else ["run", "--config", str(config), *launch.args]
             own = {**env, **({"N2P_FAILPOINT": launch.failpoint} if launch.failpoint else {})}
             if spawn:
                 with open(log, "a") as fh:
@@ -205,13 +207,33 @@ def _wave(pending: list, running: dict, ended: list[Ended], t0: float, config: P
         time.sleep(0.05)
 
 
-def _lingers(group: int) -> bool:
-    """Whether a process of an ended process's group still runs (one it started and left behind)."""
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _lingers(group: int, grace: float = 2.0) -> bool:
+    """Whether a live process of an ended process's group (one it started and left behind) still runs
+    ``grace`` seconds on: zombies do not count (killed with their parent, they wait for init to reap them)."""
+    deadline = time.monotonic() + grace
+    while _group_alive(group):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _group_alive(group: int) -> bool:
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: zombies count
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):  # ended meanwhile
+            continue
+        if int(pgrp) == group and state != "Z":
+            return True
+    return False
 
 
 class Hang(Exception):
