@@ -61,7 +61,8 @@ def _one(folder: Path, pattern: str) -> Path | None:
 
 def compare_differences(here: Path, ref_here: Path, names: set[str], ref_arrays: dict, experiment: str) -> list[str]:
     """What the round's comparisons (``names``) and their cache hold that the serial compare's do not (the
-    tables name the compare file and its base config: the round's folder is read as the serial compare's)."""
+    tables name the compare file and its base config: the round's folder, a sibling of the serial compare's, is
+    read as its)."""
     out = []
     for name in sorted(names):
         ours, theirs = here / "results" / "compare" / name, ref_here / "results" / "compare" / name
@@ -70,8 +71,9 @@ def compare_differences(here: Path, ref_here: Path, names: set[str], ref_arrays:
         if files != ref_files:
             out.append(f"compare {name}: files differ (missing {sorted(ref_files - files)}, extra "
                        f"{sorted(files - ref_files)})")
+        mine, serial = f"/{here.name}/".encode(), f"/{ref_here.name}/".encode()  # absolute paths or relative ones
         out += [f"compare {name}: {f} differs from the serial compare's" for f in sorted(files & ref_files - PATHS)
-                if (ours / f).read_bytes().replace(bytes(here), bytes(ref_here)) != (theirs / f).read_bytes()]
+                if (ours / f).read_bytes().replace(mine, serial) != (theirs / f).read_bytes()]
     cache, ref_cache = here / "work" / "compare", ref_here / "work" / "compare"
     store, ref_store = _one(cache, "store-*"), _one(ref_cache, "store-*")
     results, ref_results = _one(cache / "results", "*"), _one(ref_cache / "results", "*")
