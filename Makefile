@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 # torch and torchvision are pinned to the releases this project is tested with (CPU or CUDA).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test docs bench bench-stage2 bench-plan bench-simulator bench-layer bench-jobs per-unit ablations small-data settings seeds lowlevel reference reference-seeds clean-demo
+.PHONY: setup demo test soak docs bench bench-stage2 bench-plan bench-simulator bench-layer bench-jobs per-unit ablations small-data settings seeds lowlevel reference reference-seeds clean-demo
 
 setup: $(STAMP)
 
@@ -28,6 +28,14 @@ demo: $(STAMP)
 # two workers (every test is single-threaded), each test module on one worker (module fixtures run once)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# the randomized soak test of the lock protocol (tools/soak.py; its short version runs in `make test`): 50 rounds
+# of stage-1 shards, stage-2 runs and (in a fifth of the rounds) compare processes of a tiny experiment started in
+# a random order, some SIGKILLed, reruns finishing the work, each round checked against one serial run; a failing
+# round prints its replay command (about 20 minutes on 2 cores)
+soak: $(STAMP)
+	mkdir -p results/reference/bench
+	$(PY) -m tools.soak --rounds 50 --seed 0 --compare 0.2 --out results/reference/bench/soak.txt
 
 # the result numbers and tables of README.md and docs/*.md, rewritten from results/reference/, and docs/config.md's
 # keys from shared/config/schema.py (tools/make_docs.py; tests/test_doc_numbers.py fails while they differ); after `make reference` or a benchmark, run it and commit

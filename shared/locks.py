@@ -112,15 +112,17 @@ class ExperimentLock:
             raise
         finally:
             probe.close()
-        self._unnamed = True
+        self._unnamed, self._folder = True, folder
         if not quiet:
             self.name_holder()
 
     def name_holder(self) -> None:
-        """Name this holder (pid, host, command, start time) for another process's refusal message, once."""
+        """Name this holder (pid, host, command, start time) for another process's refusal message, once; and
+        delete the name files of holders on this host that are gone (a SIGKILLed one could not delete its own)."""
         if not self._unnamed:
             return
         self._unnamed = False
+        self._forget_gone(self._folder)
         if self._named is not None:  # the lock file names the last exclusive holder; the others have their own
             self._named.write_text(self._name())
             return
@@ -145,6 +147,24 @@ class ExperimentLock:
                 blocker = probe
             time.sleep(0.05)
         return Path(blocker.name).name
+
+    @staticmethod
+    def _forget_gone(folder: Path) -> None:
+        """Delete the name files (``.lock.<pid>``, ``.lock-writers.<pid>``) of shared holders and writers on this
+        host that are gone: a killed process cannot delete its own (the kernel released its lock)."""
+        import socket
+
+        here = f" on {socket.gethostname()} ("
+        for f in folder.glob(".lock*.*"):
+            pid = f.name.rsplit(".", 1)[-1]
+            if f.name.split(".")[1] not in ("lock", "lock-writers") or not pid.isdigit() or pid_alive(int(pid)):
+                continue
+            try:
+                text = f.read_text()
+            except OSError:  # deleted meanwhile
+                continue
+            if not text or here in text:  # (empty: killed between creating it and naming itself)
+                f.unlink(missing_ok=True)
 
     @staticmethod
     def _name() -> str:

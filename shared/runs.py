@@ -230,6 +230,7 @@ class Run:
                 except FileExistsError:
                     continue
             self.stage = stage
+            self._writes_work, self._folders = writes_work, (cfg.work_path, cfg.results_path)
             atomic_write_text(self.dir / "config.yaml", dump_yaml(cfg))
             meta = {
                 "stage": stage,
@@ -261,6 +262,8 @@ class Run:
                     **extra)
         atomic_write_json(meta_path, meta)
         self.release()
+        if self._writes_work:  # what killed writers left in their run folders, once none is running
+            sweep_when_alone(*self._folders)
 
     def release(self) -> None:
         """Remove this run's log handler and release its locks (again: nothing)."""
@@ -277,3 +280,23 @@ class Run:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def sweep_when_alone(work: Path, results: Path) -> None:
+    """Delete the temporary files killed processes left in ``results`` (their run folders' too) when no process
+    of the experiment is running: its work folder's lock files are both taken exclusively for the sweep (a
+    stage-1 writer cannot sweep other writers' run folders while they may be writing, on other hosts too)."""
+    import fcntl
+
+    handles = []
+    try:
+        for name in (".lock", ".lock-writers"):
+            handles.append(open(work / name, "a+"))
+            try:
+                fcntl.flock(handles[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # another process holds the experiment (or its file system cannot lock): it sweeps
+                return
+        sweep_temporary_files(results)
+    finally:
+        for fh in handles:
+            fh.close()

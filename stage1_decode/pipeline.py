@@ -219,7 +219,7 @@ class _Decoding:
 def _roi_work(cfg: Config, store: ExperimentStore, src: DataSource, subject: str, roi: str, device,
               train_names: list[str]):
     """Load one subject and ROI and prepare its decoder; log (and keep) what its training data hold."""
-    from stage1_decode.decode import RoiWork
+    from stage1_decode.decode import RoiWork, _sweep
 
     from shared.holdout import hold_out
 
@@ -233,6 +233,7 @@ def _roi_work(cfg: Config, store: ExperimentStore, src: DataSource, subject: str
     _log_data(subject, roi, work.report)
     kept = store.roi_dir(subject, roi) / "data.json"
     with Claim(store.roi_dir(subject, roi) / ".claim-data", wait=True):  # processes of one ROI write it in turn
+        _sweep([kept])  # a killed writer's half-written file
         if not kept.is_file() or json.loads(kept.read_text()).get("fingerprint") != work.key:
             atomic_write_json(kept, {"fingerprint": work.key, "report": work.report})
     return work

@@ -4,6 +4,7 @@ every reconstruction."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from shared.report import (RESULT_VERSION, VALIDATION_SECTION, recon_columns, re
                            write_table)
 from shared.locks import ExperimentLock, acquire_in_order
 from shared.runs import Run, atomic_write_bytes, atomic_write_json, sweep_temporary_files, update_metrics
-from shared.store import ExperimentStore
+from shared.store import IMPORTED_FROM, ExperimentStore
 from shared.weights import parse_weights
 from stage2_generate.compare.cache import result_key, result_settings
 
@@ -96,7 +97,8 @@ def stored_decoded_inputs(cfg: Config, store: ExperimentStore, transforms, split
 
 def _check_inputs(cfg: Config, store: ExperimentStore, method_layers: list[str]) -> None:
     """Every input stage 2 reads, checked before it writes anything: the networks' weights,
-    the fMRI files and images, and every feature-store array (its attributes and stimuli);
+    the fMRI files and images, and every feature-store array (its attributes and stimuli, and that stage 1
+    finished its layer: ``done.json``, written last, unless the lab's files were imported);
     ``method_layers``: the layers methods read beyond the conditioning layers."""
     from shared.config import perceptual_weights
     from shared.datasets import check_inputs
@@ -119,6 +121,12 @@ def _check_inputs(cfg: Config, store: ExperimentStore, method_layers: list[str])
                 for roi in cfg.data.rois:
                     with store.open_decoded(subject, roi, layer, split) as arr:
                         names = set(arr.names)
+                        provenance = arr.attrs.get("provenance") or "{}"
+                    imported = isinstance(provenance, str) and IMPORTED_FROM in json.loads(provenance)
+                    if not imported and not (store.layer_dir(subject, roi, layer) / "done.json").is_file():
+                        raise UserError(f"stage 1 has not finished {subject} {roi} {layer}: its arrays are in the "
+                                        f"store but not its done.json (a stage-1 process stopped before the end of "
+                                        f"that layer, or is still at it); rerun stage 1")
                     first = first or (subject, roi, names)
                     if names != first[2]:
                         raise UserError(f"the decoded {split} features of {subject} {roi} are not of the same images "

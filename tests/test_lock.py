@@ -201,3 +201,19 @@ def test_under_acquire_in_order_a_fit_takes_no_folder_it_did_not_list(tmp_path):
         for lock in locks:
             lock.release()
     assert not ExperimentLock._ordered
+
+
+def test_a_killed_holder_s_name_file_is_deleted_by_the_next_holder(tmp_path):
+    """Shared holders and writers name themselves in ``.lock.<pid>`` / ``.lock-writers.<pid>``; a SIGKILLed
+    one cannot delete its file, so the next holder deletes it (a file naming another host is left alone)."""
+    elsewhere = tmp_path / ".lock.999999999"
+    elsewhere.write_text("pid 999999999 on another-host (`stage2_generate run`, started 2026-01-01 00:00:00)")
+    for kind, own in (("shared", ".lock"), ("writer", ".lock-writers")):
+        holder = _shared_holder(tmp_path, 60, kind)
+        named = tmp_path / f"{own}.{holder.pid}"
+        assert named.is_file()
+        holder.kill()
+        holder.wait()
+        ExperimentLock(tmp_path, "store 'x'").release()
+        assert not named.exists()
+    assert elsewhere.is_file()
