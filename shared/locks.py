@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_NAMED = re.compile(r"\.(lock|lock-writers|split-p\d+-c\d+)")  # lock files whose holders name themselves
 WAIT_FOR_LOCKS = "N2P_WAIT_FOR_LOCKS"  # set to 1 (compare --jobs does, for its stages): wait, do not refuse
 
 
@@ -150,14 +152,14 @@ class ExperimentLock:
 
     @staticmethod
     def _forget_gone(folder: Path) -> None:
-        """Delete the name files (``.lock.<pid>``, ``.lock-writers.<pid>``) of shared holders and writers on this
-        host that are gone: a killed process cannot delete its own (the kernel released its lock)."""
+        """Delete the name files (``.lock.<pid>``, ``.lock-writers.<pid>``, ``.split-p<P>-c<C>.<pid>``) of shared
+        holders, writers and stage-1 splits on this host that are gone: a killed process cannot delete its own (the kernel released its lock)."""
         import socket
 
         here = f" on {socket.gethostname()} ("
-        for f in folder.glob(".lock*.*"):
-            pid = f.name.rsplit(".", 1)[-1]
-            if f.name.split(".")[1] not in ("lock", "lock-writers") or not pid.isdigit() or pid_alive(int(pid)):
+        for f in folder.glob(".*.*"):
+            base, _, pid = f.name.rpartition(".")
+            if not _NAMED.fullmatch(base) or not pid.isdigit() or pid_alive(int(pid)):
                 continue
             try:
                 text = f.read_text()

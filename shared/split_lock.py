@@ -53,6 +53,7 @@ class SplitLock:
             if self._fh is not None and not self._fh.closed:
                 self._let_go()
             raise
+        ExperimentLock._forget_gone(folder)  # the name files of killed holders of any split
         self._named.write_text(ExperimentLock._name())
 
     @staticmethod

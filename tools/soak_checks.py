@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 TEMPORARY = re.compile(r"^\..+\.tmp-\d+")  # shared.runs.tmp_path: .<name>.tmp-<pid>[.<suffix>]
-HOLDER = re.compile(r"^\.lock(-writers)?\.\d+$")  # shared.locks.ExperimentLock: one shared holder or writer
-LOCK = re.compile(r"^\.(lock|lock-writers|claim|claim-.+|.+\.claim-.+)$")  # flock files, kept between runs
+HOLDER = re.compile(r"^\.(lock|lock-writers|split-p\d+-c\d+)\.\d+$")  # a holder's name file (shared.locks)
+# flock files, kept between runs (a split's, when its last holder was killed: the next of that split removes it)
+LOCK = re.compile(r"^\.(lock|lock-writers|claim|claim-.+|.+\.claim-.+|split-p\d+-c\d+)$")
 STAGE2_KEYS = ("reconstruction", "result_key", "result_settings")  # what only stage 2 writes in metrics.json
 STAGE1_RESULTS = re.compile(r"^(decoding.*\.(md|csv|png)|metrics\.json|summary\.md)$")
 UNCOMPARED = {"stats.jsonl"}  # its seconds per step: compared through the generator's stats.jsonl
@@ -137,6 +138,10 @@ def generator_differences(work: Path, ref_work: Path) -> list[str]:
         return sorted(p for p in (w / "generator").iterdir() if p.is_dir()) if (w / "generator").is_dir() else []
 
     ours, ref = folders(work), folders(ref_work)
+    if len(ref) > 1:  # a shared reference other runs trained in too: the serial run's own (its first stage 2's)
+        meta = ref_work.parents[1] / "results" / ref_work.name / "runs" / "stage2-001" / "meta.json"
+        key = json.loads(meta.read_text()).get("generator_key") if meta.is_file() else None
+        ref = [p for p in ref if p.name == key] or ref
     if len(ours) != len(ref) or len(ref) != 1:
         return [f"{len(ours)} generator folder(s) where the serial run has {len(ref)}"]
     (ours,), (ref,) = ours, ref
