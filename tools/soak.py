@@ -38,28 +38,12 @@ from pathlib import Path
 
 import yaml
 
+from shared.simulate.tiny import TINY
 from tools import soak_compare
 from tools.soak_procs import MODULES, ROOT, Ended, Hang, Launch, preload, run_wave
 
 
-# the tiny experiment of tests/conftest.py (TINY): conv3_4 at 32 px has 16,384 units, decoded whole or in parts
-SOAK = {
-    "experiment": "tiny",
-    "seed": 0,
-    "data": {"source": "simulated", "subjects": ["sub-01"], "rois": ["VC"]},
-    "simulation": {
-        "image_size": 32, "n_train_images": 60, "n_train_reps": 2, "n_test_natural": 8, "n_test_natural_reps": 3,
-        "voxels_v1": 120, "voxels_v2": 120, "voxels_v3": 100, "voxels_v4": 60, "voxels_loc": 60, "voxels_ffa": 40,
-        "voxels_ppa": 40, "voxels_other": 60,
-    },
-    "features": {"network": "vgg19", "weights": "random:0", "layers": ["conv3_4", "fc7"], "input_size": 32,
-                 "batch_size": 16},
-    "decoder": {"alphas": [10.0, 1000.0], "cv_folds": 2, "chunk_units": 1000},
-    "generator": {"condition_layers": ["conv3_4", "fc7"], "image_size": 32, "base_channels": 8, "iterations": 4,
-                  "batch_size": 8, "n_critic": 2, "tick_every": 2, "perceptual_layers": ["conv1_2"],
-                  "consistency_layers": []},
-    "eval": {"grid_columns": 6, "judge_weights": "random:1", "judge_input_size": 64},
-}
+SOAK = TINY  # the tests' tiny experiment: conv3_4 at 32 px has 16,384 units, decoded whole or in parts
 PART_UNITS = [0, 4000, 6000, 9000]  # per round: whole layers, or conv3_4 in 5, 3 or 2 parts (fc7 in 1 or 2)
 # (failpoint, most hits) per stage: where a process may be made to SIGKILL itself (shared/faults.py); one serial
 # stage 1 reaches write 13-17 times, features.batch 5, decode.chunk 22; a stage 2 write 17, train.step 4,
