@@ -18,6 +18,7 @@ from shared.fingerprint import Fingerprint
 CPU_BUDGET = {"generator.base_channels": 32, "generator.batch_size": 16, "generator.iterations": 600,
               "generator.n_critic": 2, "generator.lr": 0.0003, "generator.perceptual_layers": ["conv1_2", "conv2_2"],
               "generator.consistency_layers": ["conv2_2"], "generator.tick_every": 50}
+CPU_BUDGET_S = 7 * 60  # what CPU_BUDGET claims: about 7 minutes of generator training on 2 CPU cores (make bench-plan)
 # the real DIR set's GPU settings (configs/dir_real.yaml: 1,200 photographs at 128 px): the schema's defaults for
 # the rest of the generator (batch 32, 5 critic steps, lr 1e-4, its perceptual and consistency layers) and 5 folds
 GPU_BUDGET = {"generator.base_channels": 64, "generator.iterations": 20000, "generator.tick_every": 500}
