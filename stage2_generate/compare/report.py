@@ -201,11 +201,16 @@ def _p(p: float) -> str:
     return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
 
 
+def _seed_threads(r: dict, index) -> list:
+    """The thread counts (each a list) of a row's seeds at ``index``, None for a seed without a record."""
+    threads = r.get("threads") or []
+    return [threads[k] if k < len(threads) else None for k in index]
+
+
 def _threads_text(r: dict, index: list[int] | None = None) -> str:
     """The CPU thread counts a row's seeds (those at ``index``, default all) were trained under: ``1``, ``1/2``
     (seeds under different counts, or one training resumed under another), ``n/a`` where one is unknown."""
-    threads = r.get("threads") or []
-    picked = [threads[k] if k < len(threads) else None for k in (range(len(threads)) if index is None else index)]
+    picked = _seed_threads(r, range(len(r.get("threads") or [])) if index is None else index)
     if not picked or any(t is None for t in picked):
         return "n/a"
     return "/".join(map(str, sorted({t for seed in picked for t in seed})))
@@ -214,8 +219,7 @@ def _threads_text(r: dict, index: list[int] | None = None) -> str:
 def _threads_pair(r: dict, ka: list[int], base: dict, kb: list[int]) -> str:
     """The thread counts of a pair, seed i against seed i: one count when every pair agrees, ``n/a`` where one
     is unknown, else ``row vs base: differ``."""
-    a = [(r.get("threads") or [])[k] if k < len(r.get("threads") or []) else None for k in ka]
-    b = [(base.get("threads") or [])[k] if k < len(base.get("threads") or []) else None for k in kb]
+    a, b = _seed_threads(r, ka), _seed_threads(base, kb)
     if any(t is None for t in a + b):
         return "n/a"
     if all(x == y and len(x) == 1 for x, y in zip(a, b)):
