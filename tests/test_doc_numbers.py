@@ -28,15 +28,15 @@ def sources():
     return make_docs.Sources()
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", DOCS, ids=make_docs.doc_name)
 def test_the_committed_docs_are_what_make_docs_writes(doc, sources):
-    problems = make_docs.check_text(doc.name, doc.read_text(), sources)
+    problems = make_docs.check_text(make_docs.doc_name(doc), doc.read_text(), sources)
     assert not problems, "run `make docs` (or fix the marker):\n" + "\n".join(problems)
 
 
 def test_changing_one_digit_of_any_result_number_fails(sources):
     """20 result numbers drawn at random over README.md and docs/*.md, one digit of each changed in memory."""
-    texts = {doc.name: doc.read_text() for doc in DOCS}
+    texts = {make_docs.doc_name(doc): doc.read_text() for doc in DOCS}
     pool = [(name, span) for name, text in texts.items() for span in make_docs.result_numbers(text)]
     assert len(pool) > 300, "the docs should hold their results through markers"
     rng = random.Random(25)
@@ -59,7 +59,7 @@ def test_an_arbitrary_number_is_refused_in_hand_written_prose(sources):
 
 
 def test_every_allow_list_phrase_is_in_use():
-    texts = {doc.name: doc.read_text() for doc in DOCS}
+    texts = {make_docs.doc_name(doc): doc.read_text() for doc in DOCS}
     unused = [(name, phrase) for name, phrases in ALLOWED.items() for phrase in phrases
               if phrase not in texts.get(name, "")]
     assert not unused, f"allow-list phrases no document holds any more: {unused}"

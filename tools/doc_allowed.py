@@ -1,11 +1,12 @@
-"""The decimals and percentages README.md and docs/*.md may write by hand: settings, versions, tolerances and
-arithmetic on settings, never results. Each entry is a phrase of its document holding the number, so the number
-is pinned in its context (the same digits elsewhere are not covered; a changed digit no longer matches), with
-what it is. Results go through markers (``tools/make_docs.py``)."""
+"""The decimals and percentages README.md, docs/*.md and the comparisons' READMEs may write by hand: settings,
+versions, tolerances and arithmetic on settings, never results. Each entry is a phrase of its document holding the
+number, so the number is pinned in its context (the same digits elsewhere are not covered; a changed digit no
+longer matches), with what it is. Results go through markers (``tools/make_docs.py``)."""
 
 from __future__ import annotations
 
 _CHANCE = "chance of two-way identification"
+_LEVEL = "the intervals' confidence level"
 ALLOWED: dict[str, dict[str, str]] = {
     "README.md": {
         "Python 3.11": "the Python version the Makefile's environment uses",
@@ -64,4 +65,10 @@ ALLOWED: dict[str, dict[str, str]] = {
         "false \"win\" comes up 10-28 % of the time": "watch.py's measured false-win rates at 2-6 held-out images",
         "images (10 % of": "eval.validation_fraction's default (0.1)",
     },
+    "compare/lowlevel_binary_shapes/README.md": {"their 95% intervals (seeds": _LEVEL},
+    "compare/lowlevel_demo/README.md": {"their 95% intervals (seeds": _LEVEL},
+    "compare/lowlevel_small_strokes/README.md": {"their 95% intervals (seeds": _LEVEL},
+    "compare/settings_binary_shapes/README.md": {"their 95% bootstrap intervals": _LEVEL},
+    "compare/settings_demo/README.md": {"their 95% bootstrap intervals": _LEVEL},
+    "compare/settings_small_strokes/README.md": {"their 95% bootstrap intervals": _LEVEL},
 }

@@ -242,8 +242,24 @@ def check_text(name: str, text: str, sources: Sources) -> list[str]:
     return [f"{name}: {p}" for p in problems]
 
 
+# the compare folders whose README's reading was written by hand before readings took markers; each is in
+# tests/test_reference_fresh.py's KNOWN_STALE too, and leaves both when `make ablations` remakes it and its reading
+# is rewritten with markers (the test fails while a remade folder is still listed here)
+HAND_READINGS = {"decoders", "inputs", "layers", "losses", "methods", "rois"}
+
+
 def documents(root: Path = ROOT) -> list[Path]:
-    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    """README.md, docs/*.md and the README of every committed comparison (its reading beside its tables) but
+    ``HAND_READINGS``'."""
+    readings = [p for p in sorted((root / "results" / "reference" / "compare").glob("*/README.md"))
+                if p.parent.name not in HAND_READINGS]
+    return [root / "README.md", *sorted((root / "docs").glob("*.md")), *readings]
+
+
+def doc_name(doc: Path, root: Path = ROOT) -> str:
+    """How errors and ``tools/doc_allowed.py`` name a document: ``README.md``, ``lowlevel.md`` (docs/), or a
+    comparison's ``compare/NAME/README.md``."""
+    return doc.name if doc.parent in (root, root / "docs") else doc.relative_to(root / "results" / "reference").as_posix()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,12 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     sources, failed = Sources(), []
     for doc in documents():
         text = doc.read_text()
-        problems = check_text(doc.name, text, sources)
+        problems = check_text(doc_name(doc), text, sources)
         if not args.check:
             try:
                 rendered, _ = render(text, sources)
             except DocError as e:
-                failed.append(f"{doc.name}: {e}")
+                failed.append(f"{doc_name(doc)}: {e}")
                 continue
             if rendered != text:
                 doc.write_text(rendered)
