@@ -103,10 +103,20 @@ def nway_identification(corr: np.ndarray, n_way: int, rng: np.random.Generator, 
     return float(np.mean(nway_hits(corr, n_way, rng, draws)))
 
 
+LUMINANCE = (0.299, 0.587, 0.114)  # SSIM's luminance weights of R, G, B (ITU-R BT.601)
+SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # SSIM's constants for intensities in 0-1 (Wang et al. 2004)
+
+
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
     x = np.arange(size) - size // 2
     g = np.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
+
+
+def ssim_window(height: int, width: int) -> np.ndarray:
+    """SSIM's 1-D Gaussian window (SD 1.5) for an image of ``height`` x ``width``: 11 pixels, or the largest
+    odd size that fits a smaller image."""
+    return _gaussian_window(min(11, height - (1 - height % 2), width - (1 - width % 2)))
 
 
 def _filter2(img: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -120,11 +130,11 @@ def _filter2(img: np.ndarray, g: np.ndarray) -> np.ndarray:
 def ssim(recon: np.ndarray, true: np.ndarray, data_range: float = 1.0) -> np.ndarray:
     """Per-image SSIM on luminance of ``(n, 3, H, W)`` images in [0, data_range], ``(n,)``: Gaussian window of
     11 pixels (SD 1.5), or the largest odd window that fits a smaller image (10 x 10 sets)."""
-    w = np.array([0.299, 0.587, 0.114])[None, :, None, None]
+    w = np.array(LUMINANCE)[None, :, None, None]
     x = (recon * w).sum(axis=1).astype(np.float64)
     y = (true * w).sum(axis=1).astype(np.float64)
-    g = _gaussian_window(min(11, x.shape[-1] - (1 - x.shape[-1] % 2), x.shape[-2] - (1 - x.shape[-2] % 2)))
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    g = ssim_window(*x.shape[-2:])
+    c1, c2 = SSIM_C1 * data_range**2, SSIM_C2 * data_range**2
     mx, my = _filter2(x, g), _filter2(y, g)
     sxx = _filter2(x * x, g) - mx**2
     syy = _filter2(y * y, g) - my**2

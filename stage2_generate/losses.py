@@ -15,6 +15,8 @@ batch.
   (1 for a flat image at the true mean), so its weight is on the others' scale.
 * ``feature_matching_loss``: the same normalised error between the critic's last
   hidden features of the reconstruction and of its true image.
+* ``ssim_loss``: 1 - SSIM per sample, on luminance with the Gaussian window of ``shared.metrics.ssim`` (the
+  score of the same name), so a set whose structure the pixel loss blurs away can be trained on it.
 * ``feature_consistency_loss``: 1 - Pearson r per sample between the feature
   network's (transformed) features of the reconstruction and the features it was
   conditioned on (scale-free, since decoded inputs are rescaled).
@@ -28,11 +30,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from shared import metrics as M
 from shared.config import FeaturesConfig, GeneratorConfig, resolve_perceptual_weights
 from shared.featnet import FeatureNet
 from stage2_generate.conditioning import LayerTransform
 
-LOSSES = ("adversarial", "pixel", "perceptual", "feature_matching", "feature_consistency")
+LOSSES = ("adversarial", "pixel", "perceptual", "feature_matching", "feature_consistency", "ssim")
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, lambda_gp: float = 10.0,
@@ -78,6 +81,24 @@ def pixel_loss(recon: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     err = ((recon - true) ** 2).flatten(1).mean(1)
     var = true.flatten(1).var(1, unbiased=False).clamp_min(1e-4)
     return (err / var).mean()
+
+
+def ssim_loss(recon: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Mean over samples of 1 - SSIM of ``(n, C, H, W)`` images (C 1 or 3, intensities in 0-1): the luminance,
+    window and constants of ``shared.metrics.ssim``, in torch so that it has a gradient."""
+    lum = recon.new_tensor(M.LUMINANCE).reshape(1, 3, 1, 1)
+    x, y = ((a * lum).sum(1, keepdim=True) if a.shape[1] == 3 else a for a in (recon, true.detach()))
+    g = recon.new_tensor(M.ssim_window(*x.shape[-2:]))
+
+    def blur(a: torch.Tensor) -> torch.Tensor:  # separable 'valid' filtering, as metrics._filter2
+        a = torch.nn.functional.conv2d(a, g.reshape(1, 1, 1, -1))
+        return torch.nn.functional.conv2d(a, g.reshape(1, 1, -1, 1))
+
+    c1, c2 = M.SSIM_C1, M.SSIM_C2
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return (1 - s.flatten(1).mean(1)).mean()
 
 
 def feature_matching_loss(critic: nn.Module, recon: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -156,6 +177,8 @@ def generator_losses(weights: dict[str, float], D: nn.Module, nets: LossNetworks
                      real: torch.Tensor, cond: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Every switched-on loss of one generator step (unweighted)."""
     losses = {"pixel": pixel_loss(fake, real)} if weights["pixel"] else {}
+    if weights["ssim"]:
+        losses["ssim"] = ssim_loss(fake, real)
     if weights["adversarial"]:
         losses["adversarial"] = -D(fake).mean()
     if weights["feature_matching"]:

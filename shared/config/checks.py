@@ -198,11 +198,11 @@ def resolve_perceptual_weights(generator: GeneratorConfig, features: FeaturesCon
 def _check_generator(cfg: Config) -> None:
     g = cfg.generator
     for name in ("loss_adversarial", "loss_pixel", "loss_perceptual", "loss_feature_matching",
-                 "loss_feature_consistency", "mix_true", "mix_corrupted", "mix_oof", "lambda_gp"):
+                 "loss_feature_consistency", "loss_ssim", "mix_true", "mix_corrupted", "mix_oof", "lambda_gp"):
         if getattr(g, name) < 0:
             raise UserError(f"'generator.{name}' must not be negative (0 switches it off); {getattr(g, name)} was given")
     if not any(getattr(g, f"loss_{k}") > 0 for k in ("adversarial", "pixel", "perceptual", "feature_matching",
-                                                      "feature_consistency")):
+                                                      "feature_consistency", "ssim")):
         raise UserError("every generator.loss_* weight is 0; switch at least one loss on (e.g. generator.loss_pixel=1)")
     if g.train_inputs == "mix" and g.mix_true + g.mix_corrupted + g.mix_oof <= 0:
         raise UserError("'generator.train_inputs' = 'mix' needs a positive generator.mix_true, mix_corrupted or mix_oof")
