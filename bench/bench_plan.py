@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-from stage1_decode.plan_rules import CPU_BUDGET_S
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,6 +40,7 @@ def main() -> None:
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
     from shared.simulate.lab_file import write_lab_file
+    from stage1_decode.plan_rules import CPU_BUDGET_S
 
     out = (ROOT / args.out).resolve()
     shutil.rmtree(out, ignore_errors=True)

@@ -104,12 +104,13 @@ def voxels(src: DataSource, subject: str, split: str) -> np.ndarray:
     if X.ndim != 2:
         raise UserError(f"data.matrix.{key} ({getattr(src.data.matrix, key)!r}) must be a 2-D samples x voxels "
                         f"matrix; it has shape {X.shape}")
-    X = X.astype(np.float32)
+    X = (X.T if src.data.matrix.voxel_sample_axis == 1 else X).astype(np.float32)
     n_images = len(images(src, subject, split))
     if X.shape[0] != n_images:
         if X.shape[1] == n_images:
+            flip = 1 - src.data.matrix.voxel_sample_axis
             raise UserError(f"the {split} voxel matrix is {X.shape[0]} x {X.shape[1]} but there are {n_images} "
-                            f"images: it looks transposed (voxels x samples); store it samples x voxels")
+                            f"images: its samples are on the other axis; set data.matrix.voxel_sample_axis: {flip}")
         raise UserError(f"the {split} voxel matrix has {X.shape[0]} rows but there are {n_images} {split} images in "
                         f"{matrix_path(src, subject)}; each row must be the response to one image")
     return X

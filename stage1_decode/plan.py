@@ -28,7 +28,8 @@ from shared.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SPLIT_WORDS = {"train": ("train", "trn", "fit", "tr", "training"), "test": ("test", "tst", "eval", "val", "te")}
+SPLIT_WORDS = {"train": ("train", "trn", "fit", "tr", "training"),
+               "test": ("test", "tst", "eval", "val", "te", "hold", "ho")}
 KIND_WORDS = {"voxels": ("vox", "fmri", "mri", "brain", "bold", "resp", "x", "beta"),
               "images": ("image", "img", "im", "stim", "pix", "y", "pic")}
 BDATA_TRAIN = re.compile(r"^(?P<subject>.+?)_perceptionNaturalImageTraining_original_VC\.h5$")
@@ -59,11 +60,12 @@ def _says(name: str, words: tuple[str, ...]) -> bool:
 
 
 def guess_matrix(arrays: dict, given: dict | None = None) -> dict[str, object]:
-    """``data.matrix.*`` values naming the four variables of ``arrays`` (name -> array) and the images' sample axis;
+    """``data.matrix.*`` values naming the four variables of ``arrays`` (name -> array) and their sample axes;
     ``given``: the ``data.matrix.*`` values passed with --set, which are taken as they are."""
     given = given or {}
     listing = ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(arrays.items()))
     out: dict[str, object] = {}
+    unnamed = []
     for split, swords in SPLIT_WORDS.items():
         for kind, kwords in KIND_WORDS.items():
             key = f"data.matrix.{split}_{kind}"
@@ -74,23 +76,39 @@ def guess_matrix(arrays: dict, given: dict | None = None) -> dict[str, object]:
                 continue
             hits = [k for k in arrays if _says(k, swords) and _says(k, kwords)
                     and not _says(k, SPLIT_WORDS["test" if split == "train" else "train"])]
-            if len(hits) != 1:
-                why = "none" if not hits else f"{len(hits)} ({', '.join(sorted(hits))})"
-                raise UserError(f"cannot tell which variable holds the {split} {kind}: {why} match by name among "
-                                f"{listing}; pass --set data.matrix.{split}_{kind}=NAME")
-            out[f"data.matrix.{split}_{kind}"] = hits[0]
-    axes = set()
+            if len(hits) == 1:
+                out[key] = hits[0]
+            else:
+                unnamed.append((key, "none" if not hits else f"{len(hits)} ({', '.join(sorted(hits))})"))
+    if unnamed:  # every array it cannot name, in one line
+        which = "; ".join(f"{key.split('.')[-1].replace('_', ' ')}: {why} match" for key, why in unnamed)
+        flags = " ".join(f"--set {key}=NAME" for key, _ in unnamed)
+        raise UserError(f"cannot tell which variables hold the data by their names ({which}) among {listing}; "
+                        f"pass {flags}")
+    return {**out, **_axes(arrays, out, given)}
+
+
+def _axes(arrays: dict, names: dict, given: dict) -> dict[str, object]:
+    """``data.matrix.voxel_sample_axis`` and ``sample_axis`` that make each split's voxel rows and images agree on
+    the number of samples (the samples first or last in each; first wins a tie)."""
+    out: dict[str, object] = {}
     for split in SPLIT_WORDS:
-        rows = arrays[out[f"data.matrix.{split}_voxels"]].shape[0]
-        img = arrays[out[f"data.matrix.{split}_images"]]
-        if img.ndim >= 3 and img.shape[0] != rows:
-            if img.shape[-1] != rows:
-                raise UserError(f"the {split} images {tuple(img.shape)} have no axis of the {rows} voxel rows; "
-                                f"store the voxels samples x voxels and the images with the samples first or last")
-            axes.add(-1)
-    if axes and "data.matrix.sample_axis" not in given:
-        out["data.matrix.sample_axis"] = -1
-    return out
+        vname, iname = names[f"data.matrix.{split}_voxels"], names[f"data.matrix.{split}_images"]
+        vox, img = arrays[vname], arrays[iname]
+        counts = [img.shape[0]] + ([img.shape[-1]] if img.ndim >= 3 else [])
+        vaxis = given.get("data.matrix.voxel_sample_axis")
+        if vaxis is None:
+            vaxis = 0 if vox.shape[0] in counts else 1 if vox.ndim == 2 and vox.shape[1] in counts else None
+        if vaxis is None or vox.ndim != 2 or vox.shape[vaxis] not in counts:
+            raise UserError(f"the {split} voxels {vname} {tuple(vox.shape)} and images {iname} {tuple(img.shape)} "
+                            f"share no number of samples on their first or last axis; each image needs one row (or "
+                            f"column) of voxels")
+        if out.setdefault("data.matrix.voxel_sample_axis", vaxis) != vaxis:
+            raise UserError(f"the training voxels hold their samples on axis {out['data.matrix.voxel_sample_axis']}, "
+                            f"the test voxels {vname} {tuple(vox.shape)} on axis {vaxis}; store both the same way")
+        if img.ndim >= 3 and img.shape[0] != vox.shape[vaxis]:
+            out["data.matrix.sample_axis"] = -1
+    return {k: v for k, v in out.items() if k not in given and v != 0}
 
 
 def data_values(path: Path, given: dict | None = None) -> dict[str, object]:

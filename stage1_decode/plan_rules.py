@@ -95,8 +95,9 @@ def budget(fp: Fingerprint, gpu: bool) -> tuple[dict, str]:
     GPU, which gets the DIR set's GPU settings (configs/dir_real.yaml; never measured here: no GPU was lent)."""
     if _large_gpu(fp, gpu):
         return dict(GPU_BUDGET), "generator: the DIR set's GPU settings (configs/dir_real.yaml; not measured on a GPU)"
-    return dict(CPU_BUDGET), ("generator: the CPU budget of the demo and presets (about 7 min of training on 2 CPU "
-                              "cores at 64 px; configs/demo.yaml)" + ("; a GPU runs it faster" if gpu else ""))
+    return dict(CPU_BUDGET), (f"generator: the CPU budget of the demo and presets (about {CPU_BUDGET_S // 60} min of "
+                              "training on 2 CPU cores at 64 px; configs/demo.yaml)"
+                              + ("; a GPU runs it faster" if gpu else ""))
 
 
 def holdout(fp: Fingerprint) -> tuple[dict, str]:

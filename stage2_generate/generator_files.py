@@ -49,6 +49,8 @@ def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = (), tag: d
         g[f"loss_{name}"] = 0.0
     if g["start"] == "mean":  # the default, hashed as before the key existed: earlier generators stay reusable
         g.pop("start")
+    if g.get("loss_ssim") == 0:  # the same for a loss added later, while it is off
+        g.pop("loss_ssim")
     g.pop("iterations")  # more iterations continue the same training from its checkpoint
     for name in ("max_rollbacks", "rollback_lr_factor"):  # a run stopped by dead ticks resumes with more rollbacks
         g.pop(name)

@@ -86,8 +86,13 @@ def pixel_loss(recon: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 def ssim_loss(recon: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """Mean over samples of 1 - SSIM of ``(n, C, H, W)`` images (C 1 or 3, intensities in 0-1): the luminance,
     window and constants of ``shared.metrics.ssim``, in torch so that it has a gradient."""
+    with torch.autocast(recon.device.type, enabled=False):  # float32 even under bf16: E[x^2] - mx^2 needs it
+        return _ssim_loss(recon.float(), true.detach().float())
+
+
+def _ssim_loss(recon: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     lum = recon.new_tensor(M.LUMINANCE).reshape(1, 3, 1, 1)
-    x, y = ((a * lum).sum(1, keepdim=True) if a.shape[1] == 3 else a for a in (recon, true.detach()))
+    x, y = ((a * lum).sum(1, keepdim=True) if a.shape[1] == 3 else a for a in (recon, true))
     g = recon.new_tensor(M.ssim_window(*x.shape[-2:]))
 
     def blur(a: torch.Tensor) -> torch.Tensor:  # separable 'valid' filtering, as metrics._filter2

@@ -26,6 +26,7 @@ from shared.runs import Run, atomic_write_bytes, atomic_write_json, sweep_tempor
 from shared.store import IMPORTED_FROM, ExperimentStore
 from shared.weights import parse_weights
 from stage2_generate.compare.cache import result_key, result_settings
+from stage2_generate.losses import loss_weights
 
 log = logging.getLogger(__name__)
 
@@ -331,8 +332,7 @@ def _run(cfg: Config, to_release: list) -> None:
         "judge": {judge_name(e.judge_network, layer): f"{e.judge_network} {layer}, weights {judge_spec.label}, "
                                                         f"input {e.judge_input_size} px" for layer in e.judge_layers},
         "generator": {"train_inputs": gc.train_inputs, "condition_layers": gc.condition_layers,
-                      "losses": {k: getattr(gc, f"loss_{k}") for k in ("adversarial", "pixel", "perceptual",
-                                                                       "feature_matching", "feature_consistency")},
+                      "losses": {k: w for k, w in loss_weights(gc).items() if w or k != "ssim"},  # ssim when on
                       "perceptual": f"{gc.perceptual_network} {gc.perceptual_layers}", "iterations": gc.iterations,
                       **training},
         "validation": {"fraction": e.validation_fraction, "n_images": len(val_names), "n_train_images":

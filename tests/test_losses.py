@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from shared import metrics as M
-from stage2_generate.losses import gradient_penalty, ssim_loss
+from stage2_generate.losses import LOSSES, gradient_penalty, generator_losses, ssim_loss
 from stage2_generate.models import Critic, Generator
 
 
@@ -81,3 +81,21 @@ def test_ssim_loss_descends_towards_the_true_image():
         opt.step()
     after = M.ssim(np.repeat(x.detach().clamp(0, 1).numpy(), 3, 1), np.repeat(true.numpy(), 3, 1)).mean()
     assert after > before + 0.3, (before, after)
+
+
+def test_a_generator_step_takes_the_ssim_loss_when_it_is_on():
+    """``generator_losses`` gives the SSIM loss exactly when its weight is on (here alone), as ``ssim_loss`` computes it;
+    on rectangular images too."""
+    rng = np.random.default_rng(1)
+    fake, real = (torch.from_numpy(rng.random((3, 1, 12, 20)).astype(np.float32)) for _ in range(2))
+
+    class NoNets:
+        def losses(self, *args):
+            return {}
+
+    weights = {name: 0.0 for name in LOSSES}
+    assert generator_losses(weights, None, NoNets(), fake, real, []) == {}
+    losses = generator_losses({**weights, "ssim": 1.0}, None, NoNets(), fake, real, [])
+    assert set(losses) == {"ssim"} and losses["ssim"].item() == pytest.approx(ssim_loss(fake, real).item())
+    want = 1 - M.ssim(np.repeat(fake.numpy(), 3, 1), np.repeat(real.numpy(), 3, 1)).mean()
+    assert losses["ssim"].item() == pytest.approx(want, abs=1e-5)

@@ -45,7 +45,8 @@ def _voxels(rng: np.random.Generator, images: np.ndarray, weights: np.ndarray) -
 
 def write_matrix_file(path: Path, kind: str, n_train: int = 60, n_test: int = 8, seed: int = 0) -> dict:
     """A matrix dataset as labs ship them; ``kind``: 'npz' (C order rows), 'mat5' (MATLAB column-major rows),
-    'mat73' (HDF5 with MATLAB's reversed axes), 'mat5_stack' (whole images, samples last)."""
+    'mat73' (HDF5 with MATLAB's reversed axes), 'mat5_stack' (whole images, samples last), 'mat5_columns' (whole
+    images and the voxel matrices both with the samples last: voxels x samples)."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((49, 150))
     tr, te = _images(rng, n_train), _images(rng, n_test)
@@ -57,6 +58,9 @@ def write_matrix_file(path: Path, kind: str, n_train: int = 60, n_test: int = 8,
                        "Y_test": np.stack([im.ravel(order="F") for im in te])})
     elif kind == "mat5_stack":
         savemat(path, {**data, "Y_train": np.moveaxis(tr, 0, -1), "Y_test": np.moveaxis(te, 0, -1)})
+    elif kind == "mat5_columns":
+        savemat(path, {"X_train": data["X_train"].T, "X_test": data["X_test"].T, "Y_train": np.moveaxis(tr, 0, -1),
+                       "Y_test": np.moveaxis(te, 0, -1)})
     elif kind == "mat73":
         with h5py.File(path, "w", userblock_size=512) as f:
             for k, v in {**data, "Y_train": np.stack([im.ravel(order="F") for im in tr]),
@@ -80,7 +84,8 @@ def _config(tmp_path: Path, file: str, **matrix) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind,extra", [("npz", {}), ("mat5", {}), ("mat73", {}), ("mat5_stack", {"sample_axis": -1})])
+@pytest.mark.parametrize("kind,extra", [("npz", {}), ("mat5", {}), ("mat73", {}), ("mat5_stack", {"sample_axis": -1}),
+                                        ("mat5_columns", {"sample_axis": -1, "voxel_sample_axis": 1})])
 def test_every_layout_reads_the_same_images_and_voxels(tmp_path, kind, extra):
     from shared import matrix_data
     from shared.datasets import DataSource, load_split, split_image_names, split_images
@@ -107,6 +112,10 @@ def test_count_mismatch_and_missing_variables_are_refused(tmp_path):
     cfg = load_config(_config(tmp_path, "bad.npz"))
     with pytest.raises(UserError, match="10 rows but there are 9 train images"):
         check_inputs(DataSource.of(cfg), cfg.decoder.folds_needed)
+    np.savez(tmp_path / "columns.npz", X_train=rng.standard_normal((5, 9)), X_test=rng.standard_normal((5, 3)),
+             Y_train=rng.random((9, 16)), Y_test=rng.random((3, 16)))
+    with pytest.raises(UserError, match="samples are on the other axis; set data.matrix.voxel_sample_axis: 1"):
+        check_inputs(DataSource.of(load_config(_config(tmp_path, "columns.npz"))), 2)
     cfg = load_config(_config(tmp_path, "bad.npz", train_images="images"))
     with pytest.raises(UserError, match="no variable 'images'.*X_test, X_train, Y_test, Y_train"):
         check_inputs(DataSource.of(cfg), cfg.decoder.folds_needed)

@@ -79,7 +79,7 @@ def test_test_images_that_are_training_images_are_flagged(tmp_path):
 
 def test_names_that_cannot_be_told_apart_ask_for_a_flag(tmp_path):
     arrays = {"a": np.zeros((10, 5)), "b": np.zeros((4, 5)), "c": np.zeros((10, 16)), "d": np.zeros((4, 16))}
-    with pytest.raises(UserError, match=r"train voxels: none match .*--set data.matrix.train_voxels=NAME"):
+    with pytest.raises(UserError, match=r"train voxels: none match; .*--set data.matrix.train_voxels=NAME --set data.matrix.train_images=NAME"):
         guess_matrix(arrays)
     savemat(tmp_path / "plain.mat", arrays)
     r = run_cli("stage1_decode", "plan", "--data", str(tmp_path / "plain.mat"), "--out", str(tmp_path / "p.yaml"))
@@ -89,6 +89,29 @@ def test_names_that_cannot_be_told_apart_ask_for_a_flag(tmp_path):
                 *[x for k, v in {"train_voxels": "a", "test_voxels": "b", "train_images": "c", "test_images": "d"}.items()
                   for x in ("--set", f"data.matrix.{k}={v}")])
     assert "cannot tell" not in r.stderr
+
+
+def test_a_voxels_by_samples_file_with_holdout_names_is_planned():
+    """MATLAB's usual layout: voxels x samples, image stacks with the samples last, the test split called holdout;
+    the samples' axes come from the counts, and arrays it cannot name are all asked for in one line."""
+    rng = np.random.default_rng(0)
+    arrays = {"fmri_train": rng.random((150, 40)), "fmri_holdout": rng.random((150, 24)),
+              "pics_train": rng.random((24, 24, 40)), "pics_holdout": rng.random((24, 24, 24))}
+    assert guess_matrix(arrays) == {
+        "data.matrix.train_voxels": "fmri_train", "data.matrix.test_voxels": "fmri_holdout",
+        "data.matrix.train_images": "pics_train", "data.matrix.test_images": "pics_holdout",
+        "data.matrix.voxel_sample_axis": 1, "data.matrix.sample_axis": -1}
+    arrays["fmri_holdout"] = rng.random((24, 150))  # the test voxels stored the other way round
+    with pytest.raises(UserError, match="training voxels hold their samples on axis 1, the test voxels fmri_holdout"):
+        guess_matrix(arrays)
+    arrays["fmri_holdout"] = rng.random((150, 23))
+    with pytest.raises(UserError, match=r"test voxels fmri_holdout \(150, 23\) and images pics_holdout .* share no"):
+        guess_matrix(arrays)
+    odd = {"a": arrays["fmri_train"], "b": arrays["pics_train"], "fmri_holdout": arrays["fmri_holdout"],
+           "pics_holdout": arrays["pics_holdout"]}
+    with pytest.raises(UserError, match=r"train voxels: none match; train images: none match\) .*"
+                                        r"pass --set data.matrix.train_voxels=NAME --set data.matrix.train_images=NAME$"):
+        guess_matrix(odd)
 
 
 def test_an_existing_config_is_kept(tmp_path):

@@ -96,9 +96,11 @@ def test_judge_must_not_be_a_network_training_uses(tiny_config):
     load_config(tiny_config, ["generator.perceptual_network=alexnet", "generator.perceptual_weights=random:2",
                               "generator.perceptual_layers=[conv2]"])
     load_config(tiny_config, ["eval.judge_network=vgg19", "eval.judge_weights=random:5", "eval.judge_layers=[conv2_2]"])
+    all_off = [f"generator.loss_{k}=0" for k in ("adversarial", "pixel", "perceptual", "feature_matching",
+                                                 "feature_consistency")]
     with pytest.raises(UserError, match="every generator.loss_"):
-        load_config(tiny_config, [f"generator.loss_{k}=0" for k in ("adversarial", "pixel", "perceptual",
-                                                                     "feature_matching", "feature_consistency")])
+        load_config(tiny_config, all_off)
+    assert load_config(tiny_config, [*all_off, "generator.loss_ssim=1"]).generator.loss_ssim == 1  # SSIM alone
 
 
 def test_saved_reconstructions_round_trip(tmp_path, rng):

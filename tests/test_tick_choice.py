@@ -110,3 +110,21 @@ def test_score_size_enters_the_training_key_only_with_a_hold_out(tmp_path):
     assert key("eval.score_size=16") != key("eval.score_size=32") != key()
     assert key("eval.validation_fraction=0", "eval.score_size=16") == key("eval.validation_fraction=0",
                                                                            "eval.score_size=32")
+
+
+def test_a_loss_added_later_leaves_earlier_generators_reusable(tmp_path, monkeypatch):
+    """With ``generator.loss_ssim`` off, a generator's key is what it was before the key existed (its checkpoints
+    stay reusable); switched on, it is another training."""
+    import dataclasses
+
+    from conftest import write_tiny_config
+    from shared.config import load_config
+    from stage2_generate import generator_files
+
+    cfg = load_config(write_tiny_config(tmp_path, tmp_path / "data"))
+    now = generator_files.training_key(cfg)
+    assert generator_files.training_key(dataclasses.replace(
+        cfg, generator=dataclasses.replace(cfg.generator, loss_ssim=1.0))) != now
+    asdict = dataclasses.asdict
+    monkeypatch.setattr(dataclasses, "asdict", lambda obj: {k: v for k, v in asdict(obj).items() if k != "loss_ssim"})
+    assert generator_files.training_key(cfg) == now  # as a GeneratorConfig without the key hashed

@@ -1,7 +1,7 @@
-"""Write the result numbers and tables of README.md and docs/*.md from the committed outputs.
+"""Write the result numbers and tables of README.md, docs/*.md and the comparisons' READMEs from the outputs.
 
-``make docs`` (= ``python -m tools.make_docs``) rewrites every marked place of the documents from the files under
-``results/reference/``. ``--check`` writes nothing and exits 1 when a document differs from what it would write,
+``make docs`` (= ``python -m tools.make_docs``) rewrites every marked place of the documents (``documents``) from the
+files under ``results/reference/``. ``--check`` writes nothing and exits 1 when a document differs from what it would write,
 holds a decimal number or percentage that neither a marker nor the allow-list (``tools/doc_allowed.py``)
 accounts for, or states a claim the outputs no longer support (``tests/test_doc_numbers.py`` runs it).
 
@@ -259,6 +259,7 @@ def documents(root: Path = ROOT) -> list[Path]:
 def doc_name(doc: Path, root: Path = ROOT) -> str:
     """How errors and ``tools/doc_allowed.py`` name a document: ``README.md``, ``lowlevel.md`` (docs/), or a
     comparison's ``compare/NAME/README.md``."""
+    doc = doc.resolve()
     return doc.name if doc.parent in (root, root / "docs") else doc.relative_to(root / "results" / "reference").as_posix()
 
 

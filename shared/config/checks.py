@@ -43,6 +43,7 @@ def validate(cfg: Config) -> None:
     _check_trials(cfg.simulation)
     if cfg.reads_matrix:
         _one_of("data.matrix.order", cfg.data.matrix.order, ("auto", "F", "C"))
+        _one_of("data.matrix.voxel_sample_axis", cfg.data.matrix.voxel_sample_axis, (0, 1))
         if not cfg.data.matrix.file:
             raise UserError("'data.matrix.file' is empty; name the .mat or .npz file (relative to data.root)")
         if len(cfg.data.rois) != 1:

@@ -94,7 +94,7 @@ def _default_tests() -> dict[str, SplitFiles]:
 class MatrixConfig:
     """A matrix dataset (``data.source: matrix``): one .mat (v5 or v7.3) or .npz file per subject.
 
-    Voxels are samples x voxels; images are flattened rows (reshaped to ``image_shape`` in
+    Voxels are samples x voxels (or voxels x samples, ``voxel_sample_axis: 1``); images are flattened rows (reshaped to ``image_shape`` in
     ``order``) or whole arrays with the samples on ``sample_axis``. See shared/matrix_data.py.
     """
 
@@ -106,6 +106,7 @@ class MatrixConfig:
     image_shape: list[int] = field(default_factory=list)  # [H, W] or [H, W, C] of flattened images; [] = square
     order: str = "auto"  # flattening: 'F' (MATLAB, column-major), 'C' (NumPy) or 'auto' (F for .mat, C for .npz)
     sample_axis: int = 0  # axis of the samples in whole image arrays (MATLAB stacks often use -1)
+    voxel_sample_axis: int = 0  # axis of the samples in the voxel matrices: 0 (samples x voxels) or 1 (voxels x samples)
 
 
 @dataclass
@@ -210,7 +211,7 @@ class GeneratorConfig:
     loss_perceptual: float = 1.0  # perceptual-network features of reconstruction vs true image
     loss_feature_matching: float = 0.1  # critic features of reconstruction vs true image
     loss_feature_consistency: float = 0.1  # feature-network features of the reconstruction vs its conditioning
-    loss_ssim: float = 0.0  # 1 - SSIM of the reconstruction against the true image (on luminance, as eval scores it)
+    loss_ssim: float = 0.0  # 1 - SSIM of the reconstruction against the true image (eval's SSIM, at image_size)
     # The perceptual loss's network; weights '' means features.weights. Never the judge (eval.judge_*).
     perceptual_network: str = "vgg19"
     perceptual_weights: str = ""  # the perceptual network's weights, as features.weights; '' = features.weights
