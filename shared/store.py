@@ -214,7 +214,8 @@ class FeatureStore:
         """Open ``path`` and check that its attributes equal ``expect`` (and hold ``names``)."""
         if not Path(path).is_file():
             what = ", ".join(f"{k}={v}" for k, v in expect.items())
-            raise StoreMismatch(f"feature store has no array at {path} ({what}); run stage 1 first "
+            raise StoreMismatch(f"feature store has no array at {path} ({what}){_nearest(Path(path), self.root)}; "
+                                f"if stage 1 has not run on this config, run it first "
                                 f"(python -m stage1_decode run --config ...)")
         arr = FeatureArray(path)
         for key, want in expect.items():
@@ -235,6 +236,19 @@ class FeatureStore:
             raise StoreMismatch(f"feature store file {path} lists its stimuli in another order than "
                                 f"the data; rerun stage 1 to rebuild it")
         return arr
+
+
+def _nearest(path: Path, root: Path) -> str:
+    """What the store does hold where ``path`` is missing: the entries of its nearest existing folder within
+    ``root`` (e.g. the ROIs there are, or the splits of a layer), for a wrong subject, ROI, layer or split name."""
+    folder = path.parent
+    while not folder.is_dir() and folder != root and root in folder.parents:
+        folder = folder.parent
+    if not folder.is_dir():
+        return ""
+    entries = sorted(p.stem if p.suffix == ".h5" else p.name for p in folder.iterdir() if not p.name.startswith("."))
+    held = ", ".join(entries[:12]) + (", ..." if len(entries) > 12 else "")
+    return f"; {folder} holds {held or 'nothing'}: check the subject, ROI, layer and split names" if entries else ""
 
 
 # ------------------------------------------------------------ the experiment's arrays

@@ -44,8 +44,13 @@ def test_mismatches_are_refused(tmp_path, rng):
         store.open(path, EXPECT, names=["a", "zebra", "c"])
     with pytest.raises(StoreMismatch, match="another order"):
         store.open(path, EXPECT, names=["c", "b", "a"])
-    with pytest.raises(StoreMismatch, match="run stage 1 first"):
+    with pytest.raises(StoreMismatch, match="stage 1 has not run on this config, run it first"):
         store.open(tmp_path / "missing.h5", EXPECT)
+    # a wrong name below the store: the error lists what the nearest folder that exists holds
+    with pytest.raises(StoreMismatch, match=r"conv1_1 holds train: check the subject, ROI, layer and split names"):
+        store.open(store.true_path("vgg19", "random0", "conv1_1", "natural"), EXPECT)
+    with pytest.raises(StoreMismatch, match=r"vgg19-random0 holds conv1_1: check"):
+        store.open(store.true_path("vgg19", "random0", "fc7", "train"), EXPECT)
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, rng):
