@@ -99,10 +99,10 @@ def decoding_plot(decoding: dict, layers: list[str], path: Path, title: str = ""
     atomic_write_bytes(path, figure_bytes(fig))
 
 
-def training_plot(stats: list[dict], paths: list[Path], best_step: int | None = None) -> None:
+def training_plot(stats: list[dict], paths: list[Path], best_step: int | None = None, why: str = "") -> None:
     """Losses and validation scores (``val_*``) from ``stats.jsonl`` records against generator step,
     drawn once and written to each of ``paths``; ``best_step`` (the tick that reconstructs) is marked
-    on every panel."""
+    on every panel, the title saying ``why`` it was taken (default: chosen on the validation images)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +123,8 @@ def training_plot(stats: list[dict], paths: list[Path], best_step: int | None = 
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     if best_step is not None:
-        fig.suptitle(f"dashed: step {best_step}, the tick that reconstructs (chosen on the validation images, within their noise)", fontsize=9)
+        fig.suptitle(f"dashed: step {best_step}, the tick that reconstructs "
+                     f"({why or 'chosen on the validation images, within their noise'})", fontsize=9)
     # fixed margins: redrawn at every tick, where tight_layout and a tight crop would double its cost
     fig.subplots_adjust(left=0.05, right=0.985, bottom=0.45 / (2.8 * rows), top=1 - 0.55 / (2.8 * rows),
                         wspace=0.3, hspace=0.6)

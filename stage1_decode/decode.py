@@ -2,20 +2,19 @@
 
 The validation hold-out is set apart first (``shared.holdout.hold_out``): decoders never fit on it, and it is
 predicted like a test set (split ``validation``) from its averaged repetitions. For one (subject, ROI)
-(``RoiWork``): voxels are z-scored with training-trial statistics and the decoder (``stage1_decode.decoders``:
-dense ridge with a penalty per layer or per unit, or voxel-selected sparse ridge) is prepared once. For each
-layer the penalty is chosen by image-grouped cross-validation, then the layer is streamed through in chunks of
-units: true training features (z-scored with training statistics) -> decoder -> decoded test features and
-out-of-fold decoded training features (split ``train_oof``: each training image predicted by a decoder fit
-without it) -> store. Scores accumulate chunk by chunk, so no step holds a whole layer.
+(``RoiWork``): voxels are z-scored with training-trial statistics and the decoder (``stage1_decode.decoders``: dense
+ridge with a penalty per layer or per unit, or voxel-selected sparse ridge) is prepared once. For each layer the
+penalty is chosen by image-grouped cross-validation, then the layer is streamed through in chunks of units: true
+training features (z-scored with training statistics) -> decoder -> decoded test features and out-of-fold decoded
+training features (split ``train_oof``: each training image predicted by a decoder fit without it) -> store. Scores
+accumulate chunk by chunk, so no step holds a whole layer.
 
-Work items (``Item``) are (subject, ROI, layer) or, with ``decoder.part_units``, ranges of a
-large layer's units. Processes sharing a store claim items under a lock file each
-(``shared.locks.Claim``); a finished layer leaves ``done.json`` (its scores), a finished part
-``part-<k>of<n>.npz`` (the sums its scores merge from), and whoever finishes a layer's last part
-stitches the parts into the one array readers see (``shared.store.write_stitched``). Parts begin
-at multiples of ``decoder.chunk_units``, so every chunk, and every decoded value, is what one
-process decoding the whole layer computes.
+Work items (``Item``) are (subject, ROI, layer) or, with ``decoder.part_units``, ranges of a large layer's units.
+Processes sharing a store claim items under a lock file each (``shared.locks.Claim``); a finished layer leaves
+``done.json`` (its scores), a finished part ``part-<k>of<n>.npz`` (the sums its scores merge from), and whoever
+finishes a layer's last part stitches the parts into the one array readers see (``shared.store.write_stitched``).
+Parts begin at multiples of ``decoder.chunk_units``, so every chunk, and every decoded value, is what one process
+decoding the whole layer computes.
 """
 
 from __future__ import annotations
@@ -226,12 +225,14 @@ class RoiWork:
         return stats, Y_sample, sample
 
     def _choose(self, layer: str, stats: LayerStats, Y_sample: np.ndarray, sample: np.ndarray):
+        from stage1_decode.decoders import weak_decoding  # (decoders imports torch)
+        extend = is_pixels(layer)  # pixel ridge's decoder: its grid grows, as it did
         choice = self.decoder.choose((Y_sample - stats.mean[sample]) / stats.std[sample], self.cfg.decoder.train_oof,
-                                     extend=is_pixels(layer))  # pixel ridge's decoder: its grid grows, as it did
-        if choice.alpha is None:
-            log.info("%s %s %s: penalties chosen per unit while decoding", self.subject, self.roi, layer)
-        else:
-            log.info("%s %s %s: alpha %g (cv profile r %s)", self.subject, self.roi, layer, choice.alpha, choice.report)
+                                     extend=extend)
+        log.info("%s %s %s: %s", self.subject, self.roi, layer, "penalties chosen per unit while decoding"
+                 if choice.alpha is None else f"alpha {choice.alpha:g} (cv profile r {choice.report})")
+        if warning := weak_decoding(choice, self.cfg.decoder.alphas, extend):
+            log.warning("%s %s %s: %s", self.subject, self.roi, layer, warning)
         return choice
 
     def _layer_choice(self, layer: str, true_train: FeatureArray, files: LayerFiles):

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from shared.metrics import profile_correlation
-from shared.ridge import (ImageFolds, KernelRidge, best_alpha, cv_unit_scores, fold_hats, mean_scores, search_alpha,
-                          trials_to_images)
+from shared.ridge import (ALPHA_MAX, ImageFolds, KernelRidge, best_alpha, cv_unit_scores, fold_hats, mean_scores,
+                          search_alpha, trials_to_images)
 from shared.sparse_ridge import SelectedRidge, fastl2lir_fit_predict
 
 
@@ -75,6 +75,22 @@ def _report(alphas: list[float], scores: np.ndarray) -> dict[str, float]:
     mean = np.where(valid, scores, 0).sum(1) / np.maximum(valid.sum(1), 1)
     return {f"{a:g}": round(float(m), 4) for a, m in zip(alphas, mean)}
 
+
+def weak_decoding(choice: Choice, alphas: list[float], extended: bool = False) -> str:
+    """Why a layer's decoding carries little, in words ('' when it does not, or its penalties are per unit): its best
+    cross-validated profile correlation is not above 0, or its penalty is the largest it could be (of ``alphas``;
+    ``extended``: of the grid grown to ``shared.ridge.ALPHA_MAX``), where every prediction shrinks towards the
+    training mean (and out-of-fold rows then correlate negatively with their images)."""
+    best = max(choice.report.values(), default=None)
+    if choice.alpha is not None and best is not None and best <= 0:
+        return (f"no penalty decodes it (best cross-validated profile r {best:+.3f}): the voxels carry little of "
+                f"this layer, so its decoded features are close to the training mean (check the single-trial "
+                f"reliability above; average more repeats, or use another ROI)")
+    top = ALPHA_MAX if extended else max(alphas) if len(alphas) > 1 else None
+    if choice.alpha is not None and top is not None and choice.alpha >= top:
+        return (f"the penalty is the largest it can be ({choice.alpha:g}), so the decoder predicts little more than "
+                f"the training mean; add larger penalties to decoder.alphas, or check the voxels' reliability")
+    return ""
 
 class DenseDecoder:
     """Dense kernel ridge; its hat matrices depend on voxels only and serve every layer."""

@@ -280,7 +280,8 @@ def train_generator(gc: GeneratorConfig, features: FeaturesConfig, sampler: Cond
         stats = tick_records(ckpt_dir / "stats.jsonl")
         if stats:
             training_plot(stats, [f / "training.png" for f in (ckpt_dir, run_dir) if f is not None],
-                          best_step=choice.step if validation else None)
+                          best_step=choice.step if validation else None,
+                          why="the last: too few validation images to choose" if choice.holdout_too_small else "")
         if validation is not None:
             log.log(logging.WARNING if choice.holdout_too_small else logging.INFO,
                     "%s: the step-%d generator reconstructs (%s %s): %s", label, choice.step, validation.key,

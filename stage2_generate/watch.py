@@ -82,7 +82,7 @@ class TickChoice:
             return "no validation hold-out: the last tick"
         if self.holdout_too_small:
             return (f"the hold-out has {self.holdout_images} image(s), fewer than {MIN_HOLDOUT}: no tick can be told "
-                    f"from another within noise, so the last tick")
+                    f"from another within noise, so it is the last tick")
         if self.highest_step == self.last_step:
             return "the last tick scores highest"
         verdict = "beyond noise: it" if self.beyond_noise else "within noise: the last tick"

@@ -123,3 +123,20 @@ def test_out_of_fold_rows_never_see_their_image(rng, kind, alpha_per):
     assert np.abs(after.tests["test"] - before.tests["test"]).max() > 1e-3
     other = np.setdiff1d(np.arange(len(folds.present)), fold_rows)
     assert np.abs(after.oof[other] - before.oof[other]).max() > 1e-3
+
+
+def test_a_layer_the_voxels_do_not_decode_is_warned_about():
+    """A penalty at the top of the grid, or no penalty with a positive cross-validated profile r, is said in words;
+    a layer chosen inside the grid with a positive r is not."""
+    from shared.ridge import ALPHA_MAX
+    from stage1_decode.decoders import Choice, weak_decoding
+
+    grid = [10.0, 100.0, 1000.0]
+    assert weak_decoding(Choice(100.0, report={"10": 0.1, "100": 0.3, "1000": 0.2}), grid) == ""
+    assert "the largest it can be (1000)" in weak_decoding(Choice(1000.0, report={"10": 0.0, "1000": 0.05}), grid)
+    assert "no penalty decodes it (best cross-validated profile r -0.020)" in weak_decoding(
+        Choice(1000.0, report={"10": -0.2, "1000": -0.02}), grid)
+    # a pixels layer's grid grows past its top: only its own limit is the largest; per-unit penalties: nothing
+    assert weak_decoding(Choice(1e5, report={"1000": 0.1, "1e+05": 0.2}), grid, extended=True) == ""
+    assert "the largest it can be" in weak_decoding(Choice(ALPHA_MAX, report={"1e+09": 0.01}), grid, extended=True)
+    assert weak_decoding(Choice(None, report={}), grid) == ""
