@@ -125,3 +125,26 @@ def test_a_marker_naming_nothing_is_an_error(tmp_path):
         make_docs.render("<!--n run:reconstruction.c.pixcorr-->", sources)
     with pytest.raises(make_docs.DocError, match="matches 0 rows"):
         make_docs.render("<!--n run/reconstruction.md:[method=z].pixcorr-->", sources)
+
+
+def test_an_ablation_overview_reads_reconstruction_and_decoding_side_by_side(sources):
+    """The overview block of a comparison's README (``tools/doc_ablations.py``), on a committed comparison: each
+    variant's wgan_gp means and seed SDs as table.csv holds them, its verdict against the reference from stats.csv,
+    and its decoding averaged over the layers of decoding.csv."""
+    import csv
+
+    import numpy as np
+
+    from tools.doc_ablations import ablation
+
+    folder = ROOT / "results" / "reference" / "compare" / "lowlevel_demo"
+    text = ablation(make_docs.Context(sources), "lowlevel_demo")
+    rows = {r.split(" | ")[0].strip("| "): r for r in text.splitlines()[2:]}
+    table = [r for r in csv.DictReader((folder / "table.csv").open()) if r["method"] == "wgan_gp"]
+    decoding = list(csv.DictReader((folder / "decoding.csv").open()))
+    assert set(rows) == {r["variant"] for r in table}
+    for r in table:
+        assert f"{float(r['pixcorr']):.3f} ±{float(r['pixcorr_seed_sd']):.3f}" in rows[r["variant"]]
+    assert "| reference |" in rows["features"] and "within noise" in rows["pixels16 start"]
+    mean = np.mean([float(d["profile_corr"]) for d in decoding])
+    assert f"| {mean:.3f} / " in rows["pixels16 start"]  # one stage 1 shared by both variants

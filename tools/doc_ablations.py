@@ -1,0 +1,73 @@
+"""The shipped ablations' overview blocks for ``tools/make_docs.py`` (each comparison's README under
+``results/reference/compare/<name>/``): per variant, the generator's reconstruction beside its stage 1's decoding.
+
+One row per variant (its first subject and ROI): ``wgan_gp``'s test PixCorr and SSIM (mean over seeds ± their SD),
+its difference from the reference variant with the verdict of ``stats.md`` (beyond the spread between seeds or
+not), pixel ridge's PixCorr, the hold-out's PixCorr / SSIM, and the variant's decoding averaged over its decoded
+layers (test and out-of-fold profile correlation, ``decoding.csv``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+ABLATIONS = ("decoders", "inputs", "layers", "losses", "methods", "rois")
+VERDICT = {"win": "better", "loss": "worse"}  # stats.csv's verdicts of a variant against the reference, in words
+SEP = "; "  # between variant names in decoding.csv's `shared_with` (stage2_generate.compare.decoding_table.SEP)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(str(c) for c in cells) + " |" for cells in [header, *rows]]
+    return "\n".join([lines[0], "|" + "|".join([" --- "] * len(header)) + "|", *lines[1:]]) + "\n"
+
+
+def _decoding(rows: list[dict], variant: str) -> tuple[float, float] | None:
+    """Mean over the variant's decoded layers (its first subject and ROI) of the test and out-of-fold profile r."""
+    mine = [r for r in rows if r["variant"] == variant or variant in r["shared_with"].split(SEP)]
+    if not mine:
+        return None
+    first = [r for r in mine if (r["subject"], r["roi"]) == (mine[0]["subject"], mine[0]["roi"])]
+    test = np.mean([float(r["profile_corr"]) for r in first])
+    oof = [float(r["oof_profile_corr"]) for r in first if r["oof_profile_corr"] not in ("", "n/a")]
+    return float(test), float(np.mean(oof)) if oof else float("nan")
+
+
+def ablation_row(ctx, name: str, variant: str) -> dict:
+    """The overview's numbers of one variant of comparison ``name`` (what the README's markers may quote too)."""
+    folder = f"compare/{name}"
+    table = ctx.rows(f"{folder}/table.csv")
+    mine = [r for r in table if r["variant"] == variant]
+    first = (mine[0]["subject"], mine[0]["roi"])
+    mine = [r for r in mine if (r["subject"], r["roi"]) == first]
+    g = next(r for r in mine if r["method"] == "wgan_gp")
+    ridge = next((r for r in mine if r["method"] == "pixel_ridge"), None)
+    stats = [r for r in ctx.rows(f"{folder}/stats.csv") if r["variant"] == variant and r["method"] == "wgan_gp"
+             and (r["subject"], r["roi"]) == first and "same variant" not in r["vs"]]
+    decoding = _decoding(ctx.rows(f"{folder}/decoding.csv"), variant)
+    return {"pixcorr": float(g["pixcorr"]), "pixcorr_sd": float(g["pixcorr_seed_sd"] or 0),
+            "ssim": float(g["ssim"]), "ssim_sd": float(g["ssim_seed_sd"] or 0), "seeds": g["n_seeds"],
+            "vs": stats[0] if stats else None, "ridge": float(ridge["pixcorr"]) if ridge else None,
+            "val": (g.get("val_pixcorr"), g.get("val_ssim")), "decoding": decoding, "roi": first[1]}
+
+
+def ablation(ctx, name: str) -> str:
+    """The overview table of comparison ``name``."""
+    ctx.used.add(f"compare/{name}/table.md")
+    variants = list(dict.fromkeys(r["variant"] for r in ctx.rows(f"compare/{name}/table.csv")))
+    rows = []
+    for v in variants:
+        a = ablation_row(ctx, name, v)
+        vs = a["vs"]
+        against = "reference" if vs is None else " / ".join(
+            f"{float(vs[f'{m}_diff']):+.3f}: {VERDICT.get(vs[f'{m}_verdict'], vs[f'{m}_verdict'])}"
+            for m in ("pixcorr", "ssim"))
+        val = " / ".join(f"{float(x):.3f}" if x not in (None, "") else "n/a" for x in a["val"])
+        dec = "n/a" if a["decoding"] is None else f"{a['decoding'][0]:.3f} / {a['decoding'][1]:.3f}"
+        rows.append([v, a["roi"], f"{a['pixcorr']:.3f} ±{a['pixcorr_sd']:.3f} / {a['ssim']:.3f} ±{a['ssim_sd']:.3f}",
+                     against, "n/a" if a["ridge"] is None else f"{a['ridge']:.3f}", val, dec])
+    seeds = ablation_row(ctx, name, variants[0])["seeds"]
+    return _table(["variant", "roi", f"wgan_gp PixCorr / SSIM ({seeds} seeds)",
+                   "PixCorr / SSIM − reference: verdict", "pixel ridge PixCorr", "validation PixCorr / SSIM",
+                   "decoding profile r, test / out-of-fold (mean over layers)"], rows)
+
+
+ABLATION_BUILDERS = {f"ablation-{name}": (lambda ctx, n=name: ablation(ctx, n)) for name in ABLATIONS}
