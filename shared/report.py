@@ -48,6 +48,11 @@ def read_result_version(path: Path) -> int | None:
     return int(found[-1]) if found else None
 
 
+def named_test_images(split: str) -> str:
+    """How titles name a test set's images: ``natural test images``, or ``test images`` for a set called ``test``."""
+    return "test images" if split == "test" else f"{split} test images"
+
+
 def section_key(kind: str, split: str, first: str) -> str:
     """``metrics.json`` section of a test set: ``kind`` for the first, ``kind_<split>`` for others."""
     return kind if split == first else f"{kind}_{split}"
@@ -135,7 +140,7 @@ def write_summary(results: Path, metrics: dict) -> None:
             split = key.split("decoding_", 1)[1] if "_" in key else metrics.get("info", {}).get("test_set", "test")
             parts.append("## Feature decoding (validation hold-out: held-out training images, decoded like test "
                          "images by decoders that never saw them)\n" if split == "validation"
-                         else f"## Feature decoding ({split} test images)\n")
+                         else f"## Feature decoding ({named_test_images(split)})\n")
             parts.append(markdown_table(decoding_rows(value), DECODING_COLUMNS))
             parts.append("`oof_*`: the training images decoded out of fold (each by a decoder fit without it); "
                          "they should score close to the test images. `alpha_per`: one penalty per layer or per "
@@ -148,7 +153,7 @@ def write_summary(results: Path, metrics: dict) -> None:
     for key, value in metrics.items():
         if key.startswith("reconstruction") and key not in ("reconstruction_info", VALIDATION_SECTION) and value:
             split = key.split("reconstruction_", 1)[1] if "_" in key else metrics.get("info", {}).get("test_set", "test")
-            parts.append(f"## Reconstruction ({split} test images)\n")
+            parts.append(f"## Reconstruction ({named_test_images(split)})\n")
             parts.append(markdown_table(recon_rows(value), recon_columns(value)))
             seen = recon_info.get("test_in_train", {}).get(split)
             if seen:

@@ -12,7 +12,8 @@ from shared.config import Config
 from shared.datasets import DataSource, bdata_files, check_inputs, load_split, split_image_names
 from shared.errors import UserError
 from shared.plotting import decoding_plot
-from shared.report import DECODING_COLUMNS, RESULT_VERSION, decoding_rows, section_key, write_summary, write_table
+from shared.report import (DECODING_COLUMNS, RESULT_VERSION, decoding_rows, named_test_images, section_key,
+                           write_summary, write_table)
 from shared.runs import Run, atomic_write_json, update_metrics
 from shared.store import ExperimentStore
 from shared.weights import parse_weights
@@ -303,7 +304,7 @@ def _write_locked(cfg: Config, store: ExperimentStore, src: DataSource, keys: di
     for key, dec in sections.items():
         write_table(results / key, decoding_rows(dec), DECODING_COLUMNS)
     decoding_plot(decoding[first], cfg.features.layers, results / "decoding.png",
-                  title=f"{cfg.features.network} [{spec.label}], {first} test images")
+                  title=f"{cfg.features.network} [{spec.label}], {named_test_images(first)}")
     write_summary(results, metrics)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import UserError
+from shared.report import named_test_images
 from shared.runs import tmp_path
 
 log = logging.getLogger(__name__)
@@ -195,13 +196,13 @@ def export_verb(args) -> None:
         labels = [f"{r.label} {r.subject} {r.roi}" if multi else r.label for r, _ in picked]
         labels = ["variant true" if lab == "true" else lab for lab in labels]  # the top row is the stimuli
         title = grid_title(sources[0].cfg, rows[0].subject, rows[0].roi, split) if not multi \
-            else f"{split} test images"
+            else named_test_images(split)
         pages_of("grid", {"true": true, **{lab: x for lab, (_, x) in zip(labels, picked)}}, title)
     if "shen" in figures:
         first = rows[0]
         per_subject = {r.subject: x for r, x in picked if (r.label, r.roi) == (first.label, first.roi)}
         pages_of("shen", {"stimulus": true, **per_subject},
-                 f"{first.label} ({first.roi}), {split} test images: stimulus above, one reconstruction per subject")
+                 f"{first.label} ({first.roi}), {named_test_images(split)}: stimulus above, one reconstruction per subject")
     if "hdf5" in figures:
         path = out / "reconstructions.h5"
         _write_h5(path, split, true, names, picked, metrics)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.report import named_test_images
 from shared.runs import tmp_path
 
 
@@ -98,5 +99,5 @@ def grid_title(cfg, subject: str, roi: str, split: str) -> str:
     """The title of a reconstruction grid (stage 2's and export's alike)."""
     from shared.weights import parse_weights
 
-    return (f"{subject} {roi}, {split} test images; features {cfg.features.network} "
+    return (f"{subject} {roi}, {named_test_images(split)}; features {cfg.features.network} "
             f"[{parse_weights(cfg.features.weights).label}]")

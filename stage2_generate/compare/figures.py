@@ -19,6 +19,7 @@ import numpy as np
 from shared.config import BASELINES
 from shared.errors import UserError
 from shared.evaluation import LOWER_IS_BETTER
+from shared.report import named_test_images
 from stage2_generate.compare.decoding_table import group_label, heatmaps
 from stage2_generate.compare.report import metric_names, several_seeds
 from stage2_generate.compare.spec import CompareSpec
@@ -150,5 +151,5 @@ def compare_grid(spec: CompareSpec, rows: list[dict], view: dict, path: Path, co
     first_seed = f" (generator seed {spec.variant(spec.reference).seed})" if several_seeds(rows) else ""
     image_grid({"true": true[:columns], **picked}, path,
                title=f"compare {spec.name}: {view['subject']}, {view['roi']} (other subjects and ROIs named), "
-                     f"{split} test images, {spec.method} per variant{first_seed}", columns=columns)
+                     f"{named_test_images(split)}, {spec.method} per variant{first_seed}", columns=columns)
     return True
