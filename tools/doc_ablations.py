@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from stage2_generate.compare.decoding_table import SEP  # between variant names in decoding.csv's `shared_with`
+from tools.doc_sources import md_table
+
 ABLATIONS = ("decoders", "inputs", "layers", "losses", "methods", "rois")
 VERDICT = {"win": "better", "loss": "worse"}  # stats.csv's verdicts of a variant against the reference, in words
-SEP = "; "  # between variant names in decoding.csv's `shared_with` (stage2_generate.compare.decoding_table.SEP)
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(str(c) for c in cells) + " |" for cells in [header, *rows]]
-    return "\n".join([lines[0], "|" + "|".join([" --- "] * len(header)) + "|", *lines[1:]]) + "\n"
 
 
 def _decoding(rows: list[dict], variant: str) -> tuple[float, float] | None:
@@ -32,7 +29,7 @@ def _decoding(rows: list[dict], variant: str) -> tuple[float, float] | None:
 
 
 def ablation_row(ctx, name: str, variant: str) -> dict:
-    """The overview's numbers of one variant of comparison ``name`` (what the README's markers may quote too)."""
+    """The overview's numbers of one variant of comparison ``name`` (its first subject and ROI)."""
     folder = f"compare/{name}"
     table = ctx.rows(f"{folder}/table.csv")
     mine = [r for r in table if r["variant"] == variant]
@@ -53,9 +50,9 @@ def ablation(ctx, name: str) -> str:
     """The overview table of comparison ``name``."""
     ctx.used.add(f"compare/{name}/table.md")
     variants = list(dict.fromkeys(r["variant"] for r in ctx.rows(f"compare/{name}/table.csv")))
+    overview = {v: ablation_row(ctx, name, v) for v in variants}
     rows = []
-    for v in variants:
-        a = ablation_row(ctx, name, v)
+    for v, a in overview.items():
         vs = a["vs"]
         against = "reference" if vs is None else " / ".join(
             f"{float(vs[f'{m}_diff']):+.3f}: {VERDICT.get(vs[f'{m}_verdict'], vs[f'{m}_verdict'])}"
@@ -64,10 +61,10 @@ def ablation(ctx, name: str) -> str:
         dec = "n/a" if a["decoding"] is None else f"{a['decoding'][0]:.3f} / {a['decoding'][1]:.3f}"
         rows.append([v, a["roi"], f"{a['pixcorr']:.3f} ±{a['pixcorr_sd']:.3f} / {a['ssim']:.3f} ±{a['ssim_sd']:.3f}",
                      against, "n/a" if a["ridge"] is None else f"{a['ridge']:.3f}", val, dec])
-    seeds = ablation_row(ctx, name, variants[0])["seeds"]
-    return _table(["variant", "roi", f"wgan_gp PixCorr / SSIM ({seeds} seeds)",
-                   "PixCorr / SSIM − reference: verdict", "pixel ridge PixCorr", "validation PixCorr / SSIM",
-                   "decoding profile r, test / out-of-fold (mean over layers)"], rows)
+    seeds = overview[variants[0]]["seeds"]
+    return md_table(["variant", "roi", f"wgan_gp PixCorr / SSIM ({seeds} seeds)",
+                     "PixCorr / SSIM − reference: verdict", "pixel ridge PixCorr", "validation PixCorr / SSIM",
+                     "decoding profile r, test / out-of-fold (mean over layers)"], rows)
 
 
 ABLATION_BUILDERS = {f"ablation-{name}": (lambda ctx, n=name: ablation(ctx, n)) for name in ABLATIONS}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from tools.doc_ablations import ABLATION_BUILDERS
 from tools.doc_config import CONFIG_BUILDERS
 from tools.doc_lowlevel import LOWLEVEL_BUILDERS, LOWLEVEL_DERIVED
-from tools.doc_sources import _parse_table
+from tools.doc_sources import _parse_table, md_table as _table
 
 ROW_VALUES = ("alpha", "pixel_size", "contrast_gain")  # shared.report's: a method's settings, not metric columns
 PRESETS = ("small_strokes", "binary_shapes")
@@ -19,12 +19,6 @@ PRESETS = ("small_strokes", "binary_shapes")
 
 def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header: list[str], rows: list[list], align: str = " --- ") -> str:
-    """A Markdown table; ``align`` for every column but the first (the rows' names)."""
-    rule = "|" + "|".join([" --- "] + [align] * (len(header) - 1)) + "|"
-    return "\n".join([_row(header), rule, *map(_row, rows)]) + "\n"
 
 
 def _table_of(ctx, rel: str) -> list[dict]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from tools.doc_sources import ROOT, DocError
+from tools.doc_sources import ROOT, DocError, md_table
 
 PLACEHOLDERS = {"data.test": "<set>"}  # the name a mapping's keys stand for in the reference; else <name>
 _RST = re.compile(r"``([^`]+)``")
@@ -166,8 +166,7 @@ def rows(cls: type, instance, prefix: str = "") -> list[list[str]]:
 
 
 def _table(rows_: list[list[str]]) -> str:
-    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows_]) + "\n"
+    return md_table(["key", "type", "default", "meaning"], rows_)
 
 
 def reference(cls: type) -> str:

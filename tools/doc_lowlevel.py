@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tools.doc_sources import md_table as _table
+
 PRESETS = ("small_strokes", "binary_shapes")
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    """A Markdown table (as ``doc_blocks._table`` writes one)."""
-    lines = ["| " + " | ".join(str(c) for c in cells) + " |" for cells in [header, *rows]]
-    return "\n".join([lines[0], "|" + "|".join([" --- "] * len(header)) + "|", *lines[1:]]) + "\n"
 
 
 LOWLEVEL_SETS = ("demo", *PRESETS)

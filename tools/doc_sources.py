@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from shared.report import RESULT_VERSION, read_result_version
+from shared.report import RESULT_VERSION, markdown_table, read_result_version
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference"
@@ -20,6 +20,14 @@ REMAKE = [("compare/settings_", "make settings"), ("compare/headline", "make see
           ("demo_unit/", "make per-unit"), ("demo/", "make demo, then make reference"),
           ("small_strokes/", "make small-data, then make reference"),
           ("binary_shapes/", "make small-data, then make reference")]
+
+
+def md_table(header: list[str], rows: list[list], align: str = " --- ") -> str:
+    """A generated document's Markdown table: ``header`` and rows of cells (``shared.report.markdown_table``'s
+    format, the one every result table has); ``align`` for every column but the first (e.g. `` ---: ``)."""
+    lines = markdown_table([dict(zip(header, r)) for r in rows], header).split("\n")
+    lines[1] = "|" + "|".join([" --- "] + [align] * (len(header) - 1)) + "|"
+    return "\n".join(lines)
 
 
 class DocError(Exception):
