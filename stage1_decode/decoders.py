@@ -81,16 +81,19 @@ def weak_decoding(choice: Choice, alphas: list[float], extended: bool = False) -
     cross-validated profile correlation is not above 0, or its penalty is the largest it could be (of ``alphas``;
     ``extended``: of the grid grown to ``shared.ridge.ALPHA_MAX``), where every prediction shrinks towards the
     training mean (and out-of-fold rows then correlate negatively with their images)."""
+    if choice.alpha is None:
+        return ""
     best = max(choice.report.values(), default=None)
-    if choice.alpha is not None and best is not None and best <= 0:
+    if best is not None and best <= 0:
         return (f"no penalty decodes it (best cross-validated profile r {best:+.3f}): the voxels carry little of "
                 f"this layer, so its decoded features are close to the training mean (check the single-trial "
                 f"reliability above; average more repeats, or use another ROI)")
     top = ALPHA_MAX if extended else max(alphas) if len(alphas) > 1 else None
-    if choice.alpha is not None and top is not None and choice.alpha >= top:
+    if top is not None and choice.alpha >= top:
         return (f"the penalty is the largest it can be ({choice.alpha:g}), so the decoder predicts little more than "
                 f"the training mean; add larger penalties to decoder.alphas, or check the voxels' reliability")
     return ""
+
 
 class DenseDecoder:
     """Dense kernel ridge; its hat matrices depend on voxels only and serve every layer."""

@@ -30,6 +30,11 @@ from stage2_generate.models import Generator
 log = logging.getLogger(__name__)
 
 
+# generator settings added after generators were trained: at these values a key leaves them out, so the generators
+# trained before the setting existed stay reusable
+ADDED_LATER = {"start": "mean", "loss_ssim": 0.0}
+
+
 def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = (), tag: dict | None = None,
                  switched_off: tuple[str, ...] = ()) -> str:
     """Hash of everything that determines the trained generator (resume only on a match): the whole
@@ -47,10 +52,9 @@ def training_key(cfg: Config, channels: int = 3, inputs: list[Path] = (), tag: d
     g = asdict(cfg.generator)
     for name in switched_off:
         g[f"loss_{name}"] = 0.0
-    if g["start"] == "mean":  # the default, hashed as before the key existed: earlier generators stay reusable
-        g.pop("start")
-    if g.get("loss_ssim") == 0:  # the same for a loss added later, while it is off
-        g.pop("loss_ssim")
+    for key, default in ADDED_LATER.items():  # at its default, hashed as before the key existed
+        if g.get(key) == default:
+            g.pop(key)
     g.pop("iterations")  # more iterations continue the same training from its checkpoint
     for name in ("max_rollbacks", "rollback_lr_factor"):  # a run stopped by dead ticks resumes with more rollbacks
         g.pop(name)
