@@ -97,6 +97,8 @@ def _axes(arrays: dict, names: dict, given: dict) -> dict[str, object]:
         vox, img = arrays[vname], arrays[iname]
         counts = [img.shape[0]] + ([img.shape[-1]] if img.ndim >= 3 else [])
         vaxis = given.get("data.matrix.voxel_sample_axis")
+        if vaxis not in (None, 0, 1):
+            raise UserError(f"'data.matrix.voxel_sample_axis' must be one of [0, 1]; {vaxis!r} was given")
         if vaxis is None:
             vaxis = 0 if vox.shape[0] in counts else 1 if vox.ndim == 2 and vox.shape[1] in counts else None
         if vaxis is None or vox.ndim != 2 or vox.shape[vaxis] not in counts:

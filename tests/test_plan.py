@@ -101,6 +101,8 @@ def test_a_voxels_by_samples_file_with_holdout_names_is_planned():
         "data.matrix.train_voxels": "fmri_train", "data.matrix.test_voxels": "fmri_holdout",
         "data.matrix.train_images": "pics_train", "data.matrix.test_images": "pics_holdout",
         "data.matrix.voxel_sample_axis": 1, "data.matrix.sample_axis": -1}
+    with pytest.raises(UserError, match=r"voxel_sample_axis' must be one of \[0, 1\]; 2 was given"):
+        guess_matrix(arrays, {"data.matrix.voxel_sample_axis": 2})  # a --set value out of range: one line
     arrays["fmri_holdout"] = rng.random((24, 150))  # the test voxels stored the other way round
     with pytest.raises(UserError, match="training voxels hold their samples on axis 1, the test voxels fmri_holdout"):
         guess_matrix(arrays)
