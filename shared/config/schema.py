@@ -211,7 +211,7 @@ class GeneratorConfig:
     loss_perceptual: float = 1.0  # perceptual-network features of reconstruction vs true image
     loss_feature_matching: float = 0.1  # critic features of reconstruction vs true image
     loss_feature_consistency: float = 0.1  # feature-network features of the reconstruction vs its conditioning
-    loss_ssim: float = 0.0  # 1 - SSIM of the reconstruction against the true image (eval's SSIM, at image_size)
+    loss_ssim: float = 0.0  # 1 - eval's SSIM of the reconstruction, at image_size (on: the ssim score measures it too)
     # The perceptual loss's network; weights '' means features.weights. Never the judge (eval.judge_*).
     perceptual_network: str = "vgg19"
     perceptual_weights: str = ""  # the perceptual network's weights, as features.weights; '' = features.weights
