@@ -148,3 +148,24 @@ def test_an_ablation_overview_reads_reconstruction_and_decoding_side_by_side(sou
     assert "| reference |" in rows["features"] and "within noise" in rows["pixels16 start"]
     mean = np.mean([float(d["profile_corr"]) for d in decoding])
     assert f"| {mean:.3f} / " in rows["pixels16 start"]  # one stage 1 shared by both variants
+
+
+def test_a_selector_value_may_hold_commas_and_a_shared_baseline_stands_in_each_overview_row(sources):
+    """Variant names such as "dense, layer penalty" hold commas: a comma starts the next condition only before its
+    `key=`. A baseline that every variant shares is one table row (`all variants`); the overview shows it in the
+    row of each variant, and lists no row of its own for it."""
+    import csv
+
+    from tools.doc_ablations import ablation
+
+    table = "compare/decoders/table.csv"
+    text, problems = make_docs.render(f"<!--n {table}:[variant=dense, unit penalty,method=wgan_gp].pixcorr | .6f-->",
+                                      sources)
+    rows = list(csv.DictReader((ROOT / "results" / "reference" / table).open()))
+    want = next(r for r in rows if r["variant"] == "dense, unit penalty" and r["method"] == "wgan_gp")
+    assert not problems and text.startswith(f"{float(want['pixcorr']):.6f}<!--n")
+    ridge = next(r for r in rows if r["method"] == "pixel_ridge")
+    assert ridge["variant"] == "all variants"
+    overview = ablation(make_docs.Context(sources), "decoders").splitlines()[2:]
+    assert len(overview) == len({r["variant"] for r in rows if r["method"] == "wgan_gp"}) == 3
+    assert all(f"| {float(ridge['pixcorr']):.3f} |" in line for line in overview)

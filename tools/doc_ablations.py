@@ -28,6 +28,14 @@ def _decoding(rows: list[dict], variant: str) -> tuple[float, float] | None:
     return float(test), float(np.mean(oof)) if oof else float("nan")
 
 
+def _shared_baseline(table: list[dict], variant: str, where: tuple[str, str]) -> dict | None:
+    """The pixel-ridge row that ``variant`` shares with others: the report names it ``all variants``, or the
+    variants it stands for joined by ", " (names may hold commas, so the name is looked for in the text)."""
+    rows = [r for r in table if r["method"] == "pixel_ridge" and (r["subject"], r["roi"]) == where]
+    return next((r for r in rows if r["variant"] == "all variants"), None) or next(
+        (r for r in rows if variant in r["variant"]), None)
+
+
 def ablation_row(ctx, name: str, variant: str) -> dict:
     """The overview's numbers of one variant of comparison ``name`` (its first subject and ROI)."""
     folder = f"compare/{name}"
@@ -36,7 +44,7 @@ def ablation_row(ctx, name: str, variant: str) -> dict:
     first = (mine[0]["subject"], mine[0]["roi"])
     mine = [r for r in mine if (r["subject"], r["roi"]) == first]
     g = next(r for r in mine if r["method"] == "wgan_gp")
-    ridge = next((r for r in mine if r["method"] == "pixel_ridge"), None)
+    ridge = next((r for r in mine if r["method"] == "pixel_ridge"), None) or _shared_baseline(table, variant, first)
     stats = [r for r in ctx.rows(f"{folder}/stats.csv") if r["variant"] == variant and r["method"] == "wgan_gp"
              and (r["subject"], r["roi"]) == first and "same variant" not in r["vs"]]
     decoding = _decoding(ctx.rows(f"{folder}/decoding.csv"), variant)
@@ -49,7 +57,8 @@ def ablation_row(ctx, name: str, variant: str) -> dict:
 def ablation(ctx, name: str) -> str:
     """The overview table of comparison ``name``."""
     ctx.used.add(f"compare/{name}/table.md")
-    variants = list(dict.fromkeys(r["variant"] for r in ctx.rows(f"compare/{name}/table.csv")))
+    variants = list(dict.fromkeys(r["variant"] for r in ctx.rows(f"compare/{name}/table.csv")
+                                  if r["method"] == "wgan_gp"))  # a shared baseline's row names no variant of its own
     overview = {v: ablation_row(ctx, name, v) for v in variants}
     rows = []
     for v, a in overview.items():

@@ -65,6 +65,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "false \"win\" comes up 10-28 % of the time": "watch.py's measured false-win rates at 2-6 held-out images",
         "images (10 % of": "eval.validation_fraction's default (0.1)",
     },
+    "compare/decoders/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/lowlevel_binary_shapes/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/lowlevel_demo/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/lowlevel_small_strokes/README.md": {"their 95% intervals (seeds": _LEVEL},

@@ -73,7 +73,8 @@ def _split_selector(selector: str) -> list[str]:
 def _pick(rows, condition: str, ref: str):
     if re.fullmatch(r"-?\d+", condition):
         return rows[int(condition)]
-    want = dict(c.split("=", 1) for c in condition.split(","))
+    # a comma starts the next condition only before its `key=` (values such as "dense, layer penalty" hold commas)
+    want = dict(c.split("=", 1) for c in re.split(r",(?=[\w.]+=)", condition))
     hits = [r for r in rows if all(str(r.get(k, "")).strip() == v for k, v in want.items())]
     if len(hits) != 1:
         raise DocError(f"{ref}: [{condition}] matches {len(hits)} rows, not one")
