@@ -27,7 +27,7 @@ demo: $(STAMP)
 
 # two workers (every test is single-threaded), each test module on one worker (module fixtures run once)
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # the randomized soak test of the lock protocol (tools/soak.py; its short version runs in `make test`): 50 rounds
 # of stage-1 shards, stage-2 runs and (in a fifth of the rounds) compare processes of a tiny experiment started in

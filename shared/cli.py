@@ -20,15 +20,33 @@ from shared.errors import UserError
 Verb = Callable[["object"], None]
 
 
-def _parser(prog: str, description: str, verbs: dict[str, tuple[Verb, str]]) -> argparse.ArgumentParser:
+class Lazy:
+    """A verb's function (or its ``add_arguments``) named as ``"package.module:function"`` and imported only when
+    called: a process imports the modules of the verb it runs, not every verb's (torch, torchvision and
+    scikit-learn take seconds to import, which a refused config or ``plan`` need not pay)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __call__(self, *args):
+        import importlib
+
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)(*args)
+
+
+def _parser(prog: str, description: str, verbs: dict[str, tuple[Verb, str]],
+            argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    given = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in given if not a.startswith("-")), None)  # only its own options need importing
     for name, (_, help_text, *extra) in verbs.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         option_help = extra[1] if len(extra) > 1 else {}
         p.add_argument("--config", required=option_help.get("config_required", True),
                        help=option_help.get("config", "experiment YAML file, e.g. configs/demo.yaml"))
-        if extra:  # a verb with its own options; it reads its config itself
+        if extra and name == chosen:  # a verb with its own options; it reads its config itself
             extra[0](p)
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set data.rois=[VC] (repeatable)")
@@ -39,7 +57,7 @@ def _parser(prog: str, description: str, verbs: dict[str, tuple[Verb, str]]) -> 
 
 
 def main(prog: str, description: str, verbs: dict[str, tuple[Verb, str]], argv: list[str] | None = None) -> int:
-    args = _parser(prog, description, verbs).parse_args(argv)
+    args = _parser(prog, description, verbs, argv).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("matplotlib", "PIL", "h5py"):

@@ -94,19 +94,27 @@ def check_judge_independent(cfg) -> str:
     through (compared by content: ``featnet.weights_digest``, so two spellings of one file are one
     network); returns the judge's digest. ``shared/config/checks.py`` refuses the same by the settings'
     labels when the config is loaded; this catches what labels cannot (a copied ``.pth``, ``imagenet``
-    and the cached file)."""
+    and the cached file). When every weights setting involved is ``random:<seed>``, the seeds stand for the
+    content (one network and seed generate one set of weights) and no network is built: the judge's identity
+    returned is then its spec, ``random:<seed>``."""
     from shared.config import judge_users
     from shared.errors import UserError
-    from shared.featnet import weights_digest
+    from shared.weights import parse_weights
 
     e = cfg.eval
-    judge = weights_digest(e.judge_network, e.judge_weights)
-    for what, keys, network, weights in judge_users(cfg):
-        if network == e.judge_network and weights_digest(network, weights) == judge:
+    users = judge_users(cfg)
+    if all(parse_weights(w).kind == "random" for w in (e.judge_weights, *(u[3] for u in users))):
+        def digest(network: str, weights: str) -> str:
+            return f"random:{parse_weights(weights).seed}"
+    else:
+        from shared.featnet import weights_digest as digest  # builds or reads the networks: imports torch
+    judge = digest(e.judge_network, e.judge_weights)
+    for what, keys, network, weights in users:
+        if network == e.judge_network and digest(network, weights) == judge:
+            shown = judge if judge.startswith("random:") else f"sha256 {judge}"
             raise UserError(f"the judge (eval.judge_network/judge_weights: {e.judge_network}, {e.judge_weights}) has "
-                            f"the same weights (sha256 {judge}) as the network {what} looks through ({keys}: "
-                            f"{network}, {weights}), so its scores would not be independent; give the judge other "
-                            f"weights")
+                            f"the same weights ({shown}) as the network {what} looks through ({keys}: {network}, "
+                            f"{weights}), so its scores would not be independent; give the judge other weights")
     return judge
 
 

@@ -16,6 +16,7 @@ def test_registry_names_are_the_validated_tuple():
     assert tuple(REGISTRY) == config_module.METHODS
     assert tuple(of_role("published")) == config_module.PUBLISHED
     assert tuple(of_role("baseline")) == config_module.BASELINES
+    assert config_module.BASELINES_FROM_VOXELS == tuple(b for b in config_module.BASELINES if REGISTRY[b].reads == "voxels")
     assert (*of_role("generator"), *of_role("reference")) == config_module.GENERATOR_ROWS
     assert {cls.role for cls in REGISTRY.values()} == {"generator", "published", "baseline", "reference"}
     assert all(issubclass(cls, Method) and cls.name == name for name, cls in REGISTRY.items())

@@ -15,6 +15,7 @@ from shared.config.checks import judge_users, perceptual_weights, resolve_percep
 from shared.config.loading import dump_yaml, load_config, read_yaml, to_dict
 from shared.config.schema import (
     BASELINES,
+    BASELINES_FROM_VOXELS,
     DECODER_BACKENDS,
     DECODER_KINDS,
     GENERATOR_ROWS,
@@ -39,7 +40,7 @@ from shared.config.schema import (
 )
 
 __all__ = [
-    "BASELINES", "DECODER_BACKENDS", "DECODER_KINDS", "GENERATOR_ROWS", "METHODS", "NETWORKS", "PUBLISHED",
+    "BASELINES", "BASELINES_FROM_VOXELS", "DECODER_BACKENDS", "DECODER_KINDS", "GENERATOR_ROWS", "METHODS", "NETWORKS", "PUBLISHED",
     "SIM_STIMULI", "TRAIN_INPUTS", "VALIDATION_METRICS",
     "Config", "DataConfig", "DecoderConfig", "DownloadConfig", "EvalConfig", "FeaturesConfig", "GeneratorConfig",
     "LabConfig", "MatrixConfig", "MethodsConfig", "SimulationConfig", "SplitFiles",

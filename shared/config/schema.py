@@ -316,6 +316,7 @@ RESERVED_SPLITS = ("train", "train_oof", "validation", "info")
 
 GENERATOR_ROWS = ("wgan_gp", "wgan_gp_true_features")
 BASELINES = ("pixel_ridge", "nearest_train")
+BASELINES_FROM_VOXELS = ("pixel_ridge",)  # the baselines whose class reads voxels (a compare grid's bottom row)
 PUBLISHED = ("inversion_dgn", "inversion_pixels", "end_to_end", "latent_regression", "vae")
 METHODS = (*GENERATOR_ROWS, *BASELINES, *PUBLISHED)
 

@@ -16,16 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.config import BASELINES
+from shared.config import BASELINES, BASELINES_FROM_VOXELS
 from shared.errors import UserError
 from shared.evaluation import LOWER_IS_BETTER
 from shared.report import named_test_images
 from stage2_generate.compare.decoding_table import group_label, heatmaps
 from stage2_generate.compare.report import metric_names, several_seeds
 from stage2_generate.compare.spec import CompareSpec
-from stage2_generate.methods import REGISTRY
-
-FROM_VOXELS = tuple(b for b in BASELINES if REGISTRY[b].reads == "voxels")  # pixel ridge: the grid's bottom row
 
 
 def views(spec: CompareSpec) -> list[dict]:
@@ -130,7 +127,7 @@ def compare_grid(spec: CompareSpec, rows: list[dict], view: dict, path: Path, co
     from stage2_generate.recon_files import method_paths, read_reconstructions, read_stimuli, to_rgb
 
     split = next(iter(spec.variant(spec.reference).cfg.data.test))
-    shown = view_rows(spec, rows, view, FROM_VOXELS)
+    shown = view_rows(spec, rows, view, BASELINES_FROM_VOXELS)  # pixel ridge: the bottom row
     if not shown:
         return False
     anchor = next((r for r in shown if r["variant"] == view["anchor"]), shown[0])

@@ -179,7 +179,7 @@ def check_variant_inputs(variants: list[Variant]) -> None:
     (a simulated experiment not yet written is checked by its stage 1)."""
     from shared.config import perceptual_weights
     from shared.datasets import DataSource, check_inputs
-    from shared.featnet import check_weights
+    from shared.weights import parse_weights
 
     seen = set()
     for v in variants:
@@ -187,7 +187,9 @@ def check_variant_inputs(variants: list[Variant]) -> None:
         try:
             for net, weights in {(c.features.network, c.features.weights), (c.eval.judge_network, c.eval.judge_weights),
                                  (c.generator.perceptual_network, perceptual_weights(c))}:
-                if (net, weights) not in seen:
+                if (net, weights) not in seen and parse_weights(weights).kind != "random":  # random: nothing to read
+                    from shared.featnet import check_weights  # imports torch: only for weights files
+
                     check_weights(net, weights)
                     seen.add((net, weights))
             data = json.dumps([to_dict(c)["data"], c.reads_matrix, c.decoder.folds_needed])
