@@ -92,30 +92,57 @@ def metric_label(key: str) -> str:
 def check_judge_independent(cfg) -> str:
     """Refuse, in one line, a judge whose weights are those of a network a loss or an optimisation looks
     through (compared by content: ``featnet.weights_digest``, so two spellings of one file are one
-    network); returns the judge's digest. ``shared/config/checks.py`` refuses the same by the settings'
-    labels when the config is loaded; this catches what labels cannot (a copied ``.pth``, ``imagenet``
-    and the cached file). When every weights setting involved is ``random:<seed>``, the seeds stand for the
-    content (one network and seed generate one set of weights) and no network is built: the judge's identity
-    returned is then its spec, ``random:<seed>``."""
+    network); returns the judge's identity (``judge_identity``). ``shared/config/checks.py`` refuses the same
+    by the settings' labels when the config is loaded; this catches what labels cannot (a copied ``.pth``,
+    ``imagenet`` and the cached file). Two ``random:<seed>`` settings of one network are compared by their
+    seeds (one network and seed generate one set of weights), so no network is built for them."""
     from shared.config import judge_users
     from shared.errors import UserError
     from shared.weights import parse_weights
 
     e = cfg.eval
-    users = judge_users(cfg)
-    if all(parse_weights(w).kind == "random" for w in (e.judge_weights, *(u[3] for u in users))):
-        def digest(network: str, weights: str) -> str:
-            return f"random:{parse_weights(weights).seed}"
-    else:
-        from shared.featnet import weights_digest as digest  # builds or reads the networks: imports torch
-    judge = digest(e.judge_network, e.judge_weights)
-    for what, keys, network, weights in users:
-        if network == e.judge_network and digest(network, weights) == judge:
-            shown = judge if judge.startswith("random:") else f"sha256 {judge}"
+    judge = judge_identity(e.judge_network, e.judge_weights)
+    for what, keys, network, weights in judge_users(cfg):
+        if network != e.judge_network:
+            continue
+        if parse_weights(e.judge_weights).kind == "random" and parse_weights(weights).kind == "random":
+            same, shown = parse_weights(weights) == parse_weights(e.judge_weights), judge
+        else:
+            from shared.featnet import weights_digest  # builds or reads the networks: imports torch
+
+            digest = weights_digest(e.judge_network, e.judge_weights)
+            same, shown = weights_digest(network, weights) == digest, f"sha256 {digest}"
+        if same:
             raise UserError(f"the judge (eval.judge_network/judge_weights: {e.judge_network}, {e.judge_weights}) has "
                             f"the same weights ({shown}) as the network {what} looks through ({keys}: {network}, "
                             f"{weights}), so its scores would not be independent; give the judge other weights")
     return judge
+
+
+def judge_identity(network: str, weights: str) -> str:
+    """The judge's weights as one text: ``random:<seed>`` for generated weights (no network is built), else the
+    SHA-256 digest of the weights (``featnet.weights_digest``). ``same_judge`` tells two of them apart by
+    content."""
+    from shared.weights import parse_weights
+
+    spec = parse_weights(weights)
+    if spec.kind == "random":
+        return f"random:{spec.seed}"
+    from shared.featnet import weights_digest
+
+    return weights_digest(network, weights)
+
+
+def same_judge(network: str, a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Whether two judges' weights ``(setting, judge_identity)`` of ``network`` are the same weights: by their
+    identities, and where one is generated and the other a file, by the digests of both."""
+    if a[1] == b[1]:
+        return True
+    if a[1].startswith("random:") == b[1].startswith("random:"):
+        return False  # two seeds, or two digests, that differ
+    from shared.featnet import weights_digest
+
+    return weights_digest(network, a[0]) == weights_digest(network, b[0])
 
 
 def judge_name(network: str, layer: str) -> str:

@@ -172,3 +172,20 @@ def test_image_lists_in_either_column_order(tmp_path):
     (tmp_path / "a.tsv").write_text("n01_1.JPEG\t1\nn02_2.JPEG\t2\n")
     (tmp_path / "b.csv").write_text("index,file\n1,n01_1.JPEG\n2,n02_2\n")
     assert read_image_list(tmp_path / "a.tsv") == read_image_list(tmp_path / "b.csv") == {1: "n01_1", 2: "n02_2"}
+
+
+def test_a_refused_config_imports_no_torch_and_each_verb_lists_its_own_options(tmp_path):
+    """The command line imports only the verb it runs (``shared.cli.Lazy``): a config refused when it is read
+    never imports torch, and a verb's own options are still in its --help."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generator: {iteratoins: 4}\n")
+    code = ("import sys; from shared.cli import main; from stage2_generate.cli import DESCRIPTION, VERBS; "
+            f"rc = main('npp-generate', DESCRIPTION, VERBS, ['run', '--config', {str(bad)!r}]); "
+            "print(rc, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.stdout.split() == ["2", "False"] and "iteratoins" in r.stderr, r.stderr[-2000:]
+    for module, verb, option in (("stage2_generate", "compare", "--jobs"), ("stage2_generate", "export", "--figure"),
+                                 ("stage1_decode", "plan", "--data"), ("stage1_decode", "run", "--shard")):
+        r = subprocess.run([sys.executable, "-m", module, verb, "--help"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=300)
+        assert r.returncode == 0 and option in r.stdout, (module, verb)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import os
 import subprocess
 import sys
@@ -117,9 +118,10 @@ def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
     base_run = next(r for r in record["variants"] if r["name"] == "base")
     _same_decoding(out, [("base", "fc only", "VC", layer) for layer in ("conv3_4", "fc7")], {"base": base_run})
 
-    second = _compare(tmp_path, path)
+    second = _compare(tmp_path, path, PYTHONPROFILEIMPORTTIME="1")  # every module it imports, on stderr
     assert second.returncode == 0, second.stderr[-3000:]
     assert "2 of 2 variants reused" in second.stderr
+    assert not re.search(r"\|\s+(torch|torchvision|sklearn)$", second.stderr, re.M)  # nothing to train: no torch
     assert "stage 1 (" not in second.stderr and "train generator" not in second.stderr
     assert json.loads((out / "compare.json").read_text())["summary"] == record["summary"]
 

@@ -82,3 +82,21 @@ def test_a_compare_file_mixing_judges_is_refused(tiny_finished, tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert "is scored by another judge" in last and "'other_judge'" in last and "'usual'" in last
     assert not (tmp_path / "results" / "compare").exists()
+
+
+def test_one_judge_across_variants_whatever_spells_its_weights_or_the_other_networks(tiny_config, tmp_path):
+    """compare's check that its variants share one judge: the judge's identity does not depend on the other
+    networks' weights, and a judge file holding random:1's weights is random:1."""
+    from types import SimpleNamespace
+
+    from stage2_generate.compare.runner import check_one_judge
+
+    def variant(name, *sets):
+        return SimpleNamespace(name=name, cfg=load_config(tiny_config, list(sets)))
+
+    judge_file = _alexnet_file(tmp_path / "judge.pth", seed=1)
+    base = variant("base", "eval.judge_weights=random:1")
+    check_one_judge([base, variant("imagenet features", "eval.judge_weights=random:1", "features.weights=imagenet")])
+    check_one_judge([base, variant("judge as a file", f"eval.judge_weights={judge_file}")])
+    with pytest.raises(UserError, match="'other seed' is scored by another judge"):
+        check_one_judge([base, variant("other seed", "eval.judge_weights=random:2")])

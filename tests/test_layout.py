@@ -158,3 +158,10 @@ def test_no_import_cycle_within_a_package(package):
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_slow_first_test_file_exists():
+    """conftest's SLOW_FIRST orders the test files for the two workers: a renamed file would silently run last."""
+    from conftest import SLOW_FIRST
+
+    assert all((ROOT / "tests" / name).is_file() for name in SLOW_FIRST), SLOW_FIRST

@@ -28,12 +28,26 @@ def _decoding(rows: list[dict], variant: str) -> tuple[float, float] | None:
     return float(test), float(np.mean(oof)) if oof else float("nan")
 
 
+def _joins(text: str, names: list[str]) -> list[str] | None:
+    """The names whose ", "-join ``text`` is (in order), or None: how the report names a baseline row that
+    several variants share (names may hold commas, so the text is split at the known names, not at commas)."""
+    if text == "":
+        return []
+    for name in names:
+        if text == name or text.startswith(name + ", "):
+            rest = _joins(text[len(name) + 2:] if text != name else "", names)
+            if rest is not None:
+                return [name, *rest]
+    return None
+
+
 def _shared_baseline(table: list[dict], variant: str, where: tuple[str, str]) -> dict | None:
     """The pixel-ridge row that ``variant`` shares with others: the report names it ``all variants``, or the
-    variants it stands for joined by ", " (names may hold commas, so the name is looked for in the text)."""
+    variants it stands for joined by ", "."""
+    names = list(dict.fromkeys(r["variant"] for r in table if r["method"] == "wgan_gp"))
     rows = [r for r in table if r["method"] == "pixel_ridge" and (r["subject"], r["roi"]) == where]
     return next((r for r in rows if r["variant"] == "all variants"), None) or next(
-        (r for r in rows if variant in r["variant"]), None)
+        (r for r in rows if variant in (_joins(r["variant"], names) or [])), None)
 
 
 def ablation_row(ctx, name: str, variant: str) -> dict:

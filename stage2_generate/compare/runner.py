@@ -157,18 +157,20 @@ def _death(what: str, rc: int, output: str, cmd: str) -> str:
 def check_one_judge(variants: list[Variant]) -> None:
     """Refuse, in one line, a comparison whose variants score with different judges (network, weights by
     content, layers, input size): its tables pair every variant's scores with the reference's."""
-    from shared.evaluation import check_judge_independent
+    from shared.evaluation import check_judge_independent, same_judge
 
-    judges: dict[tuple, str] = {}  # judge -> the first variant scored by it
+    first = None  # (the first variant, its judge: network, (weights, identity), layers, input size)
     for v in variants:
         e = v.cfg.eval
         try:
-            judge = (e.judge_network, check_judge_independent(v.cfg), tuple(e.judge_layers), e.judge_input_size)
+            judge = (e.judge_network, (e.judge_weights, check_judge_independent(v.cfg)), tuple(e.judge_layers),
+                     e.judge_input_size)
         except UserError as exc:
             raise UserError(f"variant {v.name!r}: {exc}") from None
-        judges.setdefault(judge, v.name)
-        if len(judges) > 1:
-            other = next(iter(judges.values()))
+        first = first or (v.name, judge)
+        j = first[1]
+        if (judge[0], judge[2:]) != (j[0], j[2:]) or not same_judge(e.judge_network, judge[1], j[1]):
+            other = first[0]
             raise UserError(f"variant {v.name!r} is scored by another judge ({e.judge_network} {e.judge_weights}, "
                             f"layers {list(e.judge_layers)}, {e.judge_input_size} px) than variant {other!r}; a "
                             f"comparison pairs scores of one judge: set eval.judge_* in 'set', not per variant")
