@@ -261,13 +261,18 @@ def headline_metric(ctx, roi: str, metric: str, part: str):
     return value if part == "seed_sd" else -value
 
 
+def _test_metrics(row: dict) -> list[str]:
+    """The test images' metrics of a ``stats.csv`` row (its ``val_*`` columns are the hold-out's, without intervals)."""
+    return [k[:-len("_diff")] for k in row if k.endswith("_diff") and not k.startswith("val_")]
+
+
 def headline_seeds(ctx) -> str:
     """The demo with three generator seeds: per metric and ROI, ``wgan_gp`` minus pixel ridge (mean over seeds and
     test images) [95% interval over seeds and images], the between-seed SD of that difference, and the verdict."""
     by_roi = _headline_rows(ctx)
     rois = list(by_roi)
     first = by_roi[rois[0]]
-    metrics = [k[:-len("_diff")] for k in first if k.endswith("_diff")]
+    metrics = _test_metrics(first)
     rows = []
     for m in metrics:
         cells = []
@@ -284,7 +289,7 @@ def headline_reading(ctx) -> str:
     """The headline table read per ROI: the columns where either side is better beyond noise, and how many are
     within noise."""
     by_roi = _headline_rows(ctx)
-    metrics = [k[:-len("_diff")] for k in next(iter(by_roi.values())) if k.endswith("_diff")]
+    metrics = _test_metrics(next(iter(by_roi.values())))
     lines = []
     for roi in by_roi:
         verdicts = {m: headline_metric(ctx, roi, m, "verdict") for m in metrics}
