@@ -128,10 +128,12 @@ reference:
 	echo "results/reference/demo/ holds $(DEMO) (make demo)" > $(REFERENCE)/demo/source.txt
 	(for d in .venv data/demo work/demo work/demo/features; do du -sh $$d 2>/dev/null; done; true) \
 	  > $(REFERENCE)/demo/disk_usage.txt
-	for name in $(PRESETS); do if [ -f results/$$name/summary.md ]; then rm -rf $(REFERENCE)/$$name && \
-	  mkdir -p $(REFERENCE)/$$name && cp results/$$name/summary.md results/$$name/metrics.json results/$$name/decoding.* \
+	for name in $(PRESETS); do if [ -f results/$$name/summary.md ]; then rm -rf $(REFERENCE)/$$name.new && \
+	  mkdir -p $(REFERENCE)/$$name.new && cp results/$$name/summary.md results/$$name/metrics.json results/$$name/decoding.* \
 	  results/$$name/reconstruction.* results/$$name/validation.* results/$$name/training.png results/$$name/grid*.png \
-	  $(REFERENCE)/$$name/ || exit 1; fi; done
+	  $(REFERENCE)/$$name.new/ && echo "results/reference/$$name/ holds results/$$name (make small-data)" \
+	  > $(REFERENCE)/$$name.new/source.txt && rm -rf $(REFERENCE)/$$name && mv $(REFERENCE)/$$name.new $(REFERENCE)/$$name \
+	  || { rm -rf $(REFERENCE)/$$name.new; echo "results/$$name is incomplete (is make small-data still running?)"; exit 2; }; fi; done
 	$(PY) -m stage2_generate export --config $(CONFIG) --set results_dir=$(dir $(DEMO)) --figure shen \
 	  --out $(DEMO)/export
 	mkdir -p $(REFERENCE)/demo/export && cp $(DEMO)/export/shen_natural_p01.* $(REFERENCE)/demo/export/

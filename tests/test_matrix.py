@@ -126,18 +126,12 @@ def _cli(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_matrix_dataset_runs_through_both_stages_and_compare(tmp_path):
-    write_matrix_file(tmp_path / "digits.mat", "mat73")
-    config = _config(tmp_path, "digits.mat")
-    for module in ("stage1_decode", "stage2_generate"):
-        r = _cli(tmp_path, module, "run", "--config", str(config))
-        assert r.returncode == 0, r.stderr[-3000:]
-    results = tmp_path / "results" / "tiny"
+    """Both stages on a matrix file (run by compare, each in a process of its own, as `run` would: the config
+    unchanged in `both layers`), two variants side by side, and the shipped comparison of the published methods."""
     import json
 
-    metrics = json.loads((results / "metrics.json").read_text())
-    assert metrics["reconstruction_info"]["grayscale"] is True
-    assert set(metrics["reconstruction"]["sub-01"]) >= {"wgan_gp", "pixel_ridge", "nearest_train"}
-    assert (results / "reconstructions" / "sub-01" / "all" / "test" / "wgan_gp.h5").is_file()
+    write_matrix_file(tmp_path / "digits.mat", "mat73")
+    config = _config(tmp_path, "digits.mat")
     # two variants side by side (each method against the same variant's generator: test_compare's pairing test)
     spec = tmp_path / "cmp.yaml"
     spec.write_text(yaml.safe_dump({"name": "matrix", "base": "matrix.yaml", "also": ["pixel_ridge"],
@@ -145,6 +139,12 @@ def test_matrix_dataset_runs_through_both_stages_and_compare(tmp_path):
     r = _cli(tmp_path, "stage2_generate", "compare", "--config", str(spec))
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "results" / "compare" / "matrix"
+    runs = {v["name"]: v for v in json.loads((out / "compare.json").read_text())["variants"]}
+    results = tmp_path / runs["both layers"]["results"]
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["reconstruction_info"]["grayscale"] is True
+    assert set(metrics["reconstruction"]["sub-01"]) >= {"wgan_gp", "pixel_ridge", "nearest_train"}
+    assert (results / "reconstructions" / "sub-01" / "all" / "test" / "wgan_gp.h5").is_file()
     assert (out / "table.md").read_text().count("| wgan_gp |") == 2
     stats = (out / "stats.md").read_text()
     assert "| fc7 only | wgan_gp | sub-01 | all | both layers (all) | 8 |" in stats
