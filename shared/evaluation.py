@@ -98,21 +98,13 @@ def check_judge_independent(cfg) -> str:
     seeds (one network and seed generate one set of weights), so no network is built for them."""
     from shared.config import judge_users
     from shared.errors import UserError
-    from shared.weights import parse_weights
 
     e = cfg.eval
     judge = judge_identity(e.judge_network, e.judge_weights)
     for what, keys, network, weights in judge_users(cfg):
-        if network != e.judge_network:
-            continue
-        if parse_weights(e.judge_weights).kind == "random" and parse_weights(weights).kind == "random":
-            same, shown = parse_weights(weights) == parse_weights(e.judge_weights), judge
-        else:
-            from shared.featnet import weights_digest  # builds or reads the networks: imports torch
-
-            digest = weights_digest(e.judge_network, e.judge_weights)
-            same, shown = weights_digest(network, weights) == digest, f"sha256 {digest}"
-        if same:
+        if network == e.judge_network and same_judge(network, (weights, judge_identity(network, weights)),
+                                                     (e.judge_weights, judge)):
+            shown = judge if judge.startswith("random:") else f"sha256 {judge}"
             raise UserError(f"the judge (eval.judge_network/judge_weights: {e.judge_network}, {e.judge_weights}) has "
                             f"the same weights ({shown}) as the network {what} looks through ({keys}: {network}, "
                             f"{weights}), so its scores would not be independent; give the judge other weights")

@@ -100,3 +100,10 @@ def test_one_judge_across_variants_whatever_spells_its_weights_or_the_other_netw
     check_one_judge([base, variant("judge as a file", f"eval.judge_weights={judge_file}")])
     with pytest.raises(UserError, match="'other seed' is scored by another judge"):
         check_one_judge([base, variant("other seed", "eval.judge_weights=random:2")])
+    # a missing feature-network file is not another judge: the input check names the file instead
+    from stage2_generate.compare.runner import check_variant_inputs
+
+    missing = variant("missing file", "eval.judge_weights=random:1", f"features.weights={tmp_path / 'gone.pth'}")
+    check_one_judge([base, missing])
+    with pytest.raises(UserError, match=r"variant 'missing file': .*gone\.pth.* does not exist"):
+        check_variant_inputs([missing])

@@ -159,18 +159,16 @@ def check_one_judge(variants: list[Variant]) -> None:
     content, layers, input size): its tables pair every variant's scores with the reference's."""
     from shared.evaluation import check_judge_independent, same_judge
 
-    first = None  # (the first variant, its judge: network, (weights, identity), layers, input size)
+    first = None  # the first variant's name, judge settings (network, layers, input size) and weights
     for v in variants:
         e = v.cfg.eval
         try:
-            judge = (e.judge_network, (e.judge_weights, check_judge_independent(v.cfg)), tuple(e.judge_layers),
-                     e.judge_input_size)
+            weights = (e.judge_weights, check_judge_independent(v.cfg))  # (setting, identity)
         except UserError as exc:
             raise UserError(f"variant {v.name!r}: {exc}") from None
-        first = first or (v.name, judge)
-        j = first[1]
-        if (judge[0], judge[2:]) != (j[0], j[2:]) or not same_judge(e.judge_network, judge[1], j[1]):
-            other = first[0]
+        setting = (e.judge_network, tuple(e.judge_layers), e.judge_input_size)
+        other, other_setting, other_weights = first = first or (v.name, setting, weights)
+        if setting != other_setting or not same_judge(e.judge_network, weights, other_weights):
             raise UserError(f"variant {v.name!r} is scored by another judge ({e.judge_network} {e.judge_weights}, "
                             f"layers {list(e.judge_layers)}, {e.judge_input_size} px) than variant {other!r}; a "
                             f"comparison pairs scores of one judge: set eval.judge_* in 'set', not per variant")
