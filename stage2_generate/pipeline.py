@@ -195,7 +195,7 @@ def _run(cfg: Config, to_release: list) -> None:
     for layer in gc.condition_layers:  # read under the store's lock (``hold_store``): stage 1 is not filling it
         if not store.true_file(layer, "train").is_file():
             raise _no_features(cfg, layer)
-    classes = registry.selected(cfg.methods.run, e.baselines)
+    classes = registry.selected(cfg.methods.run, e.baselines, e.blend)
     _check_inputs(cfg, store, [layer for c in classes for layer in c.store_layers(cfg.methods, cfg.features)])
     # decoded features imported from the lab's files: no out-of-fold or hold-out features (a stage-1 store: cfg)
     cfg, lab_import = adapt_to_import(cfg, store, say=rank == 0)

@@ -35,7 +35,7 @@ def pixels_run(tmp_path_factory):
            "decoder": {**TINY["decoder"], "alphas": [1.0, 100.0, 10000.0]},
            "generator": {**TINY["generator"], "condition_layers": ["pixels16", "fc7"], "start": "decoded_pixels",
                          "consistency_layers": ["pixels16"]},
-           "eval": {**TINY["eval"], "validation_fraction": 0.2}}
+           "eval": {**TINY["eval"], "validation_fraction": 0.2, "blend": True}}
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     for module in ("stage1_decode", "stage2_generate"):
@@ -135,6 +135,31 @@ def test_pixel_ridge_rows_are_the_decoded_pixels_layer_brought_to_the_image_size
     mean = split_images(src, "train", fit_names, cfg.generator.image_size).mean(axis=0)
     gain = row["contrast_gain"]
     np.testing.assert_allclose(recon, np.clip(mean + gain * (up - mean) if gain != 1 else up, 0, 1), atol=2e-5)
+
+
+def test_the_blend_is_the_generator_and_pixel_ridge_mixed_by_the_weight_the_hold_out_chose(pixels_run):
+    """``wgan_gp_blend``'s test images are a × wgan_gp's + (1 − a) × pixel ridge's, a the weight whose blend scored
+    best on the hold-out; a = 0 and a = 1 are among those tried, so on the hold-out it scores at least what both
+    of its parts score."""
+    from stage2_generate.methods.blend import WEIGHTS
+
+    cfg = pixels_run
+    metrics = json.loads((cfg.results_path / "metrics.json").read_text())
+    row = metrics["reconstruction"]["sub-01"]["wgan_gp_blend"]
+    weight, tried = row["blend_weight"], row["choices"]["blend"]["validation"]
+    assert weight in WEIGHTS and set(tried) == {f"{w:.1f}" for w in WEIGHTS}
+    assert tried[f"{weight:.1f}"] == max(tried.values())
+    folder = cfg.results_path / "reconstructions" / "sub-01" / "VC" / "natural"
+    images = {}
+    for method in ("wgan_gp", "pixel_ridge", "wgan_gp_blend"):
+        with h5py.File(folder / f"{method}.h5") as f:
+            images[method] = f["images"][()]
+    np.testing.assert_allclose(images["wgan_gp_blend"],
+                               weight * images["wgan_gp"] + (1 - weight) * images["pixel_ridge"], atol=2e-5)
+    held = metrics["reconstruction_validation"]["sub-01"]
+    value = lambda m: (held[m]["pixcorr"] + held[m]["ssim"]) / 2  # eval.validation_metric: pixcorr_ssim
+    assert cfg.eval.validation_metric == "pixcorr_ssim"
+    assert value("wgan_gp_blend") >= max(value("wgan_gp"), value("pixel_ridge")) - 1e-5
 
 
 def test_only_pixels_layers_search_past_the_penalty_grid(pixels_run):

@@ -18,12 +18,15 @@ def test_registry_names_are_the_validated_tuple():
     assert tuple(of_role("baseline")) == config_module.BASELINES
     assert config_module.BASELINES_FROM_VOXELS == tuple(b for b in config_module.BASELINES if REGISTRY[b].reads == "voxels")
     assert (*of_role("generator"), *of_role("reference")) == config_module.GENERATOR_ROWS
-    assert {cls.role for cls in REGISTRY.values()} == {"generator", "published", "baseline", "reference"}
+    assert tuple(of_role("blend")) == config_module.BLENDS
+    assert {cls.role for cls in REGISTRY.values()} == {"generator", "blend", "published", "baseline", "reference"}
     assert all(issubclass(cls, Method) and cls.name == name for name, cls in REGISTRY.items())
     assert all(cls.reads in ("features", "voxels") for cls in REGISTRY.values())
     order = [c.name for c in selected(["vae", "inversion_pixels"], baselines=True)]
     assert order == ["wgan_gp", "inversion_pixels", "vae", "pixel_ridge", "nearest_train", "wgan_gp_true_features"]
     assert [c.name for c in selected([], baselines=False)] == ["wgan_gp", "wgan_gp_true_features"]
+    assert [c.name for c in selected([], baselines=False, blend=True)] == ["wgan_gp", "wgan_gp_blend",
+                                                                          "wgan_gp_true_features"]
 
 
 def test_every_registered_method_runs_through_the_interface(tiny_finished, tmp_path):
@@ -71,6 +74,7 @@ def test_every_registered_method_runs_through_the_interface(tiny_finished, tmp_p
     np.testing.assert_allclose(drawn["wgan_gp"], np.broadcast_to(images.mean(axis=0), drawn["wgan_gp"].shape),
                                atol=1e-5)
     assert all(any(np.array_equal(img, t) for t in images) for img in drawn["nearest_train"])
+    np.testing.assert_array_equal(drawn["wgan_gp_blend"], drawn["wgan_gp"])  # no hold-out: a = 1, the generator's
     assert "alpha" in REGISTRY["pixel_ridge"](ctx).fit(train).row()
 
 

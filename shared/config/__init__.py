@@ -18,6 +18,7 @@ from shared.config.schema import (
     BASELINES_FROM_VOXELS,
     DECODER_BACKENDS,
     DECODER_KINDS,
+    BLENDS,
     GENERATOR_ROWS,
     METHODS,
     NETWORKS,
@@ -40,7 +41,7 @@ from shared.config.schema import (
 )
 
 __all__ = [
-    "BASELINES", "BASELINES_FROM_VOXELS", "DECODER_BACKENDS", "DECODER_KINDS", "GENERATOR_ROWS", "METHODS", "NETWORKS", "PUBLISHED",
+    "BASELINES", "BASELINES_FROM_VOXELS", "BLENDS", "DECODER_BACKENDS", "DECODER_KINDS", "GENERATOR_ROWS", "METHODS", "NETWORKS", "PUBLISHED",
     "SIM_STIMULI", "TRAIN_INPUTS", "VALIDATION_METRICS",
     "Config", "DataConfig", "DecoderConfig", "DownloadConfig", "EvalConfig", "FeaturesConfig", "GeneratorConfig",
     "LabConfig", "MatrixConfig", "MethodsConfig", "SimulationConfig", "SplitFiles",

@@ -277,6 +277,9 @@ class EvalConfig:
     validation_metric: str = "pixcorr_ssim"  # 'pixcorr', 'ssim' or 'pixcorr_ssim' (their mean)
     save_reconstructions: bool = True  # every reconstruction as PNG files and one HDF5 file
     baselines: bool = True  # score pixel ridge and nearest training image beside the generator
+    # also score wgan_gp_blend: a x the generator's image + (1 - a) x pixel ridge's, a (0 to 1 by 0.1) chosen on
+    # the validation hold-out (stage2_generate/methods/blend.py); the generator's own row stays beside it
+    blend: bool = False
 
 
 @dataclass
@@ -315,10 +318,11 @@ class MethodsConfig:
 RESERVED_SPLITS = ("train", "train_oof", "validation", "info")
 
 GENERATOR_ROWS = ("wgan_gp", "wgan_gp_true_features")
+BLENDS = ("wgan_gp_blend",)  # run with eval.blend: the generator's image blended with pixel ridge's
 BASELINES = ("pixel_ridge", "nearest_train")
 BASELINES_FROM_VOXELS = ("pixel_ridge",)  # the baselines whose class reads voxels (a compare grid's bottom row)
 PUBLISHED = ("inversion_dgn", "inversion_pixels", "end_to_end", "latent_regression", "vae")
-METHODS = (*GENERATOR_ROWS, *BASELINES, *PUBLISHED)
+METHODS = (*GENERATOR_ROWS, *BLENDS, *BASELINES, *PUBLISHED)
 
 
 @dataclass

@@ -47,7 +47,7 @@ from typing import Any
 
 import yaml
 
-from shared.config import GENERATOR_ROWS, METHODS, PUBLISHED, Config, load_config, read_yaml
+from shared.config import BLENDS, GENERATOR_ROWS, METHODS, PUBLISHED, Config, load_config, read_yaml
 from shared.errors import UserError
 
 KEYS = ("name", "base", "set", "variants", "matrix", "reference", "method", "also", "seeds", "slurm")
@@ -227,6 +227,11 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = (), 
         if missing:
             raise UserError(f"'also' in {path} names {a!r}, which variant {missing[0]!r} does not run; add it to "
                             f"methods.run (e.g. in 'set')")
+    for m in (method, *also):
+        off = [v.name for v in variants if m in BLENDS and not v.cfg.eval.blend]
+        if off:
+            raise UserError(f"{path} compares {m!r}, which variant {off[0]!r} does not run; set eval.blend: true "
+                            f"(e.g. in 'set')")
     slurm = slurm_settings(raw.get("slurm"), f"in {path}", _raw_time(path)) if raw.get("slurm") is not None else {}
     name = str(raw.get("name") or path.stem) + ("" if own_base else f"_{base.stem}")
     return CompareSpec(name=name, path=path, base=base, variants=variants,

@@ -9,6 +9,7 @@ method goes last in both: ``PUBLISHED`` is the tail of ``METHODS``).
 | name | module | from |
 | --- | --- | --- |
 | ``wgan_gp``, ``wgan_gp_true_features`` | ``wgan_gp.py`` | decoded features (true features) |
+| ``wgan_gp_blend`` (with ``eval.blend``) | ``blend.py`` | the generator's and pixel ridge's images |
 | ``pixel_ridge`` | ``pixel_ridge.py`` | voxels |
 | ``nearest_train`` | ``nearest_train.py`` | decoded features |
 | ``inversion_dgn``, ``inversion_pixels`` | ``inversion.py`` | decoded features |
@@ -23,6 +24,7 @@ Private helpers: ``_voxel_ridge.py`` (the ridge every voxel method fits), ``_ima
 from __future__ import annotations
 
 from stage2_generate.methods.base import Context, Method, TestData, TrainData
+from stage2_generate.methods.blend import WganGpBlend
 from stage2_generate.methods.end_to_end import EndToEnd
 from stage2_generate.methods.inversion import InversionDgn, InversionPixels
 from stage2_generate.methods.latent_regression import LatentRegression
@@ -34,6 +36,7 @@ from stage2_generate.methods.wgan_gp import TrueFeatureInput, WganGp
 REGISTRY: dict[str, type[Method]] = {
     "wgan_gp": WganGp,
     "wgan_gp_true_features": TrueFeatureInput,
+    "wgan_gp_blend": WganGpBlend,
     "pixel_ridge": PixelRidge,
     "nearest_train": NearestTrain,
     "inversion_dgn": InversionDgn,
@@ -51,12 +54,13 @@ def of_role(role: str) -> list[str]:
     return [name for name, cls in REGISTRY.items() if cls.role == role]
 
 
-def selected(run: list[str] | tuple[str, ...], baselines: bool) -> list[type[Method]]:
-    """The classes a stage-2 run reconstructs with, in the order of its tables: the generator, the
-    published methods of ``run`` from decoded features then from voxels (each in ``run``'s order), the
-    baselines (when ``baselines``), the references."""
+def selected(run: list[str] | tuple[str, ...], baselines: bool, blend: bool = False) -> list[type[Method]]:
+    """The classes a stage-2 run reconstructs with, in the order of its tables: the generator, its blend with
+    pixel ridge (when ``blend``), the published methods of ``run`` from decoded features then from voxels (each
+    in ``run``'s order), the baselines (when ``baselines``), the references."""
     chosen = [REGISTRY[name] for name in run]
     roles = [REGISTRY[name] for name in of_role("generator")]
+    roles += [REGISTRY[name] for name in of_role("blend")] if blend else []
     roles += [c for c in chosen if c.reads == "features"] + [c for c in chosen if c.reads == "voxels"]
     roles += [REGISTRY[name] for name in of_role("baseline")] if baselines else []
     return roles + [REGISTRY[name] for name in of_role("reference")]

@@ -10,8 +10,9 @@ one channel); the pipeline scores them all alike (``shared/evaluation.py``), in 
 Class attributes say how the pipeline treats a method:
 
 * ``role``: ``"generator"`` (the WGAN-GP generator, always run), ``"published"`` (chosen by
-  ``methods.run``), ``"baseline"`` (run when ``eval.baselines``), ``"reference"`` (a row for
-  comparison that is not a reconstruction from the brain: the generator fed true features);
+  ``methods.run``), ``"baseline"`` (run when ``eval.baselines``), ``"blend"`` (the generator's image
+  blended with a baseline's, run when ``eval.blend``), ``"reference"`` (a row for comparison that is not a
+  reconstruction from the brain: the generator fed true features);
 * ``reads``: ``"features"`` (stage 1's decoded features) or ``"voxels"`` (the training trials and
   the trial-averaged test voxels, through the voxel ridge);
 * ``validated``: also scored on the validation hold-out; ``first_roi_only``: one row per subject,
