@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 # torch and torchvision are pinned to the releases this project is tested with (CPU or CUDA).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test soak docs bench bench-stage2 bench-plan bench-simulator bench-layer bench-jobs per-unit ablations small-data settings seeds lowlevel reference reference-seeds clean-demo
+.PHONY: setup demo test soak docs bench bench-stage2 bench-plan bench-simulator bench-layer bench-jobs per-unit ablations small-data settings seeds lowlevel blend reference reference-seeds clean-demo
 
 setup: $(STAMP)
 
@@ -105,6 +105,14 @@ lowlevel: $(STAMP)
 	  --base configs/$$name.yaml --jobs 2 && $(PY) -m tools.keep_compare lowlevel_$$name || exit 1; done
 	$(PY) -m stage2_generate compare --config configs/ablations/lowlevel.yaml --base configs/demo.yaml \
 	  --set 'data.rois=[VC]' --jobs 2 && $(PY) -m tools.keep_compare lowlevel_demo
+
+# the two pathways blended (wgan_gp_blend: the generator's image and pixel ridge's, the weight chosen on the
+# hold-out) against its parts and nearest_train, 3 seeds, on the demo then both presets (the shipped configs'
+# generators, reused from make seeds' cache; about 1.5 hours on 2 cores from a cold cache); tables copied to
+# results/reference/
+blend: $(STAMP)
+	for name in demo $(PRESETS); do $(PY) -m stage2_generate compare --config configs/ablations/blend.yaml \
+	  --base configs/$$name.yaml --jobs 2 && $(PY) -m tools.keep_compare blend_$$name || exit 1; done
 
 # the demo's headline comparison with three generator seeds (about 40 minutes on 2 cores, cached): the README's
 # reading of wgan_gp against the baselines beyond seed noise

@@ -138,6 +138,12 @@ def test_compare_runs_every_variant_then_reuses_them(tmp_path, tiny_config):
     row = next(r for r in csv.DictReader((out.parent / "tiny_seeds" / "table.csv").open()) if r["method"] == "wgan_gp")
     means = [both[s]["wgan_gp"]["pixcorr"] for s in (0, 1)]
     assert row["n_seeds"] == "2" and float(row["pixcorr"]) == pytest.approx(np.mean(means), abs=1e-9)
+    # what each seed's pixel ridge chose (its penalty and size), as each run's metrics.json holds it
+    chosen = [r for r in csv.DictReader((out.parent / "tiny_seeds" / "choices.csv").open()) if r["method"] == "pixel_ridge"]
+    assert sorted(int(r["seed"]) for r in chosen) == [0, 1]
+    for r in chosen:
+        assert int(r["pixel_size"]) == both[int(r["seed"])]["pixel_ridge"]["pixel_size"]
+        assert float(r["alpha"]) == pytest.approx(both[int(r["seed"])]["pixel_ridge"]["alpha"])
     assert float(row["pixcorr_seed_sd"]) == pytest.approx(np.std(means, ddof=1), abs=1e-9)
     assert "±" in (out.parent / "tiny_seeds" / "table.md").read_text()
     _same_decoding(out.parent / "tiny_seeds", [("base", "", "VC", layer) for layer in ("conv3_4", "fc7")],

@@ -9,6 +9,7 @@ block's Markdown. No bold: a single run cannot say which difference holds beyond
 from __future__ import annotations
 
 from tools.doc_ablations import ABLATION_BUILDERS
+from tools.doc_blend import BLEND_BUILDERS
 from tools.doc_config import CONFIG_BUILDERS
 from tools.doc_lowlevel import LOWLEVEL_BUILDERS, LOWLEVEL_DERIVED
 from tools.doc_sources import _parse_table, md_table as _table
@@ -328,5 +329,5 @@ BUILDERS = {"demo-decoding": demo_decoding, "demo-reconstruction": demo_reconstr
             "presets-results": presets_results, "settings-choice": settings_choice, "bench-ridge": bench_ridge,
             "bench-stage2": bench_stage2, "headline-seeds": headline_seeds, "headline-reading": headline_reading,
            
-            **LOWLEVEL_BUILDERS, **CONFIG_BUILDERS, **ABLATION_BUILDERS,
+            **LOWLEVEL_BUILDERS, **BLEND_BUILDERS, **CONFIG_BUILDERS, **ABLATION_BUILDERS,
             "validation-ranking": validation_ranking, "simulator": simulator, "compare-jobs": compare_jobs}

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference"
 # how to remake the outputs of a folder under results/reference/ (first match)
 REMAKE = [("compare/settings_", "make settings"), ("compare/headline", "make seeds"),
-          ("compare/lowlevel_", "make lowlevel"), ("compare/", "make ablations"),
+          ("compare/lowlevel_", "make lowlevel"), ("compare/blend_", "make blend"), ("compare/", "make ablations"),
           ("demo_unit/", "make per-unit"), ("demo/", "make demo, then make reference"),
           ("small_strokes/", "make small-data, then make reference"),
           ("binary_shapes/", "make small-data, then make reference")]

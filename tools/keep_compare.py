@@ -1,7 +1,7 @@
 """Copy finished comparisons' tables into ``results/reference/compare/`` (the committed reference).
 
 ``python -m tools.keep_compare NAME [NAME ...]`` copies ``table.md``/``.csv``, ``validation.csv``,
-``stats.md``/``.csv``, ``decoding.md``/``.csv``, ``bars.png``, ``grid.png``, the figures of further subjects and ROIs
+``stats.md``/``.csv``, ``decoding.md``/``.csv``, ``choices.csv``, ``bars.png``, ``grid.png``, the figures of further subjects and ROIs
 (``bars_<subject>_<roi>.png``, ``grid_<subject>_<roi>.png``) and ``provenance.json`` of ``results/compare/NAME/``
 to ``results/reference/compare/NAME/`` (each file but the required ones when present), leaving the
 folder's own ``README.md`` (its question and files, written by hand) as it is. ``provenance.json`` is required: it is
@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ("table.md", "table.csv", "validation.csv", "stats.md", "stats.csv", "decoding.md", "decoding.csv",
-         "bars.png", "grid.png", "provenance.json")
+         "choices.csv", "bars.png", "grid.png", "provenance.json")
 PATTERNS = ("bars_*.png", "grid_*.png")  # the figures of further subjects and ROIs, as many as the comparison has
 REQUIRED = ("table.md", "table.csv", "provenance.json")
 

@@ -92,6 +92,7 @@ def add_arguments(parser) -> None:
 
 
 def compare_verb(args) -> None:
+    from stage2_generate.compare.choices import write_choices
     from stage2_generate.compare.decoding_table import decoding_groups, write_decoding
     from stage2_generate.compare.figures import write_figures
     from stage2_generate.compare.report import collect, paired_rows, several_seeds, summarise_rows, write_tables
@@ -155,6 +156,7 @@ def compare_verb(args) -> None:
     summarise_rows(rows, ref_cfg.seed)
     paired = paired_rows(sub, rows, ref_cfg.seed)
     write_tables(out, sub, rows, paired)
+    write_choices(out, sub, recs)
     groups = decoding_groups(sub, recs)
     write_decoding(out, sub, groups)
     for old in [*out.glob("bars_*.png"), *out.glob("grid_*.png")]:  # views of an earlier run of this name

@@ -223,18 +223,26 @@ class PixelRidge(Method):
         return self.store_layers(self.ctx.methods, self.ctx.features)
 
     def fit(self, train: TrainData) -> PixelRidge:
+        """Fit to ``train``'s subject and ROI, once per run: the blend (``wgan_gp_blend``) and the baseline share the
+        fit (the run keeps the last subject's and ROI's)."""
+        fits = self.ctx.shared("pixel_ridge fits", dict)
+        key = (train.subject, train.roi)
+        if key not in fits:
+            fits.clear()
+            fits[key] = self._fit(train)
+        self.pixels, self.record = fits[key]
+        return self
+
+    def _fit(self, train: TrainData) -> tuple:
         c = self.ctx
         if self.pixel_layers:
             held = ((VALIDATION, train.held.names), train.held_score) \
                 if train.held is not None and train.held_score else None
             candidates = [lambda la=la: DecodedPixels(c.store, train.subject, train.roi, la, c.train_images,
                                                       c.train_names) for la in self.pixel_layers]
-            self.pixels, self.record = choose_map(candidates, c.train_images, c.validation_metric, held)
-            return self
+            return choose_map(candidates, c.train_images, c.validation_metric, held)
         held = (train.held.voxels, train.held_score) if train.held is not None and train.held_score else None
-        self.pixels, self.record = fit_pixel_map(train.ridge, c.train_images, c.pixel_ridge_sizes,
-                                                 c.validation_metric, held)
-        return self
+        return fit_pixel_map(train.ridge, c.train_images, c.pixel_ridge_sizes, c.validation_metric, held)
 
     def reconstruct(self, test: TestData) -> np.ndarray:
         if isinstance(self.pixels, DecodedPixels):

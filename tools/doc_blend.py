@@ -1,0 +1,68 @@
+"""The blend comparison's block for ``tools/make_docs.py`` (``docs/lowlevel.md``): per set and ROI, ``wgan_gp_blend``
+against pixel ridge, nearest_train and the generator alone, beyond seed noise and on the validation hold-out, with the
+weights the hold-out chose."""
+
+from __future__ import annotations
+
+from tools.doc_sources import md_table as _table
+
+BLEND_SETS = ("demo", "small_strokes", "binary_shapes")
+BLEND = "wgan_gp_blend"
+VERDICT = {"loss": "blend better", "win": "{other} better", "within noise": "within noise",
+           "single seed": "single seed"}  # another row's stats.csv verdict against the blend, in the blend's terms
+
+
+def _rows(ctx, where: str, name: str) -> list[dict]:
+    return [r for r in ctx.rows(f"compare/blend_{where}/{name}") if r["subject"] == "sub-01"]
+
+
+def blend_against(ctx, where: str, roi: str, other: str, metric: str, part: str = "diff"):
+    """``wgan_gp_blend`` minus ``other`` on ``where``'s ROI ``roi`` (stats.csv, sign turned to the blend's side):
+    ``diff``, ``seed_sd``, ``verdict``, or ``val`` / ``val_verdict`` for the validation hold-out's seed-paired
+    difference."""
+    row = next(r for r in _rows(ctx, where, "stats.csv") if r["roi"] == roi and r["method"] == other)
+    if part in ("verdict", "val_verdict"):
+        key = f"{metric}_verdict" if part == "verdict" else f"val_{metric}_verdict"
+        return VERDICT[row[key]].format(other=other.replace("_", " "))
+    if part == "val":
+        return -float(row[f"val_{metric}_diff"])
+    value = float(row[f"{metric}_{part}"])
+    return value if part == "seed_sd" else -value
+
+
+def _top1(table: list[dict]) -> str:
+    """Top-1 identification by the judge's conv5 among all test images (``nway<N>_alexnet5``)."""
+    return next(k for k in table[0] if k.startswith("nway") and k.endswith("_alexnet5") and not k[4:].startswith("10_"))
+
+
+def blend_weights(ctx, where: str, roi: str) -> list[float]:
+    """The weight ``a`` the hold-out chose for each seed (choices.csv), in seed order."""
+    rows = [r for r in _rows(ctx, where, "choices.csv") if r["roi"] == roi and r["method"] == BLEND]
+    return [float(r["blend_weight"]) for r in sorted(rows, key=lambda r: int(r["seed"] or 0))]
+
+
+def blend(ctx) -> str:
+    """Every committed set's blend comparison, one row per ROI."""
+    rows = []
+    for where in BLEND_SETS:
+        if not (ctx.sources.root / f"compare/blend_{where}/table.csv").is_file():
+            continue
+        ctx.used.add(f"compare/blend_{where}/table.md")
+        table = _rows(ctx, where, "table.csv")
+        top1 = _top1(table)
+        for roi in dict.fromkeys(r["roi"] for r in table):
+            b = next(r for r in table if r["roi"] == roi and r["method"] == BLEND)
+            cell = lambda o, m: f"{blend_against(ctx, where, roi, o, m):+.3f}: {blend_against(ctx, where, roi, o, m, 'verdict')}"
+            val = " / ".join(f"{blend_against(ctx, where, roi, 'pixel_ridge', m, 'val'):+.3f} "
+                             f"({blend_against(ctx, where, roi, 'pixel_ridge', m, 'val_verdict')})" for m in ("pixcorr", "ssim"))
+            rows.append([f"{where} {roi}", ", ".join(f"{w:.1f}" for w in blend_weights(ctx, where, roi)),
+                         f"{float(b['pixcorr']):.3f} / {float(b['ssim']):.3f}",
+                         cell("pixel_ridge", "pixcorr"), cell("pixel_ridge", "ssim"), cell("pixel_ridge", top1),
+                         cell("nearest_train", "ssim"), cell("wgan_gp", "pixcorr"), cell("wgan_gp", "ssim"),
+                         cell("wgan_gp", top1), val])
+    return _table(["set, ROI", "a (each seed)", "blend PixCorr / SSIM", "PixCorr − pixel ridge", "SSIM − pixel ridge",
+                   "top-1 (judge conv5) − pixel ridge", "SSIM − nearest_train", "PixCorr − wgan_gp", "SSIM − wgan_gp",
+                   "top-1 − wgan_gp", "validation: PixCorr / SSIM − pixel ridge"], rows)
+
+
+BLEND_BUILDERS = {"blend": blend}
