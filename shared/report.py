@@ -89,7 +89,7 @@ def write_table(base: Path, rows: list[dict], columns: list[str]) -> None:
 DECODING_COLUMNS = ["subject", "roi", "layer", "profile_corr", "pattern_corr", "pairwise_id", "oof_profile_corr",
                     "oof_pattern_corr", "oof_pairwise_id", "alpha", "alpha_per", "n_voxels", "n_units"]
 VALIDATION_SECTION = "reconstruction_validation"  # metrics.json: every method's scores on the validation hold-out
-ROW_VALUES = ("alpha", "pixel_size", "contrast_gain", "blend_weight")  # a method's ``row()`` values kept in metrics.json, not shown as metric columns
+ROW_VALUES = ("alpha", "pixel_size", "contrast_gain", "blend_weight", "blend_mode")  # a method's ``row()`` values kept in metrics.json, not shown as metric columns
 
 
 def recon_columns(recon: dict) -> list[str]:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from shared.errors import UserError
+from shared.evaluation import at_size
 from stage2_generate.compare.spec import load_compare
 from stage2_generate.methods.blend import WEIGHTS, blend, choose_weight
 
@@ -27,17 +28,33 @@ def test_the_weight_grid_runs_from_pixel_ridge_to_the_generator():
 def test_the_weight_follows_whichever_image_is_closer_and_mixes_independent_errors(rng):
     truth = rng.uniform(0.3, 0.7, (20, 3, 8, 8)).astype(np.float32)
     noisy = lambda sd: np.clip(truth + rng.normal(0, sd, truth.shape), 0, 1).astype(np.float32)
-    assert choose_weight(truth, noisy(0.1), _neg_mse(truth))[0] == 1.0  # the generator exact: all generator
-    assert choose_weight(noisy(0.1), truth, _neg_mse(truth))[0] == 0.0  # pixel ridge exact: all pixel ridge
+    assert choose_weight(truth, noisy(0.1), _neg_mse(truth))[0] == (1.0, "whole")  # the generator exact
+    assert choose_weight(noisy(0.1), truth, _neg_mse(truth))[0] == (0.0, "whole")  # pixel ridge exact
     # two estimates with independent errors of one size: their mean is better than either
-    weight, scores = choose_weight(noisy(0.1), noisy(0.1), _neg_mse(truth))
-    assert 0.3 <= weight <= 0.7 and scores[f"{weight:.1f}"] > max(scores["0.0"], scores["1.0"])
-    assert set(scores) == {f"{w:.1f}" for w in WEIGHTS}
+    (weight, mode), scores = choose_weight(noisy(0.1), noisy(0.1), _neg_mse(truth))
+    assert 0.3 <= weight <= 0.7 and mode == "whole"
+    assert scores[f"whole {weight:.1f}"] > max(scores["whole 0.0"], scores["whole 1.0"])
+    assert set(scores) == {f"whole {w:.1f}" for w in WEIGHTS}  # no coarse size given: whole images only
 
 
-def test_a_tie_keeps_the_generator_side():
-    same = np.full((3, 3, 4, 4), 0.5, np.float32)
-    assert choose_weight(same, same, lambda rec: 0.25)[0] == 1.0
+def test_the_coarse_mode_blends_the_coarse_parts_and_keeps_the_generators_detail(rng):
+    """With a coarse size, the truth's coarse part from pixel ridge and its detail from the generator is what the
+    coarse mode at weight 0 rebuilds; whole images cannot, so it is chosen."""
+    truth = rng.uniform(0.2, 0.8, (12, 3, 16, 16)).astype(np.float32)
+    low = lambda x: at_size(at_size(x, 4, clip=False), 16, clip=False)
+    generated = np.clip(truth - low(truth) + low(rng.uniform(0.2, 0.8, truth.shape).astype(np.float32)), 0, 1)
+    decoded = low(truth)  # right coarse content, no detail
+    np.testing.assert_allclose(blend(generated, decoded, 1.0, coarse=4), generated, atol=1e-6)
+    rebuilt = blend(generated, decoded, 0.0, coarse=4)
+    assert np.abs(rebuilt - truth).mean() < 0.5 * min(np.abs(generated - truth).mean(), np.abs(decoded - truth).mean())
+    (weight, mode), scores = choose_weight(generated, decoded, _neg_mse(truth), coarse=4)
+    assert (weight, mode) == (0.0, "coarse") and len(scores) == 2 * len(WEIGHTS)
+    assert choose_weight(generated, decoded, _neg_mse(truth), coarse=16)[0][1] == "whole"  # no coarser part
+
+
+def test_a_tie_keeps_the_generator_side_and_the_whole_images():
+    same = np.full((3, 3, 8, 8), 0.5, np.float32)
+    assert choose_weight(same, same, lambda rec: 0.25, coarse=4)[0] == (1.0, "whole")
 
 
 def test_a_compare_of_the_blend_needs_eval_blend_on(tmp_path, tiny_config):

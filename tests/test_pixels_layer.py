@@ -141,21 +141,27 @@ def test_the_blend_is_the_generator_and_pixel_ridge_mixed_by_the_weight_the_hold
     """``wgan_gp_blend``'s test images are a × wgan_gp's + (1 − a) × pixel ridge's, a the weight whose blend scored
     best on the hold-out; a = 0 and a = 1 are among those tried, so on the hold-out it scores at least what both
     of its parts score."""
-    from stage2_generate.methods.blend import WEIGHTS
+    from stage2_generate.methods.blend import WEIGHTS, blend
 
     cfg = pixels_run
     metrics = json.loads((cfg.results_path / "metrics.json").read_text())
     row = metrics["reconstruction"]["sub-01"]["wgan_gp_blend"]
-    weight, tried = row["blend_weight"], row["choices"]["blend"]["validation"]
-    assert weight in WEIGHTS and set(tried) == {f"{w:.1f}" for w in WEIGHTS}
-    assert tried[f"{weight:.1f}"] == max(tried.values())
+    weight, mode, chosen = row["blend_weight"], row["blend_mode"], row["choices"]["blend"]
+    tried, coarse = chosen["validation"], chosen["coarse_px"]
+    assert coarse == metrics["reconstruction"]["sub-01"]["pixel_ridge"]["pixel_size"]  # pixel ridge's resolution
+    modes = ("whole", "coarse") if coarse < cfg.generator.image_size else ("whole",)
+    assert weight in WEIGHTS and set(tried) == {f"{m} {w:.1f}" for m in modes for w in WEIGHTS}
+    assert tried[f"{mode} {weight:.1f}"] == max(tried.values())
     folder = cfg.results_path / "reconstructions" / "sub-01" / "VC" / "natural"
     images = {}
     for method in ("wgan_gp", "pixel_ridge", "wgan_gp_blend"):
         with h5py.File(folder / f"{method}.h5") as f:
             images[method] = f["images"][()]
-    np.testing.assert_allclose(images["wgan_gp_blend"],
-                               weight * images["wgan_gp"] + (1 - weight) * images["pixel_ridge"], atol=2e-5)
+    np.testing.assert_allclose(images["wgan_gp_blend"], blend(images["wgan_gp"], images["pixel_ridge"], weight,
+                                                              coarse if mode == "coarse" else None), atol=2e-5)
+    if mode == "whole":
+        np.testing.assert_allclose(images["wgan_gp_blend"],
+                                   weight * images["wgan_gp"] + (1 - weight) * images["pixel_ridge"], atol=2e-5)
     held = metrics["reconstruction_validation"]["sub-01"]
     value = lambda m: (held[m]["pixcorr"] + held[m]["ssim"]) / 2  # eval.validation_metric: pixcorr_ssim
     assert cfg.eval.validation_metric == "pixcorr_ssim"

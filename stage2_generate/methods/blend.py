@@ -1,22 +1,29 @@
-"""``wgan_gp_blend``, the two pathways as one image: ``a`` × the generator's image + (1 − ``a``) × pixel ridge's.
+"""``wgan_gp_blend``, the two pathways as one image: the generator's image and pixel ridge's, blended.
 
 Pixel ridge (the low-level pathway: stage 1's decoded pixels, or its own ridge from voxels to pixels) and the
 generator (the high-level one: drawn from decoded DNN features) are two estimates of each image whose errors
-differ, so a weighted mean of the two can score better on pixel metrics than either. The weight ``a`` is chosen on
-the validation hold-out by ``eval.validation_metric`` over ``WEIGHTS`` (the highest mean score; a tie keeps the
-larger ``a``, the generator's side), as pixel ridge's contrast and the generator's tick are, never on test images;
-without a hold-out there is nothing to choose with, and ``a`` = 1 (the generator's image) is kept and recorded so.
-The validation table then scores the blend on the images its weight was chosen on (a slight optimism there, as
-for pixel ridge's contrast); the test images never enter the choice.
+differ, so a weighted mean of the two can score better on pixel metrics than either. Two ways of blending, each
+over the weights ``a`` of ``WEIGHTS``:
 
-Both parts are the rows of the same names: the same trained generator (its tick already chosen) and a pixel ridge
-fitted exactly as the baseline is (its size and contrast chosen as there). Run when ``eval.blend`` is on.
+* ``whole``: ``a`` × the generator's image + (1 − ``a``) × pixel ridge's;
+* ``coarse``: only the coarse parts are blended, at pixel ridge's own resolution (the size it chose: what it
+  decodes), and the generator's finer detail is kept whole, so a blend toward pixel ridge does not blur it.
+
+The weight and the way are chosen on the validation hold-out by ``eval.validation_metric`` (the highest mean score;
+a tie keeps the larger ``a``, then ``whole``), as pixel ridge's contrast and the generator's tick are, never on test
+images; without a hold-out there is nothing to choose with, and ``a`` = 1 (the generator's image) is kept and
+recorded so. The validation table then scores the blend on the images its weight was chosen on (a slight optimism
+there, as for pixel ridge's contrast); the test images never enter the choice.
+
+Both parts are the rows of the same names: the same trained generator (its tick already chosen) and the same pixel
+ridge fit (one per subject and ROI, shared). Run when ``eval.blend`` is on.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from shared.evaluation import at_size
 from stage2_generate.methods.base import Context, Method, TestData, TrainData
 from stage2_generate.methods.pixel_ridge import PixelRidge
 from stage2_generate.methods.wgan_gp import WganGp
@@ -24,17 +31,28 @@ from stage2_generate.methods.wgan_gp import WganGp
 WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))  # a: 0 (pixel ridge's image) .. 1 (the generator's)
 
 
-def blend(generated: np.ndarray, decoded: np.ndarray, weight: float) -> np.ndarray:
-    """``weight`` × ``generated`` + (1 − ``weight``) × ``decoded`` (both in [0, 1], so the blend is too)."""
-    return (weight * generated.astype(np.float32) + (1.0 - weight) * decoded.astype(np.float32)).astype(np.float32)
+def blend(generated: np.ndarray, decoded: np.ndarray, weight: float, coarse: int | None = None) -> np.ndarray:
+    """``weight`` × ``generated`` + (1 − ``weight``) × ``decoded`` (both in [0, 1], so the blend is too). With
+    ``coarse`` (px), only the images' coarse parts (area-averaged to ``coarse`` px and brought back) are blended and
+    the generator's finer detail is kept whole: ``generated`` + (1 − ``weight``) × (coarse ``decoded`` − coarse
+    ``generated``), clipped to [0, 1]."""
+    g, d = generated.astype(np.float32), decoded.astype(np.float32)
+    if coarse is None or coarse >= g.shape[-1]:
+        return (weight * g + (1.0 - weight) * d).astype(np.float32)
+    low = lambda x: at_size(at_size(x, coarse, clip=False), x.shape[-1], clip=False)
+    return np.clip(g + (1.0 - weight) * (low(d) - low(g)), 0, 1).astype(np.float32)
 
 
-def choose_weight(generated: np.ndarray, decoded: np.ndarray, score) -> tuple[float, dict[str, float]]:
-    """The weight of ``WEIGHTS`` whose blend of the held-out images scores highest by ``score`` (a tie keeps the
-    larger weight), and every weight's score."""
-    scores = {w: float(score(blend(generated, decoded, w))) for w in WEIGHTS}
-    best = max(WEIGHTS, key=lambda w: (scores[w], w))
-    return best, {f"{w:.1f}": round(s, 5) for w, s in scores.items()}
+def choose_weight(generated: np.ndarray, decoded: np.ndarray, score,
+                  coarse: int | None = None) -> tuple[tuple[float, str], dict[str, float]]:
+    """The weight of ``WEIGHTS`` and the mode (``"whole"`` images, or ``"coarse"``: their coarse parts at ``coarse``
+    px, ``blend``) whose blend of the held-out images scores highest by ``score`` (a tie keeps the larger weight,
+    then the whole images), and every candidate's score."""
+    modes = ("whole", "coarse") if coarse is not None and coarse < generated.shape[-1] else ("whole",)
+    scores = {(w, m): float(score(blend(generated, decoded, w, coarse if m == "coarse" else None)))
+              for m in modes for w in WEIGHTS}
+    best = max(scores, key=lambda k: (scores[k], k[0], k[1] == "whole"))
+    return best, {f"{m} {w:.1f}": round(s, 5) for (w, m), s in scores.items()}
 
 
 class WganGpBlend(Method):
@@ -42,13 +60,14 @@ class WganGpBlend(Method):
 
     role = "blend"
     reads = "voxels"  # pixel ridge fits its own ridge from voxels when stage 1 decoded no pixels layer
-    describe = ("a × wgan_gp + (1 − a) × pixel_ridge: the two pathways' images blended, the weight a (0 to 1 by "
-                "0.1) chosen on the validation hold-out (a = 1 without one)")
+    describe = ("a × wgan_gp + (1 − a) × pixel_ridge, the whole images or only their coarse parts at pixel ridge's "
+                "resolution (keeping the generator's detail): the weight a (0 to 1 by 0.1) and the way chosen on the "
+                "validation hold-out (a = 1 without one)")
 
     def __init__(self, ctx: Context):
         super().__init__(ctx)
         self.generator, self.pixels = WganGp(ctx), PixelRidge(ctx)
-        self.weight, self.scores = 1.0, {}
+        self.weight, self.mode, self.scores = 1.0, "whole", {}
 
     @classmethod
     def store_layers(cls, methods, features) -> list[str]:
@@ -56,15 +75,19 @@ class WganGpBlend(Method):
 
     def fit(self, train: TrainData) -> WganGpBlend:
         self.pixels.fit(train)
-        self.weight, self.scores = 1.0, {}
+        self.weight, self.mode, self.scores = 1.0, "whole", {}
+        self.coarse = int(self.pixels.record["size"])  # pixel ridge's own resolution: what it decodes
         if train.held is not None and train.held_score is not None:
-            self.weight, self.scores = choose_weight(self.generator.reconstruct(train.held),
-                                                     self.pixels.reconstruct(train.held), train.held_score)
+            (self.weight, self.mode), self.scores = choose_weight(
+                self.generator.reconstruct(train.held), self.pixels.reconstruct(train.held), train.held_score,
+                self.coarse)
         return self
 
     def reconstruct(self, test: TestData) -> np.ndarray:
-        return blend(self.generator.reconstruct(test), self.pixels.reconstruct(test), self.weight)
+        return blend(self.generator.reconstruct(test), self.pixels.reconstruct(test), self.weight,
+                     self.coarse if self.mode == "coarse" else None)
 
     def row(self) -> dict:
         choice = {"validation": self.scores} if self.scores else {"weight": "1 (no validation hold-out)"}
-        return {"blend_weight": self.weight, "choices": {"blend": choice}}
+        return {"blend_weight": self.weight, "blend_mode": self.mode,
+                "choices": {"blend": {"coarse_px": self.coarse, **choice}}}
