@@ -15,7 +15,7 @@ from shared.config import METHODS
 PACKAGES = ("shared", "stage1_decode", "stage2_generate", "bench", "tools")
 # the registry, the schema tuple, and the docs generator (the docs' tables name the rows they show)
 NAME_HOMES = {"stage2_generate/methods/__init__.py", "shared/config/schema.py", "tools/doc_blocks.py",
-              "tools/doc_lowlevel.py", "tools/doc_ablations.py"}
+              "tools/doc_lowlevel.py", "tools/doc_blend.py", "tools/doc_ablations.py"}
 LONG_ALLOWED = {"shared/config/schema.py"}
 MAX_LINES = 400
 

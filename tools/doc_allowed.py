@@ -57,6 +57,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "carry 5 % and 2 %": "simulation.luminance_share and colour_share's defaults (0.05, 0.02)",
         "between 0.05 and 0.30": "the bounds on the default reliability tests/test_simulator.py checks",
     },
+    "lowlevel.md": {"with a weight `a` (0 to 1 by 0.1)": "stage2_generate/methods/blend.py's WEIGHTS"},
     "small_datasets.md": {
         "`generator.rollback_lr_factor` (0.3)": "its default",
         "`eval.validation_fraction` (0.1)": "its default",
@@ -65,6 +66,9 @@ ALLOWED: dict[str, dict[str, str]] = {
         "false \"win\" comes up 10-28 % of the time": "watch.py's measured false-win rates at 2-6 held-out images",
         "images (10 % of": "eval.validation_fraction's default (0.1)",
     },
+    "compare/blend_binary_shapes/README.md": {"their 95% intervals (seeds": _LEVEL},
+    "compare/blend_demo/README.md": {"their 95% intervals (seeds": _LEVEL},
+    "compare/blend_small_strokes/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/decoders/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/lowlevel_binary_shapes/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/lowlevel_demo/README.md": {"their 95% intervals (seeds": _LEVEL},

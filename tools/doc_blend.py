@@ -35,10 +35,13 @@ def _top1(table: list[dict]) -> str:
     return next(k for k in table[0] if k.startswith("nway") and k.endswith("_alexnet5") and not k[4:].startswith("10_"))
 
 
-def blend_weights(ctx, where: str, roi: str) -> list[float]:
-    """The weight ``a`` the hold-out chose for each seed (choices.csv), in seed order."""
-    rows = [r for r in _rows(ctx, where, "choices.csv") if r["roi"] == roi and r["method"] == BLEND]
-    return [float(r["blend_weight"]) for r in sorted(rows, key=lambda r: int(r["seed"] or 0))]
+def blend_choices(ctx, where: str, roi: str | None = None) -> list[tuple[float, str]]:
+    """The weight ``a`` and the way (``whole`` / ``coarse``) the hold-out chose for each seed (choices.csv), in seed
+    order, on ``roi`` (default: the comparison's first ROI)."""
+    rows = [r for r in _rows(ctx, where, "choices.csv") if r["method"] == BLEND]
+    roi = roi or rows[0]["roi"]
+    return [(float(r["blend_weight"]), r["blend_mode"]) for r in sorted((r for r in rows if r["roi"] == roi),
+                                                                       key=lambda r: int(r["seed"] or 0))]
 
 
 def blend(ctx) -> str:
@@ -55,14 +58,17 @@ def blend(ctx) -> str:
             cell = lambda o, m: f"{blend_against(ctx, where, roi, o, m):+.3f}: {blend_against(ctx, where, roi, o, m, 'verdict')}"
             val = " / ".join(f"{blend_against(ctx, where, roi, 'pixel_ridge', m, 'val'):+.3f} "
                              f"({blend_against(ctx, where, roi, 'pixel_ridge', m, 'val_verdict')})" for m in ("pixcorr", "ssim"))
-            rows.append([f"{where} {roi}", ", ".join(f"{w:.1f}" for w in blend_weights(ctx, where, roi)),
+            rows.append([f"{where} {roi}", ", ".join(f"{w:.1f} {m}" for w, m in blend_choices(ctx, where, roi)),
                          f"{float(b['pixcorr']):.3f} / {float(b['ssim']):.3f}",
                          cell("pixel_ridge", "pixcorr"), cell("pixel_ridge", "ssim"), cell("pixel_ridge", top1),
                          cell("nearest_train", "ssim"), cell("wgan_gp", "pixcorr"), cell("wgan_gp", "ssim"),
                          cell("wgan_gp", top1), val])
-    return _table(["set, ROI", "a (each seed)", "blend PixCorr / SSIM", "PixCorr − pixel ridge", "SSIM − pixel ridge",
+    return _table(["set, ROI", "a and way (each seed)", "blend PixCorr / SSIM", "PixCorr − pixel ridge", "SSIM − pixel ridge",
                    "top-1 (judge conv5) − pixel ridge", "SSIM − nearest_train", "PixCorr − wgan_gp", "SSIM − wgan_gp",
                    "top-1 − wgan_gp", "validation: PixCorr / SSIM − pixel ridge"], rows)
 
 
 BLEND_BUILDERS = {"blend": blend}
+# the smallest and largest weight any seed's hold-out chose on a set's first ROI: @blend_a_min_<set>, @blend_a_max_<set>
+BLEND_DERIVED = {f"blend_a_{f.__name__}_{w}": (lambda ctx, w=w, f=f: f(a for a, _ in blend_choices(ctx, w)))
+                 for w in BLEND_SETS for f in (min, max)}

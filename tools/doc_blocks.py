@@ -9,7 +9,7 @@ block's Markdown. No bold: a single run cannot say which difference holds beyond
 from __future__ import annotations
 
 from tools.doc_ablations import ABLATION_BUILDERS
-from tools.doc_blend import BLEND_BUILDERS
+from tools.doc_blend import BLEND_BUILDERS, BLEND_DERIVED
 from tools.doc_config import CONFIG_BUILDERS
 from tools.doc_lowlevel import LOWLEVEL_BUILDERS, LOWLEVEL_DERIVED
 from tools.doc_sources import _parse_table, md_table as _table
@@ -316,7 +316,7 @@ DERIVED = {"demo_oof_gap_min": lambda ctx: min(_oof_gaps(ctx)), "demo_oof_gap_ma
            "preset_profile_max": lambda ctx: max(_preset_profiles(ctx)),
            "settings_margin_demo": lambda ctx: _settings_margin(ctx, "demo"),
            "settings_margin_small_strokes": lambda ctx: _settings_margin(ctx, "small_strokes"),
-           "settings_margin_binary_shapes": lambda ctx: _settings_margin(ctx, "binary_shapes"), **LOWLEVEL_DERIVED,
+           "settings_margin_binary_shapes": lambda ctx: _settings_margin(ctx, "binary_shapes"), **LOWLEVEL_DERIVED, **BLEND_DERIVED,
            # the decoder benchmark's fits the docs quote, as @<method>_<key>
            **{f"{m}_{name}": (lambda ctx, m=m, k=k: _fit(ctx, m, k)) for m, name, k in (
                ("himalaya", "layer_s", "layer_shown_s"), ("dense_unit", "layer_s", "layer_shown_s"),
