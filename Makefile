@@ -123,16 +123,19 @@ seeds: $(STAMP)
 # the committed figures and tables the README shows, copied from finished runs (`make demo`, `make small-data`;
 # comparisons through tools/keep_compare, with their provenance.json); `make demo` and `compare` write only under
 # results/demo and results/compare
-# DEMO: the demo run to copy (results/demo, from make demo; `make reference-seeds` takes seed 0 of make seeds)
+# DEMO: the demo run to copy (results/demo, from make demo; `make reference-seeds` takes seed 0 of make seeds);
+# DECODING: the run whose stage 1 it read (itself, unless a compare variant ran the stage 1 its seeds share)
 REFERENCE := results/reference
 DEMO := results/demo
+DECODING = $(DEMO)
 reference:
 	@test -f $(DEMO)/summary.md || { echo "$(DEMO) is missing: run make demo first"; exit 2; }
 	rm -rf $(REFERENCE)/demo/*.md $(REFERENCE)/demo/*.csv $(REFERENCE)/demo/*.png $(REFERENCE)/demo/metrics.json
 	mkdir -p $(REFERENCE)/demo
-	cp $(DEMO)/summary.md $(DEMO)/metrics.json $(DEMO)/decoding.* $(DEMO)/reconstruction.* \
+	cp $(DEMO)/summary.md $(DEMO)/metrics.json $(DECODING)/decoding.* $(DEMO)/reconstruction.* \
 	   $(DEMO)/validation.* $(DEMO)/training.png $(DEMO)/grid*.png $(REFERENCE)/demo/
 	if [ -f $(DEMO)/timing.txt ]; then cp $(DEMO)/timing.txt $(REFERENCE)/demo/; fi
+	if [ "$(DECODING)" != "$(DEMO)" ]; then $(PY) -m tools.seed_run merge $(DECODING) $(REFERENCE)/demo/metrics.json; fi
 	echo "results/reference/demo/ holds $(DEMO) (make demo)" > $(REFERENCE)/demo/source.txt
 	(for d in .venv data/demo work/demo work/demo/features; do du -sh $$d 2>/dev/null; done; true) \
 	  > $(REFERENCE)/demo/disk_usage.txt
@@ -150,8 +153,7 @@ reference:
 
 # the same from seed 0 of `make seeds` (the demo config exactly, run by compare with one CPU thread)
 reference-seeds:
-	$(MAKE) reference DEMO=$$($(PY) -c "import json; print(next(v['results'] for v in json.load(open(\
-	  'results/compare/headline/compare.json'))['variants'] if v['seed'] == 0))")
+	$(MAKE) reference DEMO=$$($(PY) -m tools.seed_run results) DECODING=$$($(PY) -m tools.seed_run decoding)
 	echo "results/reference/demo/ holds seed 0 of make seeds (configs/demo.yaml, run by compare on one CPU thread)" \
 	  > $(REFERENCE)/demo/source.txt
 

@@ -102,10 +102,12 @@ def budget(fp: Fingerprint, gpu: bool) -> tuple[dict, str]:
 
 def holdout(fp: Fingerprint) -> tuple[dict, str]:
     """The default hold-out (a tenth of the training images) everywhere: below 8 held-out images the last tick
-    reconstructs by rule (shared/holdout.py), so a small set loses little to it."""
+    reconstructs by rule (shared/holdout.py), so a small set loses little to it. The blend of the generator's and
+    pixel ridge's images (``wgan_gp_blend``) is scored too, its weight chosen on that hold-out (docs/lowlevel.md)."""
     held = round(fp.train.images * 0.1)
     note = "" if held >= 8 else "; fewer than 8 images, so the last tick reconstructs"
-    return {}, f"eval.validation_fraction: the default 0.1 ({held} held-out training images{note})"
+    return {"eval.blend": True}, (f"eval.validation_fraction: the default 0.1 ({held} held-out training images{note}); "
+                                  "eval.blend: the generator's and pixel ridge's images blended, weighted on it")
 
 
 def plan(fp: Fingerprint, gpu: bool, imagenet: bool, available_rois: list[str] | None = None) -> tuple[dict, list[str]]:
