@@ -11,10 +11,12 @@ from shared.errors import UserError
 from shared.evaluation import at_size
 from stage2_generate.compare.spec import load_compare
 from stage2_generate.methods.blend import WEIGHTS, blend, choose_weight
+from stage2_generate.watch import MIN_HOLDOUT
 
 
 def _neg_mse(truth):
-    return lambda rec: -float(((rec - truth) ** 2).mean())
+    """Per-image values, higher is better."""
+    return lambda rec: -((rec - truth) ** 2).mean(axis=(1, 2, 3))
 
 
 def test_the_weight_grid_runs_from_pixel_ridge_to_the_generator():
@@ -31,10 +33,25 @@ def test_the_weight_follows_whichever_image_is_closer_and_mixes_independent_erro
     assert choose_weight(truth, noisy(0.1), _neg_mse(truth))[0] == (1.0, "whole")  # the generator exact
     assert choose_weight(noisy(0.1), truth, _neg_mse(truth))[0] == (0.0, "whole")  # pixel ridge exact
     # two estimates with independent errors of one size: their mean is better than either
-    (weight, mode), scores = choose_weight(noisy(0.1), noisy(0.1), _neg_mse(truth))
-    assert 0.3 <= weight <= 0.7 and mode == "whole"
+    (weight, mode), record = choose_weight(noisy(0.1), noisy(0.1), _neg_mse(truth))
+    scores = record["validation"]
+    assert 0.3 <= weight <= 0.7 and mode == "whole" and record["beyond_noise"] and record["gain_low"] > 0
     assert scores[f"whole {weight:.1f}"] > max(scores["whole 0.0"], scores["whole 1.0"])
     assert set(scores) == {f"whole {w:.1f}" for w in WEIGHTS}  # no coarse size given: whole images only
+
+
+def test_the_generator_stays_unless_a_blend_beats_it_beyond_the_hold_outs_noise(rng):
+    """The tick rule: a candidate better on the mean but not beyond the paired bootstrap's noise, or a hold-out of
+    fewer than MIN_HOLDOUT images, leaves the generator's own image (a = 1)."""
+    truth = rng.uniform(0.3, 0.7, (12, 3, 8, 8)).astype(np.float32)
+    generated = np.clip(truth + rng.normal(0, 0.1, truth.shape), 0, 1).astype(np.float32)
+    decoded = generated.copy()
+    decoded[0] = truth[0]  # pixel ridge better on one image alone: a higher mean, not beyond noise
+    choice, record = choose_weight(generated, decoded, _neg_mse(truth))
+    assert record["highest"] == "whole 0.0" and not record["beyond_noise"] and choice == (1.0, "whole")
+    few = slice(0, MIN_HOLDOUT - 1)  # pixel ridge exact on every image, but too few of them
+    choice, record = choose_weight(generated[few], truth[few], _neg_mse(truth[few]))
+    assert choice == (1.0, "whole") and record["holdout_too_small"] and record["holdout_images"] == MIN_HOLDOUT - 1
 
 
 def test_the_coarse_mode_blends_the_coarse_parts_and_keeps_the_generators_detail(rng):
@@ -47,14 +64,15 @@ def test_the_coarse_mode_blends_the_coarse_parts_and_keeps_the_generators_detail
     np.testing.assert_allclose(blend(generated, decoded, 1.0, coarse=4), generated, atol=1e-6)
     rebuilt = blend(generated, decoded, 0.0, coarse=4)
     assert np.abs(rebuilt - truth).mean() < 0.5 * min(np.abs(generated - truth).mean(), np.abs(decoded - truth).mean())
-    (weight, mode), scores = choose_weight(generated, decoded, _neg_mse(truth), coarse=4)
-    assert (weight, mode) == (0.0, "coarse") and len(scores) == 2 * len(WEIGHTS)
+    (weight, mode), record = choose_weight(generated, decoded, _neg_mse(truth), coarse=4)
+    assert (weight, mode) == (0.0, "coarse") and len(record["validation"]) == 2 * len(WEIGHTS)
     assert choose_weight(generated, decoded, _neg_mse(truth), coarse=16)[0][1] == "whole"  # no coarser part
 
 
 def test_a_tie_keeps_the_generator_side_and_the_whole_images():
-    same = np.full((3, 3, 8, 8), 0.5, np.float32)
-    assert choose_weight(same, same, lambda rec: 0.25, coarse=4)[0] == (1.0, "whole")
+    same = np.full((MIN_HOLDOUT, 3, 8, 8), 0.5, np.float32)
+    choice, record = choose_weight(same, same, lambda rec: np.full(len(rec), 0.25), coarse=4)
+    assert choice == (1.0, "whole") and record["highest"] == "whole 1.0"
 
 
 def test_a_compare_of_the_blend_needs_eval_blend_on(tmp_path, tiny_config):

@@ -13,7 +13,9 @@ VERDICT = {"loss": "blend better", "win": "{other} better", "within noise": "wit
 
 
 def _rows(ctx, where: str, name: str) -> list[dict]:
-    return [r for r in ctx.rows(f"compare/blend_{where}/{name}") if r["subject"] == "sub-01"]
+    """The rows of a blend comparison's file of its first subject."""
+    rows = ctx.rows(f"compare/blend_{where}/{name}")
+    return [r for r in rows if r["subject"] == rows[0]["subject"]]
 
 
 def blend_against(ctx, where: str, roi: str, other: str, metric: str, part: str = "diff"):
@@ -65,7 +67,7 @@ def blend(ctx) -> str:
                          cell("wgan_gp", top1), val])
     return _table(["set, ROI", "a and way (each seed)", "blend PixCorr / SSIM", "PixCorr − pixel ridge", "SSIM − pixel ridge",
                    "top-1 (judge conv5) − pixel ridge", "SSIM − nearest_train", "PixCorr − wgan_gp", "SSIM − wgan_gp",
-                   "top-1 − wgan_gp", "validation: PixCorr / SSIM − pixel ridge"], rows)
+                   "top-1 − wgan_gp", "hold-out, where a was chosen: PixCorr / SSIM − pixel ridge"], rows)
 
 
 BLEND_BUILDERS = {"blend": blend}

@@ -8,13 +8,13 @@ block's Markdown. No bold: a single run cannot say which difference holds beyond
 
 from __future__ import annotations
 
+from shared.report import ROW_VALUES  # a method's settings, not metric columns
 from tools.doc_ablations import ABLATION_BUILDERS
 from tools.doc_blend import BLEND_BUILDERS, BLEND_DERIVED
 from tools.doc_config import CONFIG_BUILDERS
 from tools.doc_lowlevel import LOWLEVEL_BUILDERS, LOWLEVEL_DERIVED
 from tools.doc_sources import _parse_table, md_table as _table
 
-ROW_VALUES = ("alpha", "pixel_size", "contrast_gain")  # shared.report's: a method's settings, not metric columns
 PRESETS = ("small_strokes", "binary_shapes")
 
 

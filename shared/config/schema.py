@@ -277,8 +277,9 @@ class EvalConfig:
     validation_metric: str = "pixcorr_ssim"  # 'pixcorr', 'ssim' or 'pixcorr_ssim' (their mean)
     save_reconstructions: bool = True  # every reconstruction as PNG files and one HDF5 file
     baselines: bool = True  # score pixel ridge and nearest training image beside the generator
-    # also score wgan_gp_blend: a x the generator's image + (1 - a) x pixel ridge's, a (0 to 1 by 0.1) chosen on
-    # the validation hold-out (stage2_generate/methods/blend.py); the generator's own row stays beside it
+    # also score wgan_gp_blend: the generator's and pixel ridge's images blended (whole, or their coarse parts at
+    # pixel ridge's resolution), weight and way chosen on the validation hold-out and used only where they beat the
+    # generator's image there beyond noise (stage2_generate/methods/blend.py); the generator's own row stays
     blend: bool = False
 
 

@@ -9,11 +9,13 @@ over the weights ``a`` of ``WEIGHTS``:
 * ``coarse``: only the coarse parts are blended, at pixel ridge's own resolution (the size it chose: what it
   decodes), and the generator's finer detail is kept whole, so a blend toward pixel ridge does not blur it.
 
-The weight and the way are chosen on the validation hold-out by ``eval.validation_metric`` (the highest mean score;
-a tie keeps the larger ``a``, then ``whole``), as pixel ridge's contrast and the generator's tick are, never on test
-images; without a hold-out there is nothing to choose with, and ``a`` = 1 (the generator's image) is kept and
-recorded so. The validation table then scores the blend on the images its weight was chosen on (a slight optimism
-there, as for pixel ridge's contrast); the test images never enter the choice.
+The weight and the way are chosen on the validation hold-out by ``eval.validation_metric``, never on test images,
+by the rule that chooses the generator's tick: the candidate with the highest mean score (a tie keeps the larger
+``a``, then ``whole``) reconstructs when it beats the generator's own image (``a`` = 1) beyond the hold-out's noise,
+else ``a`` = 1; with fewer than ``watch.MIN_HOLDOUT`` held-out images, or none, ``a`` = 1 and the record says why.
+The validation table then scores the blend on the images its weight was chosen on, where it cannot lose to the
+generator (a = 1 is a candidate) and rarely to pixel ridge (a = 0 is one): read that column as the gain the choice
+found, not as evidence; the test images never enter the choice.
 
 Both parts are the rows of the same names: the same trained generator (its tick already chosen) and the same pixel
 ridge fit (one per subject and ROI, shared). Run when ``eval.blend`` is on.
@@ -27,6 +29,7 @@ from shared.evaluation import at_size
 from stage2_generate.methods.base import Context, Method, TestData, TrainData
 from stage2_generate.methods.pixel_ridge import PixelRidge
 from stage2_generate.methods.wgan_gp import WganGp
+from stage2_generate.watch import MIN_HOLDOUT, paired_gain
 
 WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))  # a: 0 (pixel ridge's image) .. 1 (the generator's)
 
@@ -43,16 +46,28 @@ def blend(generated: np.ndarray, decoded: np.ndarray, weight: float, coarse: int
     return np.clip(g + (1.0 - weight) * (low(d) - low(g)), 0, 1).astype(np.float32)
 
 
-def choose_weight(generated: np.ndarray, decoded: np.ndarray, score,
-                  coarse: int | None = None) -> tuple[tuple[float, str], dict[str, float]]:
-    """The weight of ``WEIGHTS`` and the mode (``"whole"`` images, or ``"coarse"``: their coarse parts at ``coarse``
-    px, ``blend``) whose blend of the held-out images scores highest by ``score`` (a tie keeps the larger weight,
-    then the whole images), and every candidate's score."""
+def choose_weight(generated: np.ndarray, decoded: np.ndarray, values,
+                  coarse: int | None = None) -> tuple[tuple[float, str], dict]:
+    """The weight of ``WEIGHTS`` and the way (``"whole"`` images, or ``"coarse"``: their coarse parts at ``coarse``
+    px, ``blend``) that reconstruct, and a record of the choice. ``values`` scores blends of the held-out images,
+    one value per image. The candidate with the highest mean (a tie keeps the larger weight, then the whole images)
+    replaces the generator's own image (``a`` = 1) only when it beats it beyond the hold-out's noise, by the rule
+    that chooses the generator's tick (``watch.paired_gain``: the lower bootstrap quantile of the paired gain above
+    0, and at least ``watch.MIN_HOLDOUT`` held-out images)."""
     modes = ("whole", "coarse") if coarse is not None and coarse < generated.shape[-1] else ("whole",)
-    scores = {(w, m): float(score(blend(generated, decoded, w, coarse if m == "coarse" else None)))
-              for m in modes for w in WEIGHTS}
-    best = max(scores, key=lambda k: (scores[k], k[0], k[1] == "whole"))
-    return best, {f"{m} {w:.1f}": round(s, 5) for (w, m), s in scores.items()}
+    per = {(w, m): np.asarray(values(blend(generated, decoded, w, coarse if m == "coarse" else None)), np.float64)
+           for m in modes for w in WEIGHTS}
+    means = {k: float(np.nanmean(v)) for k, v in per.items()}
+    best, base = max(means, key=lambda k: (means[k], k[0], k[1] == "whole")), (1.0, "whole")
+    n = len(per[base])
+    record: dict = {"validation": {f"{m} {w:.1f}": round(v, 5) for (w, m), v in means.items()}, "holdout_images": n,
+                    "highest": f"{best[1]} {best[0]:.1f}"}
+    if n < MIN_HOLDOUT:
+        record["holdout_too_small"] = True
+        return base, record
+    gain, low = paired_gain(per[best], per[base])
+    record.update(gain=round(gain, 5), gain_low=round(low, 5), beyond_noise=bool(low > 0))
+    return (best if low > 0 else base), record
 
 
 class WganGpBlend(Method):
@@ -62,12 +77,12 @@ class WganGpBlend(Method):
     reads = "voxels"  # pixel ridge fits its own ridge from voxels when stage 1 decoded no pixels layer
     describe = ("a × wgan_gp + (1 − a) × pixel_ridge, the whole images or only their coarse parts at pixel ridge's "
                 "resolution (keeping the generator's detail): the weight a (0 to 1 by 0.1) and the way chosen on the "
-                "validation hold-out (a = 1 without one)")
+                "validation hold-out, where it must beat the generator beyond noise (else a = 1)")
 
     def __init__(self, ctx: Context):
         super().__init__(ctx)
         self.generator, self.pixels = WganGp(ctx), PixelRidge(ctx)
-        self.weight, self.mode, self.scores = 1.0, "whole", {}
+        self.weight, self.mode, self.record = 1.0, "whole", {}
 
     @classmethod
     def store_layers(cls, methods, features) -> list[str]:
@@ -75,12 +90,12 @@ class WganGpBlend(Method):
 
     def fit(self, train: TrainData) -> WganGpBlend:
         self.pixels.fit(train)
-        self.weight, self.mode, self.scores = 1.0, "whole", {}
+        self.weight, self.mode, self.record = 1.0, "whole", {}
         self.coarse = int(self.pixels.record["size"])  # pixel ridge's own resolution: what it decodes
-        if train.held is not None and train.held_score is not None:
-            (self.weight, self.mode), self.scores = choose_weight(
-                self.generator.reconstruct(train.held), self.pixels.reconstruct(train.held), train.held_score,
-                self.coarse)
+        values = train.held_scorer()
+        if values is not None:
+            (self.weight, self.mode), self.record = choose_weight(
+                self.generator.reconstruct(train.held), self.pixels.reconstruct(train.held), values, self.coarse)
         return self
 
     def reconstruct(self, test: TestData) -> np.ndarray:
@@ -88,6 +103,6 @@ class WganGpBlend(Method):
                      self.coarse if self.mode == "coarse" else None)
 
     def row(self) -> dict:
-        choice = {"validation": self.scores} if self.scores else {"weight": "1 (no validation hold-out)"}
+        choice = self.record or {"weight": "1 (no validation hold-out)"}
         return {"blend_weight": self.weight, "blend_mode": self.mode,
                 "choices": {"blend": {"coarse_px": self.coarse, **choice}}}

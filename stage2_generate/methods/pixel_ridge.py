@@ -223,14 +223,13 @@ class PixelRidge(Method):
         return self.store_layers(self.ctx.methods, self.ctx.features)
 
     def fit(self, train: TrainData) -> PixelRidge:
-        """Fit to ``train``'s subject and ROI, once per run: the blend (``wgan_gp_blend``) and the baseline share the
-        fit (the run keeps the last subject's and ROI's)."""
-        fits = self.ctx.shared("pixel_ridge fits", dict)
-        key = (train.subject, train.roi)
-        if key not in fits:
-            fits.clear()
-            fits[key] = self._fit(train)
-        self.pixels, self.record = fits[key]
+        """Fit to ``train`` once: the blend (``wgan_gp_blend``) and the baseline, handed the same ``TrainData``, share
+        the fit (the run keeps the last one)."""
+        last = self.ctx.shared("pixel_ridge fit", dict)
+        if last.get("train") is not train:
+            last.clear()
+            last.update(train=train, fit=self._fit(train))
+        self.pixels, self.record = last["fit"]
         return self
 
     def _fit(self, train: TrainData) -> tuple:
