@@ -102,7 +102,8 @@ def _add_method(monkeypatch, name, reconstruct):
             return reconstruct(test)
 
     Extra.name = name
-    monkeypatch.setattr(registry, "selected", lambda run, baselines: [*selected(run, baselines), Extra])
+    monkeypatch.setattr(registry, "selected",
+                        lambda run, baselines, blend=False: [*selected(run, baselines, blend), Extra])
 
 
 def test_a_28px_set_is_generated_and_scored_at_28px(tiny_strokes, tmp_path, monkeypatch):

@@ -57,16 +57,21 @@ def blend(ctx) -> str:
         top1 = _top1(table)
         for roi in dict.fromkeys(r["roi"] for r in table):
             b = next(r for r in table if r["roi"] == roi and r["method"] == BLEND)
-            cell = lambda o, m: f"{blend_against(ctx, where, roi, o, m):+.3f}: {blend_against(ctx, where, roi, o, m, 'verdict')}"
-            val = " / ".join(f"{blend_against(ctx, where, roi, 'pixel_ridge', m, 'val'):+.3f} "
-                             f"({blend_against(ctx, where, roi, 'pixel_ridge', m, 'val_verdict')})" for m in ("pixcorr", "ssim"))
+
+            def cell(other: str, metric: str, part: str = "verdict") -> str:
+                diff = blend_against(ctx, where, roi, other, metric)
+                return f"{diff:+.3f}: {blend_against(ctx, where, roi, other, metric, part)}"
+
+            held = " / ".join(f"{blend_against(ctx, where, roi, 'pixel_ridge', m, 'val'):+.3f} "
+                              f"({blend_against(ctx, where, roi, 'pixel_ridge', m, 'val_verdict')})"
+                              for m in ("pixcorr", "ssim"))
             rows.append([f"{where} {roi}", ", ".join(f"{w:.1f} {m}" for w, m in blend_choices(ctx, where, roi)),
                          f"{float(b['pixcorr']):.3f} / {float(b['ssim']):.3f}",
                          cell("pixel_ridge", "pixcorr"), cell("pixel_ridge", "ssim"), cell("pixel_ridge", top1),
                          cell("nearest_train", "ssim"), cell("wgan_gp", "pixcorr"), cell("wgan_gp", "ssim"),
-                         cell("wgan_gp", top1), val])
-    return _table(["set, ROI", "a and way (each seed)", "blend PixCorr / SSIM", "PixCorr − pixel ridge", "SSIM − pixel ridge",
-                   "top-1 (judge conv5) − pixel ridge", "SSIM − nearest_train", "PixCorr − wgan_gp", "SSIM − wgan_gp",
+                         cell("wgan_gp", top1), held])
+    return _table(["set, ROI", "a and way (each seed)", "blend PixCorr / SSIM", "PixCorr − pixel ridge",
+                   "SSIM − pixel ridge", "top-1 (judge conv5) − pixel ridge", "SSIM − nearest_train", "PixCorr − wgan_gp", "SSIM − wgan_gp",
                    "top-1 − wgan_gp", "hold-out, where a was chosen: PixCorr / SSIM − pixel ridge"], rows)
 
 
