@@ -82,7 +82,7 @@ class WganGpBlend(Method):
     def __init__(self, ctx: Context):
         super().__init__(ctx)
         self.generator, self.pixels = WganGp(ctx), PixelRidge(ctx)
-        self.weight, self.mode, self.record = 1.0, "whole", {}
+        self.weight, self.mode, self.record, self.coarse = 1.0, "whole", {}, None
 
     @classmethod
     def store_layers(cls, methods, features) -> list[str]:
