@@ -82,3 +82,5 @@ def test_a_compare_of_the_blend_needs_eval_blend_on(tmp_path, tiny_config):
     with pytest.raises(UserError, match="set eval.blend: true"):
         load_compare(spec)
     assert load_compare(spec, ["eval.blend=true"]).also == ["pixel_ridge", "wgan_gp_blend"]
+    with pytest.raises(UserError, match="holds none out"):
+        load_compare(spec, ["eval.blend=true", "eval.validation_fraction=0"])

@@ -232,6 +232,10 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = (), 
         if off:
             raise UserError(f"{path} compares {m!r}, which variant {off[0]!r} does not run; set eval.blend: true "
                             f"(e.g. in 'set')")
+        bare = [v.name for v in variants if m in BLENDS and v.cfg.eval.validation_fraction == 0]
+        if bare:
+            raise UserError(f"{path} compares {m!r}, which chooses its weight on the validation hold-out, but variant "
+                            f"{bare[0]!r} holds none out (eval.validation_fraction: 0): it would repeat wgan_gp")
     slurm = slurm_settings(raw.get("slurm"), f"in {path}", _raw_time(path)) if raw.get("slurm") is not None else {}
     name = str(raw.get("name") or path.stem) + ("" if own_base else f"_{base.stem}")
     return CompareSpec(name=name, path=path, base=base, variants=variants,
