@@ -57,7 +57,8 @@ ALLOWED: dict[str, dict[str, str]] = {
         "carry 5 % and 2 %": "simulation.luminance_share and colour_share's defaults (0.05, 0.02)",
         "between 0.05 and 0.30": "the bounds on the default reliability tests/test_simulator.py checks",
     },
-    "lowlevel.md": {"with a weight `a` (0 to 1 by 0.1)": "stage2_generate/methods/blend.py's WEIGHTS"},
+    "lowlevel.md": {"with a weight `a` (0 to 1 by 0.1)": "stage2_generate/methods/blend.py's WEIGHTS",
+                    "`a` = 0.3 is 70 %": "an example of what a weight means"},
     "small_datasets.md": {
         "`generator.rollback_lr_factor` (0.3)": "its default",
         "`eval.validation_fraction` (0.1)": "its default",

@@ -13,9 +13,9 @@ The weight and the way are chosen on the validation hold-out by ``eval.validatio
 by the rule that chooses the generator's tick: the candidate with the highest mean score (a tie keeps the larger
 ``a``, then ``whole``) reconstructs when it beats the generator's own image (``a`` = 1) beyond the hold-out's noise,
 else ``a`` = 1; with fewer than ``watch.MIN_HOLDOUT`` held-out images, or none, ``a`` = 1 and the record says why.
-The validation table then scores the blend on the images its weight was chosen on, where it cannot lose to the
-generator (a = 1 is a candidate) and rarely to pixel ridge (a = 0 is one): read that column as the gain the choice
-found, not as evidence; the test images never enter the choice.
+The validation table then scores the blend on the images its weight was chosen on, where it cannot score below the
+generator (a = 1 is the fallback) but can below pixel ridge (only the generator is tested against): read that
+column as what the choice found, not as evidence; the test images never enter the choice.
 
 Both parts are the rows of the same names: the same trained generator (its tick already chosen) and the same pixel
 ridge fit (one per subject and ROI, shared). Run when ``eval.blend`` is on.
