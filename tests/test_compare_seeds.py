@@ -298,3 +298,23 @@ def test_results_without_a_training_record_fall_back_to_their_stage_2_run(tmp_pa
     assert read_threads(Path(_results(tmp_path / "old", {}, threads=2))) == (2,)
     assert read_threads(Path(_results(tmp_path / "new", {}, threads=2, trained=[1, 1, 4]))) == (1, 4)
     assert read_threads(Path(_results(tmp_path / "none", {}))) is None
+
+
+def test_shipped_comparisons_never_put_two_step_counts_in_one_generator_folder():
+    """The training key leaves generator.iterations out (more steps resume a training), so two runs of one store
+    folder and experiment that differ only in their step count would share a checkpoint folder, and the shorter one
+    is refused once the longer has run (e.g. an ablation at 300 steps after `make seeds` at 600): every shipped
+    comparison that runs the demo at fewer steps has an experiment folder of its own."""
+    from pathlib import Path
+
+    from stage2_generate.compare.cache import store_key
+
+    root = Path(__file__).resolve().parents[1]
+    steps: dict[tuple, set] = {}
+    for path in sorted((root / "configs" / "ablations").glob("*.yaml")):
+        bases = [None, *(root / "configs" / f"{n}.yaml" for n in ("small_strokes", "binary_shapes"))]
+        for base in bases:
+            for v in load_compare(path, base=base).variants:
+                steps.setdefault((store_key(v.cfg), v.cfg.experiment), set()).add(v.cfg.generator.iterations)
+    mixed = {k: s for k, s in steps.items() if len(s) > 1}
+    assert not mixed, f"store folders shared by trainings of different lengths: {mixed}"
