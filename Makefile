@@ -154,8 +154,9 @@ reference:
 # the same from seed 0 of `make seeds` (the demo config exactly, run by compare with one CPU thread)
 reference-seeds:
 	$(MAKE) reference DEMO=$$($(PY) -m tools.seed_run results) DECODING=$$($(PY) -m tools.seed_run decoding)
-	echo "results/reference/demo/ holds seed 0 of make seeds (configs/demo.yaml, run by compare on one CPU thread)" \
-	  > $(REFERENCE)/demo/source.txt
+	if [ -f results/demo/timing.txt ]; then cp results/demo/timing.txt $(REFERENCE)/demo/; fi
+	echo "results/reference/demo/ holds seed 0 of make seeds (configs/demo.yaml, run by compare on one CPU thread);" \
+	  "timing.txt is make demo's" > $(REFERENCE)/demo/source.txt
 
 clean-demo:
 	rm -rf data/demo work/demo results/demo

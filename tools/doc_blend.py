@@ -4,6 +4,7 @@ weights the hold-out chose."""
 
 from __future__ import annotations
 
+from tools.doc_lowlevel import top1_column
 from tools.doc_sources import md_table as _table
 
 BLEND_SETS = ("demo", "small_strokes", "binary_shapes")
@@ -32,11 +33,6 @@ def blend_against(ctx, where: str, roi: str, other: str, metric: str, part: str 
     return value if part == "seed_sd" else -value
 
 
-def _top1(table: list[dict]) -> str:
-    """Top-1 identification by the judge's conv5 among all test images (``nway<N>_alexnet5``)."""
-    return next(k for k in table[0] if k.startswith("nway") and k.endswith("_alexnet5") and not k[4:].startswith("10_"))
-
-
 def blend_choices(ctx, where: str, roi: str | None = None) -> list[tuple[float, str]]:
     """The weight ``a`` and the way (``whole`` / ``coarse``) the hold-out chose for each seed (choices.csv), in seed
     order, on ``roi`` (default: the comparison's first ROI)."""
@@ -54,7 +50,7 @@ def blend(ctx) -> str:
             continue
         ctx.used.add(f"compare/blend_{where}/table.md")
         table = _rows(ctx, where, "table.csv")
-        top1 = _top1(table)
+        top1 = top1_column(table)
         for roi in dict.fromkeys(r["roi"] for r in table):
             b = next(r for r in table if r["roi"] == roi and r["method"] == BLEND)
 

@@ -41,9 +41,10 @@ def lowlevel_against(ctx, where: str, variant: str, other: str, metric: str, par
     return value if part == "seed_sd" else -value
 
 
-def _top1(table: list[dict]) -> str:
-    """The top-1 identification column by the judge's conv5 among all test images (``nway<N>_alexnet5``)."""
-    return next(k for k in table[0] if k.startswith("nway") and k.endswith("_alexnet5") and not k[4:].startswith("10_"))
+def top1_column(table: list[dict]) -> str:
+    """The top-1 identification column by the judge's conv5 among all test images (``nway<N>_alexnet5``; the pixel
+    column ``nway<n>_id_pixel`` ends otherwise)."""
+    return next(k for k in table[0] if k.startswith("nway") and k.endswith("_alexnet5"))
 
 
 def lowlevel(ctx, where: str) -> str:
@@ -51,7 +52,7 @@ def lowlevel(ctx, where: str) -> str:
     its difference from pixel ridge (PixCorr, SSIM, top-1 identification) and from nearest_train (SSIM) with the
     verdict beyond seed noise, and the same differences from pixel ridge on the validation hold-out."""
     table, _ = _lowlevel(ctx, where)
-    top1 = _top1(table)
+    top1 = top1_column(table)
     rows = []
     for variant in dict.fromkeys(r["variant"] for r in table):
         g = next(r for r in table if r["variant"] == variant and r["method"] == "wgan_gp")

@@ -18,13 +18,11 @@ from shared.runs import atomic_write_json
 from stage2_generate.compare.cache import stage1_marker
 
 RECORD = Path("results/compare/headline/compare.json")
+STAGE1_SECTIONS = ("experiment", "info", "data", "decoding", "decoding_validation")  # metrics.json's, from stage 1
 
 
 def seed0() -> Path:
     return Path(next(v["results"] for v in json.loads(RECORD.read_text())["variants"] if v["seed"] == 0))
-
-
-STAGE1_SECTIONS = ("experiment", "info", "data", "decoding", "decoding_validation")
 
 
 def decoding_folder() -> Path:

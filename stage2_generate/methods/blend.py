@@ -34,16 +34,22 @@ from stage2_generate.watch import MIN_HOLDOUT, paired_gain
 WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))  # a: 0 (pixel ridge's image) .. 1 (the generator's)
 
 
-def blend(generated: np.ndarray, decoded: np.ndarray, weight: float, coarse: int | None = None) -> np.ndarray:
+def coarse_offset(generated: np.ndarray, decoded: np.ndarray, coarse: int) -> np.ndarray:
+    """Coarse ``decoded`` − coarse ``generated``: both area-averaged to ``coarse`` px and brought back."""
+    low = lambda x: at_size(at_size(x.astype(np.float32), coarse, clip=False), x.shape[-1], clip=False)
+    return low(decoded) - low(generated)
+
+
+def blend(generated: np.ndarray, decoded: np.ndarray, weight: float, coarse: int | None = None,
+          offset: np.ndarray | None = None) -> np.ndarray:
     """``weight`` × ``generated`` + (1 − ``weight``) × ``decoded`` (both in [0, 1], so the blend is too). With
-    ``coarse`` (px), only the images' coarse parts (area-averaged to ``coarse`` px and brought back) are blended and
-    the generator's finer detail is kept whole: ``generated`` + (1 − ``weight``) × (coarse ``decoded`` − coarse
-    ``generated``), clipped to [0, 1]."""
-    g, d = generated.astype(np.float32), decoded.astype(np.float32)
+    ``coarse`` (px), only the images' coarse parts are blended and the generator's finer detail is kept whole:
+    ``generated`` + (1 − ``weight``) × ``coarse_offset`` (``offset``, when already computed), clipped to [0, 1]."""
+    g = generated.astype(np.float32)
     if coarse is None or coarse >= g.shape[-1]:
-        return (weight * g + (1.0 - weight) * d).astype(np.float32)
-    low = lambda x: at_size(at_size(x, coarse, clip=False), x.shape[-1], clip=False)
-    return np.clip(g + (1.0 - weight) * (low(d) - low(g)), 0, 1).astype(np.float32)
+        return (weight * g + (1.0 - weight) * decoded.astype(np.float32)).astype(np.float32)
+    offset = coarse_offset(generated, decoded, coarse) if offset is None else offset
+    return np.clip(g + (1.0 - weight) * offset, 0, 1).astype(np.float32)
 
 
 def choose_weight(generated: np.ndarray, decoded: np.ndarray, values,
@@ -55,8 +61,9 @@ def choose_weight(generated: np.ndarray, decoded: np.ndarray, values,
     that chooses the generator's tick (``watch.paired_gain``: the lower bootstrap quantile of the paired gain above
     0, and at least ``watch.MIN_HOLDOUT`` held-out images)."""
     modes = ("whole", "coarse") if coarse is not None and coarse < generated.shape[-1] else ("whole",)
-    per = {(w, m): np.asarray(values(blend(generated, decoded, w, coarse if m == "coarse" else None)), np.float64)
-           for m in modes for w in WEIGHTS}
+    offset = coarse_offset(generated, decoded, coarse) if "coarse" in modes else None  # once for every weight
+    per = {(w, m): np.asarray(values(blend(generated, decoded, w, coarse if m == "coarse" else None, offset)),
+                              np.float64) for m in modes for w in WEIGHTS}
     means = {k: float(np.nanmean(v)) for k, v in per.items()}
     best, base = max(means, key=lambda k: (means[k], k[0], k[1] == "whole")), (1.0, "whole")
     n = len(per[base])
