@@ -32,7 +32,7 @@ REFERENCE = ROOT / "results" / "reference"
 # folder (relative to results/reference/) -> the command that remakes it
 KNOWN_STALE = {
     "compare/layers": "make ablations",
-    "compare/losses": "make ablations", "compare/inputs": "make ablations", "compare/methods": "make ablations",
+    "compare/losses": "make ablations", "compare/methods": "make ablations",
     "compare/settings_demo": "make settings", "compare/settings_small_strokes": "make settings",
     "compare/settings_binary_shapes": "make settings",
     # made before the shipped configs set eval.blend: true (their numbers hold; the blend's row is missing)
