@@ -3,8 +3,8 @@
 
 One row per variant (its first subject and ROI): ``wgan_gp``'s test PixCorr and SSIM (mean over seeds ± their SD),
 its difference from the reference variant with the verdict of ``stats.md`` (beyond the spread between seeds or
-not), pixel ridge's PixCorr, the hold-out's PixCorr / SSIM, and the variant's decoding averaged over its decoded
-layers (test and out-of-fold profile correlation, ``decoding.csv``)."""
+not), the baselines' PixCorr (pixel ridge, ``nearest_train``), the hold-out's PixCorr / SSIM, and the variant's
+decoding averaged over its decoded layers (test and out-of-fold profile correlation, ``decoding.csv``)."""
 
 from __future__ import annotations
 
@@ -41,11 +41,11 @@ def _joins(text: str, names: list[str]) -> list[str] | None:
     return None
 
 
-def _shared_baseline(table: list[dict], variant: str, where: tuple[str, str]) -> dict | None:
-    """The pixel-ridge row that ``variant`` shares with others: the report names it ``all variants``, or the
-    variants it stands for joined by ", "."""
+def _shared_baseline(table: list[dict], variant: str, where: tuple[str, str], method: str) -> dict | None:
+    """The row of baseline ``method`` that ``variant`` shares with others: the report names it ``all variants``, or
+    the variants it stands for joined by ", "."""
     names = list(dict.fromkeys(r["variant"] for r in table if r["method"] == "wgan_gp"))
-    rows = [r for r in table if r["method"] == "pixel_ridge" and (r["subject"], r["roi"]) == where]
+    rows = [r for r in table if r["method"] == method and (r["subject"], r["roi"]) == where]
     return next((r for r in rows if r["variant"] == "all variants"), None) or next(
         (r for r in rows if variant in (_joins(r["variant"], names) or [])), None)
 
@@ -58,13 +58,15 @@ def ablation_row(ctx, name: str, variant: str) -> dict:
     first = (mine[0]["subject"], mine[0]["roi"])
     mine = [r for r in mine if (r["subject"], r["roi"]) == first]
     g = next(r for r in mine if r["method"] == "wgan_gp")
-    ridge = next((r for r in mine if r["method"] == "pixel_ridge"), None) or _shared_baseline(table, variant, first)
+    ridge, nearest = (next((r for r in mine if r["method"] == m), None) or _shared_baseline(table, variant, first, m)
+                      for m in ("pixel_ridge", "nearest_train"))
     stats = [r for r in ctx.rows(f"{folder}/stats.csv") if r["variant"] == variant and r["method"] == "wgan_gp"
              and (r["subject"], r["roi"]) == first and "same variant" not in r["vs"]]
     decoding = _decoding(ctx.rows(f"{folder}/decoding.csv"), variant)
     return {"pixcorr": float(g["pixcorr"]), "pixcorr_sd": float(g["pixcorr_seed_sd"] or 0),
             "ssim": float(g["ssim"]), "ssim_sd": float(g["ssim_seed_sd"] or 0), "seeds": g["n_seeds"],
             "vs": stats[0] if stats else None, "ridge": float(ridge["pixcorr"]) if ridge else None,
+            "nearest": float(nearest["pixcorr"]) if nearest else None,
             "val": (g.get("val_pixcorr"), g.get("val_ssim")), "decoding": decoding, "roi": first[1]}
 
 
@@ -83,10 +85,10 @@ def ablation(ctx, name: str) -> str:
         val = " / ".join(f"{float(x):.3f}" if x not in (None, "") else "n/a" for x in a["val"])
         dec = "n/a" if a["decoding"] is None else f"{a['decoding'][0]:.3f} / {a['decoding'][1]:.3f}"
         rows.append([v, a["roi"], f"{a['pixcorr']:.3f} ±{a['pixcorr_sd']:.3f} / {a['ssim']:.3f} ±{a['ssim_sd']:.3f}",
-                     against, "n/a" if a["ridge"] is None else f"{a['ridge']:.3f}", val, dec])
+                     against, " / ".join("n/a" if a[b] is None else f"{a[b]:.3f}" for b in ("ridge", "nearest")), val, dec])
     seeds = overview[variants[0]]["seeds"]
     return md_table(["variant", "roi", f"wgan_gp PixCorr / SSIM ({seeds} seeds)",
-                     "PixCorr / SSIM − reference: verdict", "pixel ridge PixCorr", "validation PixCorr / SSIM",
+                     "PixCorr / SSIM − reference: verdict", "pixel ridge / nearest_train PixCorr", "validation PixCorr / SSIM",
                      "decoding profile r, test / out-of-fold (mean over layers)"], rows)
 
 
