@@ -175,3 +175,18 @@ def test_pixel_ridges_penalty_grid_extends_past_its_ends(tmp_path, rng, monkeypa
     capped = vr.fit(signal, extend=True)
     assert capped.alpha == 1000.0 and sorted(float(a) for a in capped.alpha_cv) == [1e3, 1e4, 1e5]
     assert capped.alpha_limit and "low end" in capped.alpha_limit
+
+
+def test_nearest_trains_gallery_normalised_in_chunks_equals_it_in_one_piece(rng):
+    """The gallery is built a chunk of images at a time (memory); every row is the same, bit for bit, as when all
+    rows are centred and scaled at once, float16 inputs (out-of-fold features are kept so) included."""
+    import torch
+
+    from stage2_generate.methods.nearest_train import NearestTrain
+
+    arrays = [rng.normal(2.0, 3.0, size=(37, 5, 6, 6)).astype(np.float32),
+              rng.normal(size=(37, 300)).astype(np.float16)]
+    whole = NearestTrain._normalise(torch.from_numpy(np.concatenate([x.reshape(37, -1) for x in arrays], axis=1)))
+    for chunk in (1, 8, 37, 100):
+        assert torch.equal(NearestTrain.normalised(arrays, chunk=chunk), whole)
+    assert torch.allclose(whole.double().norm(dim=1), torch.ones(37, dtype=torch.float64), atol=1e-6)
