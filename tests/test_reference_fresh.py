@@ -33,8 +33,6 @@ REFERENCE = ROOT / "results" / "reference"
 KNOWN_STALE = {
     "compare/layers": "make ablations",
     "compare/losses": "make ablations", "compare/methods": "make ablations",
-    "compare/settings_demo": "make settings", "compare/settings_small_strokes": "make settings",
-    "compare/settings_binary_shapes": "make settings",
     # made before the shipped configs set eval.blend: true (their numbers hold; the blend's row is missing)
     "compare/rois": "make ablations", "compare/decoders": "make ablations", "compare/lowlevel_demo": "make lowlevel",
     "compare/lowlevel_small_strokes": "make lowlevel", "compare/lowlevel_binary_shapes": "make lowlevel",

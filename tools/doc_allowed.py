@@ -76,7 +76,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "compare/lowlevel_demo/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/lowlevel_small_strokes/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/rois/README.md": {"their 95% intervals (seeds": _LEVEL},
-    "compare/settings_binary_shapes/README.md": {"their 95% bootstrap intervals": _LEVEL},
-    "compare/settings_demo/README.md": {"their 95% bootstrap intervals": _LEVEL},
-    "compare/settings_small_strokes/README.md": {"their 95% bootstrap intervals": _LEVEL},
+    "compare/settings_binary_shapes/README.md": {"their 95% intervals (seeds": _LEVEL},
+    "compare/settings_demo/README.md": {"their 95% intervals (seeds": _LEVEL},
+    "compare/settings_small_strokes/README.md": {"their 95% intervals (seeds": _LEVEL},
 }
