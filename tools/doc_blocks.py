@@ -101,29 +101,43 @@ def presets_results(ctx) -> str:
                    "rollbacks"], rows)
 
 
+def _settings_scores(ctx) -> dict[tuple[str, str], tuple[float, float]]:
+    """{(learning rate, set): (PixCorr, SSIM)} of the generator's first ROI on the hold-out, means over the seeds."""
+    scores = {}
+    for s in ("demo", *PRESETS):
+        rows = [r for r in ctx.rows(f"compare/settings_{s}/table.csv") if r["method"] == "wgan_gp"]
+        for lr in SETTINGS_RATES:
+            row = next(r for r in rows if r["variant"] == f"lr {lr}" and (r["subject"], r["roi"]) == (
+                rows[0]["subject"], rows[0]["roi"]))
+            scores[lr, s] = float(row["val_pixcorr"]), float(row["val_ssim"])
+    return scores
+
+
+def _settings_means(ctx) -> dict[str, float]:
+    """Each learning rate's (PixCorr + SSIM) / 2 on the hold-out, averaged over the three sets (unrounded)."""
+    scores = _settings_scores(ctx)
+    sets = ("demo", *PRESETS)
+    return {lr: sum(sum(scores[lr, s]) / 2 for s in sets) / len(sets) for lr in SETTINGS_RATES}
+
+
 def settings_choice(ctx) -> str:
     """The learning rate chosen on validation: (PixCorr + SSIM) / 2 of the generator's first ROI per set (means over
     the seeds) and its mean over the sets (from the unrounded values); then, per set, 3e-4 minus 1e-3 on the hold-out
     with ``stats.csv``'s verdict (beyond the spread between seeds or not)."""
-    sets = ("demo", *PRESETS)
-    rates, means, cells, verdicts = ["1e-3", "3e-4"], {}, {}, []
+    sets, scores, means = ("demo", *PRESETS), _settings_scores(ctx), _settings_means(ctx)
+    rows = [[lr, *(f"{scores[lr, s][0]:.3f} / {scores[lr, s][1]:.3f} → {sum(scores[lr, s]) / 2:.3f}" for s in sets),
+             f"{means[lr]:.3f}"] for lr in SETTINGS_RATES]
+    verdicts = []
     for s in sets:
-        rows = [r for r in ctx.rows(f"compare/settings_{s}/table.csv") if r["method"] == "wgan_gp"]
-        first = (rows[0]["subject"], rows[0]["roi"])  # the generator's first ROI
-        for lr in rates:
-            row = next(r for r in rows if r["variant"] == f"lr {lr}" and (r["subject"], r["roi"]) == first)
-            p, q = float(row["val_pixcorr"]), float(row["val_ssim"])
-            means[lr] = means.get(lr, 0.0) + (p + q) / 2 / len(sets)
-            cells[lr, s] = f"{p:.3f} / {q:.3f} → {(p + q) / 2:.3f}"
-        vs = next(r for r in ctx.rows(f"compare/settings_{s}/stats.csv")
-                  if r["variant"] == "lr 3e-4" and r["method"] == "wgan_gp" and (r["subject"], r["roi"]) == first)
+        vs = next(r for r in ctx.rows(f"compare/settings_{s}/stats.csv") if r["variant"] == "lr 3e-4"
+                  and r["method"] == "wgan_gp")  # the first row: the generator's first ROI
         words = [_VAL_VERDICT.get(vs[f"val_{m}_verdict"], vs[f"val_{m}_verdict"]) for m in ("pixcorr", "ssim")]
         verdicts.append(" / ".join(f"{float(vs[f'val_{m}_diff']):+.3f}: {w}" for m, w in zip(("pixcorr", "ssim"), words)))
-    rows = [[lr, *(cells[lr, s] for s in sets), f"{means[lr]:.3f}"] for lr in rates]
     rows.append(["3e-4 − 1e-3: verdict", *verdicts, ""])
     return _table(["learning rate", "demo (VC)", *PRESETS, "mean"], rows)
 
 
+SETTINGS_RATES = ("1e-3", "3e-4")  # the variants of configs/ablations/settings.yaml, as `lr <rate>`
 _VAL_VERDICT = {"win": "3e-4 better", "loss": "1e-3 better"}  # stats.csv's verdicts of lr 3e-4 against lr 1e-3
 
 
@@ -197,14 +211,6 @@ def _fit(ctx, method: str, key: str):
 def _preset_profiles(ctx) -> list[float]:
     return [m["profile_corr"] for run in PRESETS for by_roi in ctx.get(f"{run}:decoding").values()
             for by_layer in by_roi.values() for m in by_layer.values()]
-
-
-def _settings_margin(ctx, run: str) -> float:
-    """(PixCorr + SSIM) / 2 on validation at lr 1e-3 minus at 3e-4, the generator's first ROI of ``run``."""
-    rel = f"compare/settings_{run}/table.csv"
-    score = {lr: next((float(r["val_pixcorr"]) + float(r["val_ssim"])) / 2 for r in ctx.rows(rel)
-                      if r["variant"] == f"lr {lr}" and r["method"] == "wgan_gp") for lr in ("1e-3", "3e-4")}
-    return score["1e-3"] - score["3e-4"]
 
 
 # values a marker names as ``@name``: what would take a row of references to spell out
@@ -321,7 +327,7 @@ DERIVED = {"demo_oof_gap_min": lambda ctx: min(_oof_gaps(ctx)), "demo_oof_gap_ma
            "validation_misorders_beyond_noise": _validation_misorders_beyond_noise,
            "preset_profile_min": lambda ctx: min(_preset_profiles(ctx)),
            "preset_profile_max": lambda ctx: max(_preset_profiles(ctx)),
-           "settings_mean_gap": lambda ctx: abs(sum(_settings_margin(ctx, run) for run in ("demo", *PRESETS))) / 3,
+           "settings_mean_gap": lambda ctx: _settings_means(ctx)["1e-3"] - _settings_means(ctx)["3e-4"],
            **LOWLEVEL_DERIVED, **BLEND_DERIVED,
            # the decoder benchmark's fits the docs quote, as @<method>_<key>
            **{f"{m}_{name}": (lambda ctx, m=m, k=k: _fit(ctx, m, k)) for m, name, k in (
