@@ -32,7 +32,7 @@ REFERENCE = ROOT / "results" / "reference"
 # folder (relative to results/reference/) -> the command that remakes it
 KNOWN_STALE = {
     "compare/layers": "make ablations",
-    "compare/losses": "make ablations", "compare/methods": "make ablations",
+    "compare/losses": "make ablations",
     # made before the shipped configs set eval.blend: true (their numbers hold; the blend's row is missing)
     "compare/rois": "make ablations", "compare/decoders": "make ablations", "compare/lowlevel_demo": "make lowlevel",
     "compare/lowlevel_small_strokes": "make lowlevel", "compare/lowlevel_binary_shapes": "make lowlevel",

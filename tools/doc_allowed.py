@@ -75,6 +75,8 @@ ALLOWED: dict[str, dict[str, str]] = {
     "compare/lowlevel_binary_shapes/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/lowlevel_demo/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/lowlevel_small_strokes/README.md": {"their 95% intervals (seeds": _LEVEL},
+    "compare/methods/README.md": {"their 95% intervals (seeds": _LEVEL,
+                                  "momentum (0.9": "the inversion's momentum, methods.inversion_momentum's default"},
     "compare/rois/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/settings_binary_shapes/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/settings_demo/README.md": {"their 95% intervals (seeds": _LEVEL},
