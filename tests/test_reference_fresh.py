@@ -31,7 +31,6 @@ REFERENCE = ROOT / "results" / "reference"
 
 # folder (relative to results/reference/) -> the command that remakes it
 KNOWN_STALE = {
-    "compare/layers": "make ablations",
     "compare/losses": "make ablations",
     # made before the shipped configs set eval.blend: true (their numbers hold; the blend's row is missing)
     "compare/rois": "make ablations", "compare/decoders": "make ablations", "compare/lowlevel_demo": "make lowlevel",

@@ -72,6 +72,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "compare/blend_small_strokes/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/decoders/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/inputs/README.md": {"their 95% intervals (seeds": _LEVEL},
+    "compare/layers/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/lowlevel_binary_shapes/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/lowlevel_demo/README.md": {"their 95% intervals (seeds": _LEVEL},
     "compare/lowlevel_small_strokes/README.md": {"their 95% intervals (seeds": _LEVEL},

@@ -245,7 +245,7 @@ def check_text(name: str, text: str, sources: Sources) -> list[str]:
 # the compare folders whose README's reading was written by hand before readings took markers; each is in
 # tests/test_reference_fresh.py's KNOWN_STALE too, and leaves both when `make ablations` remakes it and its reading
 # is rewritten with markers (the test fails while a remade folder is still listed here)
-HAND_READINGS = {"layers", "losses"}
+HAND_READINGS = {"losses"}
 
 
 def documents(root: Path = ROOT) -> list[Path]:
