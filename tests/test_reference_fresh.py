@@ -32,7 +32,7 @@ REFERENCE = ROOT / "results" / "reference"
 # folder (relative to results/reference/) -> the command that remakes it
 KNOWN_STALE = {
     "compare/losses": "make ablations",
-    # made before the shipped configs set eval.blend: true (their numbers hold; the blend's row is missing)
+    # made before the shipped configs set eval.blend: true (their result keys moved; their tables' rows do not use it)
     "compare/rois": "make ablations", "compare/decoders": "make ablations", "compare/lowlevel_demo": "make lowlevel",
     "compare/lowlevel_small_strokes": "make lowlevel", "compare/lowlevel_binary_shapes": "make lowlevel",
 }
