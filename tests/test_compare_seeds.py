@@ -255,6 +255,12 @@ def test_the_hold_out_shows_each_seed_spread_and_a_verdict_on_it(tmp_path, tiny_
     assert float(row["val_pixcorr"]) == pytest.approx(0.41) and float(row["val_pixcorr_seed_sd"]) == pytest.approx(0.03)
     long = [r for r in csv.DictReader((tmp_path / "validation.csv").open()) if r["variant"] == "c"]
     assert [(r["seed"], float(r["pixcorr"])) for r in long] == [("0", 0.38), ("1", 0.44), ("2", 0.41)]
+    # the test images' mean per seed, beside the hold-out's (what a reading quotes seed by seed)
+    per_seed = [r for r in csv.DictReader((tmp_path / "seeds.csv").open()) if r["variant"] == "c"]
+    summary = next(r for r in rows if r["variant"] == "c")["summary"]["pixcorr"]
+    assert [r["seed"] for r in per_seed] == ["0", "1", "2"]
+    assert [float(r["pixcorr"]) for r in per_seed] == pytest.approx(summary["seed_means"], abs=5e-4)
+    assert float(row["pixcorr"]) == pytest.approx(np.mean([float(r["pixcorr"]) for r in per_seed]), abs=1e-3)
     text = (tmp_path / "stats.md").read_text()
     assert "## The validation hold-out" in text and "+0.050 ±0.000: win" in text
     stat = {r["variant"]: r for r in csv.DictReader((tmp_path / "stats.csv").open())}

@@ -1,6 +1,6 @@
 """Copy finished comparisons' tables into ``results/reference/compare/`` (the committed reference).
 
-``python -m tools.keep_compare NAME [NAME ...]`` copies ``table.md``/``.csv``, ``validation.csv``,
+``python -m tools.keep_compare NAME [NAME ...]`` copies ``table.md``/``.csv``, ``validation.csv``, ``seeds.csv``,
 ``stats.md``/``.csv``, ``decoding.md``/``.csv``, ``choices.csv``, ``bars.png``, ``grid.png``, the figures of further subjects and ROIs
 (``bars_<subject>_<roi>.png``, ``grid_<subject>_<roi>.png``) and ``provenance.json`` of ``results/compare/NAME/``
 to ``results/reference/compare/NAME/`` (each file but the required ones when present), leaving the
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ("table.md", "table.csv", "validation.csv", "stats.md", "stats.csv", "decoding.md", "decoding.csv",
+FILES = ("table.md", "table.csv", "validation.csv", "seeds.csv", "stats.md", "stats.csv", "decoding.md", "decoding.csv",
          "choices.csv", "bars.png", "grid.png", "provenance.json")
 PATTERNS = ("bars_*.png", "grid_*.png")  # the figures of further subjects and ROIs, as many as the comparison has
 REQUIRED = ("table.md", "table.csv", "provenance.json")

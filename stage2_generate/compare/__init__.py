@@ -25,6 +25,8 @@ Outputs, under ``<results_dir>/compare/<name>/`` (statistics: ``seed_stats.py``)
   the between-seed SD (markdown ``0.671 [0.660, 0.682] ±0.008`` and a ``seeds`` column when any row
   has several seeds; CSV ``<metric>``, ``<metric>_lo``, ``<metric>_hi``, ``<metric>_seed_sd`` (empty
   with one seed), ``n_images``, ``n_seeds``); a single-seed table says so in its legend;
+* ``seeds.csv`` (several seeds): each row's mean over test images seed by seed; ``validation.csv``: the
+  hold-out's, likewise;
 * ``stats.md``/``stats.csv``: each variant against the reference (and each ``also`` method against
   ``method``), paired over the same images and seeds: difference, interval over seeds and images,
   between-seed SD of the difference, Wilcoxon p over images, and a verdict per metric ("win" /
