@@ -43,7 +43,7 @@ from stage2_generate.conditioning import ConditionSampler, LayerTransform
 from stage2_generate.generator_files import append_stats, build_generator, final_state, tick_records
 from stage2_generate.losses import CriticLoss, LossNetworks, generator_losses, loss_weights, uses_critic
 from stage2_generate.models import Critic, Generator
-from stage2_generate.watch import HELD_VALUES, Health, TickChooser, Validation, image_spread
+from stage2_generate.watch import HELD_VALUES, Health, TickChooser, Validation, image_spread, rollback
 
 log = logging.getLogger(__name__)
 
@@ -333,15 +333,8 @@ def _agree(dead: str | None, world: int, device) -> str | None:
 
 
 def _rollback(reason: str, step: int, track: dict, gc, folders: list[Path | None], label: str, rank: int) -> None:
-    """Record a dead tick and cut the learning rate, or stop when the rollbacks are spent."""
-    if len(track["rollbacks"]) >= gc.max_rollbacks:
-        raise UserError(f"the {label}'s output died at step {step} ({reason}) after {len(track['rollbacks'])} "
-                        f"rollback(s) with the learning rate cut to {gc.lr * track['lr_scale']:.2g}; lower "
-                        f"generator.lr (e.g. {gc.lr * track['lr_scale'] * gc.rollback_lr_factor:.2g}) or raise "
-                        f"generator.max_rollbacks, and look at the training images and stats.jsonl")
-    track["lr_scale"] *= gc.rollback_lr_factor
-    event = {"step": step, "event": "rollback", "cause": reason, "lr": gc.lr * track["lr_scale"]}
-    track["rollbacks"].append(event)
+    """Record a dead tick and cut the learning rate, or stop when the rollbacks are spent (``watch.rollback``)."""
+    event = rollback(reason, step, track, gc.lr, gc.rollback_lr_factor, gc.max_rollbacks, label, "generator.lr")
     if rank == 0:
         log.warning("%s: dead output at step %d (%s); rolling back to the last healthy checkpoint with the learning "
                     "rate cut to %.2g (rollback %d of at most %d)", label, step, reason, event["lr"],

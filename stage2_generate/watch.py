@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from shared.errors import UserError
+
 # A tick is dead when an output is not finite, or when the outputs' spread across images is
 # under DEAD_SPREAD of the training images' spread and either has collapsed (fallen under half
 # of the highest spread of a healthy tick) or is stuck (not grown at all since the last tick).
@@ -32,6 +34,10 @@ import numpy as np
 # at a small learning rate; one that collapsed (black everywhere) or never moves does not.
 DEAD_SPREAD = 0.02
 STUCK = 1e-6  # growth under this share of the training images' spread is no growth
+# An image coder's tick is also dead when its mean training loss is over DIVERGED times its lowest so far at a
+# healthy tick (a loss that rises tenfold is an Adam blow-up, not the noise of a batch; the methods compare saw
+# one rise a millionfold after the coder had sat on the mean image).
+DIVERGED = 10.0
 
 # The tick choice. With n held-out images and no true difference between two ticks, the lower 5%
 # bootstrap quantile of the mean paired difference lies above 0 (a false "win") far more often than
@@ -175,8 +181,13 @@ def image_spread(images: np.ndarray) -> float:
 class Health:
     """Tells dead ticks from live ones; ``reference_spread`` is ``image_spread`` of the training images."""
 
-    def __init__(self, reference_spread: float):
+    def __init__(self, reference_spread: float, patient: bool = False):
         self.reference = reference_spread
+        # patient (an image coder's): near the mean image is alive until the outputs have once spread out past
+        # DEAD_SPREAD; then falling back under it is a collapse. A coder may sit on the mean image for hundreds
+        # of steps and then train well (the methods compare saw a VAE do so for half its steps), and a cut
+        # learning rate would only keep it there (``coder_dead_reason`` adds divergence)
+        self.patient = patient
         self.last: dict[str, float] = {}  # spread of each output at the last healthy tick (0 at the start)
         self.best: dict[str, float] = {}  # the highest spread of each output at a healthy tick
 
@@ -197,6 +208,10 @@ class Health:
             if len(images) < 2 or spread >= DEAD_SPREAD * self.reference:
                 continue
             share = f"spread {spread:.2g}, {spread / max(self.reference, 1e-12):.1%} of the training images'"
+            if self.patient:
+                if self.best.get(what, 0.0) >= DEAD_SPREAD * self.reference:
+                    return f"{what} collapsed: it no longer varies across images ({share})"
+                continue
             if spread < 0.5 * self.best.get(what, 0.0):
                 return f"{what} collapsed: it no longer varies across images ({share})"
             if spread <= self.last.get(what, 0.0) + STUCK * self.reference:
@@ -204,6 +219,33 @@ class Health:
         self.last = spreads
         self.best = {k: max(v, self.best.get(k, 0.0)) for k, v in spreads.items()}
         return None
+
+
+def coder_dead_reason(loss: float, lowest: float | None, health: Health, outputs: dict[str, np.ndarray]) -> str | None:
+    """Why an image coder's tick is dead, or None: its mean training ``loss`` is not finite or over ``DIVERGED``
+    times the ``lowest`` so far (of its healthy ticks and the untrained coder's), or ``health`` finds its raw
+    ``outputs`` dead (``Health.dead_reason``, which remembers them when they are alive)."""
+    if not np.isfinite(loss):
+        return "the training loss is not finite"
+    if lowest is not None and loss > DIVERGED * lowest:
+        return f"the training loss diverged: {loss:.3g}, over {DIVERGED:g} times its lowest so far, {lowest:.3g}"
+    return health.dead_reason(outputs)
+
+
+def rollback(reason: str, step: int, track: dict, lr: float, factor: float, max_rollbacks: int, label: str,
+             lr_key: str, record: str = "stats.jsonl") -> dict:
+    """Record a dead tick in ``track`` (``lr_scale``, ``rollbacks``) and cut the learning rate (``lr``, the
+    setting ``lr_key``, times ``factor``), or stop with a ``UserError`` (pointing at ``record``, where the
+    training's ticks are) when ``max_rollbacks`` are spent; returns the rollback's event."""
+    if len(track["rollbacks"]) >= max_rollbacks:
+        raise UserError(f"the {label}'s output died at step {step} ({reason}) after {len(track['rollbacks'])} "
+                        f"rollback(s) with the learning rate cut to {lr * track['lr_scale']:.2g}; lower "
+                        f"{lr_key} (e.g. {lr * track['lr_scale'] * factor:.2g}) or raise generator.max_rollbacks, "
+                        f"and look at the training images and {record}")
+    track["lr_scale"] *= factor
+    event = {"step": step, "event": "rollback", "cause": reason, "lr": lr * track["lr_scale"]}
+    track["rollbacks"].append(event)
+    return event
 
 
 class HeldScore:

@@ -76,6 +76,23 @@ def test_cache_keys_follow_what_each_stage_depends_on(tmp_path, tiny_config):
     assert store_key(v["no hold-out"]) != store_key(v["base"]) and stage1_key(v["no hold-out"]) != stage1_key(v["base"])
 
 
+def test_a_method_s_code_version_retires_only_the_results_of_configs_that_run_it(tmp_path, tiny_config, monkeypatch):
+    from dataclasses import replace
+
+    from stage2_generate.compare import cache
+
+    spec = load_compare(_files(tmp_path, tiny_config, {"base": {}, "vae": {"methods.run": ["vae"]},
+                                                       "inversion": {"methods.run": ["inversion_dgn"]}}))
+    v = {x.name: x.cfg for x in spec.variants}
+    before = {name: result_key(cfg) for name, cfg in v.items()}
+    monkeypatch.setitem(cache.METHOD_VERSIONS, "vae", cache.METHOD_VERSIONS["vae"] + 1)
+    after = {name: result_key(cfg) for name, cfg in v.items()}
+    assert after["vae"] != before["vae"]
+    assert after["base"] == before["base"] and after["inversion"] == before["inversion"]
+    # the version enters the key only through methods.run: the same config without the method keeps its key
+    assert result_key(replace(v["vae"], methods=replace(v["vae"].methods, run=[]))) == before["base"]
+
+
 def test_a_variant_with_an_unknown_key_is_refused_naming_it(tmp_path, tiny_config):
     path = _files(tmp_path, tiny_config, {"base": {}, "typo": {"generator.loss_pixl": 0}})
     with pytest.raises(UserError, match=r"variant 'typo'.*generator.loss_pixl.*loss_pixel"):

@@ -193,7 +193,8 @@ def replace_decoder(cfg, **values):
 
 def test_latent_regression_tuning_lowers_its_loss_through_the_frozen_decoder(tmp_path, rng):
     from stage2_generate.methods._voxel_ridge import VoxelRidge
-    from stage2_generate.methods._image_coder import encode_means, train_coder, tune_latent_map
+    from stage2_generate.methods._image_coder import encode_means, train_coder
+    from stage2_generate.methods.latent_regression import tune_latent_map
 
     cfg = _tiny_cfg(tmp_path, coder_iterations=30, coder_latent=8, latent_tune_steps=12, latent_tune_lr=0.01)
     train, names, code = _trials(rng)

@@ -236,7 +236,8 @@ class GeneratorConfig:
     tick_every: int = 100  # generator steps between status lines, grids, validation scores and checkpoints
     # A tick whose output is dead (no variance across images, or not finite) rolls training back to the
     # last healthy checkpoint with the learning rate times rollback_lr_factor; after max_rollbacks such
-    # rollbacks the run stops with one line naming the cause and the fix.
+    # rollbacks the run stops with one line naming the cause and the fix. The image coders (latent_regression,
+    # vae) follow the same two settings (their dead tick: a loss risen tenfold, or outputs that collapsed).
     max_rollbacks: int = 3  # rollbacks before the run stops (0: stop at the first dead tick)
     rollback_lr_factor: float = 0.3  # the learning rate is multiplied by this at each rollback
     seed: int = 0  # seeds the generator's (and image coders') weights and batches; compare's seeds vary it

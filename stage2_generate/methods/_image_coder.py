@@ -15,7 +15,13 @@ and the latent map's tuning always have a pixel gradient); the encoder mirrors t
 Both work at any ``generator.image_size`` (the generator's and the critic's block sides).
 Training is resumable like the generator's: a checkpoint every
 ``generator.tick_every`` steps under ``<work>/coders/<kind>/<key>/``, a finished coder is
-reused by later runs with the same settings (the key hashes them and the images).
+reused by later runs with the same settings (the key hashes them and the images). It is guarded like
+the generator's too: a tick whose loss is not finite or has risen over ``watch.DIVERGED`` times its lowest, or
+whose raw autoencodings (a fixed training batch; the held-out images) spread out across images and then
+collapsed (``watch.Health``, patient: a coder still on the mean image is not dead, some sit there for hundreds of
+steps and then train well), rolls back to the last healthy checkpoint with ``methods.coder_lr`` times
+``generator.rollback_lr_factor``, and after ``generator.max_rollbacks`` rollbacks the run stops with an
+error rather than go on from a diverged or collapsed coder (the record of the kept tick lists the rollbacks).
 
 Which tick's coder the method uses: with a validation hold-out, every tick autoencodes the held-out
 images (encoder means, then decoder) and scores them by ``eval.validation_metric`` (the method's
@@ -23,12 +29,13 @@ hold-out scorer, ``TrainData.held_scorer``); ``watch.TickChooser`` chooses the t
 trained method (the highest tick's weights kept as ``best.pt``). Not the whole method's score: that
 needs the ridge map from the voxels, fitted per subject and ROI after the coder, which all of them
 share; the coder is chosen as what it is, a coder of unseen images. ``latent_regression``'s tuned
-map, fitted per subject and ROI, is chosen by the whole method (``tune_latent_map``'s ``on_tick``).
+map, fitted per subject and ROI, is chosen by the whole method (``latent_regression.tune_latent_map``'s ``on_tick``).
 Without a hold-out the last tick is kept.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -48,7 +55,8 @@ from shared.runs import sweep_temporary_files
 from stage2_generate.losses import pixel_loss
 from stage2_generate.methods.base import Context, Method, TrainData
 from stage2_generate.models import Generator, generate, strided_body
-from stage2_generate.watch import TickChooser
+from stage2_generate.train import raw_outputs
+from stage2_generate.watch import Health, TickChooser, coder_dead_reason, image_spread, rollback
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +124,8 @@ def coder_key(cfg: Config, kind: str, channels: int, images: np.ndarray, held: b
                        "losses": [g.loss_pixel, g.loss_perceptual, g.perceptual_network, g.perceptual_layers,
                                   perceptual_weights(cfg)] if kind == AUTOENCODER else None,
                        "features": [cfg.features.network, cfg.features.input_size],
+                       # the guard (watch.coder_dead_reason): a dead tick rolls back with a cut learning rate
+                       "guard": ["rollback-1", g.max_rollbacks, g.rollback_lr_factor],
                        "images": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
                        # the tick that is kept (watch.TickChooser, version 1); a last-step coder is never taken for it
                        "tick": ["chosen-1", e.validation_fraction, e.validation_metric, e.score_size] if held
@@ -189,55 +199,98 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
             log.warning("%s; rebuilding it from the training checkpoints", exc)
     folder.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.Adam(coder.parameters(), lr=m.coder_lr, betas=(0.5, 0.999))
+    initial = copy.deepcopy(coder.state_dict())  # where a rollback with no healthy tick behind it starts again
     gen = torch.Generator()
     gen.manual_seed(g.seed)
-    start = 0
     ticks = TickChooser(cfg.eval.validation_metric if held is not None else None)
-    state, path = check_coder(cfg, kind, channels, images, device, held is not None)
-    if state is not None and state.get("key") == key:
+    health = Health(image_spread(images), patient=True)
+    # what survives a rollback or a resume: the learning-rate cut, every rollback, the lowest tick loss so far
+    track: dict = {"lr_scale": 1.0, "rollbacks": [], "lowest_loss": None}
+
+    def restore(verb: str) -> int:
+        """Load the newest training checkpoint of this key (else the initial state); returns its step."""
+        state, path = check_coder(cfg, kind, channels, images, device, held is not None)
+        if state is None or state.get("key") != key:
+            coder.load_state_dict(initial)
+            opt.state.clear()
+            gen.manual_seed(g.seed)
+            ticks.load(None)
+            health.reset()
+            return 0
         coder.load_state_dict(state["coder"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["rng"].cpu())
         ticks.load(state.get("ticks"))
-        start = state["step"]
-        log.info("resuming %s training at step %d from %s", kind, start, path)
+        if verb == "resuming":  # a rollback keeps its own learning-rate cut and rollbacks
+            track.update(state.get("guard", {}))
+        log.info("%s %s training at step %d from %s", verb, kind, state["step"], path)
+        return state["step"]
+
+    def set_lr() -> None:
+        for group in opt.param_groups:
+            group["lr"] = m.coder_lr * track["lr_scale"]
+
+    step = restore("resuming")
+    set_lr()
     percep = perceptual_losses(cfg, device) if kind == AUTOENCODER else None
     Y = torch.from_numpy(images).to(device)
+    fixed = images[:min(10, len(images))]  # the training images whose autoencoding every tick looks at
+    if track["lowest_loss"] is None:  # the untrained coder's (the mean image's): the first tick is held to it too
+        with torch.no_grad():
+            track["lowest_loss"] = float(sum(_losses(cfg, kind, coder, percep, Y[:len(fixed)], None).values()))
     acc: dict[str, float] = {}
-    last_tick = start
-    bar = tqdm(range(start, m.coder_iterations), desc=f"train {kind}", unit="step", initial=start,
-               total=m.coder_iterations)
-    for step in bar:
+    last_tick = step
+    bar = tqdm(desc=f"train {kind}", unit="step", initial=step, total=m.coder_iterations)
+    while step < m.coder_iterations:
         coder.train()
-        real = Y[torch.randint(0, len(Y), (g.batch_size,), generator=gen).to(device)]
-        mean, logvar = coder.encode(real)
-        if is_variational(kind):
-            z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=gen).to(device)
-            recon = coder.decode(z)
-            err, kl = vae_loss(recon, real, mean, logvar, m.vae_beta)
-            losses = {"pixel_sum": err, "kl": kl}
-        else:
-            losses = autoencoder_loss(cfg, percep, coder.decode(mean), real)
+        losses = _losses(cfg, kind, coder, percep, Y[torch.randint(0, len(Y), (g.batch_size,), generator=gen)
+                                                        .to(device)], gen)
         total = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
         for k, v in losses.items():
             acc[k] = acc.get(k, 0.0) + float(v.detach())
-        done = step + 1
-        if done % g.tick_every == 0 or done == m.coder_iterations:
-            line = " ".join(f"{k}={v / (done - last_tick):.4g}" for k, v in acc.items())
-            if held is not None:  # the held-out images autoencoded (no random draw: training goes on as without)
-                coder.eval()
-                values = held[1](autoencode(coder, held[0], device))
-                if ticks.add(done, values):  # the highest so far: its weights are kept
-                    checkpoints.save({"key": key, "step": done, "coder": coder.state_dict()}, best_path,
-                                     keep_previous=False, fault_point="best.write")
-                line += f" val_{ticks.metric}={np.nanmean(values):.4g}"
-            log.info("%s step %d/%d %s", kind, done, m.coder_iterations, line)
-            acc, last_tick = {}, done
-            checkpoints.save({"key": key, "step": done, "coder": coder.state_dict(), "opt": opt.state_dict(),
-                              "rng": gen.get_state(), "ticks": ticks.state()}, ckpt_path)
+        step += 1
+        bar.update(1)
+        if step % g.tick_every and step != m.coder_iterations:
+            continue
+        means = {k: v / (step - last_tick) for k, v in acc.items()}
+        line = " ".join(f"{k}={v:.4g}" for k, v in means.items())
+        acc, last_tick = {}, step
+        # the guard (watch.coder_dead_reason): the raw autoencodings (before the clamp) of a fixed training batch
+        # and of the held-out images (no random draw: training goes on as without)
+        raw = {"the training batch autoencoded": raw_autoencode(coder, fixed, device)}
+        if held is not None:
+            raw["the held-out images autoencoded"] = raw_autoencode(coder, held[0], device)
+        dead = coder_dead_reason(sum(means.values()), track["lowest_loss"], health, raw)
+        if dead is not None:
+            try:
+                event = rollback(dead, step, track, m.coder_lr, g.rollback_lr_factor, g.max_rollbacks,
+                                 f"{kind} coder", "methods.coder_lr", "the run's log (its tick lines)")
+            except UserError:
+                bar.close()  # the error line comes last
+                raise
+            log.warning("%s coder: dead output at step %d (%s); rolling back to the last healthy checkpoint with the "
+                        "learning rate cut to %.2g (rollback %d of at most %d)", kind, step, dead, event["lr"],
+                        len(track["rollbacks"]), g.max_rollbacks)
+            step = last_tick = restore("rolling back")
+            set_lr()
+            bar.reset(total=m.coder_iterations)
+            bar.update(step)
+            continue
+        loss = sum(means.values())
+        track["lowest_loss"] = loss if track["lowest_loss"] is None else min(loss, track["lowest_loss"])
+        if held is not None:  # the held-out images' reconstructions: the raw ones clamped, as evaluation gives
+            values = held[1](np.clip(raw["the held-out images autoencoded"], 0, 1))
+            if ticks.add(step, values):  # the highest so far: its weights are kept
+                checkpoints.save({"key": key, "step": step, "coder": coder.state_dict()}, best_path,
+                                 keep_previous=False, fault_point="best.write")
+            line += f" val_{ticks.metric}={np.nanmean(values):.4g}"
+        log.info("%s step %d/%d %s", kind, step, m.coder_iterations, line)
+        checkpoints.save({"key": key, "step": step, "coder": coder.state_dict(), "opt": opt.state_dict(),
+                          "rng": gen.get_state(), "ticks": ticks.state(), "guard": track}, ckpt_path)
+    bar.close()
     choice = ticks.choice(last_step=m.coder_iterations)
     if choice.step != m.coder_iterations:  # an earlier tick won beyond noise
         best = checkpoints.load(best_path, device) if best_path.is_file() else None
@@ -247,7 +300,8 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
             log.warning("%s: %s does not hold the step-%d coder; the last tick is kept", kind, best_path, choice.step)
             ticks.drop_highest()
             choice = ticks.choice(last_step=m.coder_iterations)
-    coder.tick = {**choice.record(), "chosen_by": CHOSEN_BY if held is not None else None}
+    coder.tick = {**choice.record(), "chosen_by": CHOSEN_BY if held is not None else None,
+                  "rollbacks": track["rollbacks"]}
     if held is not None:
         log.log(logging.WARNING if choice.holdout_too_small else logging.INFO, "%s: the step-%d coder is kept: %s",
                 kind, choice.step, choice.reason())
@@ -256,10 +310,23 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
     return coder.eval().requires_grad_(False)
 
 
-def autoencode(coder: ImageCoder, images: np.ndarray, device) -> np.ndarray:
+def _losses(cfg: Config, kind: str, coder: ImageCoder, percep, real: torch.Tensor, gen: torch.Generator | None
+            ) -> dict[str, torch.Tensor]:
+    """The coder's training losses on the images ``real``; a VAE draws its latent sample with ``gen`` (None: the
+    posterior means, no draw)."""
+    mean, logvar = coder.encode(real)
+    if not is_variational(kind):
+        return autoencoder_loss(cfg, percep, coder.decode(mean), real)
+    z = mean if gen is None else mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=gen).to(real.device)
+    err, kl = vae_loss(coder.decode(z), real, mean, logvar, cfg.methods.vae_beta)
+    return {"pixel_sum": err, "kl": kl}
+
+
+def raw_autoencode(coder: ImageCoder, images: np.ndarray, device) -> np.ndarray:
     """``images`` ``(n, 3, S, S)`` through the coder: decoded from their latent codes (a VAE's posterior means),
-    clamped to [0, 1] like every reconstruction."""
-    return decode(coder, encode_means(coder, images, device), device)
+    before the clamp to [0, 1] that evaluation applies (``train.raw_outputs``: what ``watch.Health`` judges;
+    clamped, they are the reconstructions)."""
+    return raw_outputs(coder.decoder, [encode_means(coder, images, device)], device)
 
 
 def encode_means(coder: ImageCoder, images: np.ndarray, device, batch: int = 64) -> np.ndarray:
@@ -274,57 +341,6 @@ def encode_means(coder: ImageCoder, images: np.ndarray, device, batch: int = 64)
 def decode(coder: ImageCoder, z: np.ndarray, device) -> np.ndarray:
     """Images ``(n, 3, S, S)`` of latent codes ``z``."""
     return generate(coder.decoder, [z], device)
-
-
-def tune_latent_map(cfg: Config, coder: ImageCoder, W: np.ndarray, b: np.ndarray, Xz: np.ndarray,
-                    trial_img: np.ndarray, images: np.ndarray, device,
-                    on_tick: Callable[[int, np.ndarray, np.ndarray], None] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """Tune the linear map ``z = Xz @ W + b`` from z-scored training trials to latent codes with the
-    autoencoder's losses (pixel, perceptual) through its frozen decoder: ``methods.latent_tune_steps``
-    Adam steps of ``generator.batch_size`` trials (Seeliger et al. 2018 train the map this way). The
-    decoder renders unclamped during tuning (training mode, as it was trained), so a pixel pushed outside
-    [0, 1] still has a gradient back; the loss reported per tick is of the clamped decoding (what
-    ``decode`` gives). Returns the tuned ``(W, b)`` and the loss per tick (the first before any step).
-    ``on_tick(step, W, b)`` is called with the map of every tick (step 0: the map given), e.g. to score it on
-    the validation hold-out and keep the tick ``watch.TickChooser`` chooses."""
-    m, g = cfg.methods, cfg.generator
-    if m.latent_tune_steps == 0:
-        return W, b, []
-    Wt = torch.tensor(W, device=device, requires_grad=True)
-    bt = torch.tensor(b, device=device, requires_grad=True)
-    coder.requires_grad_(False)
-    percep = perceptual_losses(cfg, device)
-    X = torch.from_numpy(np.ascontiguousarray(Xz)).to(device)
-    Y = torch.from_numpy(images).to(device)
-    idx_img = torch.from_numpy(trial_img).to(device)
-    opt = torch.optim.Adam([Wt, bt], lr=m.latent_tune_lr)
-    gen = torch.Generator()
-    gen.manual_seed(cfg.seed)
-
-    def loss_of(rows, clamped: bool):
-        coder.decoder.train(not clamped)  # the generator clamps its output in evaluation mode only
-        return sum(autoencoder_loss(cfg, percep, coder.decode(X[rows] @ Wt + bt), Y[idx_img[rows]]).values())
-
-    was_training = coder.decoder.training
-    history = []
-    probe = torch.randperm(len(X), generator=gen)[: min(256, len(X))].to(device)  # a fixed sample to report on
-    try:
-        for step in tqdm(range(m.latent_tune_steps + 1), desc="tune latent map", unit="step"):
-            if step % g.tick_every == 0 or step == m.latent_tune_steps:
-                with torch.no_grad():
-                    history.append(float(loss_of(probe, clamped=True)))  # what decoding will give
-                if on_tick is not None:
-                    on_tick(step, Wt.detach().cpu().numpy().copy(), bt.detach().cpu().numpy().copy())
-            if step == m.latent_tune_steps:
-                break
-            loss = loss_of(torch.randint(0, len(X), (g.batch_size,), generator=gen).to(device), clamped=False)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    finally:
-        coder.decoder.train(was_training)
-    return Wt.detach().cpu().numpy(), bt.detach().cpu().numpy(), history
 
 
 CODER_SETTINGS = ("coder_latent", "coder_iterations", "coder_lr", "vae_beta", "latent_tune_steps", "latent_tune_lr")

@@ -12,15 +12,70 @@ images' trial-averaged voxels through the map and the decoder; step 0 is the rid
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
+from shared.config import Config
 from stage2_generate.methods import _image_coder as coders
-from stage2_generate.methods._image_coder import CoderMethod
+from stage2_generate.methods._image_coder import CoderMethod, ImageCoder
 from stage2_generate.methods.base import TestData, TrainData
 from stage2_generate.watch import TickChooser
 
 log = logging.getLogger(__name__)
+
+
+def tune_latent_map(cfg: Config, coder: ImageCoder, W: np.ndarray, b: np.ndarray, Xz: np.ndarray,
+                    trial_img: np.ndarray, images: np.ndarray, device,
+                    on_tick: Callable[[int, np.ndarray, np.ndarray], None] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Tune the linear map ``z = Xz @ W + b`` from z-scored training trials to latent codes with the
+    autoencoder's losses (pixel, perceptual) through its frozen decoder: ``methods.latent_tune_steps``
+    Adam steps of ``generator.batch_size`` trials (Seeliger et al. 2018 train the map this way). The
+    decoder renders unclamped during tuning (training mode, as it was trained), so a pixel pushed outside
+    [0, 1] still has a gradient back; the loss reported per tick is of the clamped decoding (what
+    ``decode`` gives). Returns the tuned ``(W, b)`` and the loss per tick (the first before any step).
+    ``on_tick(step, W, b)`` is called with the map of every tick (step 0: the map given), e.g. to score it on
+    the validation hold-out and keep the tick ``watch.TickChooser`` chooses."""
+    m, g = cfg.methods, cfg.generator
+    if m.latent_tune_steps == 0:
+        return W, b, []
+    Wt = torch.tensor(W, device=device, requires_grad=True)
+    bt = torch.tensor(b, device=device, requires_grad=True)
+    coder.requires_grad_(False)
+    percep = coders.perceptual_losses(cfg, device)
+    X = torch.from_numpy(np.ascontiguousarray(Xz)).to(device)
+    Y = torch.from_numpy(images).to(device)
+    idx_img = torch.from_numpy(trial_img).to(device)
+    opt = torch.optim.Adam([Wt, bt], lr=m.latent_tune_lr)
+    gen = torch.Generator()
+    gen.manual_seed(cfg.seed)
+
+    def loss_of(rows, clamped: bool):
+        coder.decoder.train(not clamped)  # the generator clamps its output in evaluation mode only
+        return sum(coders.autoencoder_loss(cfg, percep, coder.decode(X[rows] @ Wt + bt), Y[idx_img[rows]]).values())
+
+    was_training = coder.decoder.training
+    history = []
+    probe = torch.randperm(len(X), generator=gen)[: min(256, len(X))].to(device)  # a fixed sample to report on
+    try:
+        for step in tqdm(range(m.latent_tune_steps + 1), desc="tune latent map", unit="step"):
+            if step % g.tick_every == 0 or step == m.latent_tune_steps:
+                with torch.no_grad():
+                    history.append(float(loss_of(probe, clamped=True)))  # what decoding will give
+                if on_tick is not None:
+                    on_tick(step, Wt.detach().cpu().numpy().copy(), bt.detach().cpu().numpy().copy())
+            if step == m.latent_tune_steps:
+                break
+            loss = loss_of(torch.randint(0, len(X), (g.batch_size,), generator=gen).to(device), clamped=False)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        coder.decoder.train(was_training)
+    return Wt.detach().cpu().numpy(), bt.detach().cpu().numpy(), history
 
 
 class LatentRegression(CoderMethod):
@@ -43,7 +98,7 @@ class LatentRegression(CoderMethod):
                 kept.clear()
                 kept[step] = (W_, b_)
 
-        self.W, self.b, history = coders.tune_latent_map(c.experiment, coder, W, b, ridge.Xz, ridge.trial_img,
+        self.W, self.b, history = tune_latent_map(c.experiment, coder, W, b, ridge.Xz, ridge.trial_img,
                                                          c.train_images, c.device, on_tick=on_tick)
         self.tuning_tick = None
         if history:  # tuned: the map of the chosen tick
