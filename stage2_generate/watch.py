@@ -184,7 +184,7 @@ class Health:
     def __init__(self, reference_spread: float, patient: bool = False):
         self.reference = reference_spread
         # patient (an image coder's): near the mean image is alive until the outputs have once spread out past
-        # DEAD_SPREAD; then falling back under it is a collapse. A coder may sit on the mean image for hundreds
+        # DEAD_SPREAD; then falling back under it, to less than half of the best spread, is a collapse. A coder may sit on the mean image for hundreds
         # of steps and then train well (the methods compare saw a VAE do so for half its steps), and a cut
         # learning rate would only keep it there (``coder_dead_reason`` adds divergence)
         self.patient = patient
@@ -208,8 +208,9 @@ class Health:
             if len(images) < 2 or spread >= DEAD_SPREAD * self.reference:
                 continue
             share = f"spread {spread:.2g}, {spread / max(self.reference, 1e-12):.1%} of the training images'"
-            if self.patient:
-                if self.best.get(what, 0.0) >= DEAD_SPREAD * self.reference:
+            if self.patient:  # collapsed: it had spread out past the dead line, and has lost half of its best since
+                best = self.best.get(what, 0.0)
+                if best >= DEAD_SPREAD * self.reference and spread < 0.5 * best:
                     return f"{what} collapsed: it no longer varies across images ({share})"
                 continue
             if spread < 0.5 * self.best.get(what, 0.0):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import write_tiny_config
+from shared import checkpoints
 
 
 def _cfg(tmp_path, *sets):
@@ -39,8 +40,14 @@ def test_a_tick_is_dead_when_its_loss_is_not_finite_diverges_or_its_outputs_coll
     assert coder_dead_reason(1.0, 1.0, health, {"x": flat}) is None
     assert coder_dead_reason(1.0, 1.0, health, {"x": 0.5 + 0.1 * (flat - 0.5)}) is None
     assert coder_dead_reason(9.5, 1.0, health, {"x": images}) is None  # spread out: remembered
-    assert image_spread(images) >= DEAD_SPREAD * health.reference
     assert "collapsed" in coder_dead_reason(1.0, 1.0, health, {"x": flat})  # and fallen back
+    # just past the dead line and back under it, but not below half of its best: alive (still leaving the mean)
+    edge = Health(1.0, patient=True)
+    near = 0.5 + rng.normal(size=(50, 1, 4, 4))
+    near = 0.5 + (near - 0.5) * (1.05 * DEAD_SPREAD / image_spread(near))
+    assert edge.dead_reason({"x": near}) is None
+    assert edge.dead_reason({"x": 0.5 + (near - 0.5) * 0.9}) is None
+    assert "collapsed" in edge.dead_reason({"x": 0.5 + (near - 0.5) * 0.4})
     # the generator's Health (not patient) calls an output that stays flat dead
     strict = Health(image_spread(images))
     assert strict.dead_reason({"x": flat}) is None and "not spreading out" in strict.dead_reason({"x": flat})
@@ -63,7 +70,43 @@ def test_a_dead_tick_rolls_back_with_a_cut_learning_rate_and_the_record_says_so(
     assert len(calls) == 5  # ticks at 2, 4 (dead), 4 again, 6, 8
     (event,) = coder.tick["rollbacks"]
     assert event["step"] == 4 and event["cause"] == "a test's dead tick"
-    assert event["lr"] == pytest.approx(cfg.methods.coder_lr * cfg.generator.rollback_lr_factor)
+    cut = cfg.methods.coder_lr * cfg.generator.rollback_lr_factor
+    assert event["lr"] == pytest.approx(cut)
+    # the rate the optimiser went on with, as the last checkpoint holds it
+    state, _ = checkpoints.load_latest(coders.coder_folder(cfg, "autoencoder", 3, _images())[0] / "checkpoint.pt")
+    assert [g["lr"] for g in state["opt"]["param_groups"]] == [pytest.approx(cut)]
+    assert state["guard"]["lr_scale"] == pytest.approx(cfg.generator.rollback_lr_factor)
+
+
+def test_a_training_stopped_after_a_rollback_resumes_with_its_cut_rate_and_record(tmp_path, monkeypatch):
+    """Stopped at step 6 after a rollback at step 4, resumed to 8: the same coder as one training straight to 8
+    with the same rollback (the cut rate, the record and the guard's memory come back with the checkpoint)."""
+    import stage2_generate.methods._image_coder as coders
+
+    def dead_at_first_step_4(calls):
+        real = coders.coder_dead_reason
+
+        def reason(loss, lowest, health, outputs):
+            calls.append(loss)
+            return "a test's dead tick" if len(calls) == 2 else real(loss, lowest, health, outputs)
+        return reason
+
+    images = _images()
+    monkeypatch.setattr(coders, "coder_dead_reason", dead_at_first_step_4([]))
+    straight = coders.train_coder(_cfg(tmp_path / "a", "methods.coder_iterations=8"), "vae", images, 3, "cpu")
+    monkeypatch.setattr(coders, "coder_dead_reason", dead_at_first_step_4([]))
+    coders.train_coder(_cfg(tmp_path / "b", "methods.coder_iterations=6"), "vae", images, 3, "cpu")
+    monkeypatch.setattr(coders, "coder_dead_reason", _real_reason())  # the resumed part: no stand-in
+    resumed = coders.train_coder(_cfg(tmp_path / "b", "methods.coder_iterations=8"), "vae", images, 3, "cpu")
+    assert resumed.tick["rollbacks"] == straight.tick["rollbacks"] and len(straight.tick["rollbacks"]) == 1
+    np.testing.assert_allclose(coders.encode_means(resumed, images, "cpu"), coders.encode_means(straight, images, "cpu"),
+                               atol=1e-5)
+
+
+def _real_reason():
+    from stage2_generate.watch import coder_dead_reason
+
+    return coder_dead_reason
 
 
 def test_spent_rollbacks_stop_the_training_with_what_to_change(tmp_path, monkeypatch):

@@ -213,7 +213,10 @@ def test_a_single_seed_table_keeps_its_shape_and_says_single_seed(tmp_path, tiny
              "seeds": [0], "values": {"pixcorr": rng.normal(0.5 + 0.3 * (n == "b"), 0.05, (1, N_IMAGES))}}
             for n in ("a", "b")]
     summarise_rows(rows, seed=0)
+    for old in ("seeds.csv", "validation.csv"):  # an earlier several-seed run's files in the same folder
+        (tmp_path / old).write_text("variant,seed\na,2\n")
     write_tables(tmp_path, spec, rows, paired_rows(spec, rows, seed=0))
+    assert not (tmp_path / "seeds.csv").exists() and not (tmp_path / "validation.csv").exists()
     table = (tmp_path / "table.md").read_text()
     assert "| variant | subject | roi | method | threads | pixcorr |" in table and "±" not in table
     assert "Single seed: differences are not tested against seed noise" in table

@@ -319,11 +319,15 @@ def write_tables(out: Path, spec: CompareSpec, rows: list[dict], paired: list[di
                  **{m: _num(r["validation_seeds"][m][i]) for m in metrics_v if m in r.get("validation_seeds", {})}}
                 for r in rows if r.get("validation_seeds") for i, seed in enumerate(r.get("seeds") or [None])]
         atomic_write_text(out / "validation.csv", csv_table(long, keys + ["seed"] + metrics_v))
+    else:  # an earlier run's file must not outlive it (keep_compare would copy it)
+        (out / "validation.csv").unlink(missing_ok=True)
     if any(len(r.get("seeds") or []) > 1 for r in rows):  # the test images' mean per seed, in long form
         per_seed = [{**{k: r[k] for k in keys}, "seed": seed,
                      **{m: _num(r["summary"][m]["seed_means"][i]) for m in metrics if m in r["summary"]}}
                     for r in rows for i, seed in enumerate(r.get("seeds") or [])]
         atomic_write_text(out / "seeds.csv", csv_table(per_seed, keys + ["seed"] + metrics))
+    else:
+        (out / "seeds.csv").unlink(missing_ok=True)
     write_stats(out, spec, metrics, paired)
 
 

@@ -124,8 +124,10 @@ def coder_key(cfg: Config, kind: str, channels: int, images: np.ndarray, held: b
                        "losses": [g.loss_pixel, g.loss_perceptual, g.perceptual_network, g.perceptual_layers,
                                   perceptual_weights(cfg)] if kind == AUTOENCODER else None,
                        "features": [cfg.features.network, cfg.features.input_size],
-                       # the guard (watch.coder_dead_reason): a dead tick rolls back with a cut learning rate
-                       "guard": ["rollback-1", g.max_rollbacks, g.rollback_lr_factor],
+                       # the guard (watch.coder_dead_reason): a dead tick rolls back with a cut learning rate; as in
+                       # the generator's key, its settings are left out, so that a stopped training resumes with more
+                       # rollbacks (what its error suggests)
+                       "guard": "rollback-1",
                        "images": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
                        # the tick that is kept (watch.TickChooser, version 1); a last-step coder is never taken for it
                        "tick": ["chosen-1", e.validation_fraction, e.validation_metric, e.score_size] if held
@@ -216,13 +218,17 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
             gen.manual_seed(g.seed)
             ticks.load(None)
             health.reset()
+            if verb != "resuming":
+                log.info("%s %s training from the untrained coder (no healthy tick behind it)", verb, kind)
             return 0
         coder.load_state_dict(state["coder"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["rng"].cpu())
         ticks.load(state.get("ticks"))
+        guard = state.get("guard", {})
         if verb == "resuming":  # a rollback keeps its own learning-rate cut and rollbacks
-            track.update(state.get("guard", {}))
+            track.update({k: v for k, v in guard.items() if k in track})
+        health.last, health.best = dict(guard.get("last", {})), dict(guard.get("best", {}))  # that tick's spreads
         log.info("%s %s training at step %d from %s", verb, kind, state["step"], path)
         return state["step"]
 
@@ -271,9 +277,9 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
             except UserError:
                 bar.close()  # the error line comes last
                 raise
-            log.warning("%s coder: dead output at step %d (%s); rolling back to the last healthy checkpoint with the "
-                        "learning rate cut to %.2g (rollback %d of at most %d)", kind, step, dead, event["lr"],
-                        len(track["rollbacks"]), g.max_rollbacks)
+            log.warning("%s coder: dead output at step %d (%s); rolling back to the last healthy checkpoint (or the "
+                        "untrained coder) with the learning rate cut to %.2g (rollback %d of at most %d)", kind, step,
+                        dead, event["lr"], len(track["rollbacks"]), g.max_rollbacks)
             step = last_tick = restore("rolling back")
             set_lr()
             bar.reset(total=m.coder_iterations)
@@ -289,7 +295,8 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
             line += f" val_{ticks.metric}={np.nanmean(values):.4g}"
         log.info("%s step %d/%d %s", kind, step, m.coder_iterations, line)
         checkpoints.save({"key": key, "step": step, "coder": coder.state_dict(), "opt": opt.state_dict(),
-                          "rng": gen.get_state(), "ticks": ticks.state(), "guard": track}, ckpt_path)
+                          "rng": gen.get_state(), "ticks": ticks.state(),
+                          "guard": {**track, "last": health.last, "best": health.best}}, ckpt_path)
     bar.close()
     choice = ticks.choice(last_step=m.coder_iterations)
     if choice.step != m.coder_iterations:  # an earlier tick won beyond noise
