@@ -82,6 +82,7 @@ def test_a_training_stopped_after_a_rollback_resumes_with_its_cut_rate_and_recor
     """Stopped at step 6 after a rollback at step 4, resumed to 8: the same coder as one training straight to 8
     with the same rollback (the cut rate, the record and the guard's memory come back with the checkpoint)."""
     import stage2_generate.methods._image_coder as coders
+    from stage2_generate.methods._coder_nets import encode_means
 
     def dead_at_first_step_4(calls):
         real = coders.coder_dead_reason
@@ -99,8 +100,7 @@ def test_a_training_stopped_after_a_rollback_resumes_with_its_cut_rate_and_recor
     monkeypatch.setattr(coders, "coder_dead_reason", _real_reason())  # the resumed part: no stand-in
     resumed = coders.train_coder(_cfg(tmp_path / "b", "methods.coder_iterations=8"), "vae", images, 3, "cpu")
     assert resumed.tick["rollbacks"] == straight.tick["rollbacks"] and len(straight.tick["rollbacks"]) == 1
-    np.testing.assert_allclose(coders.encode_means(resumed, images, "cpu"), coders.encode_means(straight, images, "cpu"),
-                               atol=1e-5)
+    np.testing.assert_allclose(encode_means(resumed, images, "cpu"), encode_means(straight, images, "cpu"), atol=1e-5)
 
 
 def _real_reason():

@@ -79,13 +79,13 @@ def test_cache_keys_follow_what_each_stage_depends_on(tmp_path, tiny_config):
 def test_a_method_s_code_version_retires_only_the_results_of_configs_that_run_it(tmp_path, tiny_config, monkeypatch):
     from dataclasses import replace
 
-    from stage2_generate.compare import cache
-
     spec = load_compare(_files(tmp_path, tiny_config, {"base": {}, "vae": {"methods.run": ["vae"]},
                                                        "inversion": {"methods.run": ["inversion_dgn"]}}))
     v = {x.name: x.cfg for x in spec.variants}
     before = {name: result_key(cfg) for name, cfg in v.items()}
-    monkeypatch.setitem(cache.METHOD_VERSIONS, "vae", cache.METHOD_VERSIONS["vae"] + 1)
+    from stage2_generate.methods import REGISTRY
+
+    monkeypatch.setattr(REGISTRY["vae"], "version", REGISTRY["vae"].version + 1)
     after = {name: result_key(cfg) for name, cfg in v.items()}
     assert after["vae"] != before["vae"]
     assert after["base"] == before["base"] and after["inversion"] == before["inversion"]

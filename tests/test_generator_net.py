@@ -156,7 +156,7 @@ def test_conditioning_transforms_agree_with_the_generator_at_28_px():
 
 @pytest.mark.parametrize("size", [10, 28])
 def test_image_coder_at_native_sizes(size, rng):
-    from stage2_generate.methods._image_coder import ImageCoder
+    from stage2_generate.methods._coder_nets import ImageCoder
 
     images = rng.uniform(size=(4, 3, size, size)).astype(np.float32)
     coder = ImageCoder(size, 4, 5, 1, variational=True, mean_image=images.mean(axis=0))

@@ -107,7 +107,8 @@ def test_end_to_end_reconstructs_from_the_chosen_tick(held, tmp_path, rng):
 def test_the_vae_coder_is_kept_at_the_chosen_tick(held, tmp_path, rng):
     from shared import checkpoints
     from stage2_generate.methods import REGISTRY, Context, TestData
-    from stage2_generate.methods._image_coder import coder_folder, decode
+    from stage2_generate.methods._coder_nets import decode
+    from stage2_generate.methods._image_coder import coder_folder
 
     cfg = _cfg(tmp_path, "methods.run=[vae]")
     trials, names, images, held_voxels, held_images = _data(rng)
@@ -141,7 +142,7 @@ def test_the_vae_coder_is_kept_at_the_chosen_tick(held, tmp_path, rng):
 def test_latent_regression_keeps_the_tuned_map_of_the_chosen_tick(tmp_path, rng):
     """The first tuning tick is the ridge map before any step: rigged to win, the method reconstructs from it."""
     from stage2_generate.methods import REGISTRY, Context, TestData
-    from stage2_generate.methods._image_coder import decode, encode_means
+    from stage2_generate.methods._coder_nets import decode, encode_means
 
     cfg = _cfg(tmp_path, "methods.run=[latent_regression]", "methods.latent_tune_steps=4",
                "methods.latent_tune_lr=0.05")

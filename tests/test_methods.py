@@ -163,7 +163,7 @@ def test_latent_methods_decode_ridges_prediction_of_the_coders_latents(name, tmp
     from sklearn.linear_model import Ridge
 
     from stage2_generate.methods import REGISTRY, Context, TestData, TrainData
-    from stage2_generate.methods._image_coder import decode, encode_means
+    from stage2_generate.methods._coder_nets import decode, encode_means
     from stage2_generate.methods._voxel_ridge import VoxelRidge
 
     cfg = _tiny_cfg(tmp_path, run=f"[{name}]", coder_iterations=20, coder_latent=8, latent_tune_steps=0)
@@ -193,7 +193,8 @@ def replace_decoder(cfg, **values):
 
 def test_latent_regression_tuning_lowers_its_loss_through_the_frozen_decoder(tmp_path, rng):
     from stage2_generate.methods._voxel_ridge import VoxelRidge
-    from stage2_generate.methods._image_coder import encode_means, train_coder
+    from stage2_generate.methods._coder_nets import encode_means
+    from stage2_generate.methods._image_coder import train_coder
     from stage2_generate.methods.latent_regression import tune_latent_map
 
     cfg = _tiny_cfg(tmp_path, coder_iterations=30, coder_latent=8, latent_tune_steps=12, latent_tune_lr=0.01)
@@ -211,7 +212,8 @@ def test_coder_training_resumes_to_what_one_uninterrupted_training_gives(tmp_pat
     import logging
 
     from shared.errors import UserError
-    from stage2_generate.methods._image_coder import check_coder, encode_means, train_coder
+    from stage2_generate.methods._coder_nets import encode_means
+    from stage2_generate.methods._image_coder import check_coder, train_coder
 
     images = _images(rng, rng.normal(size=(20, 6)))
     straight = encode_means(train_coder(_tiny_cfg(tmp_path / "a", coder_iterations=8), "vae", images, 3, "cpu"),
@@ -232,7 +234,8 @@ def test_coder_training_resumes_to_what_one_uninterrupted_training_gives(tmp_pat
 def test_vae_lowers_its_bound_and_its_latent_targets_are_the_posterior_means(tmp_path, rng):
     import torch
 
-    from stage2_generate.methods._image_coder import ImageCoder, encode_means, train_coder, vae_loss
+    from stage2_generate.methods._coder_nets import ImageCoder, encode_means, vae_loss
+    from stage2_generate.methods._image_coder import train_coder
 
     cfg = _tiny_cfg(tmp_path, coder_iterations=60, coder_latent=8)
     images = rng.uniform(0.2, 0.8, size=(30, 3, 32, 32)).astype(np.float32)

@@ -12,7 +12,7 @@ keeps every existing key valid):
 * ``result_key``: everything a variant's numbers depend on (both stages): the whole config
   less ``NOT_RESULTS`` (experiment name, folders, device, batch size, chunking, grid columns,
   saved reconstructions, lab and download settings), and the code versions of the methods it runs
-  (``METHOD_VERSIONS``). ``generator.seed`` is in it, so each seed of
+  (``method_versions``: each method class's ``version``). ``generator.seed`` is in it, so each seed of
   a variant (``seeds``) is its own result, while its store and stage 1 (which no generator key
   enters) are shared by every seed.
 
@@ -44,10 +44,14 @@ NOT_RESULTS = {("experiment",), ("results_dir",), ("work_dir",), ("device",), ("
 # 2: the generator starts at the mean image, a validation hold-out, native-size scores
 # 3: seeds as an axis; the validation hold-out kept out of stage 1 (decoded like a test split)
 CACHE_VERSION = 3
-# Bump a method's version when a code change alters what that method computes from an unchanged config: only the
-# results of configs that run it (``methods.run``) are retired. 2: the image coders' guard (rollback on a diverged
-# or collapsed tick, ``watch.coder_dead_reason``)
-METHOD_VERSIONS = {"latent_regression": 2, "vae": 2}
+
+
+def method_versions(cfg: Config) -> dict[str, int]:
+    """The code versions of the methods ``cfg`` runs (``methods.run``) that have been bumped past 1 (each method
+    class's ``version``): only the results of configs that run a bumped method are retired."""
+    from stage2_generate.methods import REGISTRY
+
+    return {m: REGISTRY[m].version for m in cfg.methods.run if m in REGISTRY and REGISTRY[m].version > 1}
 
 
 def _changed(d: Any, default: Any) -> Any:
@@ -120,9 +124,9 @@ def _stage1_parts(cfg: Config) -> dict:
 
 def result_key(cfg: Config) -> str:
     """Everything a variant's numbers depend on (both stages), and the code versions of the methods it runs
-    (``METHOD_VERSIONS``; none for a config that runs no versioned method, whose key stays as it was)."""
+    (``method_versions``; none for a config that runs no bumped method, whose key stays as it was)."""
     changed = _changed(_drop(to_dict(cfg), NOT_RESULTS), _drop(to_dict(Config()), NOT_RESULTS))
-    versions = {m: METHOD_VERSIONS[m] for m in cfg.methods.run if m in METHOD_VERSIONS}
+    versions = method_versions(cfg)
     return _digest({**changed, "method_versions": versions} if versions else changed)
 
 

@@ -18,7 +18,8 @@ method goes last in both: ``PUBLISHED`` is the tail of ``METHODS``).
 | ``vae`` | ``vae.py`` | voxels |
 
 Private helpers: ``_voxel_ridge.py`` (the ridge every voxel method fits), ``_image_coder.py``
-(the coders of ``latent_regression`` and ``vae``), ``_inversion.py`` (the inversions' optimisation).
+(training the coders of ``latent_regression`` and ``vae``; their networks and losses: ``_coder_nets.py``),
+``_inversion.py`` (the inversions' optimisation).
 """
 
 from __future__ import annotations

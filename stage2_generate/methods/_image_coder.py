@@ -9,10 +9,10 @@
 
 ``CoderMethod`` (the base of both methods) trains a coder once per run and shares it.
 
-The decoder is this project's generator network with one vector input (its output starts at
-the training images' mean image and is clamped to [0, 1] only in evaluation mode, so training
-and the latent map's tuning always have a pixel gradient); the encoder mirrors the critic.
-Both work at any ``generator.image_size`` (the generator's and the critic's block sides).
+The networks and losses are in ``_coder_nets.py``: the decoder is this project's generator network with one
+vector input (its output starts at the training images' mean image and is clamped to [0, 1] only in evaluation
+mode, so training and the latent map's tuning always have a pixel gradient); the encoder mirrors the critic.
+Both work at any ``generator.image_size`` (the generator's and the critic's block sides). This file trains them.
 Training is resumable like the generator's: a checkpoint every
 ``generator.tick_every`` steps under ``<work>/coders/<kind>/<key>/``, a finished coder is
 reused by later runs with the same settings (the key hashes them and the images). It is guarded like
@@ -44,7 +44,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from shared import checkpoints
@@ -52,64 +51,15 @@ from shared.config import Config, perceptual_weights
 from shared.errors import UserError
 from shared.locks import held_for_fit
 from shared.runs import sweep_temporary_files
-from stage2_generate.losses import pixel_loss
+from stage2_generate.methods._coder_nets import (AUTOENCODER, ImageCoder, coder_losses, is_variational,
+                                                  perceptual_losses, raw_autoencode)
 from stage2_generate.methods.base import Context, Method, TrainData
-from stage2_generate.models import Generator, generate, strided_body
-from stage2_generate.train import raw_outputs
 from stage2_generate.watch import Health, TickChooser, coder_dead_reason, image_spread, rollback
 
 log = logging.getLogger(__name__)
 
-AUTOENCODER = "autoencoder"  # the plain coder's kind; any other kind is variational
 CHOSEN_BY = ("autoencoding of the held-out images (encoder means, then decoder), scored by eval.validation_metric: "
              "the whole method needs the ridge map from the voxels, fitted after the coder per subject and ROI")
-
-
-def is_variational(kind: str) -> bool:
-    return kind != AUTOENCODER
-
-
-class Encoder(nn.Module):
-    """``forward(images (B, 3, S, S)) -> (B, out)``: the critic's strided convolutions (while the side is
-    at least 8), then a linear map."""
-
-    def __init__(self, image_size: int, base: int, out: int):
-        super().__init__()
-        layers, ch, side = strided_body(image_size, base)
-        self.body = nn.Sequential(*layers, nn.Flatten())
-        self.head = nn.Linear(ch * side * side, out)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(images))
-
-
-class ImageCoder(nn.Module):
-    """An encoder and a decoder of images; ``variational`` makes it a VAE (the encoder gives means
-    and log-variances). ``mean_image``: the training images' mean image, the untrained decoder's
-    output (see ``models.Generator``)."""
-
-    def __init__(self, image_size: int, base: int, latent: int, channels: int, variational: bool,
-                 mean_image: np.ndarray | torch.Tensor | None = None):
-        super().__init__()
-        self.latent, self.variational = latent, variational
-        self.encoder = Encoder(image_size, base, 2 * latent if variational else latent)
-        self.decoder = Generator([(latent,)], image_size, base, channels, mean_image=mean_image)
-
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(mean, log-variance)`` of the latent code (log-variance None for an autoencoder)."""
-        h = self.encoder(images)
-        return (h[:, :self.latent], h[:, self.latent:].clamp(-10, 10)) if self.variational else (h, None)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder([z])
-
-
-def vae_loss(recon: torch.Tensor, images: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
-             beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image means of (squared error summed over pixels, KL divergence from N(0, I))."""
-    err = ((recon - images) ** 2).flatten(1).sum(1).mean()
-    kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(1).mean()
-    return err, beta * kl
 
 
 def coder_key(cfg: Config, kind: str, channels: int, images: np.ndarray, held: bool = False) -> str:
@@ -152,25 +102,6 @@ def check_coder(cfg: Config, kind: str, channels: int, images: np.ndarray, devic
                         f"{cfg.methods.coder_iterations}; raise methods.coder_iterations or delete {folder} to "
                         f"train afresh")
     return state, path
-
-
-def perceptual_losses(cfg: Config, device):
-    """The generator's perceptual loss network alone (no feature consistency), or None when it is off."""
-    from stage2_generate.losses import LossNetworks
-
-    if cfg.generator.loss_perceptual <= 0:
-        return None
-    return LossNetworks(cfg.generator, cfg.features, []).to(device).eval()  # no conditioning layers: no consistency
-
-
-def autoencoder_loss(cfg: Config, percep, recon: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The generator's pixel and perceptual losses, weighted as it weights them (``percep``: from
-    ``perceptual_losses``); what the autoencoder and the latent map are trained on."""
-    g = cfg.generator
-    out = {"pixel": g.loss_pixel * pixel_loss(recon, real)}
-    if percep is not None:
-        out["perceptual"] = g.loss_perceptual * percep.losses(recon, real, [])["perceptual"]
-    return out
 
 
 def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, device,
@@ -243,13 +174,13 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
     fixed = images[:min(10, len(images))]  # the training images whose autoencoding every tick looks at
     if track["lowest_loss"] is None:  # the untrained coder's (the mean image's): the first tick is held to it too
         with torch.no_grad():
-            track["lowest_loss"] = float(sum(_losses(cfg, kind, coder, percep, Y[:len(fixed)], None).values()))
+            track["lowest_loss"] = float(sum(coder_losses(cfg, kind, coder, percep, Y[:len(fixed)], None).values()))
     acc: dict[str, float] = {}
     last_tick = step
     bar = tqdm(desc=f"train {kind}", unit="step", initial=step, total=m.coder_iterations)
     while step < m.coder_iterations:
         coder.train()
-        losses = _losses(cfg, kind, coder, percep, Y[torch.randint(0, len(Y), (g.batch_size,), generator=gen)
+        losses = coder_losses(cfg, kind, coder, percep, Y[torch.randint(0, len(Y), (g.batch_size,), generator=gen)
                                                         .to(device)], gen)
         total = sum(losses.values())
         opt.zero_grad(set_to_none=True)
@@ -317,39 +248,6 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
     return coder.eval().requires_grad_(False)
 
 
-def _losses(cfg: Config, kind: str, coder: ImageCoder, percep, real: torch.Tensor, gen: torch.Generator | None
-            ) -> dict[str, torch.Tensor]:
-    """The coder's training losses on the images ``real``; a VAE draws its latent sample with ``gen`` (None: the
-    posterior means, no draw)."""
-    mean, logvar = coder.encode(real)
-    if not is_variational(kind):
-        return autoencoder_loss(cfg, percep, coder.decode(mean), real)
-    z = mean if gen is None else mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=gen).to(real.device)
-    err, kl = vae_loss(coder.decode(z), real, mean, logvar, cfg.methods.vae_beta)
-    return {"pixel_sum": err, "kl": kl}
-
-
-def raw_autoencode(coder: ImageCoder, images: np.ndarray, device) -> np.ndarray:
-    """``images`` ``(n, 3, S, S)`` through the coder: decoded from their latent codes (a VAE's posterior means),
-    before the clamp to [0, 1] that evaluation applies (``train.raw_outputs``: what ``watch.Health`` judges;
-    clamped, they are the reconstructions)."""
-    return raw_outputs(coder.decoder, [encode_means(coder, images, device)], device)
-
-
-def encode_means(coder: ImageCoder, images: np.ndarray, device, batch: int = 64) -> np.ndarray:
-    """Latent codes (a VAE's posterior means) of ``images``, ``(n, latent)``."""
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(images), batch):
-            out.append(coder.encode(torch.from_numpy(images[s:s + batch]).to(device))[0].float().cpu().numpy())
-    return np.concatenate(out)
-
-
-def decode(coder: ImageCoder, z: np.ndarray, device) -> np.ndarray:
-    """Images ``(n, 3, S, S)`` of latent codes ``z``."""
-    return generate(coder.decoder, [z], device)
-
-
 CODER_SETTINGS = ("coder_latent", "coder_iterations", "coder_lr", "vae_beta", "latent_tune_steps", "latent_tune_lr")
 
 
@@ -358,6 +256,7 @@ class CoderMethod(Method):
     runs with the same settings); ``kind``: the coder's (``autoencoder``, or the method's own name for a VAE)."""
 
     reads = "voxels"
+    version = 2  # 2: the coders' guard (a dead tick rolls back)
 
     def __init__(self, ctx: Context):
         super().__init__(ctx)

@@ -19,8 +19,9 @@ import torch
 from tqdm import tqdm
 
 from shared.config import Config
-from stage2_generate.methods import _image_coder as coders
-from stage2_generate.methods._image_coder import CoderMethod, ImageCoder
+from stage2_generate.methods import _coder_nets as coders
+from stage2_generate.methods._coder_nets import ImageCoder
+from stage2_generate.methods._image_coder import CoderMethod
 from stage2_generate.methods.base import TestData, TrainData
 from stage2_generate.watch import TickChooser
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stage2_generate.methods import _image_coder as coders
+from stage2_generate.methods import _coder_nets as coders
 from stage2_generate.methods._image_coder import CoderMethod
 from stage2_generate.methods.base import TestData, TrainData
 
