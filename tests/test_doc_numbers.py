@@ -119,6 +119,18 @@ def test_a_claim_the_outputs_no_longer_support_fails(tmp_path):
     assert len(problems) == 1 and "no longer holds" in problems[0]
 
 
+def test_a_claim_may_compare_a_verdict_as_text_but_not_do_arithmetic_with_it(tmp_path):
+    sources = _reference(tmp_path, RESULT_VERSION)
+    (tmp_path / "ref" / "run" / "stats.csv").write_text("variant,pixcorr_verdict\nb,loss\n")
+    ref = "{run/stats.csv:[variant=b].pixcorr_verdict}"
+    assert not make_docs.render(f'x<!--? {ref} == "loss" -->', sources)[1]
+    assert not make_docs.render(f'x<!--? {ref} != "win" and {{run:reconstruction.a.pixcorr}} > 0.6 -->', sources)[1]
+    assert "no longer holds" in make_docs.render(f'x<!--? {ref} == "win" -->', sources)[1][0]
+    for bad in (f'{ref} > "a"', f'{ref} + 1 > 0'):
+        with pytest.raises(make_docs.DocError, match="'loss' is not a number"):
+            make_docs.render(f"x<!--? {bad} -->", sources)
+
+
 def test_a_marker_naming_nothing_is_an_error(tmp_path):
     sources = _reference(tmp_path, RESULT_VERSION)
     with pytest.raises(make_docs.DocError, match="no key 'c'"):

@@ -21,7 +21,9 @@ Markers are HTML comments, which GitHub does not show:
 - a table (or any generated text): ``<!-- generated: NAME -->`` on its own line, the text, ``<!-- /generated -->``;
   NAME is a builder in ``tools/doc_blocks.py``.
 - a claim: ``<!--? {A} > {B} -->`` beside the prose that states it; ``--check`` fails when it is false, and no
-  command can fix that but rewriting the prose.
+  command can fix that but rewriting the prose. A text value (a verdict of ``stats.csv``) may be compared with
+  ``==`` or ``!=`` to a quoted text: ``<!--? {compare/x/stats.csv:[variant=v].pixcorr_verdict} == "loss" -->``
+  says what ``stats.md`` says, by its own rule.
 
 Stale outputs: every source has the result version of the code that made it (``shared.report.read_result_version``;
 a file of a run's folder without its own version has its folder's: ``metrics.json``'s, else its tables'). A
@@ -57,19 +59,28 @@ _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, as
 _FUNCS = {"min": min, "max": max, "abs": abs, "round": round}
 
 
+def _number(value):
+    if isinstance(value, str):
+        raise DocError(f"{value!r} is not a number: a text value (a verdict) may only be compared with == or !=")
+    return value
+
+
 def _eval(node, names):
     if isinstance(node, ast.Expression):
         return _eval(node.body, names)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
         return node.value
     if isinstance(node, ast.Name) and node.id in names:
         return names[node.id]
     if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        return _OPS[type(node.op)](_eval(node.left, names), _eval(node.right, names))
+        return _OPS[type(node.op)](_number(_eval(node.left, names)), _number(_eval(node.right, names)))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_eval(node.operand, names)
+        return -_number(_eval(node.operand, names))
     if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _OPS:
-        return _OPS[type(node.ops[0])](_eval(node.left, names), _eval(node.comparators[0], names))
+        left, right = _eval(node.left, names), _eval(node.comparators[0], names)
+        if not isinstance(node.ops[0], (ast.Eq, ast.NotEq)):
+            left, right = _number(left), _number(right)
+        return _OPS[type(node.ops[0])](left, right)
     if isinstance(node, ast.BoolOp):
         values = [_eval(v, names) for v in node.values]
         return all(values) if isinstance(node.op, ast.And) else any(values)
@@ -103,13 +114,14 @@ def evaluate(expr: str, sources: Sources) -> tuple[object, set[str]]:
         else:
             values[f"_v{i}"] = sources.value(ref)
             used.add(source_file(ref.partition(":")[0]))
-    if any(isinstance(v, str) for v in values.values()):
-        raise DocError(f"{expr}: a reference in an expression is not a number")
     try:
         tree = ast.parse(code, mode="eval")
     except SyntaxError:
         raise DocError(f"{expr}: not an expression") from None
-    return _eval(tree, values), used
+    try:
+        return _eval(tree, values), used
+    except DocError as exc:
+        raise DocError(f"{expr}: {exc}") from None
 
 
 def format_value(value, spec: str | None) -> str:
