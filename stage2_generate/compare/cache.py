@@ -48,7 +48,10 @@ CACHE_VERSION = 3
 
 def method_versions(cfg: Config) -> dict[str, int]:
     """The code versions of the methods ``cfg`` runs (``methods.run``) that have been bumped past 1 (each method
-    class's ``version``): only the results of configs that run a bumped method are retired."""
+    class's ``version``): only the results of configs that run a bumped method are retired. A config that runs no
+    published method never imports the registry (nor torch: a cached compare of it stays quick)."""
+    if not cfg.methods.run:
+        return {}
     from stage2_generate.methods import REGISTRY
 
     return {m: REGISTRY[m].version for m in cfg.methods.run if m in REGISTRY and REGISTRY[m].version > 1}

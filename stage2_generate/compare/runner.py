@@ -211,24 +211,57 @@ def _turn(path: Path) -> threading.Lock:
 
 def run_variants(todo: list[Variant], jobs: int, after_each=lambda: None) -> list[dict]:
     """Every variant of ``todo`` (records in its order), ``jobs`` at once: variants sharing a stage-1
-    configuration take it in turn, so the first runs it and the others reuse it. The first failure (or
-    Ctrl-C) stops everything: running stages are terminated, the rest never start, and the failure is
-    reported in one line."""
+    configuration take it in turn, so the first runs it and the others reuse it. With ``jobs`` > 1 every stage 1
+    still to run goes first (``jobs`` at once: stage-1 processes of one store write side by side), then the stage 2s:
+    a stage 1 cannot write a store while a stage 2 reads it, so one queued behind a training would leave its
+    worker idle for the whole training. The first failure (or Ctrl-C) stops everything: running stages are
+    terminated, the rest never start, and the failure is reported in one line."""
     if jobs <= 1:
         records = []
         for i, v in enumerate(todo):
             records.append(run_variant(v, i + 1, len(todo)))
             after_each()
         return records
-    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log.info("running %d variants, %d at once (%d CPU threads each)", len(todo), jobs, threads)
     stop = _Stop()
+    firsts = _stage1_firsts(todo)
+    if len(firsts) > 1:
+        log.info("%d stage-1 configurations to run first, %d at once", len(firsts), jobs)
+    ran = _in_pool([(run_stage1, (v, i + 1, len(todo), f"[{v.name}] ".encode(), threads, stop)) for i, v in firsts],
+                   jobs, stop)
+    records = _in_pool([(run_variant, (v, i + 1, len(todo), f"[{v.name}] ".encode(), threads, stop))
+                        for i, v in enumerate(todo)], jobs, stop)
+    for (i, _), did in zip(firsts, ran):  # its stage 1 ran here, ahead of its stage 2
+        if did and records[i]["reused"] == "stage 1":
+            records[i] = {**records[i], "reused": "nothing"}
+    for _ in records:
+        after_each()
+    return records
+
+
+def _stage1_firsts(todo: list[Variant]) -> list[tuple[int, Variant]]:
+    """The first variant (with its index) of each stage-1 configuration that a variant still to run needs and
+    the cache does not hold yet."""
+    firsts: dict[str, tuple[int, Variant]] = {}
+    for i, v in enumerate(todo):
+        _, store_dir, results = variant_paths(v.cfg)
+        marker = stage1_marker(store_dir, v.cfg)
+        if not done_marker(results).is_file() and not marker.is_file():
+            firsts.setdefault(str(marker), (i, v))
+    return list(firsts.values())
+
+
+def _in_pool(calls: list[tuple], jobs: int, stop: _Stop) -> list:
+    """``calls`` (``(function, args)``) ``jobs`` at once; their results in order. The first failure stops the
+    others (``stop``) and is raised."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    if not calls:
+        return []
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        futures = [pool.submit(run_variant, v, i + 1, len(todo), f"[{v.name}] ".encode(), threads, stop)
-                   for i, v in enumerate(todo)]
+        futures = [pool.submit(f, *args) for f, args in calls]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failed = next((f for f in futures if f in done and f.exception() is not None), None)
         if failed is not None:
@@ -238,8 +271,6 @@ def run_variants(todo: list[Variant], jobs: int, after_each=lambda: None) -> lis
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-    for _ in futures:
-        after_each()
     return [f.result() for f in futures]
 
 
@@ -260,21 +291,29 @@ def _run_variant(v: Variant, i: int, n: int, prefix: bytes, threads: int, stop: 
         log_reused(v, i, n, results)
         return {**record, "reused": "both stages"}
     config_path = write_run_config(v)
-    s1_marker = stage1_marker(store_dir, v.cfg)
     t0 = time.time()
-    with _turn(s1_marker):  # a variant sharing this stage 1 waits for it rather than repeating it
-        if s1_marker.is_file():
-            log_stage1_reused(v, i, n, store_dir, s1_marker)
-            reused = "stage 1"
-        else:
-            log.info("variant %d/%d %r: stage 1 (feature store %s)", i, n, v.name, store_dir)
-            _run_stage("stage1_decode", config_path, f"variant {v.name!r}, stage 1", prefix, threads, stop)
-            mark_stage1(s1_marker, v, config_path)
-            reused = "nothing"
+    reused = "nothing" if run_stage1(v, i, n, prefix, threads, stop, config_path) else "stage 1"
     log.info("variant %d/%d %r: stage 2 (results %s)", i, n, v.name, results)
     _run_stage("stage2_generate", config_path, f"variant {v.name!r}, stage 2", prefix, threads, stop)
     mark_done(done_path, v, record, t0)
     return {**record, "reused": reused}
+
+
+def run_stage1(v: Variant, i: int, n: int, prefix: bytes = b"", threads: int = 0, stop: _Stop | None = None,
+               config_path: Path | None = None) -> bool:
+    """Stage 1 of ``v``, unless the cache holds it (then logged as reused); whether this call ran it. A variant
+    sharing the stage 1 waits for it rather than repeating it."""
+    _, store_dir, _ = variant_paths(v.cfg)
+    s1_marker = stage1_marker(store_dir, v.cfg)
+    with _turn(s1_marker):
+        if s1_marker.is_file():
+            log_stage1_reused(v, i, n, store_dir, s1_marker)
+            return False
+        config_path = config_path or write_run_config(v)
+        log.info("variant %d/%d %r: stage 1 (feature store %s)", i, n, v.name, store_dir)
+        _run_stage("stage1_decode", config_path, f"variant {v.name!r}, stage 1", prefix, threads, stop)
+        mark_stage1(s1_marker, v, config_path)
+        return True
 
 
 # the steps of a variant, shared with compare --launcher slurm (slurm.py)
