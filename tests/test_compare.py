@@ -76,41 +76,6 @@ def test_cache_keys_follow_what_each_stage_depends_on(tmp_path, tiny_config):
     assert store_key(v["no hold-out"]) != store_key(v["base"]) and stage1_key(v["no hold-out"]) != stage1_key(v["base"])
 
 
-def test_jobs_run_every_stage_1_still_to_run_before_any_stage_2(tmp_path, tiny_config, monkeypatch):
-    """A stage 1 cannot write a store while a stage 2 reads it: queued behind a training it would idle its worker
-    for the whole training. With --jobs 2 the two stage-1 configurations (base, V1) run first, side by side; each
-    stage runs once; a variant sharing a stage 1 reuses it."""
-    import threading
-    import time as time_
-
-    from stage2_generate.compare import runner
-
-    events, lock = [], threading.Lock()
-
-    def stage(module, config_path, what, prefix=b"", threads=0, stop=None):
-        with lock:
-            events.append(("start", module, what))
-        time_.sleep(0.3)
-        with lock:
-            events.append(("end", module, what))
-
-    monkeypatch.setattr(runner, "_run_stage", stage)
-    spec = load_compare(_files(tmp_path, tiny_config, {"base": {}, "fc only": {"generator.condition_layers": ["fc7"]},
-                                                       "V1": {"data.rois": ["V1"]}}))
-    records = runner.run_variants(spec.variants, jobs=2)
-    stage1 = [e for e in events if e[1] == "stage1_decode"]
-    last_stage1_end = max(k for k, e in enumerate(events) if e[1] == "stage1_decode")
-    first_stage2_start = min(k for k, e in enumerate(events) if e[1] == "stage2_generate")
-    assert last_stage1_end < first_stage2_start
-    assert [e[0] for e in stage1] == ["start", "start", "end", "end"]  # side by side
-    assert sorted(e[2] for e in stage1 if e[0] == "start") == ["variant 'V1', stage 1", "variant 'base', stage 1"]
-    assert sum(e[1] == "stage2_generate" and e[0] == "start" for e in events) == 3
-    assert {r["name"]: r["reused"] for r in records} == {"base": "nothing", "fc only": "stage 1", "V1": "nothing"}
-    # a rerun: everything cached, nothing runs
-    events.clear()
-    assert {r["reused"] for r in runner.run_variants(spec.variants, jobs=2)} == {"both stages"} and not events
-
-
 def test_a_method_s_code_version_retires_only_the_results_of_configs_that_run_it(tmp_path, tiny_config, monkeypatch):
     from dataclasses import replace
 
@@ -301,7 +266,7 @@ def test_with_a_matrix_each_variant_is_paired_with_the_reference_of_the_same_val
 
 
 def test_results_scored_by_an_older_stage_2_are_refused_not_mixed_in(tmp_path):
-    from stage2_generate.compare.runner import read_per_image
+    from stage2_generate.compare.run_results import read_per_image
 
     results = tmp_path / "cache" / "abc"
     results.mkdir(parents=True)

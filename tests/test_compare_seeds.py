@@ -302,7 +302,7 @@ def test_each_row_shows_its_thread_count_and_a_pair_across_counts_is_marked(tmp_
 
 
 def test_results_without_a_training_record_fall_back_to_their_stage_2_run(tmp_path):
-    from stage2_generate.compare.runner import read_threads
+    from stage2_generate.compare.run_results import read_threads
 
     assert read_threads(Path(_results(tmp_path / "old", {}, threads=2))) == (2,)
     assert read_threads(Path(_results(tmp_path / "new", {}, threads=2, trained=[1, 1, 4]))) == (1, 4)

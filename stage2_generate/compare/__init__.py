@@ -45,7 +45,8 @@ Outputs, under ``<results_dir>/compare/<name>/`` (statistics: ``seed_stats.py``)
 per stage-1 configuration still to compute, then one per variant's stage 2; the tables are the same.
 
 The package: ``spec.py`` reads and validates a compare file, ``cache.py`` holds the cache keys and
-folders, ``runner.py`` runs the variants on this machine, ``slurm.py`` as cluster jobs, ``seed_stats.py``
+folders, ``runner.py`` runs the variants on this machine, ``slurm.py`` as cluster jobs, ``run_results.py`` reads
+a finished one's results back, ``seed_stats.py``
 holds the statistics over seeds and images, ``report.py`` writes the tables, ``decoding_table.py`` the decoding
 table, ``figures.py`` the figures, ``provenance.py``
 records what they were made from; this module is

@@ -20,7 +20,7 @@ from shared.evaluation import LOWER_IS_BETTER, VALIDATION_SHOWN, metric_order
 from shared.report import csv_table, markdown_table, metric_legend, version_stamp
 from shared.runs import atomic_write_text
 from stage2_generate.compare import seed_stats
-from stage2_generate.compare.runner import read_per_image, read_threads, read_validation
+from stage2_generate.compare.run_results import read_per_image, read_threads, read_validation
 from stage2_generate.compare.spec import CompareSpec
 from stage2_generate.recon_files import split_method_key
 

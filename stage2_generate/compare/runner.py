@@ -1,7 +1,7 @@
 """Running a compare file's variants: each as the two real commands a user would type (``python -m
 stage1_decode run`` and ``python -m stage2_generate run``) on its resolved config, in a subprocess,
-each stage skipped when the compare cache (``stage2_generate/compare/cache.py``) holds its products;
-and reading a finished variant's results back. A "variant" here is one run (``spec.Variant``): with
+each stage skipped when the compare cache (``stage2_generate/compare/cache.py``) holds its products
+(reading a finished variant's results back: ``run_results.py``). A "variant" here is one run (``spec.Variant``): with
 ``seeds``, each seed of a variant is a run of its own, and its seeds share one stage 1.
 """
 
@@ -19,7 +19,6 @@ from pathlib import Path
 from shared.children import exit_text, missing_line, missing_module
 from shared.config import dump_yaml, to_dict
 from shared.errors import UserError
-from shared.report import VALIDATION_SECTION
 from shared.locks import WAIT_FOR_LOCKS
 from shared.runs import atomic_write_json, atomic_write_text
 from stage2_generate.compare.cache import done_marker, result_key, stage1_marker, store_key, variant_paths
@@ -363,43 +362,3 @@ def run_variant_record(v: Variant) -> dict | None:
     if not done_marker(results).is_file():
         return None
     return {**variant_record(v, results), "reused": "both stages"}
-
-
-# ------------------------------------------------------------------ reading results
-
-
-def read_per_image(results: Path) -> dict:
-    path = results / "per_image.json"
-    if not path.is_file():
-        raise UserError(f"{path} is missing (results of an older stage 2); delete {results.parent} and rerun compare")
-    per = json.loads(path.read_text())
-    first = next((m for split in per.values() for subject in split.values() for m in subject.values()), {})
-    if first and "rmse" not in first:  # scored before the lab's metrics: its rows would lack columns
-        raise UserError(f"{path} was scored by an older stage 2 (no rmse, Euclidean or top-1 identification); "
-                        f"delete {results.parent} and rerun compare")
-    return per
-
-
-def read_validation(results: Path) -> dict:
-    """``subject -> method -> mean scores`` on the validation hold-out of the training images."""
-    return json.loads((results / "metrics.json").read_text()).get(VALIDATION_SECTION, {})
-
-
-def read_threads(results: Path) -> tuple[int, ...] | None:
-    """The CPU thread counts (torch's) the generator of ``results`` was trained under, each start and resume
-    (``metrics.json``'s ``reconstruction_info.generator.threads``); for results of a training that did not
-    record them, the count of the stage-2 run that wrote them (its ``meta.json``); None when unknown."""
-    try:
-        metrics = json.loads((results / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    trained = metrics.get("reconstruction_info", {}).get("generator", {}).get("threads")
-    if trained:
-        return tuple(sorted({int(t) for t in trained}))
-    try:
-        run = metrics.get("runs", {}).get("stage2")
-        meta = json.loads((results / run / "meta.json").read_text()) if run else {}
-    except (OSError, ValueError):
-        return None
-    threads = meta.get("machine", {}).get("torch_threads")
-    return (int(threads),) if isinstance(threads, int) else None
