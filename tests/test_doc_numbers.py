@@ -126,9 +126,13 @@ def test_a_claim_may_compare_a_verdict_as_text_but_not_do_arithmetic_with_it(tmp
     assert not make_docs.render(f'x<!--? {ref} == "loss" -->', sources)[1]
     assert not make_docs.render(f'x<!--? {ref} != "win" and {{run:reconstruction.a.pixcorr}} > 0.6 -->', sources)[1]
     assert "no longer holds" in make_docs.render(f'x<!--? {ref} == "win" -->', sources)[1][0]
-    for bad in (f'{ref} > "a"', f'{ref} + 1 > 0'):
-        with pytest.raises(make_docs.DocError, match="'loss' is not a number"):
+    for bad in (f'{ref} > "a"', f'{ref} + 1 > 0', f'{{run:reconstruction.a.pixcorr}} != "win"',
+                f'min({ref}, "a") == "a"'):
+        with pytest.raises(make_docs.DocError, match="is not a number"):
             make_docs.render(f"x<!--? {bad} -->", sources)
+    for bare in (ref, f"{ref} and {{run:reconstruction.a.pixcorr}} > 0", "{run:reconstruction.a.pixcorr}"):
+        with pytest.raises(make_docs.DocError, match="is not a comparison"):
+            make_docs.render(f"x<!--? {bare} -->", sources)
 
 
 def test_a_marker_naming_nothing_is_an_error(tmp_path):

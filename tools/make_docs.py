@@ -65,6 +65,14 @@ def _number(value):
     return value
 
 
+def _truth(value) -> bool:
+    """A claim's (or an ``and``/``or`` operand's) value: a comparison's outcome, never a bare value (a text or a
+    number would hold by being non-empty or non-zero)."""
+    if not isinstance(value, bool):
+        raise DocError(f"{value!r} is not a comparison: a claim states one (e.g. {{A}} > {{B}}, {{V}} == \"loss\")")
+    return value
+
+
 def _eval(node, names):
     if isinstance(node, ast.Expression):
         return _eval(node.body, names)
@@ -78,14 +86,14 @@ def _eval(node, names):
         return -_number(_eval(node.operand, names))
     if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _OPS:
         left, right = _eval(node.left, names), _eval(node.comparators[0], names)
-        if not isinstance(node.ops[0], (ast.Eq, ast.NotEq)):
-            left, right = _number(left), _number(right)
+        if not isinstance(node.ops[0], (ast.Eq, ast.NotEq)) or isinstance(left, str) != isinstance(right, str):
+            left, right = _number(left), _number(right)  # text only against text (an empty cell is text)
         return _OPS[type(node.ops[0])](left, right)
     if isinstance(node, ast.BoolOp):
-        values = [_eval(v, names) for v in node.values]
+        values = [_truth(_eval(v, names)) for v in node.values]
         return all(values) if isinstance(node.op, ast.And) else any(values)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS:
-        return _FUNCS[node.func.id](*(_eval(a, names) for a in node.args))
+        return _FUNCS[node.func.id](*(_number(_eval(a, names)) for a in node.args))
     raise DocError(f"not allowed in a marker's expression: {ast.dump(node)[:60]}")
 
 
@@ -169,7 +177,11 @@ def render(text: str, sources: Sources) -> tuple[str, list[str]]:
     text = INLINE.sub(inline, text)
     for m in CLAIM.finditer(text):
         value, _ = evaluate(m.group("expr"), sources)
-        if not value:
+        try:
+            holds = _truth(value)
+        except DocError as exc:
+            raise DocError(f"{m.group('expr').strip()}: {exc}") from None
+        if not holds:
             line = text.count("\n", 0, m.start()) + 1
             problems.append(f"line {line}: the claim {m.group('expr').strip()!r} no longer holds: rewrite the prose")
     note = ""

@@ -211,10 +211,10 @@ def _turn(path: Path) -> threading.Lock:
 def run_variants(todo: list[Variant], jobs: int, after_each=lambda: None) -> list[dict]:
     """Every variant of ``todo`` (records in its order), ``jobs`` at once: variants sharing a stage-1
     configuration take it in turn, so the first runs it and the others reuse it. With ``jobs`` > 1 every stage 1
-    still to run goes first (``jobs`` at once: stage-1 processes of one store write side by side), then the stage 2s:
-    a stage 1 cannot write a store while a stage 2 reads it, so one queued behind a training would leave its
-    worker idle for the whole training. The first failure (or Ctrl-C) stops everything: running stages are
-    terminated, the rest never start, and the failure is reported in one line."""
+    still to run is queued first (stage-1 processes of one store write side by side), then the variants whose store
+    has none pending, then the rest: a stage 1 cannot write a store while a stage 2 reads it, so one queued behind a
+    training would leave its worker idle for the whole training. The first failure (or Ctrl-C) stops everything:
+    running stages are terminated, the rest never start, and the failure is reported in one line."""
     if jobs <= 1:
         records = []
         for i, v in enumerate(todo):
@@ -227,10 +227,15 @@ def run_variants(todo: list[Variant], jobs: int, after_each=lambda: None) -> lis
     firsts = _stage1_firsts(todo)
     if len(firsts) > 1:
         log.info("%d stage-1 configurations to run first, %d at once", len(firsts), jobs)
-    ran = _in_pool([(run_stage1, (v, i + 1, len(todo), f"[{v.name}] ".encode(), threads, stop)) for i, v in firsts],
-                   jobs, stop)
-    records = _in_pool([(run_variant, (v, i + 1, len(todo), f"[{v.name}] ".encode(), threads, stop))
-                        for i, v in enumerate(todo)], jobs, stop)
+    pending = {variant_paths(v.cfg)[1] for _, v in firsts}
+    order = sorted(range(len(todo)), key=lambda i: variant_paths(todo[i].cfg)[1] in pending)  # stable
+    out = _in_pool([(run_stage1, (v, i + 1, len(todo), f"[{v.name}] ".encode(), threads, stop)) for i, v in firsts]
+                   + [(run_variant, (todo[i], i + 1, len(todo), f"[{todo[i].name}] ".encode(), threads, stop))
+                      for i in order], jobs, stop)
+    ran, done = out[:len(firsts)], out[len(firsts):]
+    records: list[dict] = [{}] * len(todo)
+    for k, i in enumerate(order):
+        records[i] = done[k]
     for (i, _), did in zip(firsts, ran):  # its stage 1 ran here, ahead of its stage 2
         if did and records[i]["reused"] == "stage 1":
             records[i] = {**records[i], "reused": "nothing"}
@@ -321,9 +326,10 @@ def run_stage1(v: Variant, i: int, n: int, prefix: bytes = b"", threads: int = 0
 def write_run_config(v: Variant) -> Path:
     """Write the config the variant's stages run on beside its results; its path."""
     run_cfg, _, results = variant_paths(v.cfg)
-    results.mkdir(parents=True, exist_ok=True)
     config_path = results / "config.yaml"
-    atomic_write_text(config_path, dump_yaml(run_cfg))
+    with _turn(config_path):  # under --jobs a variant's queued stage 1 and its own run may write it at once
+        results.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_path, dump_yaml(run_cfg))
     return config_path
 
 

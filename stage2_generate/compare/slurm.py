@@ -293,8 +293,8 @@ def run_on_cluster(todo: list, settings: SlurmSettings, cluster: str, folder: Pa
     phase1: list[tuple[Path, _Job]] = []
     try:
         for marker, vs in groups.items():
-            for v in vs:
-                reused[v.name] = "stage 1" if marker.is_file() else "nothing"
+            for v in vs:  # the first of them runs a stage 1 still missing; the others reuse it
+                reused[v.name] = "stage 1" if marker.is_file() or v is not vs[0] else "nothing"
             if marker.is_file():
                 for v in vs:
                     log_stage1_reused(v, index[v.name], n, marker.parent, marker)
