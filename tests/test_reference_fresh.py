@@ -34,7 +34,6 @@ KNOWN_STALE = {
     "compare/losses": "make ablations",
     # made before the shipped configs set eval.blend: true (their result keys moved; their tables' rows do not use it)
     "compare/rois": "make ablations", "compare/lowlevel_demo": "make lowlevel",
-    "compare/lowlevel_binary_shapes": "make lowlevel",
     # made before the image coders' guard (latent_regression and vae at version 2: their result keys moved)
     "compare/methods": "make ablations",
 }
