@@ -200,6 +200,9 @@ def _method_ticks(recon: dict) -> list[str]:
     lines = []
     for subject, methods in recon.items():
         for key, row in methods.items():
+            dead = ((row.get("coder") or {}).get("dead")) if isinstance(row, dict) else None
+            if dead:  # a coder that never left the mean image: its rows are not the method's
+                lines.append(f"- **`{key}` ({subject}): its image coder did not train**: {dead}")
             t = (row.get("training") or row.get("tuning")) if isinstance(row, dict) else None
             if not isinstance(t, dict) or "step" not in t:
                 continue

@@ -184,9 +184,10 @@ class Health:
     def __init__(self, reference_spread: float, patient: bool = False):
         self.reference = reference_spread
         # patient (an image coder's): near the mean image is alive until the outputs have once spread out past
-        # DEAD_SPREAD; then falling back under it, to less than half of the best spread, is a collapse. A coder may sit on the mean image for hundreds
-        # of steps and then train well (the methods compare saw a VAE do so for half its steps), and a cut
-        # learning rate would only keep it there (``coder_dead_reason`` adds divergence)
+        # DEAD_SPREAD; then falling back under it, to less than half of the best spread, is a collapse. A coder
+        # may sit on the mean image for hundreds of steps and then train well (the methods compare saw a VAE do
+        # so for half its steps), and a cut learning rate would only keep it there (``coder_dead_reason`` adds
+        # divergence)
         self.patient = patient
         self.last: dict[str, float] = {}  # spread of each output at the last healthy tick (0 at the start)
         self.best: dict[str, float] = {}  # the highest spread of each output at a healthy tick

@@ -132,7 +132,28 @@ def test_a_learning_rate_that_blows_the_coder_up_is_caught_not_kept(tmp_path):
 
 
 def test_a_coder_trained_at_its_default_rate_is_left_alone(tmp_path):
+    """An autoencoder that spreads out (about half the training images' spread in 60 tiny steps), so the collapse
+    rule watches it as well as the divergence rule."""
+    from stage2_generate.methods._coder_nets import raw_autoencode
+    from stage2_generate.methods._image_coder import train_coder
+    from stage2_generate.watch import DEAD_SPREAD, image_spread
+
+    images = _images()
+    coder = train_coder(_cfg(tmp_path, "methods.coder_iterations=60"), "autoencoder", images, 3, "cpu")
+    assert coder.tick["rollbacks"] == []
+    assert image_spread(raw_autoencode(coder, images, "cpu")) > 5 * DEAD_SPREAD * image_spread(images)
+    assert "dead" not in coder.tick
+
+
+def test_a_coder_that_never_left_the_mean_image_is_marked_not_passed_for_trained(tmp_path):
+    """Patient, the guard rolls nothing back; but a run whose coder still draws the mean image at its end does not
+    end as if it had trained: the tick record, the method's row and summary.md's lines say so."""
+    from shared.report import _method_ticks
     from stage2_generate.methods._image_coder import train_coder
 
-    coder = train_coder(_cfg(tmp_path, "methods.coder_iterations=20"), "vae", _images(), 3, "cpu")
-    assert coder.tick["rollbacks"] == []
+    coder = train_coder(_cfg(tmp_path, "methods.coder_iterations=8"), "vae", _images(), 3, "cpu")
+    assert coder.tick["rollbacks"] == [] and "never left the mean image in 8 steps" in coder.tick["dead"]
+    lines = _method_ticks({"sub-01": {"vae": {"pixcorr": 0.0, "coder": {"dead": coder.tick["dead"]}},
+                                      "wgan_gp": {"pixcorr": 0.5}}})
+    assert any("`vae` (sub-01): its image coder did not train" in ln for ln in lines)
+    assert not any("wgan_gp" in ln for ln in lines)

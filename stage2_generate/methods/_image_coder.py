@@ -54,7 +54,7 @@ from shared.runs import sweep_temporary_files
 from stage2_generate.methods._coder_nets import (AUTOENCODER, ImageCoder, coder_losses, is_variational,
                                                   perceptual_losses, raw_autoencode)
 from stage2_generate.methods.base import Context, Method, TrainData
-from stage2_generate.watch import Health, TickChooser, coder_dead_reason, image_spread, rollback
+from stage2_generate.watch import DEAD_SPREAD, Health, TickChooser, coder_dead_reason, image_spread, rollback
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,8 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
         raw = {"the training batch autoencoded": raw_autoencode(coder, fixed, device)}
         if held is not None:
             raw["the held-out images autoencoded"] = raw_autoencode(coder, held[0], device)
-        dead = coder_dead_reason(sum(means.values()), track["lowest_loss"], health, raw)
+        loss = sum(means.values())
+        dead = coder_dead_reason(loss, track["lowest_loss"], health, raw)
         if dead is not None:
             try:
                 event = rollback(dead, step, track, m.coder_lr, g.rollback_lr_factor, g.max_rollbacks,
@@ -216,7 +217,6 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
             bar.reset(total=m.coder_iterations)
             bar.update(step)
             continue
-        loss = sum(means.values())
         track["lowest_loss"] = loss if track["lowest_loss"] is None else min(loss, track["lowest_loss"])
         if held is not None:  # the held-out images' reconstructions: the raw ones clamped, as evaluation gives
             values = held[1](np.clip(raw["the held-out images autoencoded"], 0, 1))
@@ -240,6 +240,14 @@ def train_coder(cfg: Config, kind: str, images: np.ndarray, channels: int, devic
             choice = ticks.choice(last_step=m.coder_iterations)
     coder.tick = {**choice.record(), "chosen_by": CHOSEN_BY if held is not None else None,
                   "rollbacks": track["rollbacks"]}
+    # a coder still on the mean image is not rolled back (patient), but it must not pass for a trained one
+    spread = image_spread(raw_autoencode(coder, held[0] if held is not None else fixed, device))
+    if spread < DEAD_SPREAD * health.reference:
+        coder.tick["dead"] = (f"its autoencodings of the {'held-out' if held is not None else 'training'} images vary "
+                              f"across images by {spread / max(health.reference, 1e-12):.1%} of the training images' "
+                              f"spread (under {DEAD_SPREAD:.0%}): it never left the mean image in "
+                              f"{m.coder_iterations} steps; raise methods.coder_iterations or methods.coder_lr")
+        log.warning("%s coder: %s", kind, coder.tick["dead"])
     if held is not None:
         log.log(logging.WARNING if choice.holdout_too_small else logging.INFO, "%s: the step-%d coder is kept: %s",
                 kind, choice.step, choice.reason())
@@ -304,6 +312,12 @@ class CoderMethod(Method):
     def check(self) -> None:
         c = self.ctx
         check_coder(c.experiment, self.kind, c.channels, c.train_images, held=self.held_out())
+
+    def row(self) -> dict:
+        """``{"coder": {"dead": why}}`` when the run's coder never left the mean image (``summary.md`` says so beside
+        the scores), else nothing."""
+        dead = (getattr(getattr(self, "_coder", None), "tick", None) or {}).get("dead")
+        return {"coder": {"dead": dead}} if dead else {}
 
     def settings(self) -> dict:
         """The coder settings, the latent map's tuning losses and, per coder kind, the record of its tick choice

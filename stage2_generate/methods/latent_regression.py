@@ -122,4 +122,4 @@ class LatentRegression(CoderMethod):
 
     def row(self) -> dict:
         """How the tuned map's tick was chosen for this subject and ROI (one dict: not a metric column)."""
-        return {"tuning": self.tuning_tick} if self.tuning_tick is not None else {}
+        return {**super().row(), **({"tuning": self.tuning_tick} if self.tuning_tick is not None else {})}
